@@ -1,0 +1,277 @@
+/*************************************************************************
+ * ulysses: NCCL-native all-to-all exchanges for Ulysses sequence parallelism.
+ *
+ * This header is the whole public API. Every function returns a
+ * ulyssesResult_t; ulyssesGetErrorString names a result and
+ * ulyssesGetLastError gives the calling thread's detailed message (the
+ * argument at fault and why). Asynchronous calls take the CUDA stream as
+ * their last argument and never synchronise the host.
+ ************************************************************************/
+
+#ifndef ULYSSES_H_
+#define ULYSSES_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#define ULYSSES_MAJOR 0
+#define ULYSSES_MINOR 1
+#define ULYSSES_PATCH 0
+#define ULYSSES_VERSION(X, Y, Z) ((X) * 10000 + (Y) * 100 + (Z))
+#define ULYSSES_VERSION_CODE ULYSSES_VERSION(ULYSSES_MAJOR, ULYSSES_MINOR, ULYSSES_PATCH)
+
+#if defined(__GNUC__)
+#define ULYSSES_API __attribute__((visibility("default")))
+#else
+#define ULYSSES_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Result codes. Every bad-input class has its own code; a call that returns
+ * anything but ulyssesSuccess has enqueued nothing and written nothing. */
+typedef enum {
+  ulyssesSuccess = 0,
+  ulyssesErrorInvalidArgument = 1,       /* a value out of its documented range */
+  ulyssesErrorNullPointer = 2,           /* a required pointer is NULL */
+  ulyssesErrorMisalignedPointer = 3,     /* a pointer lacks its documented alignment */
+  ulyssesErrorSizeOverflow = 4,          /* a size product overflows, or a tensor exceeds 2^56 bytes */
+  ulyssesErrorInvalidLength = 5,         /* a sequence length < 0 or > ULYSSES_MAX_LENGTH */
+  ulyssesErrorLengthExceedsCapacity = 6, /* a length above its capacity (reported asynchronously) */
+  ulyssesErrorUnsupportedElementSize = 7,/* element size not 1, 2, 4, 8 or 16 bytes */
+  ulyssesErrorLayoutMismatch = 8,        /* the call's tensors disagree with the plan's */
+  ulyssesErrorCommMismatch = 9,          /* the communicator's size or rank differs from the plan's */
+  ulyssesErrorWorkspaceTooSmall = 10,    /* workspace smaller than ulyssesGetWorkspaceSize says */
+  ulyssesErrorBufferOverlap = 11,        /* an output overlaps an input, another output or the workspace */
+  ulyssesErrorCudaError = 12,            /* a CUDA runtime call failed */
+  ulyssesErrorNcclError = 13,            /* an NCCL call failed */
+  ulyssesErrorSystemError = 14,          /* out of host memory */
+  ulyssesErrorUnsupported = 15,          /* e.g. an NCCL older than the library needs */
+  ulyssesNumResults = 16
+} ulyssesResult_t;
+
+/* The longest sequence slice a rank may hold, in rows (positions). */
+#define ULYSSES_MAX_LENGTH ((int64_t)INT32_MAX)
+/* The most tensors one multi-tensor call moves. */
+#define ULYSSES_MAX_TENSORS 8
+/* The alignment the workspace pointer needs, in bytes. */
+#define ULYSSES_WORKSPACE_ALIGNMENT 16
+
+/* Names a result code ("ulyssesErrorNullPointer"). Never NULL. */
+ULYSSES_API const char* ulyssesGetErrorString(ulyssesResult_t result);
+
+/* The calling thread's message for the last failed call: which argument and
+ * why. Empty when no call of this thread has failed. Never NULL. */
+ULYSSES_API const char* ulyssesGetLastError(void);
+
+/* The version of the loaded library, as ULYSSES_VERSION_CODE. Compare it with
+ * the header's ULYSSES_VERSION_CODE after dlopen. */
+ULYSSES_API ulyssesResult_t ulyssesGetVersion(int* version);
+
+/*------------------------------------------------------------------------
+ * Communicator: wraps, never owns, the caller's NCCL communicator.
+ *----------------------------------------------------------------------*/
+typedef struct ulyssesComm* ulyssesComm_t;
+
+#define ULYSSES_CONFIG_MAGIC 0x756c7973u /* "ulys" */
+
+/* Configuration for ulyssesCommCreate. Initialise with
+ * ULYSSES_CONFIG_INITIALIZER: size, magic and version let later versions of
+ * the library add fields that keep their defaults for older callers. */
+typedef struct {
+  size_t size;
+  unsigned int magic;
+  unsigned int version;
+} ulyssesConfig_t;
+
+#define ULYSSES_CONFIG_INITIALIZER \
+  { sizeof(ulyssesConfig_t), ULYSSES_CONFIG_MAGIC, ULYSSES_VERSION_CODE }
+
+/* Wraps ncclComm (a blocking communicator, already initialised) for use by
+ * this library. The caller keeps ncclComm alive until ulyssesCommDestroy and
+ * destroys it itself. config may be NULL for the defaults. Allocates a few
+ * bytes of device and pinned host memory on ncclComm's device. Checks at run
+ * time that the loaded NCCL is at least 2.18. */
+ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t ncclComm,
+                                              const ulyssesConfig_t* config);
+
+/* Frees what ulyssesCommCreate allocated. Work enqueued with comm must have
+ * completed. Does not touch the NCCL communicator. comm may be NULL. */
+ULYSSES_API ulyssesResult_t ulyssesCommDestroy(ulyssesComm_t comm);
+
+/* The communicator's size and this process's rank in it. */
+ULYSSES_API ulyssesResult_t ulyssesCommCount(ulyssesComm_t comm, int* nRanks);
+ULYSSES_API ulyssesResult_t ulyssesCommUserRank(ulyssesComm_t comm, int* rank);
+
+/* Without blocking: the first error that a kernel of this communicator found
+ * on the device (ulyssesErrorLengthExceedsCapacity or
+ * ulyssesErrorInvalidLength: a capacity-mode length outside [0, capacity];
+ * the kernels clamped it and wrote nothing outside the buffers), else the
+ * NCCL communicator's asynchronous error as ulyssesErrorNcclError, else
+ * ulyssesSuccess. Device errors stay set for the life of comm. */
+ULYSSES_API ulyssesResult_t ulyssesCommGetAsyncError(ulyssesComm_t comm, ulyssesResult_t* asyncError);
+
+/*------------------------------------------------------------------------
+ * Layouts and plans.
+ *----------------------------------------------------------------------*/
+typedef enum {
+  ulyssesOrderBSHD = 0, /* batch first: [B, L, (3,) H, D] (DeepSpeed, VILA) */
+  ulyssesOrderSBHD = 1  /* sequence first: [L, B, (3,) H, D] (Megatron) */
+} ulyssesOrder_t;
+
+/* One tensor's shape, described on its sequence side. The sequence-side
+ * tensor of rank r is [B, L_r, packed, heads, headDim] (BSHD) or
+ * [L_r, B, packed, heads, headDim] (SBHD); its head side on rank j is the same
+ * with Ltot rows and heads h_j .. h_{j+1}-1 only. Elements are moved as
+ * elementSize opaque bytes. */
+typedef struct {
+  int64_t batch;       /* B >= 1 */
+  int64_t heads;       /* H >= 1; split over ranks in contiguous groups, the
+                          lower ranks taking one extra head when P does not
+                          divide H (ranks own no head when P > H) */
+  int64_t headDim;     /* D >= 1 */
+  int64_t elementSize; /* 1, 2, 4, 8 or 16 bytes */
+  int packed;          /* 1, or 3 for packed q/k/v ([B, L, 3, H, D]) */
+  ulyssesOrder_t order;
+} ulyssesLayout_t;
+
+typedef enum {
+  ulyssesOpSeqToHead = 0, /* [.., L_r, .., H] -> [.., Ltot, .., H_j] */
+  ulyssesOpHeadToSeq = 1, /* the inverse (and the backward of SeqToHead) */
+  ulyssesOpAllGather = 2  /* [.., L_r, ..] -> [.., Ltot, ..] on every rank */
+} ulyssesOp_t;
+
+/* A plan: the ranks' lengths and the tensors' layouts. Pure host data (no
+ * CUDA or NCCL call, cheap enough to make every step); immutable, so one plan
+ * serves concurrent calls that each have their own workspace. */
+typedef struct ulyssesPlan* ulyssesPlan_t;
+
+/* Exact mode: the host knows every rank's length; only real rows cross the
+ * wire. lengths (host, nRanks entries) is copied. Every rank must make its
+ * plan with the same lengths and layouts. */
+ULYSSES_API ulyssesResult_t ulyssesPlanCreateExact(ulyssesPlan_t* plan, int nRanks, int rank,
+                                                   const int64_t* lengths, int nTensors,
+                                                   const ulyssesLayout_t* layouts);
+
+/* Capacity mode: the host knows only a bound per rank (capacities, host,
+ * nRanks entries, copied); this rank's real length is read at execution time
+ * from deviceLocalLength (device memory, one int64_t, 8-byte aligned, kept
+ * alive by the caller for the life of the plan) and all-gathered on the
+ * stream. Slices travel padded to their capacity; sequence-side buffers must
+ * hold B * capacity_r rows and head-side buffers B * sum(capacities) rows.
+ * A length outside [0, capacity] is clamped on the device and reported by
+ * ulyssesCommGetAsyncError. CUDA-graph safe: lengths may change between
+ * replays. */
+ULYSSES_API ulyssesResult_t ulyssesPlanCreateCapacity(ulyssesPlan_t* plan, int nRanks, int rank,
+                                                      const int64_t* capacities,
+                                                      const int64_t* deviceLocalLength,
+                                                      int nTensors, const ulyssesLayout_t* layouts);
+
+/* plan may be NULL. */
+ULYSSES_API ulyssesResult_t ulyssesPlanDestroy(ulyssesPlan_t plan);
+
+/* Bytes of device workspace that op needs with plan (0 where every pass is
+ * skipped and no length table is needed). */
+ULYSSES_API ulyssesResult_t ulyssesGetWorkspaceSize(ulyssesPlan_t plan, ulyssesOp_t op,
+                                                    size_t* workspaceSize);
+
+/*------------------------------------------------------------------------
+ * Exchanges. Each is enqueued on stream, in this order: (capacity mode) an
+ * ncclAllGather of the lengths into the workspace, a small kernel writing the
+ * length table, one pack kernel for all tensors, one NCCL group with an
+ * ncclSend and an ncclRecv per peer and tensor (self included; pairs with
+ * zero bytes are skipped on both sides), one unpack kernel. A pass is skipped
+ * where the layout makes the data contiguous already. No host
+ * synchronisation, no allocation: capturable in a CUDA graph (run once
+ * eagerly first, so that NCCL connects its peers).
+ *
+ * sendbuff/recvbuff: device buffers shaped as the plan's layout says (NULL is
+ * accepted only for a buffer of zero bytes). They must not overlap each other
+ * or the workspace. workspace: device memory of at least
+ * ulyssesGetWorkspaceSize(plan, op) bytes, ULYSSES_WORKSPACE_ALIGNMENT-aligned,
+ * not used by another call until this one has completed on the stream.
+ * comm's size and rank must equal the plan's.
+ *----------------------------------------------------------------------*/
+ULYSSES_API ulyssesResult_t ulyssesSeqToHead(ulyssesPlan_t plan, const void* sendbuff, void* recvbuff,
+                                             void* workspace, size_t workspaceSize,
+                                             ulyssesComm_t comm, cudaStream_t stream);
+ULYSSES_API ulyssesResult_t ulyssesHeadToSeq(ulyssesPlan_t plan, const void* sendbuff, void* recvbuff,
+                                             void* workspace, size_t workspaceSize,
+                                             ulyssesComm_t comm, cudaStream_t stream);
+ULYSSES_API ulyssesResult_t ulyssesAllGather(ulyssesPlan_t plan, const void* sendbuff, void* recvbuff,
+                                             void* workspace, size_t workspaceSize,
+                                             ulyssesComm_t comm, cudaStream_t stream);
+
+/* The same for nTensors tensors at once (q, k and v with their own head
+ * counts): one pack launch, one NCCL group, one unpack launch. nTensors must
+ * equal the plan's; sendbuffs[i] and recvbuffs[i] follow the plan's layouts[i]. */
+ULYSSES_API ulyssesResult_t ulyssesExchangeMulti(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
+                                                 const void* const* sendbuffs, void* const* recvbuffs,
+                                                 void* workspace, size_t workspaceSize,
+                                                 ulyssesComm_t comm, cudaStream_t stream);
+
+/* All-gathers this rank's length (device, one int64_t) into lengths (device,
+ * nRanks int64_t) on stream: ncclAllGather, nothing else. */
+ULYSSES_API ulyssesResult_t ulyssesAllGatherLengths(const int64_t* deviceLocalLength,
+                                                    int64_t* deviceLengths, ulyssesComm_t comm,
+                                                    cudaStream_t stream);
+
+/* The one explicit, synchronising length exchange, for exact mode: gathers
+ * every rank's localLength into hostLengths (nRanks entries) and waits for
+ * stream. Call it once per step, not per exchange. Not for concurrent use on
+ * one comm. */
+ULYSSES_API ulyssesResult_t ulyssesGatherLengthsHost(int64_t localLength, int64_t* hostLengths,
+                                                     ulyssesComm_t comm, cudaStream_t stream);
+
+/*------------------------------------------------------------------------
+ * The local stages alone, for a framework with its own transport.
+ * ulyssesPack fills the workspace's send segments from sendbuffs;
+ * ulyssesGetSegments says where each message lives; after the caller has
+ * moved every send segment (tensor t, to peer p) into peer p's matching
+ * receive segment (tensor t, from this rank), ulyssesUnpack scatters the
+ * receive segments into recvbuffs. deviceLengths: capacity mode, every rank's
+ * length on the device (nRanks int64_t, e.g. from ulyssesAllGatherLengths);
+ * exact mode, NULL. Neither stage calls NCCL.
+ *----------------------------------------------------------------------*/
+typedef enum {
+  ulyssesSegmentInWorkspace = 0,  /* offset is from the workspace pointer */
+  ulyssesSegmentInUserBuffer = 1  /* offset is from the tensor's sendbuff (send) or recvbuff (receive) */
+} ulyssesSegmentPlace_t;
+
+typedef struct {
+  ulyssesSegmentPlace_t place;
+  size_t offset;
+  size_t bytes; /* equal on both sides of every pair; 0: nothing to move */
+} ulyssesSegment_t;
+
+/* For tensor, the send (isSend = 1) or receive segments, one per peer
+ * (segments: nRanks entries). */
+ULYSSES_API ulyssesResult_t ulyssesGetSegments(ulyssesPlan_t plan, ulyssesOp_t op, int tensor,
+                                               int isSend, ulyssesSegment_t* segments);
+
+/* Bits that the stages OR into *deviceStatus when a capacity-mode length is
+ * outside [0, capacity] (they clamp it and write nothing out of bounds). */
+#define ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY 0x1u
+#define ULYSSES_STATUS_NEGATIVE_LENGTH 0x2u
+
+/* deviceStatus: capacity mode, one uint32_t of device (or mapped host) memory
+ * that the caller zeroes and reads; exact mode, NULL. */
+ULYSSES_API ulyssesResult_t ulyssesPack(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
+                                        const void* const* sendbuffs, const int64_t* deviceLengths,
+                                        uint32_t* deviceStatus, void* workspace,
+                                        size_t workspaceSize, cudaStream_t stream);
+ULYSSES_API ulyssesResult_t ulyssesUnpack(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
+                                          void* const* recvbuffs, const int64_t* deviceLengths,
+                                          uint32_t* deviceStatus, void* workspace,
+                                          size_t workspaceSize, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ULYSSES_H_ */

@@ -1,0 +1,39 @@
+/* The length table: real lengths (clamped to capacity), their prefix sums and
+ * the slots' prefix sums, written to the workspace for the copy kernels. */
+#include <cub/block/block_scan.cuh>
+
+#include "ulysses_launch.h"
+
+typedef cub::BlockScan<int64_t, ULYSSES_TABLE_CHUNK> LengthScan;
+
+static __global__ void __launch_bounds__(ULYSSES_TABLE_CHUNK)
+    lengthTableKernel(const __grid_constant__ ulyssesTableArgs args) {
+  __shared__ typename LengthScan::TempStorage lengthStorage;
+  __shared__ typename LengthScan::TempStorage slotStorage;
+  int i = threadIdx.x;
+  int64_t length = 0, slotLength = 0;
+  uint32_t errorBits = 0;
+  if (i < args.chunkCount) errorBits = ulyssesTableEntry(&args, i, &length, &slotLength);
+  int64_t lengthPrefix, slotPrefix;
+  LengthScan(lengthStorage).InclusiveSum(length, lengthPrefix);
+  LengthScan(slotStorage).InclusiveSum(slotLength, slotPrefix);
+  /* The previous chunk's launch, earlier on the stream, wrote the carry. */
+  int64_t lengthCarry = args.chunkBegin == 0 ? 0 : args.offsets[args.chunkBegin];
+  int64_t slotCarry = args.chunkBegin == 0 ? 0 : args.slotOffsets[args.chunkBegin];
+  if (i < args.chunkCount) {
+    int rank = args.chunkBegin + i;
+    args.lengths[rank] = length;
+    args.offsets[rank + 1] = lengthCarry + lengthPrefix;
+    args.slotOffsets[rank + 1] = slotCarry + slotPrefix;
+  }
+  if (i == 0 && args.chunkBegin == 0) {
+    args.offsets[0] = 0;
+    args.slotOffsets[0] = 0;
+  }
+  if (errorBits != 0 && args.status != NULL) atomicOr_system(args.status, errorBits);
+}
+
+extern "C" cudaError_t ulyssesLaunchLengthTable(const ulyssesTableArgs* args, cudaStream_t stream) {
+  lengthTableKernel<<<1, ULYSSES_TABLE_CHUNK, 0, stream>>>(*args);
+  return cudaGetLastError();
+}

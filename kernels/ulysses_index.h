@@ -1,0 +1,213 @@
+/* The index arithmetic of every kernel, and each kernel's per-thread work,
+ * as functions of the thread's coordinates. This header compiles under nvcc
+ * (host and device) and as plain C11, so that the CPU tests run exactly the
+ * code the GPU runs, for every coordinate of a launch.
+ *
+ * Vocabulary. A rank's tensor is a list of rows (one sequence position of one
+ * batch entry), each row `packed` groups of `heads` heads of headBytes bytes.
+ * A segment is what one rank sends to one peer for one tensor; it is laid out
+ * as the rows it carries, in the order of the sequence-side tensor, each row
+ * cut to the heads it carries. A slot is the room a segment has: its real
+ * rows first, then (capacity mode) padding up to the capacity.
+ * Two copies exist, each used in both directions (pack: user -> segments,
+ * unpack: segments -> user):
+ *  - head slice: the sequence-side tensor <-> one segment per peer p, holding
+ *    every local row cut to p's heads;
+ *  - row scatter: the head-side (or gathered) tensor <-> one segment per peer
+ *    r, holding r's rows.
+ * A run is the contiguous bytes one (row, packed index, peer) moves; the
+ * kernels give each run to a warp. */
+#ifndef ULYSSES_INDEX_H_
+#define ULYSSES_INDEX_H_
+
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define ULYSSES_HD static __host__ __device__ __forceinline__
+#else
+#define ULYSSES_HD static inline
+#endif
+
+#ifdef __cplusplus
+#define ULYSSES_ALIGNAS(n) alignas(n)
+#else
+#define ULYSSES_ALIGNAS(n) _Alignas(n)
+#endif
+
+#define ULYSSES_KERNEL_MAX_TENSORS 8
+/* Ranks whose host values one length-table launch carries. */
+#define ULYSSES_TABLE_CHUNK 128
+
+enum { ULYSSES_MODE_EXACT = 0, ULYSSES_MODE_CAPACITY = 1 };
+enum { ULYSSES_COPY_HEAD_SLICE = 0, ULYSSES_COPY_ROW_SCATTER = 1 };
+enum { ULYSSES_ORDER_BSHD = 0, ULYSSES_ORDER_SBHD = 1 };
+enum { ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY = 0x1u, ULYSSES_DEVICE_NEGATIVE_LENGTH = 0x2u };
+
+/*------------------------------------------------------------------------
+ * Head split: rank p owns heads [begin, begin + count); the first
+ * heads % nRanks ranks take one extra head.
+ *----------------------------------------------------------------------*/
+ULYSSES_HD int64_t ulyssesHeadBegin(int64_t heads, int nRanks, int rank) {
+  int64_t base = heads / nRanks, extra = heads % nRanks;
+  return rank * base + (rank < extra ? rank : extra);
+}
+
+ULYSSES_HD int64_t ulyssesHeadCount(int64_t heads, int nRanks, int rank) {
+  return heads / nRanks + (rank < heads % nRanks ? 1 : 0);
+}
+
+/* The rank whose rows hold global position g: the largest r with
+ * offsets[r] <= g (ranks of length zero own nothing: a later rank with the
+ * same offset wins). Requires 0 <= g < offsets[nRanks]. */
+ULYSSES_HD int ulyssesRowOwner(const int64_t* offsets, int nRanks, int64_t g) {
+  int low = 0, high = nRanks - 1;
+  while (low < high) {
+    int mid = low + (high - low + 1) / 2;
+    if (offsets[mid] <= g) low = mid; else high = mid - 1;
+  }
+  return low;
+}
+
+/*------------------------------------------------------------------------
+ * The length table: every kernel reads lengths and offsets from here, in
+ * device memory, never from the host.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  int32_t mode;
+  int32_t nRanks;
+  int32_t chunkBegin;  /* first rank of this launch */
+  int32_t chunkCount;  /* ranks in this launch, <= ULYSSES_TABLE_CHUNK */
+  /* Exact mode: the lengths; capacity mode: the capacities; of ranks
+   * chunkBegin .. chunkBegin + chunkCount - 1. */
+  int64_t hostValues[ULYSSES_TABLE_CHUNK];
+  const int64_t* gatheredLengths; /* capacity mode: every rank's raw length */
+  int64_t* lengths;               /* nRanks: real lengths, clamped to capacity */
+  int64_t* offsets;               /* nRanks + 1: prefix sums of lengths */
+  int64_t* slotOffsets;           /* nRanks + 1: prefix sums of slot lengths */
+  uint32_t* status;               /* capacity mode: error bits, OR-ed */
+} ulyssesTableArgs;
+
+/* Rank chunkBegin + i's real and slot length; returns its error bits. A
+ * capacity-mode length outside [0, capacity] is clamped so that no kernel
+ * ever addresses beyond the slot or the caller's buffer. */
+ULYSSES_HD uint32_t ulyssesTableEntry(const ulyssesTableArgs* a, int i, int64_t* length,
+                                      int64_t* slotLength) {
+  int64_t hostValue = a->hostValues[i];
+  if (a->mode == ULYSSES_MODE_EXACT) {
+    *length = hostValue;
+    *slotLength = hostValue;
+    return 0;
+  }
+  int64_t raw = a->gatheredLengths[a->chunkBegin + i];
+  *slotLength = hostValue;
+  if (raw < 0) { *length = 0; return ULYSSES_DEVICE_NEGATIVE_LENGTH; }
+  if (raw > hostValue) { *length = hostValue; return ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY; }
+  *length = raw;
+  return 0;
+}
+
+/*------------------------------------------------------------------------
+ * The pack / unpack copy.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  unsigned char* user;     /* the caller's tensor (sequence side for a head slice,
+                              head side or gathered for a row scatter) */
+  unsigned char* segments; /* this tensor's region of the workspace */
+  int64_t batch;
+  int64_t packed;
+  int64_t heads;           /* the tensor's H */
+  int64_t headBytes;       /* headDim * elementSize */
+  int64_t rowHeads;        /* row scatter: heads in one user row */
+  int32_t order;
+  int32_t wordBytes;       /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
+  int32_t active;          /* 0: this tensor travels straight from/to the user buffer */
+} ulyssesCopyTensor;
+
+typedef struct {
+  int32_t kind;       /* ULYSSES_COPY_HEAD_SLICE or ULYSSES_COPY_ROW_SCATTER */
+  int32_t toSegments; /* 1: pack, 0: unpack */
+  int32_t nRanks;
+  int32_t rank;
+  int32_t nTensors;
+  const int64_t* lengths;
+  const int64_t* offsets;
+  const int64_t* slotOffsets;
+  ulyssesCopyTensor tensors[ULYSSES_KERNEL_MAX_TENSORS];
+} ulyssesCopyArgs;
+
+typedef struct {
+  int64_t userOffset;
+  int64_t segmentOffset;
+  int64_t bytes;
+} ulyssesRun;
+
+/* How many runs tensor t has, from the device-side lengths. */
+ULYSSES_HD int64_t ulyssesCopyRunCount(const ulyssesCopyArgs* a, int t) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  if (!x->active) return 0;
+  if (a->kind == ULYSSES_COPY_HEAD_SLICE)
+    return (int64_t)a->nRanks * x->batch * a->lengths[a->rank] * x->packed;
+  return x->batch * a->offsets[a->nRanks];
+}
+
+/* Run `run` of tensor t: a head slice enumerates (peer, row, packed index),
+ * peer slowest; a row scatter enumerates the user tensor's rows. */
+ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t run) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  ulyssesRun result;
+  if (a->kind == ULYSSES_COPY_HEAD_SLICE) {
+    int64_t localRows = x->batch * a->lengths[a->rank];
+    int64_t runsPerPeer = localRows * x->packed;
+    int peer = (int)(run / runsPerPeer);
+    int64_t rowPart = run % runsPerPeer; /* row * packed + packed index */
+    int64_t headBegin = ulyssesHeadBegin(x->heads, a->nRanks, peer);
+    int64_t headCount = ulyssesHeadCount(x->heads, a->nRanks, peer);
+    int64_t slotRows = x->batch * (a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank]);
+    result.userOffset = (rowPart * x->heads + headBegin) * x->headBytes;
+    result.segmentOffset =
+        slotRows * x->packed * headBegin * x->headBytes + rowPart * headCount * x->headBytes;
+    result.bytes = headCount * x->headBytes;
+  } else {
+    int64_t totalLength = a->offsets[a->nRanks];
+    int64_t b, g;
+    if (x->order == ULYSSES_ORDER_BSHD) { b = run / totalLength; g = run % totalLength; }
+    else { g = run / x->batch; b = run % x->batch; }
+    int owner = ulyssesRowOwner(a->offsets, a->nRanks, g);
+    int64_t s = g - a->offsets[owner];
+    int64_t segmentRow =
+        x->order == ULYSSES_ORDER_BSHD ? b * a->lengths[owner] + s : s * x->batch + b;
+    int64_t rowBytes = x->packed * x->rowHeads * x->headBytes;
+    result.userOffset = run * rowBytes;
+    result.segmentOffset = (x->batch * a->slotOffsets[owner] + segmentRow) * rowBytes;
+    result.bytes = rowBytes;
+  }
+  return result;
+}
+
+typedef struct { ULYSSES_ALIGNAS(16) uint64_t low; uint64_t high; } ulyssesWord16;
+
+/* One thread's share of a run: words lane, lane + laneCount, ... */
+ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
+                                     int laneCount) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  ulyssesRun r = ulyssesCopyRunAt(a, t, run);
+  unsigned char* userBytes = x->user + r.userOffset;
+  unsigned char* segmentBytes = x->segments + r.segmentOffset;
+  const unsigned char* src = a->toSegments ? userBytes : segmentBytes;
+  unsigned char* dst = a->toSegments ? segmentBytes : userBytes;
+  int64_t words = r.bytes / x->wordBytes;
+  switch (x->wordBytes) {
+#define ULYSSES_COPY_WORDS(Type)                                             \
+  for (int64_t w = lane; w < words; w += laneCount)                          \
+    ((Type*)(void*)dst)[w] = ((const Type*)(const void*)src)[w];             \
+  break;
+    case 16: ULYSSES_COPY_WORDS(ulyssesWord16)
+    case 8: ULYSSES_COPY_WORDS(uint64_t)
+    case 4: ULYSSES_COPY_WORDS(uint32_t)
+    case 2: ULYSSES_COPY_WORDS(uint16_t)
+    default: ULYSSES_COPY_WORDS(uint8_t)
+#undef ULYSSES_COPY_WORDS
+  }
+}
+
+#endif /* ULYSSES_INDEX_H_ */

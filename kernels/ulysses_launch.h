@@ -1,0 +1,25 @@
+/* The kernels' launchers: the only way host code reaches a kernel, so that
+ * the host side stays plain C and the <<<>>> syntax stays in .cu files. */
+#ifndef ULYSSES_LAUNCH_H_
+#define ULYSSES_LAUNCH_H_
+
+#include <cuda_runtime.h>
+
+#include "ulysses_index.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One block writing one chunk of the length table. */
+cudaError_t ulyssesLaunchLengthTable(const ulyssesTableArgs* args, cudaStream_t stream);
+
+/* The pack or unpack copy of every tensor of args, one grid row per tensor.
+ * maxRuns bounds each tensor's run count (the device may find fewer). */
+cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ULYSSES_LAUNCH_H_ */

@@ -1,0 +1,27 @@
+/* Result codes, the per-thread message, and the checking macros every call
+ * goes through, so that an error path is one line and never forgotten. */
+#ifndef ULYSSES_ERROR_H_
+#define ULYSSES_ERROR_H_
+
+#include "ulysses.h"
+
+/* Records a printf-style message for ulyssesGetLastError and returns code. */
+ulyssesResult_t ulyssesFail(ulyssesResult_t code, const char* format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Forgets the calling thread's message (at the start of each public call). */
+void ulyssesClearError(void);
+
+#define ULYSSES_CHECK(call)                                  \
+  do {                                                       \
+    ulyssesResult_t ulyssesCheckResult_ = (call);            \
+    if (ulyssesCheckResult_ != ulyssesSuccess) return ulyssesCheckResult_; \
+  } while (0)
+
+#define ULYSSES_CHECK_GOTO(call, result, label)              \
+  do {                                                       \
+    (result) = (call);                                       \
+    if ((result) != ulyssesSuccess) goto label;              \
+  } while (0)
+
+#endif /* ULYSSES_ERROR_H_ */

@@ -1,0 +1,147 @@
+#include "pipeline.h"
+
+#include <string.h>
+
+#include "error.h"
+
+typedef struct ulyssesPlan ulyssesPlanData;
+
+static void* at(void* workspace, size_t offset) { return (unsigned char*)workspace + offset; }
+
+/* The table kernel carries the host values of ULYSSES_TABLE_CHUNK ranks per
+ * launch; each launch continues the prefix sums where the previous one,
+ * earlier on the same stream, left them. */
+static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan, const ulyssesWorkspaceLayout* layout,
+                                    void* workspace, const int64_t* gatheredLengths,
+                                    uint32_t* status, const ulyssesBackend* backend) {
+  for (int chunkBegin = 0; chunkBegin < plan->nRanks; chunkBegin += ULYSSES_TABLE_CHUNK) {
+    ulyssesTableArgs args;
+    memset(&args, 0, sizeof args);
+    args.mode = plan->mode;
+    args.nRanks = plan->nRanks;
+    args.chunkBegin = chunkBegin;
+    args.chunkCount = plan->nRanks - chunkBegin < ULYSSES_TABLE_CHUNK ? plan->nRanks - chunkBegin
+                                                                      : ULYSSES_TABLE_CHUNK;
+    memcpy(args.hostValues, plan->slotLengths + chunkBegin, sizeof(int64_t) * (size_t)args.chunkCount);
+    args.gatheredLengths = gatheredLengths;
+    args.lengths = at(workspace, layout->lengthsOffset);
+    args.offsets = at(workspace, layout->offsetsOffset);
+    args.slotOffsets = at(workspace, layout->slotOffsetsOffset);
+    args.status = status;
+    ULYSSES_CHECK(backend->launchTable(backend->context, &args));
+  }
+  return ulyssesSuccess;
+}
+
+/* The copy of one side of every tensor; returns whether any tensor needs it. */
+static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
+                     const void* const* userBuffers, void* workspace,
+                     const ulyssesWorkspaceLayout* layout, ulyssesCopyArgs* args,
+                     int64_t* maxRuns) {
+  memset(args, 0, sizeof *args);
+  args->toSegments = side == ULYSSES_SEND;
+  args->nRanks = plan->nRanks;
+  args->rank = plan->rank;
+  args->nTensors = plan->nTensors;
+  args->lengths = at(workspace, layout->lengthsOffset);
+  args->offsets = at(workspace, layout->offsetsOffset);
+  args->slotOffsets = at(workspace, layout->slotOffsetsOffset);
+  *maxRuns = 0;
+  int anyActive = 0;
+  for (int t = 0; t < plan->nTensors; t++) {
+    const ulyssesLayout_t* tensorLayout = &plan->layouts[t];
+    ulyssesSideShape shape = ulyssesPlanSide(plan, op, t, side);
+    ulyssesCopyTensor* x = &args->tensors[t];
+    args->kind = shape.kind == ULYSSES_COPY_HEAD_SLICE ? ULYSSES_COPY_HEAD_SLICE
+                                                       : ULYSSES_COPY_ROW_SCATTER;
+    x->user = (unsigned char*)(uintptr_t)userBuffers[t];
+    x->segments = at(workspace, layout->regionOffset[side][t]);
+    x->batch = tensorLayout->batch;
+    x->packed = tensorLayout->packed;
+    x->heads = tensorLayout->heads;
+    x->headBytes = tensorLayout->headDim * tensorLayout->elementSize;
+    x->rowHeads = shape.rowHeads;
+    x->order = tensorLayout->order == ulyssesOrderSBHD ? ULYSSES_ORDER_SBHD : ULYSSES_ORDER_BSHD;
+    x->wordBytes = ulyssesWordBytes(x->headBytes, x->user, x->segments);
+    x->active = !shape.direct;
+    if (!x->active) continue;
+    anyActive = 1;
+    int64_t runs = shape.kind == ULYSSES_COPY_HEAD_SLICE
+                       ? plan->nRanks * x->batch * plan->slotLengths[plan->rank] * x->packed
+                       : x->batch * plan->slotOffsets[plan->nRanks];
+    if (runs > *maxRuns) *maxRuns = runs;
+  }
+  return anyActive;
+}
+
+static const void* segmentAddress(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+                                  ulyssesSide side, int peer, const void* userBuffer,
+                                  void* workspace, const ulyssesWorkspaceLayout* layout,
+                                  size_t* bytes) {
+  ulyssesSegment_t segment = ulyssesPlanSegment(plan, op, tensor, side, peer);
+  *bytes = segment.bytes;
+  if (segment.place == ulyssesSegmentInUserBuffer)
+    return (const unsigned char*)userBuffer + segment.offset;
+  return (const unsigned char*)workspace + layout->regionOffset[side][tensor] + segment.offset;
+}
+
+static ulyssesResult_t postMessages(const ulyssesPlanData* plan, ulyssesOp_t op,
+                                    const void* const* sendbuffs, void* const* recvbuffs,
+                                    void* workspace, const ulyssesWorkspaceLayout* layout,
+                                    const ulyssesBackend* backend) {
+  ULYSSES_CHECK(backend->groupStart(backend->context));
+  ulyssesResult_t result = ulyssesSuccess;
+  for (int peer = 0; peer < plan->nRanks && result == ulyssesSuccess; peer++)
+    for (int t = 0; t < plan->nTensors && result == ulyssesSuccess; t++) {
+      size_t sendBytes, recvBytes;
+      const void* sendAddress = segmentAddress(plan, op, t, ULYSSES_SEND, peer, sendbuffs[t],
+                                               workspace, layout, &sendBytes);
+      const void* recvAddress = segmentAddress(plan, op, t, ULYSSES_RECV, peer, recvbuffs[t],
+                                               workspace, layout, &recvBytes);
+      /* Both sides compute the same byte count for each pair, so skipping
+       * empty messages is agreed without talking. */
+      if (sendBytes > 0) result = backend->send(backend->context, sendAddress, sendBytes, peer);
+      if (recvBytes > 0 && result == ulyssesSuccess)
+        result = backend->recv(backend->context, (void*)(uintptr_t)recvAddress, recvBytes, peer);
+    }
+  /* A group once started is always ended, so that NCCL can clean up. */
+  ulyssesResult_t endResult = backend->groupEnd(backend->context);
+  return result != ulyssesSuccess ? result : endResult;
+}
+
+ulyssesResult_t ulyssesRunExchange(const ulyssesPlanData* plan, ulyssesOp_t op,
+                                   const void* const* sendbuffs, void* const* recvbuffs,
+                                   void* workspace, uint32_t* status,
+                                   const ulyssesBackend* backend) {
+  ulyssesWorkspaceLayout layout;
+  ulyssesPlanWorkspace(plan, op, &layout);
+  if (plan->mode == ULYSSES_MODE_CAPACITY)
+    ULYSSES_CHECK(backend->allGather(backend->context, plan->deviceLocalLength,
+                                     at(workspace, layout.gatheredOffset), sizeof(int64_t)));
+  if (layout.needTable)
+    ULYSSES_CHECK(enqueueTable(plan, &layout, workspace, at(workspace, layout.gatheredOffset),
+                               status, backend));
+  ulyssesCopyArgs copy;
+  int64_t maxRuns;
+  if (buildCopy(plan, op, ULYSSES_SEND, sendbuffs, workspace, &layout, &copy, &maxRuns))
+    ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
+  ULYSSES_CHECK(postMessages(plan, op, sendbuffs, recvbuffs, workspace, &layout, backend));
+  if (buildCopy(plan, op, ULYSSES_RECV, (const void* const*)recvbuffs, workspace, &layout, &copy,
+                &maxRuns))
+    ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
+  return ulyssesSuccess;
+}
+
+ulyssesResult_t ulyssesRunStage(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
+                                const void* const* userBuffers, const int64_t* deviceLengths,
+                                void* workspace, uint32_t* status, const ulyssesBackend* backend) {
+  ulyssesWorkspaceLayout layout;
+  ulyssesPlanWorkspace(plan, op, &layout);
+  if (layout.needTable)
+    ULYSSES_CHECK(enqueueTable(plan, &layout, workspace, deviceLengths, status, backend));
+  ulyssesCopyArgs copy;
+  int64_t maxRuns;
+  if (buildCopy(plan, op, side, userBuffers, workspace, &layout, &copy, &maxRuns))
+    ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
+  return ulyssesSuccess;
+}

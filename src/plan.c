@@ -1,0 +1,387 @@
+#include "plan.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+typedef struct ulyssesPlan ulyssesPlanData;
+
+static const char* const opNames[ULYSSES_OP_COUNT] = {"seq->head", "head->seq", "all-gather"};
+
+int ulyssesOpIsValid(int op) { return op >= 0 && op < ULYSSES_OP_COUNT; }
+
+static int64_t headBytesOf(const ulyssesLayout_t* layout) {
+  return layout->headDim * layout->elementSize;
+}
+
+static int64_t slotTotal(const ulyssesPlanData* plan) { return plan->slotOffsets[plan->nRanks]; }
+
+/*------------------------------------------------------------------------
+ * Creation and validation.
+ *----------------------------------------------------------------------*/
+static ulyssesResult_t checkedMul(int64_t a, int64_t b, int64_t* product, const char* what) {
+  if (__builtin_mul_overflow(a, b, product))
+    return ulyssesFail(ulyssesErrorSizeOverflow, "%s overflows 63 bits (%lld * %lld)", what,
+                       (long long)a, (long long)b);
+  return ulyssesSuccess;
+}
+
+static ulyssesResult_t checkLayout(const ulyssesLayout_t* layout, int index) {
+  if (layout->batch < 1)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "layouts[%d].batch is %lld; it must be >= 1",
+                       index, (long long)layout->batch);
+  if (layout->heads < 1)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "layouts[%d].heads is %lld; it must be >= 1",
+                       index, (long long)layout->heads);
+  if (layout->headDim < 1)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "layouts[%d].headDim is %lld; it must be >= 1",
+                       index, (long long)layout->headDim);
+  int64_t e = layout->elementSize;
+  if (e != 1 && e != 2 && e != 4 && e != 8 && e != 16)
+    return ulyssesFail(ulyssesErrorUnsupportedElementSize,
+                       "layouts[%d].elementSize is %lld; the kernels move 1, 2, 4, 8 or 16 bytes",
+                       index, (long long)e);
+  if (layout->packed != 1 && layout->packed != 3)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "layouts[%d].packed is %d; it must be 1 or 3",
+                       index, layout->packed);
+  if (layout->order != ulyssesOrderBSHD && layout->order != ulyssesOrderSBHD)
+    return ulyssesFail(ulyssesErrorInvalidArgument,
+                       "layouts[%d].order is %d; it must be ulyssesOrderBSHD or ulyssesOrderSBHD",
+                       index, (int)layout->order);
+  return ulyssesSuccess;
+}
+
+/* Every byte count and run count the plan or a kernel forms is bounded by
+ * these products; with each tensor at most ULYSSES_MAX_TENSOR_BYTES, a
+ * workspace of 2 * ULYSSES_MAX_TENSORS regions plus the table stays far
+ * below 2^63, so later arithmetic needs no checks. */
+static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyssesLayout_t* layout,
+                                        int index) {
+  int64_t headBytes, rowBytes, packedHeads, rows, bytes, localRuns, runs;
+  ULYSSES_CHECK(checkedMul(layout->headDim, layout->elementSize, &headBytes, "headDim * elementSize"));
+  ULYSSES_CHECK(checkedMul(layout->packed, layout->heads, &packedHeads, "packed * heads"));
+  ULYSSES_CHECK(checkedMul(packedHeads, headBytes, &rowBytes, "the bytes of one row"));
+  ULYSSES_CHECK(checkedMul(layout->batch, slotTotal(plan), &rows, "batch * total length"));
+  ULYSSES_CHECK(checkedMul(rows, rowBytes, &bytes, "the bytes of the gathered tensor"));
+  if (bytes > ULYSSES_MAX_TENSOR_BYTES)
+    return ulyssesFail(ulyssesErrorSizeOverflow,
+                       "tensor %d gathered over every rank is %lld bytes, above the 2^56 the "
+                       "library addresses",
+                       index, (long long)bytes);
+  ULYSSES_CHECK(checkedMul(layout->batch * plan->slotLengths[plan->rank], layout->packed,
+                           &localRuns, "the local rows"));
+  ULYSSES_CHECK(checkedMul(localRuns, plan->nRanks, &runs, "the pack kernel's run count"));
+  return ulyssesSuccess;
+}
+
+static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int mode,
+                                  const int64_t* lengths, const int64_t* deviceLocalLength,
+                                  int nTensors, const ulyssesLayout_t* layouts) {
+  ulyssesClearError();
+  const char* lengthsName = mode == ULYSSES_MODE_EXACT ? "lengths" : "capacities";
+  if (out == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
+  if (nRanks < 1)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "nRanks is %d; it must be >= 1", nRanks);
+  if (rank < 0 || rank >= nRanks)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "rank is %d; it must be in [0, %d)", rank,
+                       nRanks);
+  if (lengths == NULL) return ulyssesFail(ulyssesErrorNullPointer, "%s is NULL", lengthsName);
+  for (int r = 0; r < nRanks; r++)
+    if (lengths[r] < 0 || lengths[r] > ULYSSES_MAX_LENGTH)
+      return ulyssesFail(ulyssesErrorInvalidLength, "%s[%d] is %lld; it must be in [0, %lld]",
+                         lengthsName, r, (long long)lengths[r], (long long)ULYSSES_MAX_LENGTH);
+  if (mode == ULYSSES_MODE_CAPACITY) {
+    if (deviceLocalLength == NULL)
+      return ulyssesFail(ulyssesErrorNullPointer, "deviceLocalLength is NULL");
+    if ((uintptr_t)deviceLocalLength % sizeof(int64_t) != 0)
+      return ulyssesFail(ulyssesErrorMisalignedPointer,
+                         "deviceLocalLength %p is not 8-byte aligned", (const void*)deviceLocalLength);
+  }
+  if (nTensors < 1 || nTensors > ULYSSES_MAX_TENSORS)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "nTensors is %d; it must be in [1, %d]",
+                       nTensors, ULYSSES_MAX_TENSORS);
+  if (layouts == NULL) return ulyssesFail(ulyssesErrorNullPointer, "layouts is NULL");
+  for (int t = 0; t < nTensors; t++) ULYSSES_CHECK(checkLayout(&layouts[t], t));
+
+  ulyssesPlanData* plan = calloc(1, sizeof *plan);
+  int64_t* slotLengths = malloc(sizeof(int64_t) * (size_t)nRanks);
+  int64_t* slotOffsets = malloc(sizeof(int64_t) * ((size_t)nRanks + 1));
+  if (plan == NULL || slotLengths == NULL || slotOffsets == NULL) {
+    free(plan);
+    free(slotLengths);
+    free(slotOffsets);
+    return ulyssesFail(ulyssesErrorSystemError, "out of host memory for a plan of %d ranks", nRanks);
+  }
+  plan->nRanks = nRanks;
+  plan->rank = rank;
+  plan->mode = mode;
+  plan->nTensors = nTensors;
+  plan->slotLengths = slotLengths;
+  plan->slotOffsets = slotOffsets;
+  plan->deviceLocalLength = deviceLocalLength;
+  memcpy(plan->layouts, layouts, sizeof(ulyssesLayout_t) * (size_t)nTensors);
+  slotOffsets[0] = 0;
+  for (int r = 0; r < nRanks; r++) {
+    slotLengths[r] = lengths[r];
+    slotOffsets[r + 1] = slotOffsets[r] + lengths[r]; /* <= nRanks * INT32_MAX: no overflow */
+  }
+  for (int t = 0; t < nTensors; t++) {
+    ulyssesResult_t result = checkTensorSizes(plan, &layouts[t], t);
+    if (result != ulyssesSuccess) {
+      ulyssesPlanDestroy(plan);
+      return result;
+    }
+  }
+  for (int op = 0; op < ULYSSES_OP_COUNT; op++) {
+    ulyssesWorkspaceLayout layout;
+    ulyssesPlanWorkspace(plan, (ulyssesOp_t)op, &layout);
+    plan->workspaceBytes[op] = layout.totalBytes;
+  }
+  *out = plan;
+  return ulyssesSuccess;
+}
+
+ULYSSES_API ulyssesResult_t ulyssesPlanCreateExact(ulyssesPlan_t* plan, int nRanks, int rank,
+                                                   const int64_t* lengths, int nTensors,
+                                                   const ulyssesLayout_t* layouts) {
+  return createPlan(plan, nRanks, rank, ULYSSES_MODE_EXACT, lengths, NULL, nTensors, layouts);
+}
+
+ULYSSES_API ulyssesResult_t ulyssesPlanCreateCapacity(ulyssesPlan_t* plan, int nRanks, int rank,
+                                                      const int64_t* capacities,
+                                                      const int64_t* deviceLocalLength,
+                                                      int nTensors, const ulyssesLayout_t* layouts) {
+  return createPlan(plan, nRanks, rank, ULYSSES_MODE_CAPACITY, capacities, deviceLocalLength,
+                    nTensors, layouts);
+}
+
+ULYSSES_API ulyssesResult_t ulyssesPlanDestroy(ulyssesPlan_t plan) {
+  if (plan != NULL) {
+    free(plan->slotLengths);
+    free(plan->slotOffsets);
+    free(plan);
+  }
+  return ulyssesSuccess;
+}
+
+/*------------------------------------------------------------------------
+ * Sides, segments and the workspace.
+ *----------------------------------------------------------------------*/
+ulyssesSideShape ulyssesPlanSide(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+                                 ulyssesSide side) {
+  const ulyssesLayout_t* layout = &plan->layouts[tensor];
+  ulyssesSideShape shape = {ULYSSES_COPY_ROW_SCATTER, 0, 0};
+  int exact = plan->mode == ULYSSES_MODE_EXACT;
+  if (op == ulyssesOpAllGather && side == ULYSSES_SEND) {
+    shape.kind = ULYSSES_SIDE_WHOLE;
+    shape.direct = 1;
+  } else if ((op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND)) {
+    /* The sequence-side tensor: each peer's segment is every local row cut
+     * to the peer's heads, contiguous in the user buffer only when one peer
+     * takes every head or there is at most one (row, packed index). */
+    int64_t localRuns = layout->batch * plan->slotLengths[plan->rank] * layout->packed;
+    shape.kind = ULYSSES_COPY_HEAD_SLICE;
+    shape.direct = plan->nRanks == 1 || layout->heads == 1 || (exact && localRuns <= 1);
+  } else {
+    /* The head-side or gathered tensor: each peer's rows are one block of the
+     * user buffer when the batch is 1 or the sequence is the outer dimension;
+     * in capacity mode their position is known only on the device. */
+    shape.rowHeads = op == ulyssesOpAllGather
+                         ? layout->heads
+                         : ulyssesHeadCount(layout->heads, plan->nRanks, plan->rank);
+    shape.direct = plan->nRanks == 1 ||
+                   (exact && (layout->batch == 1 || layout->order == ulyssesOrderSBHD));
+  }
+  return shape;
+}
+
+ulyssesSegment_t ulyssesPlanSegment(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+                                    ulyssesSide side, int peer) {
+  const ulyssesLayout_t* layout = &plan->layouts[tensor];
+  ulyssesSideShape shape = ulyssesPlanSide(plan, op, tensor, side);
+  int64_t headBytes = headBytesOf(layout);
+  int64_t localSlotRows = layout->batch * plan->slotLengths[plan->rank];
+  ulyssesSegment_t segment;
+  segment.place = shape.direct ? ulyssesSegmentInUserBuffer : ulyssesSegmentInWorkspace;
+  if (shape.kind == ULYSSES_SIDE_WHOLE) {
+    segment.offset = 0;
+    segment.bytes = (size_t)(localSlotRows * layout->packed * layout->heads * headBytes);
+  } else if (shape.kind == ULYSSES_COPY_HEAD_SLICE) {
+    int64_t headBegin = ulyssesHeadBegin(layout->heads, plan->nRanks, peer);
+    int64_t headCount = ulyssesHeadCount(layout->heads, plan->nRanks, peer);
+    segment.bytes = (size_t)(localSlotRows * layout->packed * headCount * headBytes);
+    /* Direct only with at most one (row, packed index), or one peer taking
+     * every head (whose headBegin is 0): the slice starts at its first head. */
+    segment.offset = (size_t)(shape.direct ? headBegin * headBytes
+                                           : localSlotRows * layout->packed * headBegin * headBytes);
+  } else {
+    int64_t rowBytes = layout->packed * shape.rowHeads * headBytes;
+    segment.bytes = (size_t)(layout->batch * plan->slotLengths[peer] * rowBytes);
+    segment.offset = (size_t)(layout->batch * plan->slotOffsets[peer] * rowBytes);
+  }
+  return segment;
+}
+
+size_t ulyssesPlanUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+                            ulyssesSide side) {
+  const ulyssesLayout_t* layout = &plan->layouts[tensor];
+  int64_t headBytes = headBytesOf(layout);
+  int sequenceSide = op == ulyssesOpAllGather ? side == ULYSSES_SEND
+                                              : (op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND);
+  if (sequenceSide)
+    return (size_t)(layout->batch * plan->slotLengths[plan->rank] * layout->packed * layout->heads *
+                    headBytes);
+  int64_t rowHeads = op == ulyssesOpAllGather
+                         ? layout->heads
+                         : ulyssesHeadCount(layout->heads, plan->nRanks, plan->rank);
+  return (size_t)(layout->batch * slotTotal(plan) * layout->packed * rowHeads * headBytes);
+}
+
+static size_t alignUp(size_t value, size_t alignment) {
+  return (value + alignment - 1) / alignment * alignment;
+}
+
+void ulyssesPlanWorkspace(const ulyssesPlanData* plan, ulyssesOp_t op,
+                          ulyssesWorkspaceLayout* layout) {
+  memset(layout, 0, sizeof *layout);
+  int anyCopy = 0;
+  for (int side = 0; side < 2; side++)
+    for (int t = 0; t < plan->nTensors; t++)
+      anyCopy |= !ulyssesPlanSide(plan, op, t, (ulyssesSide)side).direct;
+  /* Capacity mode always builds the table: it is where a length above its
+   * capacity is found, even when no kernel needs the lengths. */
+  layout->needTable = anyCopy || plan->mode == ULYSSES_MODE_CAPACITY;
+  size_t cursor = 0;
+  if (layout->needTable) {
+    size_t n = (size_t)plan->nRanks;
+    layout->gatheredOffset = 0;
+    layout->lengthsOffset = n * sizeof(int64_t);
+    layout->offsetsOffset = 2 * n * sizeof(int64_t);
+    layout->slotOffsetsOffset = (3 * n + 1) * sizeof(int64_t);
+    cursor = alignUp((4 * n + 2) * sizeof(int64_t), ULYSSES_REGION_ALIGNMENT);
+  }
+  for (int side = 0; side < 2; side++)
+    for (int t = 0; t < plan->nTensors; t++) {
+      layout->regionOffset[side][t] = cursor;
+      if (ulyssesPlanSide(plan, op, t, (ulyssesSide)side).direct) continue;
+      size_t regionBytes = 0;
+      for (int p = 0; p < plan->nRanks; p++)
+        regionBytes += ulyssesPlanSegment(plan, op, t, (ulyssesSide)side, p).bytes;
+      cursor = alignUp(cursor + regionBytes, ULYSSES_REGION_ALIGNMENT);
+    }
+  layout->totalBytes = cursor;
+}
+
+int ulyssesWordBytes(int64_t headBytes, const void* user, const void* segments) {
+  uint64_t bits = (uint64_t)headBytes | (uint64_t)(uintptr_t)user | (uint64_t)(uintptr_t)segments;
+  int word = 16;
+  while (word > 1 && bits % (uint64_t)word != 0) word /= 2;
+  return word;
+}
+
+/*------------------------------------------------------------------------
+ * Call-time checks.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  const void* begin;
+  size_t bytes;
+  const char* name;
+  int index;
+  int writable;
+} bufferRange;
+
+static int rangesOverlap(const bufferRange* a, const bufferRange* b) {
+  if (a->bytes == 0 || b->bytes == 0) return 0;
+  uintptr_t aBegin = (uintptr_t)a->begin, bBegin = (uintptr_t)b->begin;
+  return aBegin < bBegin + b->bytes && bBegin < aBegin + a->bytes;
+}
+
+ulyssesResult_t ulyssesCheckBuffers(const ulyssesPlanData* plan, ulyssesOp_t op, int nTensors,
+                                    const void* const* sendbuffs, void* const* recvbuffs,
+                                    const void* workspace, size_t workspaceSize, int checkSend,
+                                    int checkRecv) {
+  if (!ulyssesOpIsValid((int)op))
+    return ulyssesFail(ulyssesErrorInvalidArgument,
+                       "op is %d; it must be ulyssesOpSeqToHead, ulyssesOpHeadToSeq or "
+                       "ulyssesOpAllGather",
+                       (int)op);
+  if (nTensors != plan->nTensors)
+    return ulyssesFail(ulyssesErrorLayoutMismatch,
+                       "the call moves %d tensor(s) but the plan was made for %d", nTensors,
+                       plan->nTensors);
+  if (checkSend && sendbuffs == NULL) return ulyssesFail(ulyssesErrorNullPointer, "sendbuffs is NULL");
+  if (checkRecv && recvbuffs == NULL) return ulyssesFail(ulyssesErrorNullPointer, "recvbuffs is NULL");
+
+  bufferRange ranges[2 * ULYSSES_MAX_TENSORS + 1];
+  int nRanges = 0;
+  for (int side = 0; side < 2; side++) {
+    if (!(side == ULYSSES_SEND ? checkSend : checkRecv)) continue;
+    for (int t = 0; t < nTensors; t++) {
+      const void* buffer = side == ULYSSES_SEND ? sendbuffs[t] : recvbuffs[t];
+      size_t bytes = ulyssesPlanUserBytes(plan, op, t, (ulyssesSide)side);
+      const char* name = side == ULYSSES_SEND ? "sendbuff" : "recvbuff";
+      if (buffer == NULL && bytes > 0)
+        return ulyssesFail(ulyssesErrorNullPointer,
+                           "%s of tensor %d is NULL but %s needs %zu bytes there", name, t,
+                           opNames[op], bytes);
+      ranges[nRanges++] = (bufferRange){buffer, bytes, name, t, side == ULYSSES_RECV};
+    }
+  }
+
+  size_t needed = plan->workspaceBytes[op];
+  if (needed > 0) {
+    if (workspace == NULL)
+      return ulyssesFail(ulyssesErrorNullPointer, "workspace is NULL but %s needs %zu bytes",
+                         opNames[op], needed);
+    if ((uintptr_t)workspace % ULYSSES_WORKSPACE_ALIGNMENT != 0)
+      return ulyssesFail(ulyssesErrorMisalignedPointer, "workspace %p is not %d-byte aligned",
+                         workspace, ULYSSES_WORKSPACE_ALIGNMENT);
+    if (workspaceSize < needed)
+      return ulyssesFail(ulyssesErrorWorkspaceTooSmall,
+                         "workspaceSize is %zu bytes; %s with this plan needs %zu", workspaceSize,
+                         opNames[op], needed);
+    ranges[nRanges++] = (bufferRange){workspace, needed, "workspace", 0, 1};
+  }
+
+  /* Reading overlapping inputs is harmless; anything written must overlap
+   * nothing else. */
+  for (int i = 0; i < nRanges; i++)
+    for (int j = i + 1; j < nRanges; j++)
+      if ((ranges[i].writable || ranges[j].writable) && rangesOverlap(&ranges[i], &ranges[j]))
+        return ulyssesFail(ulyssesErrorBufferOverlap, "%s of tensor %d overlaps %s of tensor %d",
+                           ranges[i].name, ranges[i].index, ranges[j].name, ranges[j].index);
+  return ulyssesSuccess;
+}
+
+ULYSSES_API ulyssesResult_t ulyssesGetWorkspaceSize(ulyssesPlan_t plan, ulyssesOp_t op,
+                                                    size_t* workspaceSize) {
+  ulyssesClearError();
+  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
+  if (workspaceSize == NULL) return ulyssesFail(ulyssesErrorNullPointer, "workspaceSize is NULL");
+  if (!ulyssesOpIsValid((int)op))
+    return ulyssesFail(ulyssesErrorInvalidArgument, "op is %d; it is not a ulyssesOp_t", (int)op);
+  *workspaceSize = plan->workspaceBytes[op];
+  return ulyssesSuccess;
+}
+
+ULYSSES_API ulyssesResult_t ulyssesGetSegments(ulyssesPlan_t plan, ulyssesOp_t op, int tensor,
+                                               int isSend, ulyssesSegment_t* segments) {
+  ulyssesClearError();
+  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
+  if (segments == NULL) return ulyssesFail(ulyssesErrorNullPointer, "segments is NULL");
+  if (!ulyssesOpIsValid((int)op))
+    return ulyssesFail(ulyssesErrorInvalidArgument, "op is %d; it is not a ulyssesOp_t", (int)op);
+  if (tensor < 0 || tensor >= plan->nTensors)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "tensor is %d; the plan has %d", tensor,
+                       plan->nTensors);
+  ulyssesSide side = isSend ? ULYSSES_SEND : ULYSSES_RECV;
+  ulyssesWorkspaceLayout layout;
+  ulyssesPlanWorkspace(plan, op, &layout);
+  for (int p = 0; p < plan->nRanks; p++) {
+    segments[p] = ulyssesPlanSegment(plan, op, tensor, side, p);
+    if (segments[p].place == ulyssesSegmentInWorkspace)
+      segments[p].offset += layout.regionOffset[side][tensor];
+  }
+  return ulyssesSuccess;
+}

@@ -1,0 +1,74 @@
+/* Plans: pure host arithmetic (no CUDA, no NCCL). What each rank sends to and
+ * receives from each peer, where it lives, which passes the layout lets us
+ * skip, and the workspace layout. Every number here is a function of data that
+ * all ranks share (the lengths or capacities and the layouts), so the ranks'
+ * message lists agree by construction. */
+#ifndef ULYSSES_PLAN_H_
+#define ULYSSES_PLAN_H_
+
+#include "ulysses.h"
+#include "ulysses_index.h"
+
+#define ULYSSES_OP_COUNT 3
+#define ULYSSES_REGION_ALIGNMENT 256
+/* The largest tensor, gathered over every rank, that a plan accepts. */
+#define ULYSSES_MAX_TENSOR_BYTES ((int64_t)1 << 56)
+
+typedef enum { ULYSSES_SEND = 0, ULYSSES_RECV = 1 } ulyssesSide;
+
+/* How one side of one tensor is copied: a head slice, a row scatter, or the
+ * all-gather's send, which is the user buffer as it is. */
+enum { ULYSSES_SIDE_WHOLE = 2 };
+
+struct ulyssesPlan {
+  int nRanks;
+  int rank;
+  int mode; /* ULYSSES_MODE_EXACT or ULYSSES_MODE_CAPACITY */
+  int nTensors;
+  int64_t* slotLengths; /* exact: the lengths; capacity: the capacities */
+  int64_t* slotOffsets; /* nRanks + 1 prefix sums of slotLengths */
+  const int64_t* deviceLocalLength;
+  ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
+  size_t workspaceBytes[ULYSSES_OP_COUNT];
+};
+
+typedef struct {
+  int kind;         /* ULYSSES_COPY_HEAD_SLICE, ULYSSES_COPY_ROW_SCATTER or ULYSSES_SIDE_WHOLE */
+  int direct;       /* every segment is a range of the user buffer: no copy */
+  int64_t rowHeads; /* row scatter: heads in one user row */
+} ulyssesSideShape;
+
+/* Where the length table and each tensor's send and receive regions lie in
+ * the workspace (bytes from its start). */
+typedef struct {
+  int needTable;
+  size_t gatheredOffset, lengthsOffset, offsetsOffset, slotOffsetsOffset;
+  size_t regionOffset[2][ULYSSES_MAX_TENSORS];
+  size_t totalBytes;
+} ulyssesWorkspaceLayout;
+
+int ulyssesOpIsValid(int op);
+ulyssesSideShape ulyssesPlanSide(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
+                                 ulyssesSide side);
+/* The segment of (tensor, side) exchanged with peer; a workspace segment's
+ * offset is from its tensor's region. */
+ulyssesSegment_t ulyssesPlanSegment(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
+                                    ulyssesSide side, int peer);
+/* Bytes the caller's buffer of (tensor, side) spans. */
+size_t ulyssesPlanUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
+                            ulyssesSide side);
+void ulyssesPlanWorkspace(const struct ulyssesPlan* plan, ulyssesOp_t op,
+                          ulyssesWorkspaceLayout* layout);
+
+/* Validates a call's buffers against the plan before anything is enqueued:
+ * tensor count, NULL pointers, workspace size and alignment, overlaps.
+ * checkSend / checkRecv: which sides the call touches. */
+ulyssesResult_t ulyssesCheckBuffers(const struct ulyssesPlan* plan, ulyssesOp_t op, int nTensors,
+                                    const void* const* sendbuffs, void* const* recvbuffs,
+                                    const void* workspace, size_t workspaceSize, int checkSend,
+                                    int checkRecv);
+
+/* The largest power of two up to 16 that divides headBytes and both bases. */
+int ulyssesWordBytes(int64_t headBytes, const void* user, const void* segments);
+
+#endif /* ULYSSES_PLAN_H_ */
