@@ -7,8 +7,6 @@
 
 #define MIN_NCCL_VERSION 21800
 
-typedef struct ulyssesPlan ulyssesPlanData;
-
 ULYSSES_API ulyssesResult_t ulyssesGetVersion(int* version) {
   ulyssesClearError();
   if (version == NULL) return ulyssesFail(ulyssesErrorNullPointer, "version is NULL");
@@ -149,30 +147,19 @@ ULYSSES_API ulyssesResult_t ulyssesCommGetAsyncError(ulyssesComm_t comm,
   return ulyssesSuccess;
 }
 
-static ulyssesResult_t checkCommAgainstPlan(ulyssesComm_t comm, const ulyssesPlanData* plan) {
-  if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
-  if (comm->nRanks != plan->nRanks || comm->rank != plan->rank)
-    return ulyssesFail(ulyssesErrorCommMismatch,
-                       "comm is rank %d of %d but the plan was made for rank %d of %d", comm->rank,
-                       comm->nRanks, plan->rank, plan->nRanks);
-  return ulyssesSuccess;
-}
-
 ULYSSES_API ulyssesResult_t ulyssesExchangeMulti(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
                                                  const void* const* sendbuffs, void* const* recvbuffs,
                                                  void* workspace, size_t workspaceSize,
                                                  ulyssesComm_t comm, cudaStream_t stream) {
   ulyssesClearError();
-  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
-  ULYSSES_CHECK(checkCommAgainstPlan(comm, plan));
-  ULYSSES_CHECK(ulyssesCheckBuffers(plan, op, nTensors, sendbuffs, recvbuffs, workspace,
-                                    workspaceSize, 1, 1));
+  if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
   deviceGuard guard;
   ULYSSES_CHECK(enterDevice(comm->cudaDevice, &guard));
   ulyssesCudaContext context = {comm, stream};
   ulyssesBackend backend = ulyssesCudaBackend(&context);
   ulyssesResult_t result =
-      ulyssesRunExchange(plan, op, sendbuffs, recvbuffs, workspace, comm->deviceStatus, &backend);
+      ulyssesExchange(plan, comm->nRanks, comm->rank, op, nTensors, sendbuffs, recvbuffs, workspace,
+                      workspaceSize, comm->deviceStatus, &backend);
   leaveDevice(&guard);
   return result;
 }
@@ -261,28 +248,10 @@ static ulyssesResult_t runStage(ulyssesPlan_t plan, ulyssesOp_t op, ulyssesSide 
                                 uint32_t* deviceStatus, void* workspace, size_t workspaceSize,
                                 cudaStream_t stream) {
   ulyssesClearError();
-  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
-  if (plan->mode == ULYSSES_MODE_CAPACITY) {
-    if (deviceLengths == NULL)
-      return ulyssesFail(ulyssesErrorNullPointer, "deviceLengths is NULL in capacity mode");
-    if (deviceStatus == NULL)
-      return ulyssesFail(ulyssesErrorNullPointer, "deviceStatus is NULL in capacity mode");
-    if ((uintptr_t)deviceLengths % sizeof(int64_t) != 0 ||
-        (uintptr_t)deviceStatus % sizeof(uint32_t) != 0)
-      return ulyssesFail(ulyssesErrorMisalignedPointer,
-                         "deviceLengths must be 8-byte and deviceStatus 4-byte aligned");
-  } else if (deviceLengths != NULL || deviceStatus != NULL) {
-    return ulyssesFail(ulyssesErrorInvalidArgument,
-                       "an exact-mode plan takes its lengths from the host: pass NULL "
-                       "deviceLengths and deviceStatus");
-  }
-  int isSend = side == ULYSSES_SEND;
-  ULYSSES_CHECK(ulyssesCheckBuffers(plan, op, nTensors, isSend ? buffers : NULL,
-                                    isSend ? NULL : (void* const*)buffers, workspace, workspaceSize,
-                                    isSend, !isSend));
   ulyssesCudaContext context = {NULL, stream};
   ulyssesBackend backend = ulyssesCudaBackend(&context);
-  return ulyssesRunStage(plan, op, side, buffers, deviceLengths, workspace, deviceStatus, &backend);
+  return ulyssesStage(plan, op, side, nTensors, buffers, deviceLengths, deviceStatus, workspace,
+                      workspaceSize, &backend);
 }
 
 ULYSSES_API ulyssesResult_t ulyssesPack(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,

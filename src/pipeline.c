@@ -145,3 +145,41 @@ ulyssesResult_t ulyssesRunStage(const ulyssesPlanData* plan, ulyssesOp_t op, uly
     ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
   return ulyssesSuccess;
 }
+
+ulyssesResult_t ulyssesExchange(const ulyssesPlanData* plan, int commRanks, int commRank,
+                                ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
+                                void* const* recvbuffs, void* workspace, size_t workspaceSize,
+                                uint32_t* status, const ulyssesBackend* backend) {
+  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
+  ULYSSES_CHECK(ulyssesCheckCommShape(plan, commRanks, commRank));
+  ULYSSES_CHECK(ulyssesCheckBuffers(plan, op, nTensors, sendbuffs, recvbuffs, workspace,
+                                    workspaceSize, 1, 1));
+  return ulyssesRunExchange(plan, op, sendbuffs, recvbuffs, workspace, status, backend);
+}
+
+ulyssesResult_t ulyssesStage(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
+                             int nTensors, const void* const* userBuffers,
+                             const int64_t* deviceLengths, uint32_t* deviceStatus, void* workspace,
+                             size_t workspaceSize, const ulyssesBackend* backend) {
+  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
+  if (plan->mode == ULYSSES_MODE_CAPACITY) {
+    if (deviceLengths == NULL)
+      return ulyssesFail(ulyssesErrorNullPointer, "deviceLengths is NULL in capacity mode");
+    if (deviceStatus == NULL)
+      return ulyssesFail(ulyssesErrorNullPointer, "deviceStatus is NULL in capacity mode");
+    if ((uintptr_t)deviceLengths % sizeof(int64_t) != 0 ||
+        (uintptr_t)deviceStatus % sizeof(uint32_t) != 0)
+      return ulyssesFail(ulyssesErrorMisalignedPointer,
+                         "deviceLengths must be 8-byte and deviceStatus 4-byte aligned");
+  } else if (deviceLengths != NULL || deviceStatus != NULL) {
+    return ulyssesFail(ulyssesErrorInvalidArgument,
+                       "an exact-mode plan takes its lengths from the host: pass NULL "
+                       "deviceLengths and deviceStatus");
+  }
+  int isSend = side == ULYSSES_SEND;
+  ULYSSES_CHECK(ulyssesCheckBuffers(plan, op, nTensors, isSend ? userBuffers : NULL,
+                                    isSend ? NULL : (void* const*)(uintptr_t)userBuffers, workspace,
+                                    workspaceSize, isSend, !isSend));
+  return ulyssesRunStage(plan, op, side, userBuffers, deviceLengths, workspace, deviceStatus,
+                         backend);
+}

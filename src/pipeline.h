@@ -34,4 +34,15 @@ ulyssesResult_t ulyssesRunStage(const struct ulyssesPlan* plan, ulyssesOp_t op, 
                                 const void* const* userBuffers, const int64_t* deviceLengths,
                                 void* workspace, uint32_t* status, const ulyssesBackend* backend);
 
+/* The checked entry points behind the public calls: every argument is
+ * validated before anything is enqueued on backend. */
+ulyssesResult_t ulyssesExchange(const struct ulyssesPlan* plan, int commRanks, int commRank,
+                                ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
+                                void* const* recvbuffs, void* workspace, size_t workspaceSize,
+                                uint32_t* status, const ulyssesBackend* backend);
+ulyssesResult_t ulyssesStage(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side,
+                             int nTensors, const void* const* userBuffers,
+                             const int64_t* deviceLengths, uint32_t* deviceStatus, void* workspace,
+                             size_t workspaceSize, const ulyssesBackend* backend);
+
 #endif /* ULYSSES_PIPELINE_H_ */

@@ -176,7 +176,7 @@ ulyssesSideShape ulyssesPlanSide(const ulyssesPlanData* plan, ulyssesOp_t op, in
   if (op == ulyssesOpAllGather && side == ULYSSES_SEND) {
     shape.kind = ULYSSES_SIDE_WHOLE;
     shape.direct = 1;
-  } else if ((op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND)) {
+  } else if (op != ulyssesOpAllGather && (op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND)) {
     /* The sequence-side tensor: each peer's segment is every local row cut
      * to the peer's heads, contiguous in the user buffer only when one peer
      * takes every head or there is at most one (row, packed index). */
@@ -351,6 +351,14 @@ ulyssesResult_t ulyssesCheckBuffers(const ulyssesPlanData* plan, ulyssesOp_t op,
       if ((ranges[i].writable || ranges[j].writable) && rangesOverlap(&ranges[i], &ranges[j]))
         return ulyssesFail(ulyssesErrorBufferOverlap, "%s of tensor %d overlaps %s of tensor %d",
                            ranges[i].name, ranges[i].index, ranges[j].name, ranges[j].index);
+  return ulyssesSuccess;
+}
+
+ulyssesResult_t ulyssesCheckCommShape(const ulyssesPlanData* plan, int commRanks, int commRank) {
+  if (commRanks != plan->nRanks || commRank != plan->rank)
+    return ulyssesFail(ulyssesErrorCommMismatch,
+                       "comm is rank %d of %d but the plan was made for rank %d of %d", commRank,
+                       commRanks, plan->rank, plan->nRanks);
   return ulyssesSuccess;
 }
 

@@ -68,6 +68,9 @@ ulyssesResult_t ulyssesCheckBuffers(const struct ulyssesPlan* plan, ulyssesOp_t 
                                     const void* workspace, size_t workspaceSize, int checkSend,
                                     int checkRecv);
 
+/* The communicator's size and rank must be the plan's. */
+ulyssesResult_t ulyssesCheckCommShape(const struct ulyssesPlan* plan, int commRanks, int commRank);
+
 /* The largest power of two up to 16 that divides headBytes and both bases. */
 int ulyssesWordBytes(int64_t headBytes, const void* user, const void* segments);
 

@@ -1,0 +1,117 @@
+#include "exchange_run.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#define OUTPUT_PREFILL 0x5A
+
+size_t exchangeBufferBytes(const scenario* s, ulyssesOp_t op, int t, int r, int isSend,
+                           const int64_t* lengths) {
+  refShape shape = shapeOf(s, t, lengths);
+  int sequenceSide = op == ulyssesOpAllGather ? isSend : (op == ulyssesOpSeqToHead) == isSend;
+  if (sequenceSide) return refSeqBytes(&shape, r);
+  return op == ulyssesOpAllGather ? refGatherBytes(&shape) : refHeadSideBytes(&shape, r);
+}
+
+void exchangeSetup(exchangeRun* run, const scenario* s, ulyssesOp_t op, uint64_t seed) {
+  memset(run, 0, sizeof *run);
+  run->s = s;
+  run->op = op;
+  run->world = simCreate(s->nRanks);
+  const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
+  for (int r = 0; r < s->nRanks; r++) {
+    run->deviceLengths[r] = s->lengths[r];
+    ulyssesResult_t created =
+        s->capacityMode
+            ? ulyssesPlanCreateCapacity(&run->plans[r], s->nRanks, r, s->capacities,
+                                        &run->deviceLengths[r], s->nTensors, s->layouts)
+            : ulyssesPlanCreateExact(&run->plans[r], s->nRanks, r, s->lengths, s->nTensors,
+                                     s->layouts);
+    if (created != ulyssesSuccess) fail_msg("plan for rank %d: %s", r, ulyssesGetLastError());
+    assert_int_equal(ulyssesGetWorkspaceSize(run->plans[r], op, &run->workspaceBytes[r]),
+                     ulyssesSuccess);
+    guardedAlloc(&run->workspace[r], run->workspaceBytes[r], 0);
+    for (int t = 0; t < s->nTensors; t++) {
+      /* Misaligned user buffers on purpose, to exercise every vector width. */
+      size_t misalignment = (size_t)((seed + (uint64_t)(r * 7 + t * 3)) % 5) * 4 % 16;
+      guardedBuffer* in = &run->send[r][t];
+      guardedBuffer* out = &run->recv[r][t];
+      guardedAlloc(in, exchangeBufferBytes(s, op, t, r, 1, slots), misalignment);
+      guardedAlloc(out, exchangeBufferBytes(s, op, t, r, 0, slots), misalignment / 2);
+      refFillPattern(in->data, in->bytes, seed * 1000003u + (uint64_t)(r * 31 + t));
+      memset(out->data, OUTPUT_PREFILL, out->bytes);
+    }
+  }
+}
+
+void exchangeTeardown(exchangeRun* run) {
+  for (int r = 0; r < run->s->nRanks; r++) {
+    ulyssesPlanDestroy(run->plans[r]);
+    guardedFree(&run->workspace[r]);
+    for (int t = 0; t < run->s->nTensors; t++) {
+      guardedFree(&run->send[r][t]);
+      guardedFree(&run->recv[r][t]);
+    }
+  }
+  simDestroy(run->world);
+}
+
+void exchangeExecute(exchangeRun* run) {
+  const scenario* s = run->s;
+  for (int r = 0; r < s->nRanks; r++) {
+    const void* sendbuffs[ULYSSES_MAX_TENSORS];
+    void* recvbuffs[ULYSSES_MAX_TENSORS];
+    for (int t = 0; t < s->nTensors; t++) {
+      sendbuffs[t] = run->send[r][t].data;
+      recvbuffs[t] = run->recv[r][t].data;
+    }
+    ulyssesBackend backend = simBackendOf(run->world, r);
+    ulyssesResult_t result =
+        ulyssesExchange(run->plans[r], s->nRanks, r, run->op, s->nTensors, sendbuffs, recvbuffs,
+                        run->workspace[r].data, run->workspaceBytes[r], &run->status[r], &backend);
+    if (result != ulyssesSuccess)
+      fail_msg("rank %d: %s: %s", r, ulyssesGetErrorString(result), ulyssesGetLastError());
+  }
+  char message[256];
+  if (simExecute(run->world, message, sizeof message)) fail_msg("%s", message);
+}
+
+void exchangeCheck(const exchangeRun* run, const int64_t* lengths) {
+  const scenario* s = run->s;
+  for (int t = 0; t < s->nTensors; t++) {
+    refShape shape = shapeOf(s, t, lengths);
+    const void* inputs[HARNESS_MAX_RANKS];
+    void* expected[HARNESS_MAX_RANKS];
+    for (int r = 0; r < s->nRanks; r++) {
+      inputs[r] = run->send[r][t].data;
+      expected[r] = malloc(exchangeBufferBytes(s, run->op, t, r, 0, lengths) + 1);
+    }
+    if (run->op == ulyssesOpSeqToHead) refSeqToHead(&shape, inputs, expected);
+    else if (run->op == ulyssesOpHeadToSeq) refHeadToSeq(&shape, inputs, expected);
+    else refAllGather(&shape, inputs, expected);
+    for (int r = 0; r < s->nRanks; r++) {
+      size_t bytes = exchangeBufferBytes(s, run->op, t, r, 0, lengths);
+      const unsigned char* got = run->recv[r][t].data;
+      const unsigned char* want = expected[r];
+      for (size_t i = 0; i < bytes; i++)
+        if (got[i] != want[i])
+          fail_msg("op %d, %s mode, P=%d, rank %d, tensor %d (B=%lld H=%lld D=%lld E=%lld T=%d "
+                   "%s): byte %zu of %zu is 0x%02x, the reference says 0x%02x",
+                   (int)run->op, s->capacityMode ? "capacity" : "exact", s->nRanks, r, t,
+                   (long long)shape.batch, (long long)shape.heads, (long long)shape.headDim,
+                   (long long)shape.elementSize, shape.packed, shape.sbhd ? "SBHD" : "BSHD", i,
+                   bytes, got[i], want[i]);
+      free(expected[r]);
+      if (!guardsIntact(&run->recv[r][t]) || !guardsIntact(&run->send[r][t]))
+        fail_msg("rank %d, tensor %d: a byte outside the caller's buffers changed", r, t);
+    }
+  }
+  for (int r = 0; r < s->nRanks; r++)
+    if (!guardsIntact(&run->workspace[r]))
+      fail_msg("rank %d: a byte outside the workspace changed", r);
+}

@@ -1,0 +1,36 @@
+/* One exchange of a scenario over P simulated ranks, through the library's
+ * real pipeline and the recording backend. */
+#ifndef ULYSSES_TESTS_EXCHANGE_RUN_H_
+#define ULYSSES_TESTS_EXCHANGE_RUN_H_
+
+#include "harness.h"
+#include "sim_backend.h"
+
+typedef struct {
+  const scenario* s;
+  ulyssesOp_t op;
+  simWorld* world;
+  ulyssesPlan_t plans[HARNESS_MAX_RANKS];
+  int64_t deviceLengths[HARNESS_MAX_RANKS]; /* capacity mode: each rank's "device" length */
+  uint32_t status[HARNESS_MAX_RANKS];
+  size_t workspaceBytes[HARNESS_MAX_RANKS];
+  guardedBuffer send[HARNESS_MAX_RANKS][ULYSSES_MAX_TENSORS];
+  guardedBuffer recv[HARNESS_MAX_RANKS][ULYSSES_MAX_TENSORS];
+  guardedBuffer workspace[HARNESS_MAX_RANKS];
+} exchangeRun;
+
+/* Plans for every rank, buffers sized by the slots (capacities in capacity
+ * mode), inputs filled from seed, outputs pre-filled with a pattern. */
+void exchangeSetup(exchangeRun* run, const scenario* s, ulyssesOp_t op, uint64_t seed);
+void exchangeTeardown(exchangeRun* run);
+/* Bytes of tensor t's send or receive buffer on rank r, for lengths. */
+size_t exchangeBufferBytes(const scenario* s, ulyssesOp_t op, int t, int r, int isSend,
+                           const int64_t* lengths);
+/* Enqueues every rank's exchange on the recording backend and executes them;
+ * fails the test on any error or mismatch. */
+void exchangeExecute(exchangeRun* run);
+/* Compares every rank's outputs with the reference for lengths (the real
+ * prefix in capacity mode) and checks every guard zone. */
+void exchangeCheck(const exchangeRun* run, const int64_t* lengths);
+
+#endif /* ULYSSES_TESTS_EXCHANGE_RUN_H_ */

@@ -1,0 +1,278 @@
+/* The whole exchange pipeline on the CPU: plans, the NCCL call sequence and
+ * every kernel's per-thread function, for P simulated ranks, against the CPU
+ * reference, byte for byte. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "exchange_run.h"
+
+static const ulyssesOp_t allOps[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq, ulyssesOpAllGather};
+
+static void runRandomExchanges(int capacityMode, uint64_t seed, int scenarios) {
+  uint64_t random = seed;
+  for (int i = 0; i < scenarios; i++) {
+    scenario s;
+    randomScenario(&s, &random, HARNESS_MAX_RANKS, capacityMode);
+    for (int k = 0; k < 3; k++) {
+      exchangeRun run;
+      exchangeSetup(&run, &s, allOps[k], seed + (uint64_t)i);
+      exchangeExecute(&run);
+      exchangeCheck(&run, s.lengths);
+      for (int r = 0; r < s.nRanks; r++) assert_int_equal(run.status[r], 0);
+      exchangeTeardown(&run);
+    }
+  }
+}
+
+static void testExactExchangesMatchReference(void** state) {
+  (void)state;
+  runRandomExchanges(0, 0x5eed0001, 250);
+}
+
+static void testCapacityExchangesMatchReference(void** state) {
+  (void)state;
+  runRandomExchanges(1, 0x5eed0002, 250);
+}
+
+/* seq -> head then head -> seq on the same plan gives back the input. */
+static void testRoundTrip(void** state) {
+  (void)state;
+  uint64_t random = 0x5eed0003;
+  for (int i = 0; i < 100; i++) {
+    scenario s;
+    randomScenario(&s, &random, HARNESS_MAX_RANKS, i % 2);
+    exchangeRun forward, backward;
+    exchangeSetup(&forward, &s, ulyssesOpSeqToHead, (uint64_t)i);
+    exchangeExecute(&forward);
+    exchangeSetup(&backward, &s, ulyssesOpHeadToSeq, (uint64_t)i + 1);
+    for (int r = 0; r < s.nRanks; r++)
+      for (int t = 0; t < s.nTensors; t++) {
+        assert_int_equal(backward.send[r][t].bytes, forward.recv[r][t].bytes);
+        memcpy(backward.send[r][t].data, forward.recv[r][t].data, forward.recv[r][t].bytes);
+      }
+    exchangeExecute(&backward);
+    for (int r = 0; r < s.nRanks; r++)
+      for (int t = 0; t < s.nTensors; t++)
+        assert_memory_equal(backward.recv[r][t].data, forward.send[r][t].data,
+                            exchangeBufferBytes(&s, ulyssesOpSeqToHead, t, r, 1, s.lengths));
+    exchangeTeardown(&forward);
+    exchangeTeardown(&backward);
+  }
+}
+
+static scenario singleTensor(int nRanks, int capacityMode, int64_t batch, int64_t heads,
+                             ulyssesOrder_t order) {
+  scenario s;
+  memset(&s, 0, sizeof s);
+  s.nRanks = nRanks;
+  s.capacityMode = capacityMode;
+  s.nTensors = 1;
+  for (int r = 0; r < nRanks; r++) {
+    s.lengths[r] = r + 1;
+    s.capacities[r] = r + 3;
+  }
+  s.layouts[0] = (ulyssesLayout_t){batch, heads, 4, 2, 1, order};
+  return s;
+}
+
+/* Counts the kernel launches of one exchange, then checks its result. */
+static int launchesOf(const scenario* s, ulyssesOp_t op, int rank) {
+  exchangeRun run;
+  exchangeSetup(&run, s, op, 7);
+  const void* sendbuffs[1] = {run.send[rank][0].data};
+  void* recvbuffs[1] = {run.recv[rank][0].data};
+  ulyssesBackend backend = simBackendOf(run.world, rank);
+  assert_int_equal(ulyssesExchange(run.plans[rank], s->nRanks, rank, op, 1, sendbuffs, recvbuffs,
+                                   run.workspace[rank].data, run.workspaceBytes[rank],
+                                   &run.status[rank], &backend),
+                   ulyssesSuccess);
+  int launches = simCountLaunches(run.world, rank);
+  exchangeTeardown(&run);
+  /* The same exchange on every rank, executed and checked. */
+  exchangeSetup(&run, s, op, 7);
+  exchangeExecute(&run);
+  exchangeCheck(&run, s->lengths);
+  exchangeTeardown(&run);
+  return launches;
+}
+
+/* Where the layout makes a peer's block contiguous, data goes straight from
+ * or into the caller's buffer: no kernel for that side. */
+static void testSkippedPasses(void** state) {
+  (void)state;
+  /* Exact, batch 1: seq -> head is table + pack (received in place), head ->
+   * seq is table + unpack (sent from place), all-gather launches nothing. */
+  scenario batchOne = singleTensor(4, 0, 1, 8, ulyssesOrderBSHD);
+  assert_int_equal(launchesOf(&batchOne, ulyssesOpSeqToHead, 1), 2);
+  assert_int_equal(launchesOf(&batchOne, ulyssesOpHeadToSeq, 1), 2);
+  assert_int_equal(launchesOf(&batchOne, ulyssesOpAllGather, 1), 0);
+  /* SBHD with batch 2: the same. */
+  scenario sequenceFirst = singleTensor(4, 0, 2, 8, ulyssesOrderSBHD);
+  assert_int_equal(launchesOf(&sequenceFirst, ulyssesOpSeqToHead, 2), 2);
+  assert_int_equal(launchesOf(&sequenceFirst, ulyssesOpAllGather, 2), 0);
+  /* BSHD with batch 2: both sides copy. */
+  scenario batchTwo = singleTensor(4, 0, 2, 8, ulyssesOrderBSHD);
+  assert_int_equal(launchesOf(&batchTwo, ulyssesOpSeqToHead, 0), 3);
+  assert_int_equal(launchesOf(&batchTwo, ulyssesOpAllGather, 0), 2);
+  /* One rank: nothing to copy at all; capacity mode still checks lengths. */
+  scenario alone = singleTensor(1, 0, 2, 8, ulyssesOrderBSHD);
+  assert_int_equal(launchesOf(&alone, ulyssesOpSeqToHead, 0), 0);
+  scenario aloneCapacity = singleTensor(1, 1, 2, 8, ulyssesOrderBSHD);
+  assert_int_equal(launchesOf(&aloneCapacity, ulyssesOpSeqToHead, 0), 1);
+  /* One head: rank 0 takes it whole, the send side is the input itself. */
+  scenario oneHead = singleTensor(3, 0, 1, 1, ulyssesOrderBSHD);
+  assert_int_equal(launchesOf(&oneHead, ulyssesOpSeqToHead, 0), 0);
+  /* Capacity mode, batch 1: peers' rows land at device-known offsets, so the
+   * receive side goes through the workspace. */
+  scenario capacityBatchOne = singleTensor(4, 1, 1, 8, ulyssesOrderBSHD);
+  assert_int_equal(launchesOf(&capacityBatchOne, ulyssesOpSeqToHead, 3), 3);
+}
+
+/* A device length above its capacity is clamped, flagged on every rank, and
+ * nothing outside the buffers is written. */
+static void testCapacityOverflowIsClampedAndReported(void** state) {
+  (void)state;
+  uint64_t random = 0x5eed0004;
+  for (int i = 0; i < 40; i++) {
+    scenario s;
+    do randomScenario(&s, &random, 8, 1); while (s.nRanks < 2);
+    int culprit = i % s.nRanks;
+    for (int k = 0; k < 3; k++) {
+      exchangeRun run;
+      exchangeSetup(&run, &s, allOps[k], (uint64_t)i);
+      run.deviceLengths[culprit] = s.capacities[culprit] + 1 + i % 3;
+      exchangeExecute(&run);
+      for (int r = 0; r < s.nRanks; r++)
+        assert_int_equal(run.status[r], ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY);
+      int64_t clamped[HARNESS_MAX_RANKS];
+      memcpy(clamped, s.lengths, sizeof clamped);
+      clamped[culprit] = s.capacities[culprit];
+      exchangeCheck(&run, clamped);
+      exchangeTeardown(&run);
+    }
+  }
+}
+
+static void testNegativeDeviceLengthIsReported(void** state) {
+  (void)state;
+  scenario s = singleTensor(3, 1, 2, 6, ulyssesOrderBSHD);
+  exchangeRun run;
+  exchangeSetup(&run, &s, ulyssesOpSeqToHead, 3);
+  run.deviceLengths[1] = -5;
+  exchangeExecute(&run);
+  for (int r = 0; r < s.nRanks; r++) assert_int_equal(run.status[r], ULYSSES_DEVICE_NEGATIVE_LENGTH);
+  int64_t clamped[HARNESS_MAX_RANKS];
+  memcpy(clamped, s.lengths, sizeof clamped);
+  clamped[1] = 0;
+  exchangeCheck(&run, clamped);
+  exchangeTeardown(&run);
+}
+
+/* The recording backend must catch ranks whose plans disagree: that is the
+ * hang it exists to find. */
+static void testMismatchedPlansAreCaught(void** state) {
+  (void)state;
+  scenario s = singleTensor(2, 0, 2, 4, ulyssesOrderBSHD);
+  exchangeRun run;
+  exchangeSetup(&run, &s, ulyssesOpSeqToHead, 5);
+  int64_t otherLengths[2] = {s.lengths[0], s.lengths[1] + 1};
+  ulyssesPlanDestroy(run.plans[1]);
+  assert_int_equal(ulyssesPlanCreateExact(&run.plans[1], 2, 1, otherLengths, 1, s.layouts),
+                   ulyssesSuccess);
+  size_t bigger;
+  assert_int_equal(ulyssesGetWorkspaceSize(run.plans[1], ulyssesOpSeqToHead, &bigger), ulyssesSuccess);
+  guardedFree(&run.workspace[1]);
+  guardedAlloc(&run.workspace[1], bigger, 0);
+  run.workspaceBytes[1] = bigger;
+  guardedBuffer biggerBuffers[2];
+  guardedAlloc(&biggerBuffers[0], run.send[1][0].bytes * 2, 0);
+  guardedAlloc(&biggerBuffers[1], run.recv[1][0].bytes * 2, 0);
+  for (int r = 0; r < 2; r++) {
+    const void* sendbuffs[1] = {r == 1 ? biggerBuffers[0].data : run.send[r][0].data};
+    void* recvbuffs[1] = {r == 1 ? biggerBuffers[1].data : run.recv[r][0].data};
+    ulyssesBackend backend = simBackendOf(run.world, r);
+    assert_int_equal(ulyssesExchange(run.plans[r], 2, r, ulyssesOpSeqToHead, 1, sendbuffs,
+                                     recvbuffs, run.workspace[r].data, run.workspaceBytes[r], NULL,
+                                     &backend),
+                     ulyssesSuccess);
+  }
+  char message[256];
+  assert_int_equal(simExecute(run.world, message, sizeof message), 1);
+  assert_non_null(strstr(message, "bytes"));
+  guardedFree(&biggerBuffers[0]);
+  guardedFree(&biggerBuffers[1]);
+  exchangeTeardown(&run);
+}
+
+/* ulyssesPack, a transport of the caller's own that follows
+ * ulyssesGetSegments, and ulyssesUnpack give the reference's result. */
+static void testStagesWithOwnTransport(void** state) {
+  (void)state;
+  uint64_t random = 0x5eed0005;
+  for (int i = 0; i < 120; i++) {
+    scenario s;
+    randomScenario(&s, &random, 8, i % 2);
+    ulyssesOp_t op = allOps[i % 3];
+    exchangeRun run;
+    exchangeSetup(&run, &s, op, (uint64_t)i);
+    const int64_t* deviceLengths = s.capacityMode ? s.lengths : NULL;
+    for (int r = 0; r < s.nRanks; r++) {
+      const void* sendbuffs[ULYSSES_MAX_TENSORS];
+      for (int t = 0; t < s.nTensors; t++) sendbuffs[t] = run.send[r][t].data;
+      ulyssesBackend backend = simBackendOf(run.world, r);
+      assert_int_equal(ulyssesStage(run.plans[r], op, ULYSSES_SEND, s.nTensors, sendbuffs,
+                                    deviceLengths, s.capacityMode ? &run.status[r] : NULL,
+                                    run.workspace[r].data, run.workspaceBytes[r], &backend),
+                       ulyssesSuccess);
+    }
+    char message[256];
+    assert_int_equal(simExecute(run.world, message, sizeof message), 0);
+    for (int t = 0; t < s.nTensors; t++)
+      for (int r = 0; r < s.nRanks; r++) {
+        ulyssesSegment_t sends[HARNESS_MAX_RANKS];
+        assert_int_equal(ulyssesGetSegments(run.plans[r], op, t, 1, sends), ulyssesSuccess);
+        for (int p = 0; p < s.nRanks; p++) {
+          ulyssesSegment_t receives[HARNESS_MAX_RANKS];
+          assert_int_equal(ulyssesGetSegments(run.plans[p], op, t, 0, receives), ulyssesSuccess);
+          assert_int_equal(sends[p].bytes, receives[r].bytes);
+          const unsigned char* from = sends[p].place == ulyssesSegmentInWorkspace
+                                          ? run.workspace[r].data : run.send[r][t].data;
+          unsigned char* to = receives[r].place == ulyssesSegmentInWorkspace
+                                  ? run.workspace[p].data : run.recv[p][t].data;
+          if (sends[p].bytes > 0) memcpy(to + receives[r].offset, from + sends[p].offset, sends[p].bytes);
+        }
+      }
+    for (int r = 0; r < s.nRanks; r++) {
+      void* recvbuffs[ULYSSES_MAX_TENSORS];
+      for (int t = 0; t < s.nTensors; t++) recvbuffs[t] = run.recv[r][t].data;
+      ulyssesBackend backend = simBackendOf(run.world, r);
+      assert_int_equal(ulyssesStage(run.plans[r], op, ULYSSES_RECV, s.nTensors,
+                                    (const void* const*)recvbuffs, deviceLengths,
+                                    s.capacityMode ? &run.status[r] : NULL, run.workspace[r].data,
+                                    run.workspaceBytes[r], &backend),
+                       ulyssesSuccess);
+    }
+    assert_int_equal(simExecute(run.world, message, sizeof message), 0);
+    exchangeCheck(&run, s.lengths);
+    exchangeTeardown(&run);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(testExactExchangesMatchReference),
+      cmocka_unit_test(testCapacityExchangesMatchReference),
+      cmocka_unit_test(testRoundTrip),
+      cmocka_unit_test(testSkippedPasses),
+      cmocka_unit_test(testCapacityOverflowIsClampedAndReported),
+      cmocka_unit_test(testNegativeDeviceLengthIsReported),
+      cmocka_unit_test(testMismatchedPlansAreCaught),
+      cmocka_unit_test(testStagesWithOwnTransport),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
