@@ -20,10 +20,10 @@ static int64_t slotTotal(const ulyssesPlanData* plan) { return plan->slotOffsets
 /*------------------------------------------------------------------------
  * Creation and validation.
  *----------------------------------------------------------------------*/
-static ulyssesResult_t checkedMul(int64_t a, int64_t b, int64_t* product, const char* what) {
+static ulyssesResult_t checkedMul(int64_t a, int64_t b, int64_t* product, int index,
+                                  const char* what) {
   if (__builtin_mul_overflow(a, b, product))
-    return ulyssesFail(ulyssesErrorSizeOverflow, "%s overflows 63 bits (%lld * %lld)", what,
-                       (long long)a, (long long)b);
+    return ulyssesFail(ulyssesErrorSizeOverflow, "layouts[%d]: %s overflows 63 bits", index, what);
   return ulyssesSuccess;
 }
 
@@ -59,19 +59,22 @@ static ulyssesResult_t checkLayout(const ulyssesLayout_t* layout, int index) {
 static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyssesLayout_t* layout,
                                         int index) {
   int64_t headBytes, rowBytes, packedHeads, rows, bytes, localRuns, runs;
-  ULYSSES_CHECK(checkedMul(layout->headDim, layout->elementSize, &headBytes, "headDim * elementSize"));
-  ULYSSES_CHECK(checkedMul(layout->packed, layout->heads, &packedHeads, "packed * heads"));
-  ULYSSES_CHECK(checkedMul(packedHeads, headBytes, &rowBytes, "the bytes of one row"));
-  ULYSSES_CHECK(checkedMul(layout->batch, slotTotal(plan), &rows, "batch * total length"));
-  ULYSSES_CHECK(checkedMul(rows, rowBytes, &bytes, "the bytes of the gathered tensor"));
+  ULYSSES_CHECK(checkedMul(layout->headDim, layout->elementSize, &headBytes, index,
+                           "headDim * elementSize"));
+  ULYSSES_CHECK(checkedMul(layout->packed, layout->heads, &packedHeads, index, "packed * heads"));
+  ULYSSES_CHECK(checkedMul(packedHeads, headBytes, &rowBytes, index,
+                           "packed * heads * headDim * elementSize"));
+  ULYSSES_CHECK(checkedMul(layout->batch, slotTotal(plan), &rows, index, "batch * sum(lengths)"));
+  ULYSSES_CHECK(checkedMul(rows, rowBytes, &bytes, index, "the gathered tensor's bytes"));
   if (bytes > ULYSSES_MAX_TENSOR_BYTES)
     return ulyssesFail(ulyssesErrorSizeOverflow,
-                       "tensor %d gathered over every rank is %lld bytes, above the 2^56 the "
-                       "library addresses",
+                       "layouts[%d]: the tensor gathered over every rank is %lld bytes, above "
+                       "the 2^56 the library addresses",
                        index, (long long)bytes);
   ULYSSES_CHECK(checkedMul(layout->batch * plan->slotLengths[plan->rank], layout->packed,
-                           &localRuns, "the local rows"));
-  ULYSSES_CHECK(checkedMul(localRuns, plan->nRanks, &runs, "the pack kernel's run count"));
+                           &localRuns, index, "batch * length * packed"));
+  ULYSSES_CHECK(checkedMul(localRuns, plan->nRanks, &runs, index,
+                           "nRanks * batch * length * packed (the pack kernel's runs)"));
   return ulyssesSuccess;
 }
 

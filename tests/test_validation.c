@@ -1,0 +1,365 @@
+/* Every class of bad input: its own result code, a message naming the
+ * argument, nothing enqueued and no byte of any buffer changed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "exchange_run.h"
+
+static const ulyssesLayout_t goodLayout = {2, 8, 4, 2, 1, ulyssesOrderBSHD};
+static const int64_t goodLengths[4] = {3, 0, 5, 2};
+
+#define PLAN_SENTINEL ((ulyssesPlan_t)(uintptr_t)0x1234)
+
+static void expectError(ulyssesResult_t got, ulyssesResult_t want, const char* argument) {
+  if (got != want)
+    fail_msg("expected %s, got %s (%s)", ulyssesGetErrorString(want), ulyssesGetErrorString(got),
+             ulyssesGetLastError());
+  if (argument != NULL && strstr(ulyssesGetLastError(), argument) == NULL)
+    fail_msg("the message \"%s\" does not name %s", ulyssesGetLastError(), argument);
+}
+
+static void expectExactPlanError(int nRanks, int rank, const int64_t* lengths, int nTensors,
+                                 const ulyssesLayout_t* layouts, ulyssesResult_t want,
+                                 const char* argument) {
+  ulyssesPlan_t plan = PLAN_SENTINEL;
+  expectError(ulyssesPlanCreateExact(&plan, nRanks, rank, lengths, nTensors, layouts), want, argument);
+  assert_ptr_equal(plan, PLAN_SENTINEL);
+}
+
+static void expectLayoutError(ulyssesLayout_t layout, ulyssesResult_t want, const char* argument) {
+  expectExactPlanError(4, 1, goodLengths, 1, &layout, want, argument);
+}
+
+static void testPlanArguments(void** state) {
+  (void)state;
+  expectError(ulyssesPlanCreateExact(NULL, 4, 0, goodLengths, 1, &goodLayout),
+              ulyssesErrorNullPointer, "plan");
+  expectExactPlanError(0, 0, goodLengths, 1, &goodLayout, ulyssesErrorInvalidArgument, "nRanks");
+  expectExactPlanError(4, -1, goodLengths, 1, &goodLayout, ulyssesErrorInvalidArgument, "rank");
+  expectExactPlanError(4, 4, goodLengths, 1, &goodLayout, ulyssesErrorInvalidArgument, "rank");
+  expectExactPlanError(4, 0, NULL, 1, &goodLayout, ulyssesErrorNullPointer, "lengths");
+  expectExactPlanError(4, 0, goodLengths, 0, &goodLayout, ulyssesErrorInvalidArgument, "nTensors");
+  expectExactPlanError(4, 0, goodLengths, ULYSSES_MAX_TENSORS + 1, &goodLayout,
+                       ulyssesErrorInvalidArgument, "nTensors");
+  expectExactPlanError(4, 0, goodLengths, 1, NULL, ulyssesErrorNullPointer, "layouts");
+}
+
+static void testLengths(void** state) {
+  (void)state;
+  int64_t negative[4] = {3, -1, 5, 2};
+  expectExactPlanError(4, 0, negative, 1, &goodLayout, ulyssesErrorInvalidLength, "lengths[1]");
+  int64_t tooLong[4] = {3, 0, ULYSSES_MAX_LENGTH + 1, 2};
+  expectExactPlanError(4, 0, tooLong, 1, &goodLayout, ulyssesErrorInvalidLength, "lengths[2]");
+  int64_t longest[4] = {ULYSSES_MAX_LENGTH, 0, 0, 0};
+  ulyssesLayout_t small = {1, 1, 1, 1, 1, ulyssesOrderBSHD};
+  ulyssesPlan_t plan = NULL;
+  assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 0, longest, 1, &small), ulyssesSuccess);
+  ulyssesPlanDestroy(plan);
+
+  int64_t deviceLength = 0;
+  int64_t negativeCapacity[4] = {3, 0, -2, 2};
+  plan = PLAN_SENTINEL;
+  expectError(ulyssesPlanCreateCapacity(&plan, 4, 0, negativeCapacity, &deviceLength, 1, &goodLayout),
+              ulyssesErrorInvalidLength, "capacities[2]");
+  expectError(ulyssesPlanCreateCapacity(&plan, 4, 0, goodLengths, NULL, 1, &goodLayout),
+              ulyssesErrorNullPointer, "deviceLocalLength");
+  int64_t storage[2] = {0, 0};
+  const int64_t* misaligned = (const int64_t*)(const void*)((const char*)storage + 4);
+  expectError(ulyssesPlanCreateCapacity(&plan, 4, 0, goodLengths, misaligned, 1, &goodLayout),
+              ulyssesErrorMisalignedPointer, "deviceLocalLength");
+  assert_ptr_equal(plan, PLAN_SENTINEL);
+}
+
+static void testLayouts(void** state) {
+  (void)state;
+  ulyssesLayout_t l;
+  l = goodLayout; l.batch = 0; expectLayoutError(l, ulyssesErrorInvalidArgument, "batch");
+  l = goodLayout; l.heads = 0; expectLayoutError(l, ulyssesErrorInvalidArgument, "heads");
+  l = goodLayout; l.headDim = -3; expectLayoutError(l, ulyssesErrorInvalidArgument, "headDim");
+  l = goodLayout; l.packed = 2; expectLayoutError(l, ulyssesErrorInvalidArgument, "packed");
+  l = goodLayout; l.order = (ulyssesOrder_t)7; expectLayoutError(l, ulyssesErrorInvalidArgument, "order");
+  static const int64_t badElementSizes[] = {0, 3, 6, 12, 32, -2};
+  for (size_t i = 0; i < sizeof badElementSizes / sizeof badElementSizes[0]; i++) {
+    l = goodLayout;
+    l.elementSize = badElementSizes[i];
+    expectLayoutError(l, ulyssesErrorUnsupportedElementSize, "elementSize");
+  }
+  /* The second tensor is named when it is the bad one. */
+  ulyssesLayout_t pair[2] = {goodLayout, goodLayout};
+  pair[1].packed = 0;
+  expectExactPlanError(4, 1, goodLengths, 2, pair, ulyssesErrorInvalidArgument, "layouts[1]");
+}
+
+static void testSizeOverflow(void** state) {
+  (void)state;
+  ulyssesLayout_t l;
+  l = goodLayout; l.headDim = INT64_MAX / 2; expectLayoutError(l, ulyssesErrorSizeOverflow, "headDim");
+  l = goodLayout; l.heads = INT64_MAX / 3; l.packed = 3; expectLayoutError(l, ulyssesErrorSizeOverflow, "heads");
+  l = goodLayout; l.batch = INT64_MAX / 4; expectLayoutError(l, ulyssesErrorSizeOverflow, "batch");
+  l = goodLayout; l.elementSize = 16; l.headDim = INT64_MAX / 8; expectLayoutError(l, ulyssesErrorSizeOverflow, "layouts[0]");
+  /* Each product fits, the tensor does not fit the 2^56 bytes addressed. */
+  l = goodLayout; l.heads = (int64_t)1 << 50; expectLayoutError(l, ulyssesErrorSizeOverflow, "2^56");
+}
+
+/* One rank's exchange on the recording backend, with buffers to watch. */
+typedef struct {
+  exchangeRun run;
+  scenario s;
+  unsigned char* snapshots[2 * ULYSSES_MAX_TENSORS + 1];
+} watchedCall;
+
+static void watchedSetup(watchedCall* w, int nTensors) {
+  memset(&w->s, 0, sizeof w->s);
+  w->s.nRanks = 4;
+  w->s.nTensors = nTensors;
+  memcpy(w->s.lengths, goodLengths, sizeof goodLengths);
+  for (int t = 0; t < nTensors; t++) {
+    w->s.layouts[t] = goodLayout;
+    w->s.layouts[t].heads = 4 + 4 * t;
+  }
+  exchangeSetup(&w->run, &w->s, ulyssesOpSeqToHead, 11);
+}
+
+static ulyssesResult_t watchedCallRank0(watchedCall* w, ulyssesPlan_t plan, int commRanks, int commRank, ulyssesOp_t op,
+                                        int nTensors, const void* const* sendbuffs,
+                                        void* const* recvbuffs, void* workspace, size_t workspaceSize) {
+  exchangeRun* run = &w->run;
+  int n = 0;
+  for (int t = 0; t < w->s.nTensors; t++) {
+    w->snapshots[n] = malloc(run->recv[0][t].bytes + 1);
+    memcpy(w->snapshots[n++], run->recv[0][t].data, run->recv[0][t].bytes);
+  }
+  w->snapshots[n] = malloc(run->workspaceBytes[0] + 1);
+  memcpy(w->snapshots[n], run->workspace[0].data, run->workspaceBytes[0]);
+  ulyssesBackend backend = simBackendOf(run->world, 0);
+  return ulyssesExchange(plan, commRanks, commRank, op, nTensors, sendbuffs, recvbuffs,
+                         workspace, workspaceSize, &run->status[0], &backend);
+}
+
+/* Nothing was enqueued and no byte of an output, the workspace or a guard
+ * zone changed. */
+static void expectUntouched(watchedCall* w) {
+  exchangeRun* run = &w->run;
+  assert_int_equal(simCountCalls(run->world, 0), 0);
+  int n = 0;
+  for (int t = 0; t < w->s.nTensors; t++) {
+    assert_memory_equal(run->recv[0][t].data, w->snapshots[n], run->recv[0][t].bytes);
+    assert_true(guardsIntact(&run->recv[0][t]));
+    free(w->snapshots[n++]);
+  }
+  assert_memory_equal(run->workspace[0].data, w->snapshots[n], run->workspaceBytes[0]);
+  assert_true(guardsIntact(&run->workspace[0]));
+  free(w->snapshots[n]);
+  assert_int_equal(run->status[0], 0);
+  exchangeTeardown(run);
+}
+
+static void testExchangeArguments(void** state) {
+  (void)state;
+  watchedCall w;
+  const void* sendbuffs[2];
+  void* recvbuffs[2];
+#define BUFFERS()                                                      \
+  do {                                                                 \
+    for (int t = 0; t < w.s.nTensors; t++) {                           \
+      sendbuffs[t] = w.run.send[0][t].data;                            \
+      recvbuffs[t] = w.run.recv[0][t].data;                            \
+    }                                                                  \
+  } while (0)
+#define WORKSPACE w.run.workspace[0].data, w.run.workspaceBytes[0]
+
+  watchedSetup(&w, 2); BUFFERS();
+  expectError(watchedCallRank0(&w, NULL, 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+              ulyssesErrorNullPointer, "plan");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  expectError(watchedCallRank0(&w, w.run.plans[0], 3, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+              ulyssesErrorCommMismatch, "comm");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 2, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+              ulyssesErrorCommMismatch, "rank");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, (ulyssesOp_t)3, 2, sendbuffs, recvbuffs, WORKSPACE),
+              ulyssesErrorInvalidArgument, "op");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 1, sendbuffs, recvbuffs, WORKSPACE),
+              ulyssesErrorLayoutMismatch, "plan");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, NULL, recvbuffs, WORKSPACE),
+              ulyssesErrorNullPointer, "sendbuffs");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  recvbuffs[1] = NULL;
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+              ulyssesErrorNullPointer, "recvbuff of tensor 1");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, NULL,
+                               w.run.workspaceBytes[0]),
+              ulyssesErrorNullPointer, "workspace");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs,
+                               w.run.workspace[0].data + 8, w.run.workspaceBytes[0] - 8),
+              ulyssesErrorMisalignedPointer, "workspace");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs,
+                               w.run.workspace[0].data, w.run.workspaceBytes[0] - 1),
+              ulyssesErrorWorkspaceTooSmall, "workspaceSize");
+  expectUntouched(&w);
+
+  /* An output overlapping an input, another output, or the workspace. */
+  watchedSetup(&w, 2); BUFFERS();
+  sendbuffs[0] = w.run.recv[0][0].data + 1;
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+              ulyssesErrorBufferOverlap, "overlaps");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  recvbuffs[1] = w.run.recv[0][0].data + 2;
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+              ulyssesErrorBufferOverlap, "overlaps");
+  expectUntouched(&w);
+
+  watchedSetup(&w, 2); BUFFERS();
+  recvbuffs[0] = w.run.workspace[0].data + 16;
+  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+              ulyssesErrorBufferOverlap, "workspace");
+  expectUntouched(&w);
+}
+
+/* Inputs may overlap each other (they are only read), and a zero-byte buffer
+ * may be NULL. */
+static void testHarmlessInputs(void** state) {
+  (void)state;
+  scenario s;
+  memset(&s, 0, sizeof s);
+  s.nRanks = 2;
+  s.nTensors = 2;
+  s.lengths[0] = 0;
+  s.lengths[1] = 3;
+  s.layouts[0] = goodLayout;
+  s.layouts[1] = goodLayout;
+  exchangeRun run;
+  exchangeSetup(&run, &s, ulyssesOpSeqToHead, 12);
+  /* Rank 0 holds no rows: its inputs have zero bytes. Both tensors read the
+   * same (empty) input. */
+  const void* sendbuffs[2] = {NULL, NULL};
+  void* recvbuffs[2] = {run.recv[0][0].data, run.recv[0][1].data};
+  ulyssesBackend backend = simBackendOf(run.world, 0);
+  assert_int_equal(ulyssesExchange(run.plans[0], 2, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs,
+                                   run.workspace[0].data, run.workspaceBytes[0], NULL, &backend),
+                   ulyssesSuccess);
+  assert_true(simCountCalls(run.world, 0) > 0);
+  exchangeTeardown(&run);
+}
+
+static void testStageArguments(void** state) {
+  (void)state;
+  int64_t deviceLength = 3, deviceLengths[4] = {3, 0, 5, 2};
+  uint32_t status = 0;
+  ulyssesPlan_t capacity = NULL, exact = NULL;
+  assert_int_equal(ulyssesPlanCreateCapacity(&capacity, 4, 0, goodLengths, &deviceLength, 1, &goodLayout),
+                   ulyssesSuccess);
+  assert_int_equal(ulyssesPlanCreateExact(&exact, 4, 0, goodLengths, 1, &goodLayout), ulyssesSuccess);
+  size_t bytes;
+  assert_int_equal(ulyssesGetWorkspaceSize(capacity, ulyssesOpSeqToHead, &bytes), ulyssesSuccess);
+  unsigned char* workspace = aligned_alloc(256, (bytes + 255) / 256 * 256);
+  unsigned char* input = calloc(1, 4096);
+  const void* sendbuffs[1] = {input};
+  simWorld* world = simCreate(4);
+  ulyssesBackend backend = simBackendOf(world, 0);
+  expectError(ulyssesStage(capacity, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs, NULL, &status,
+                           workspace, bytes, &backend),
+              ulyssesErrorNullPointer, "deviceLengths");
+  expectError(ulyssesStage(capacity, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs, deviceLengths,
+                           NULL, workspace, bytes, &backend),
+              ulyssesErrorNullPointer, "deviceStatus");
+  expectError(ulyssesStage(capacity, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs,
+                           (const int64_t*)(const void*)((const char*)deviceLengths + 2), &status,
+                           workspace, bytes, &backend),
+              ulyssesErrorMisalignedPointer, "deviceLengths");
+  expectError(ulyssesStage(exact, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs, deviceLengths,
+                           NULL, workspace, bytes, &backend),
+              ulyssesErrorInvalidArgument, "exact");
+  expectError(ulyssesStage(NULL, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs, NULL, NULL,
+                           workspace, bytes, &backend),
+              ulyssesErrorNullPointer, "plan");
+  assert_int_equal(simCountCalls(world, 0), 0);
+  assert_int_equal(status, 0);
+  simDestroy(world);
+  free(input);
+  free(workspace);
+  ulyssesPlanDestroy(capacity);
+  ulyssesPlanDestroy(exact);
+}
+
+static void testQueries(void** state) {
+  (void)state;
+  ulyssesPlan_t plan = NULL;
+  assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 0, goodLengths, 1, &goodLayout), ulyssesSuccess);
+  size_t bytes = 77;
+  expectError(ulyssesGetWorkspaceSize(NULL, ulyssesOpSeqToHead, &bytes), ulyssesErrorNullPointer, "plan");
+  expectError(ulyssesGetWorkspaceSize(plan, ulyssesOpSeqToHead, NULL), ulyssesErrorNullPointer,
+              "workspaceSize");
+  expectError(ulyssesGetWorkspaceSize(plan, (ulyssesOp_t)-1, &bytes), ulyssesErrorInvalidArgument, "op");
+  assert_int_equal(bytes, 77);
+  ulyssesSegment_t segments[4];
+  expectError(ulyssesGetSegments(plan, ulyssesOpSeqToHead, 1, 1, segments),
+              ulyssesErrorInvalidArgument, "tensor");
+  expectError(ulyssesGetSegments(plan, ulyssesOpSeqToHead, 0, 1, NULL), ulyssesErrorNullPointer,
+              "segments");
+  assert_int_equal(ulyssesPlanDestroy(NULL), ulyssesSuccess);
+  ulyssesPlanDestroy(plan);
+
+  /* Every code has its own name; an unknown one is said to be unknown. */
+  for (int i = 0; i < ulyssesNumResults; i++) {
+    const char* name = ulyssesGetErrorString((ulyssesResult_t)i);
+    assert_non_null(name);
+    assert_true(strncmp(name, "ulysses", 7) == 0);
+    for (int j = 0; j < i; j++) assert_string_not_equal(name, ulyssesGetErrorString((ulyssesResult_t)j));
+  }
+  assert_non_null(strstr(ulyssesGetErrorString(ulyssesNumResults), "unknown"));
+  assert_non_null(strstr(ulyssesGetErrorString((ulyssesResult_t)-1), "unknown"));
+}
+
+/* A successful call clears the thread's message. */
+static void testLastErrorIsCleared(void** state) {
+  (void)state;
+  expectExactPlanError(0, 0, goodLengths, 1, &goodLayout, ulyssesErrorInvalidArgument, "nRanks");
+  assert_true(strlen(ulyssesGetLastError()) > 0);
+  ulyssesPlan_t plan = NULL;
+  assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 0, goodLengths, 1, &goodLayout), ulyssesSuccess);
+  assert_string_equal(ulyssesGetLastError(), "");
+  ulyssesPlanDestroy(plan);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(testPlanArguments),     cmocka_unit_test(testLengths),
+      cmocka_unit_test(testLayouts),           cmocka_unit_test(testSizeOverflow),
+      cmocka_unit_test(testExchangeArguments), cmocka_unit_test(testHarmlessInputs),
+      cmocka_unit_test(testStageArguments),    cmocka_unit_test(testQueries),
+      cmocka_unit_test(testLastErrorIsCleared),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
