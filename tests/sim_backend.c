@@ -125,7 +125,7 @@ int simCountCalls(const simWorld* world, int rank) { return world->programs[rank
 
 /* The table kernel, one chunk: the same per-thread entry function, and the
  * block scan done sequentially. */
-static void runTable(const ulyssesTableArgs* args) {
+void simRunTable(const ulyssesTableArgs* args) {
   int64_t lengthSum = args->chunkBegin == 0 ? 0 : args->offsets[args->chunkBegin];
   int64_t slotSum = args->chunkBegin == 0 ? 0 : args->slotOffsets[args->chunkBegin];
   if (args->chunkBegin == 0) {
@@ -165,7 +165,7 @@ static int runCopy(const simOp* op, int rank, char* message, size_t messageSize)
 static int runLocal(simProgram* program, int* cursor, char* message, size_t messageSize) {
   while (*cursor < program->count) {
     simOp* op = &program->ops[*cursor];
-    if (op->kind == SIM_TABLE) runTable(&op->table);
+    if (op->kind == SIM_TABLE) simRunTable(&op->table);
     else if (op->kind == SIM_COPY) {
       if (runCopy(op, program->rank, message, messageSize)) return 1;
     } else break;

@@ -21,6 +21,8 @@ ulyssesBackend simBackendOf(simWorld* world, int rank);
 /* Runs and forgets what was recorded. Returns 0, or 1 with a description
  * of the first mismatch in message. */
 int simExecute(simWorld* world, char* message, size_t messageSize);
+/* The length-table kernel of one launch, on the CPU. */
+void simRunTable(const ulyssesTableArgs* args);
 /* Counts of what was recorded since the last simExecute, for tests that
  * check which passes a layout skips. */
 int simCountLaunches(const simWorld* world, int rank);

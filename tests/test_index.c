@@ -1,0 +1,297 @@
+/* The kernels' index arithmetic, driven exhaustively on the CPU: the head
+ * split, the row owner search, the length table's clamping, and that every
+ * launch's runs write each destination byte exactly once (two warps writing
+ * one byte would be a race on the GPU) and only inside the slots. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "exchange_run.h"
+
+static void testHeadSplitMatchesReference(void** state) {
+  (void)state;
+  for (int64_t heads = 1; heads <= 64; heads++)
+    for (int nRanks = 1; nRanks <= 16; nRanks++) {
+      int64_t lengths[16] = {0};
+      refShape shape = {nRanks, lengths, 1, heads, 1, 1, 1, 0};
+      for (int r = 0; r < nRanks; r++) {
+        assert_int_equal(ulyssesHeadBegin(heads, nRanks, r), refHeadBegin(&shape, r));
+        assert_int_equal(ulyssesHeadCount(heads, nRanks, r), refHeadCount(&shape, r));
+      }
+    }
+}
+
+static void testRowOwner(void** state) {
+  (void)state;
+  uint64_t random = 0x1de0;
+  for (int trial = 0; trial < 2000; trial++) {
+    int nRanks = 1 + (int)(refRandom(&random) % 16);
+    int64_t offsets[17] = {0};
+    for (int r = 0; r < nRanks; r++)
+      offsets[r + 1] = offsets[r] + (refRandom(&random) % 3 == 0 ? 0 : (int64_t)(refRandom(&random) % 5));
+    for (int64_t g = 0; g < offsets[nRanks]; g++) {
+      int owner = 0;
+      while (!(offsets[owner] <= g && g < offsets[owner + 1])) owner++;
+      assert_int_equal(ulyssesRowOwner(offsets, nRanks, g), owner);
+    }
+  }
+}
+
+static void testTableEntryClamps(void** state) {
+  (void)state;
+  int64_t gathered[3] = {-4, 9, 5};
+  ulyssesTableArgs args;
+  memset(&args, 0, sizeof args);
+  args.mode = ULYSSES_MODE_CAPACITY;
+  args.nRanks = 3;
+  args.chunkCount = 3;
+  args.hostValues[0] = 6;
+  args.hostValues[1] = 7;
+  args.hostValues[2] = 5;
+  args.gatheredLengths = gathered;
+  int64_t length, slot;
+  assert_int_equal(ulyssesTableEntry(&args, 0, &length, &slot), ULYSSES_DEVICE_NEGATIVE_LENGTH);
+  assert_int_equal(length, 0);
+  assert_int_equal(slot, 6);
+  assert_int_equal(ulyssesTableEntry(&args, 1, &length, &slot), ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY);
+  assert_int_equal(length, 7);
+  assert_int_equal(ulyssesTableEntry(&args, 2, &length, &slot), 0);
+  assert_int_equal(length, 5);
+  args.mode = ULYSSES_MODE_EXACT;
+  args.gatheredLengths = NULL;
+  assert_int_equal(ulyssesTableEntry(&args, 1, &length, &slot), 0);
+  assert_int_equal(length, 7);
+  assert_int_equal(slot, 7);
+}
+
+/* The table over several chunks: prefix sums carry from launch to launch. */
+static void testTableAcrossChunks(void** state) {
+  (void)state;
+  enum { RANKS = 3 * ULYSSES_TABLE_CHUNK + 5 };
+  static int64_t lengths[RANKS], offsets[RANKS + 1], slotOffsets[RANKS + 1], tableLengths[RANKS];
+  uint64_t random = 7;
+  for (int r = 0; r < RANKS; r++) lengths[r] = (int64_t)(refRandom(&random) % 9);
+  for (int chunkBegin = 0; chunkBegin < RANKS; chunkBegin += ULYSSES_TABLE_CHUNK) {
+    ulyssesTableArgs args;
+    memset(&args, 0, sizeof args);
+    args.mode = ULYSSES_MODE_EXACT;
+    args.nRanks = RANKS;
+    args.chunkBegin = chunkBegin;
+    args.chunkCount = RANKS - chunkBegin < ULYSSES_TABLE_CHUNK ? RANKS - chunkBegin : ULYSSES_TABLE_CHUNK;
+    memcpy(args.hostValues, lengths + chunkBegin, sizeof(int64_t) * (size_t)args.chunkCount);
+    args.lengths = tableLengths;
+    args.offsets = offsets;
+    args.slotOffsets = slotOffsets;
+    simRunTable(&args);
+  }
+  int64_t sum = 0;
+  for (int r = 0; r < RANKS; r++) {
+    assert_int_equal(offsets[r], sum);
+    assert_int_equal(slotOffsets[r], sum);
+    assert_int_equal(tableLengths[r], lengths[r]);
+    sum += lengths[r];
+  }
+  assert_int_equal(offsets[RANKS], sum);
+}
+
+/* A backend that runs the table and keeps the copy launch for inspection. */
+typedef struct {
+  ulyssesCopyArgs copy;
+  int64_t maxRuns;
+  int copies;
+} captured;
+
+static ulyssesResult_t captureTable(void* context, const ulyssesTableArgs* args) {
+  (void)context;
+  simRunTable(args);
+  return ulyssesSuccess;
+}
+
+static ulyssesResult_t captureCopy(void* context, const ulyssesCopyArgs* args, int64_t maxRuns) {
+  captured* c = context;
+  c->copy = *args;
+  c->maxRuns = maxRuns;
+  c->copies++;
+  return ulyssesSuccess;
+}
+
+static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
+  const scenario* s = run->s;
+  captured c;
+  memset(&c, 0, sizeof c);
+  ulyssesBackend backend = {&c, NULL, NULL, NULL, NULL, NULL, captureTable, captureCopy};
+  const void* buffers[ULYSSES_MAX_TENSORS];
+  for (int t = 0; t < s->nTensors; t++)
+    buffers[t] = side == ULYSSES_SEND ? (const void*)run->send[rank][t].data : run->recv[rank][t].data;
+  assert_int_equal(ulyssesRunStage(run->plans[rank], run->op, side, buffers,
+                                   s->capacityMode ? s->lengths : NULL, run->workspace[rank].data,
+                                   NULL, &backend),
+                   ulyssesSuccess);
+  if (c.copies == 0) return;
+  const ulyssesCopyArgs* a = &c.copy;
+  for (int t = 0; t < s->nTensors; t++) {
+    const ulyssesCopyTensor* x = &a->tensors[t];
+    ulyssesSideShape shape = ulyssesPlanSide(run->plans[rank], run->op, t, side);
+    assert_int_equal(x->active, !shape.direct);
+    if (!x->active) continue;
+    int64_t runs = ulyssesCopyRunCount(a, t);
+    assert_true(runs <= c.maxRuns);
+    size_t userBytes = exchangeBufferBytes(s, run->op, t, rank, side == ULYSSES_SEND, s->lengths);
+    size_t regionBytes = 0;
+    for (int p = 0; p < s->nRanks; p++)
+      regionBytes += ulyssesPlanSegment(run->plans[rank], run->op, t, side, p).bytes;
+    unsigned char* userHits = calloc(userBytes + 1, 1);
+    unsigned char* segmentHits = calloc(regionBytes + 1, 1);
+    for (int64_t i = 0; i < runs; i++) {
+      ulyssesRun r = ulyssesCopyRunAt(a, t, i);
+      assert_int_equal(r.bytes % x->wordBytes, 0);
+      assert_int_equal(((uintptr_t)x->user + (uintptr_t)r.userOffset) % (uintptr_t)x->wordBytes, 0);
+      assert_int_equal(((uintptr_t)x->segments + (uintptr_t)r.segmentOffset) % (uintptr_t)x->wordBytes, 0);
+      assert_true(r.userOffset >= 0 && (size_t)(r.userOffset + r.bytes) <= userBytes);
+      assert_true(r.segmentOffset >= 0 && (size_t)(r.segmentOffset + r.bytes) <= regionBytes);
+      for (int64_t b = 0; b < r.bytes; b++) {
+        userHits[r.userOffset + b]++;
+        segmentHits[r.segmentOffset + b]++;
+      }
+    }
+    /* The user side (real rows) is covered exactly once. */
+    for (size_t b = 0; b < userBytes; b++)
+      if (userHits[b] != 1) fail_msg("rank %d tensor %d: user byte %zu moved %d times", rank, t, b, userHits[b]);
+    /* Each segment's real part is covered exactly once; padding never. */
+    for (int p = 0; p < s->nRanks; p++) {
+      ulyssesSegment_t segment = ulyssesPlanSegment(run->plans[rank], run->op, t, side, p);
+      const refShape tensorShape = shapeOf(s, t, s->lengths);
+      int64_t headBytes = tensorShape.headDim * tensorShape.elementSize;
+      int64_t realBytes = a->kind == ULYSSES_COPY_HEAD_SLICE
+                              ? tensorShape.batch * s->lengths[rank] * tensorShape.packed *
+                                    ulyssesHeadCount(tensorShape.heads, s->nRanks, p) * headBytes
+                              : tensorShape.batch * s->lengths[p] * tensorShape.packed * shape.rowHeads * headBytes;
+      for (size_t b = 0; b < segment.bytes; b++) {
+        int want = (int64_t)b < realBytes;
+        if (segmentHits[segment.offset + b] != want)
+          fail_msg("rank %d tensor %d peer %d: segment byte %zu moved %d times, expected %d", rank,
+                   t, p, b, segmentHits[segment.offset + b], want);
+      }
+    }
+    free(userHits);
+    free(segmentHits);
+  }
+}
+
+static void testCopiesCoverEveryByteOnce(void** state) {
+  (void)state;
+  static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq, ulyssesOpAllGather};
+  uint64_t random = 0xc0ffee;
+  for (int i = 0; i < 300; i++) {
+    scenario s;
+    randomScenario(&s, &random, HARNESS_MAX_RANKS, i % 2);
+    for (int k = 0; k < 3; k++) {
+      exchangeRun run;
+      exchangeSetup(&run, &s, ops[k], (uint64_t)i);
+      for (int r = 0; r < s.nRanks; r++) {
+        checkCoverage(&run, r, ULYSSES_SEND);
+        checkCoverage(&run, r, ULYSSES_RECV);
+      }
+      exchangeTeardown(&run);
+    }
+  }
+}
+
+static void testWorkspaceLayout(void** state) {
+  (void)state;
+  static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq, ulyssesOpAllGather};
+  uint64_t random = 0xbeef;
+  for (int i = 0; i < 500; i++) {
+    scenario s;
+    randomScenario(&s, &random, HARNESS_MAX_RANKS, i % 2);
+    ulyssesPlan_t plan;
+    int64_t deviceLength = 0;
+    int rank = i % s.nRanks;
+    assert_int_equal(s.capacityMode ? ulyssesPlanCreateCapacity(&plan, s.nRanks, rank, s.capacities,
+                                                                &deviceLength, s.nTensors, s.layouts)
+                                    : ulyssesPlanCreateExact(&plan, s.nRanks, rank, s.lengths,
+                                                             s.nTensors, s.layouts),
+                     ulyssesSuccess);
+    for (int k = 0; k < 3; k++) {
+      ulyssesWorkspaceLayout layout;
+      ulyssesPlanWorkspace(plan, ops[k], &layout);
+      size_t size;
+      assert_int_equal(ulyssesGetWorkspaceSize(plan, ops[k], &size), ulyssesSuccess);
+      assert_int_equal(size, layout.totalBytes);
+      size_t tableEnd = layout.needTable ? (4 * (size_t)s.nRanks + 2) * sizeof(int64_t) : 0;
+      if (s.capacityMode) assert_true(layout.needTable);
+      size_t cursor = tableEnd;
+      int anyCopy = 0;
+      for (int side = 0; side < 2; side++)
+        for (int t = 0; t < s.nTensors; t++) {
+          if (ulyssesPlanSide(plan, ops[k], t, (ulyssesSide)side).direct) continue;
+          anyCopy = 1;
+          size_t begin = layout.regionOffset[side][t];
+          assert_int_equal(begin % ULYSSES_REGION_ALIGNMENT, 0);
+          assert_true(begin >= cursor);
+          size_t bytes = 0;
+          for (int p = 0; p < s.nRanks; p++) {
+            ulyssesSegment_t segment = ulyssesPlanSegment(plan, ops[k], t, (ulyssesSide)side, p);
+            assert_int_equal(segment.place, ulyssesSegmentInWorkspace);
+            assert_int_equal(segment.offset, bytes); /* peers' segments are back to back */
+            bytes += segment.bytes;
+          }
+          cursor = begin + bytes;
+        }
+      assert_true(cursor <= layout.totalBytes);
+      if (anyCopy) assert_true(layout.needTable);
+      if (!anyCopy && !s.capacityMode) assert_int_equal(layout.totalBytes, 0);
+    }
+    ulyssesPlanDestroy(plan);
+  }
+}
+
+/* What rank r sends to p is, byte count for byte count, what p expects from r. */
+static void testSegmentsAgreeAcrossRanks(void** state) {
+  (void)state;
+  static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq, ulyssesOpAllGather};
+  uint64_t random = 0xfeed;
+  for (int i = 0; i < 300; i++) {
+    scenario s;
+    randomScenario(&s, &random, HARNESS_MAX_RANKS, i % 2);
+    ulyssesPlan_t plans[HARNESS_MAX_RANKS];
+    int64_t deviceLength = 0;
+    for (int r = 0; r < s.nRanks; r++)
+      assert_int_equal(s.capacityMode ? ulyssesPlanCreateCapacity(&plans[r], s.nRanks, r, s.capacities,
+                                                                  &deviceLength, s.nTensors, s.layouts)
+                                      : ulyssesPlanCreateExact(&plans[r], s.nRanks, r, s.lengths,
+                                                               s.nTensors, s.layouts),
+                       ulyssesSuccess);
+    for (int k = 0; k < 3; k++)
+      for (int t = 0; t < s.nTensors; t++)
+        for (int r = 0; r < s.nRanks; r++)
+          for (int p = 0; p < s.nRanks; p++)
+            assert_int_equal(ulyssesPlanSegment(plans[r], ops[k], t, ULYSSES_SEND, p).bytes,
+                             ulyssesPlanSegment(plans[p], ops[k], t, ULYSSES_RECV, r).bytes);
+    for (int r = 0; r < s.nRanks; r++) ulyssesPlanDestroy(plans[r]);
+  }
+}
+
+static void testWordBytes(void** state) {
+  (void)state;
+  assert_int_equal(ulyssesWordBytes(256, (void*)(uintptr_t)0x1000, (void*)(uintptr_t)0x2000), 16);
+  assert_int_equal(ulyssesWordBytes(24, (void*)(uintptr_t)0x1000, (void*)(uintptr_t)0x2000), 8);
+  assert_int_equal(ulyssesWordBytes(256, (void*)(uintptr_t)0x1004, (void*)(uintptr_t)0x2000), 4);
+  assert_int_equal(ulyssesWordBytes(256, (void*)(uintptr_t)0x1000, (void*)(uintptr_t)0x2002), 2);
+  assert_int_equal(ulyssesWordBytes(3, (void*)(uintptr_t)0x1000, (void*)(uintptr_t)0x2000), 1);
+  assert_int_equal(ulyssesWordBytes(256, NULL, (void*)(uintptr_t)0x2001), 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(testHeadSplitMatchesReference), cmocka_unit_test(testRowOwner),
+      cmocka_unit_test(testTableEntryClamps),          cmocka_unit_test(testTableAcrossChunks),
+      cmocka_unit_test(testCopiesCoverEveryByteOnce),  cmocka_unit_test(testWorkspaceLayout),
+      cmocka_unit_test(testSegmentsAgreeAcrossRanks),  cmocka_unit_test(testWordBytes),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
