@@ -162,9 +162,15 @@ ULYSSES_API ulyssesResult_t ulyssesPlanCreateExact(ulyssesPlan_t* plan, int nRan
  * nRanks entries, copied); this rank's real length is read at execution time
  * from deviceLocalLength (device memory, one int64_t, 8-byte aligned, kept
  * alive by the caller for the life of the plan) and all-gathered on the
- * stream. Slices travel padded to their capacity; sequence-side buffers must
- * hold B * capacity_r rows and head-side buffers B * sum(capacities) rows.
- * A length outside [0, capacity] is clamped on the device and reported by
+ * stream. Slices travel padded to their capacity. Every tensor has capacity
+ * rows: the sequence side of rank r is [B, C_r, ...] (SBHD: [C_r, B, ...]),
+ * the head side and the gathered tensor [B, Ctot, ...] (SBHD: [Ctot, B, ...])
+ * with Ctot = sum(capacities). The real rows lead: rows 0 .. L_r-1 of each
+ * batch entry on the sequence side, rows 0 .. Ltot-1 (every rank's real rows,
+ * back to back) on the head side; in SBHD the real rows are the buffer's
+ * prefix. The rows after them are padding: never read as data, and in
+ * outputs scratch that the library may overwrite. A length outside
+ * [0, capacity] is clamped on the device and reported by
  * ulyssesCommGetAsyncError. CUDA-graph safe: lengths may change between
  * replays. */
 ULYSSES_API ulyssesResult_t ulyssesPlanCreateCapacity(ulyssesPlan_t* plan, int nRanks, int rank,
@@ -174,6 +180,11 @@ ULYSSES_API ulyssesResult_t ulyssesPlanCreateCapacity(ulyssesPlan_t* plan, int n
 
 /* plan may be NULL. */
 ULYSSES_API ulyssesResult_t ulyssesPlanDestroy(ulyssesPlan_t plan);
+
+/* The bytes the caller's buffers of tensor span for op: sendBytes for its
+ * sendbuff, recvBytes for its recvbuff (either pointer may be NULL). */
+ULYSSES_API ulyssesResult_t ulyssesGetBufferSizes(ulyssesPlan_t plan, ulyssesOp_t op, int tensor,
+                                                  size_t* sendBytes, size_t* recvBytes);
 
 /* Bytes of device workspace that op needs with plan (0 where every pass is
  * skipped and no length table is needed). */
@@ -190,9 +201,10 @@ ULYSSES_API ulyssesResult_t ulyssesGetWorkspaceSize(ulyssesPlan_t plan, ulyssesO
  * synchronisation, no allocation: capturable in a CUDA graph (run once
  * eagerly first, so that NCCL connects its peers).
  *
- * sendbuff/recvbuff: device buffers shaped as the plan's layout says (NULL is
- * accepted only for a buffer of zero bytes). They must not overlap each other
- * or the workspace. workspace: device memory of at least
+ * sendbuff/recvbuff: device buffers shaped as the plan's layout says, of
+ * ulyssesGetBufferSizes bytes (NULL is accepted only for a buffer of zero
+ * bytes), of any alignment (16-byte aligned ones move fastest). Outputs must
+ * not overlap inputs, each other or the workspace. workspace: device memory of at least
  * ulyssesGetWorkspaceSize(plan, op) bytes, ULYSSES_WORKSPACE_ALIGNMENT-aligned,
  * not used by another call until this one has completed on the stream.
  * comm's size and rank must equal the plan's.

@@ -7,8 +7,10 @@
  * batch entry), each row `packed` groups of `heads` heads of headBytes bytes.
  * A segment is what one rank sends to one peer for one tensor; it is laid out
  * as the rows it carries, in the order of the sequence-side tensor, each row
- * cut to the heads it carries. A slot is the room a segment has: its real
- * rows first, then (capacity mode) padding up to the capacity.
+ * cut to the heads it carries. A slot is the room a segment has: batch *
+ * slot length rows (the slot length is the capacity in capacity mode), laid
+ * out like the sender's tensor, so its real rows lead each batch entry
+ * (batch first) or the whole slot (sequence first).
  * Two copies exist, each used in both directions (pack: user -> segments,
  * unpack: segments -> user):
  *  - head slice: the sequence-side tensor <-> one segment per peer p, holding
@@ -150,34 +152,51 @@ ULYSSES_HD int64_t ulyssesCopyRunCount(const ulyssesCopyArgs* a, int t) {
   return x->batch * a->offsets[a->nRanks];
 }
 
-/* Run `run` of tensor t: a head slice enumerates (peer, row, packed index),
- * peer slowest; a row scatter enumerates the user tensor's rows. */
+/* Run `run` of tensor t: a head slice enumerates (peer, real row, packed
+ * index), peer slowest; a row scatter enumerates the user tensor's real rows.
+ * Batch-first tensors keep each batch entry's rows at a stride of the slot
+ * length (capacity mode: [B, capacity, ...], the real rows first in each
+ * entry); sequence-first tensors hold their real rows as a prefix. */
 ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t run) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesRun result;
   if (a->kind == ULYSSES_COPY_HEAD_SLICE) {
-    int64_t localRows = x->batch * a->lengths[a->rank];
-    int64_t runsPerPeer = localRows * x->packed;
+    int64_t length = a->lengths[a->rank];
+    int64_t slotLength = a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank];
+    int64_t runsPerPeer = x->batch * length * x->packed;
     int peer = (int)(run / runsPerPeer);
-    int64_t rowPart = run % runsPerPeer; /* row * packed + packed index */
+    int64_t realRow = run % runsPerPeer / x->packed;
+    int64_t packedIndex = run % x->packed;
+    int64_t row = x->order == ULYSSES_ORDER_BSHD
+                      ? realRow / length * slotLength + realRow % length
+                      : realRow;
     int64_t headBegin = ulyssesHeadBegin(x->heads, a->nRanks, peer);
     int64_t headCount = ulyssesHeadCount(x->heads, a->nRanks, peer);
-    int64_t slotRows = x->batch * (a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank]);
+    int64_t slotRows = x->batch * slotLength;
+    int64_t rowPart = row * x->packed + packedIndex;
     result.userOffset = (rowPart * x->heads + headBegin) * x->headBytes;
     result.segmentOffset =
         slotRows * x->packed * headBegin * x->headBytes + rowPart * headCount * x->headBytes;
     result.bytes = headCount * x->headBytes;
   } else {
     int64_t totalLength = a->offsets[a->nRanks];
-    int64_t b, g;
-    if (x->order == ULYSSES_ORDER_BSHD) { b = run / totalLength; g = run % totalLength; }
-    else { g = run / x->batch; b = run % x->batch; }
+    int64_t b, g, userRow;
+    if (x->order == ULYSSES_ORDER_BSHD) {
+      b = run / totalLength;
+      g = run % totalLength;
+      userRow = b * a->slotOffsets[a->nRanks] + g;
+    } else {
+      g = run / x->batch;
+      b = run % x->batch;
+      userRow = run;
+    }
     int owner = ulyssesRowOwner(a->offsets, a->nRanks, g);
     int64_t s = g - a->offsets[owner];
+    int64_t ownerSlotLength = a->slotOffsets[owner + 1] - a->slotOffsets[owner];
     int64_t segmentRow =
-        x->order == ULYSSES_ORDER_BSHD ? b * a->lengths[owner] + s : s * x->batch + b;
+        x->order == ULYSSES_ORDER_BSHD ? b * ownerSlotLength + s : s * x->batch + b;
     int64_t rowBytes = x->packed * x->rowHeads * x->headBytes;
-    result.userOffset = run * rowBytes;
+    result.userOffset = userRow * rowBytes;
     result.segmentOffset = (x->batch * a->slotOffsets[owner] + segmentRow) * rowBytes;
     result.bytes = rowBytes;
   }

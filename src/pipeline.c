@@ -137,12 +137,13 @@ ulyssesResult_t ulyssesRunStage(const ulyssesPlanData* plan, ulyssesOp_t op, uly
                                 void* workspace, uint32_t* status, const ulyssesBackend* backend) {
   ulyssesWorkspaceLayout layout;
   ulyssesPlanWorkspace(plan, op, &layout);
-  if (layout.needTable)
-    ULYSSES_CHECK(enqueueTable(plan, &layout, workspace, deviceLengths, status, backend));
   ulyssesCopyArgs copy;
   int64_t maxRuns;
-  if (buildCopy(plan, op, side, userBuffers, workspace, &layout, &copy, &maxRuns))
-    ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
+  int copies = buildCopy(plan, op, side, userBuffers, workspace, &layout, &copy, &maxRuns);
+  /* Capacity mode checks the lengths even when this stage copies nothing. */
+  if (copies || plan->mode == ULYSSES_MODE_CAPACITY)
+    ULYSSES_CHECK(enqueueTable(plan, &layout, workspace, deviceLengths, status, backend));
+  if (copies) ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
   return ulyssesSuccess;
 }
 

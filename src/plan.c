@@ -376,6 +376,20 @@ ULYSSES_API ulyssesResult_t ulyssesGetWorkspaceSize(ulyssesPlan_t plan, ulyssesO
   return ulyssesSuccess;
 }
 
+ULYSSES_API ulyssesResult_t ulyssesGetBufferSizes(ulyssesPlan_t plan, ulyssesOp_t op, int tensor,
+                                                  size_t* sendBytes, size_t* recvBytes) {
+  ulyssesClearError();
+  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
+  if (!ulyssesOpIsValid((int)op))
+    return ulyssesFail(ulyssesErrorInvalidArgument, "op is %d; it is not a ulyssesOp_t", (int)op);
+  if (tensor < 0 || tensor >= plan->nTensors)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "tensor is %d; the plan has %d", tensor,
+                       plan->nTensors);
+  if (sendBytes != NULL) *sendBytes = ulyssesPlanUserBytes(plan, op, tensor, ULYSSES_SEND);
+  if (recvBytes != NULL) *recvBytes = ulyssesPlanUserBytes(plan, op, tensor, ULYSSES_RECV);
+  return ulyssesSuccess;
+}
+
 ULYSSES_API ulyssesResult_t ulyssesGetSegments(ulyssesPlan_t plan, ulyssesOp_t op, int tensor,
                                                int isSend, ulyssesSegment_t* segments) {
   ulyssesClearError();

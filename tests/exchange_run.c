@@ -41,8 +41,13 @@ void exchangeSetup(exchangeRun* run, const scenario* s, ulyssesOp_t op, uint64_t
       size_t misalignment = (size_t)((seed + (uint64_t)(r * 7 + t * 3)) % 5) * 4 % 16;
       guardedBuffer* in = &run->send[r][t];
       guardedBuffer* out = &run->recv[r][t];
-      guardedAlloc(in, exchangeBufferBytes(s, op, t, r, 1, slots), misalignment);
-      guardedAlloc(out, exchangeBufferBytes(s, op, t, r, 0, slots), misalignment / 2);
+      size_t sendBytes, recvBytes;
+      assert_int_equal(ulyssesGetBufferSizes(run->plans[r], op, t, &sendBytes, &recvBytes),
+                       ulyssesSuccess);
+      assert_int_equal(sendBytes, exchangeBufferBytes(s, op, t, r, 1, slots));
+      assert_int_equal(recvBytes, exchangeBufferBytes(s, op, t, r, 0, slots));
+      guardedAlloc(in, sendBytes, misalignment);
+      guardedAlloc(out, recvBytes, misalignment / 2);
       refFillPattern(in->data, in->bytes, seed * 1000003u + (uint64_t)(r * 31 + t));
       memset(out->data, OUTPUT_PREFILL, out->bytes);
     }
@@ -81,32 +86,73 @@ void exchangeExecute(exchangeRun* run) {
   if (simExecute(run->world, message, sizeof message)) fail_msg("%s", message);
 }
 
+sideRows exchangeSideRows(const exchangeRun* run, int t, int r, int isSend, const int64_t* lengths) {
+  const scenario* s = run->s;
+  const ulyssesLayout_t* layout = &s->layouts[t];
+  const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
+  int64_t headBytes = layout->headDim * layout->elementSize;
+  int sequenceSide = run->op == ulyssesOpAllGather ? isSend : (run->op == ulyssesOpSeqToHead) == isSend;
+  sideRows side = {0, layout->batch, 0, 0, layout->order == ulyssesOrderSBHD};
+  if (sequenceSide) {
+    side.rowBytes = (size_t)(layout->packed * layout->heads * headBytes);
+    side.realRows = lengths[r];
+    side.slotRows = slots[r];
+    return side;
+  }
+  int64_t rowHeads = run->op == ulyssesOpAllGather ? layout->heads
+                                                   : ulyssesHeadCount(layout->heads, s->nRanks, r);
+  side.rowBytes = (size_t)(layout->packed * rowHeads * headBytes);
+  for (int q = 0; q < s->nRanks; q++) {
+    side.realRows += lengths[q];
+    side.slotRows += slots[q];
+  }
+  return side;
+}
+
+void expectSameRealRows(const sideRows* side, const void* a, const void* b, const char* what) {
+  for (int64_t i = 0; i < side->batch * side->realRows; i++) {
+    const unsigned char* rowA = (const unsigned char*)a + rowOffset(side, i);
+    const unsigned char* rowB = (const unsigned char*)b + rowOffset(side, i);
+    for (size_t k = 0; k < side->rowBytes; k++)
+      if (rowA[k] != rowB[k])
+        fail_msg("%s: real row %lld, byte %zu: 0x%02x, expected 0x%02x", what, (long long)i, k,
+                 rowA[k], rowB[k]);
+  }
+}
+
 void exchangeCheck(const exchangeRun* run, const int64_t* lengths) {
   const scenario* s = run->s;
   for (int t = 0; t < s->nTensors; t++) {
     refShape shape = shapeOf(s, t, lengths);
     const void* inputs[HARNESS_MAX_RANKS];
+    void* denseInputs[HARNESS_MAX_RANKS];
     void* expected[HARNESS_MAX_RANKS];
     for (int r = 0; r < s->nRanks; r++) {
-      inputs[r] = run->send[r][t].data;
+      sideRows in = exchangeSideRows(run, t, r, 1, lengths);
+      denseInputs[r] = malloc(exchangeBufferBytes(s, run->op, t, r, 1, lengths) + 1);
+      densify(&in, run->send[r][t].data, denseInputs[r]);
+      inputs[r] = denseInputs[r];
       expected[r] = malloc(exchangeBufferBytes(s, run->op, t, r, 0, lengths) + 1);
     }
     if (run->op == ulyssesOpSeqToHead) refSeqToHead(&shape, inputs, expected);
     else if (run->op == ulyssesOpHeadToSeq) refHeadToSeq(&shape, inputs, expected);
     else refAllGather(&shape, inputs, expected);
     for (int r = 0; r < s->nRanks; r++) {
-      size_t bytes = exchangeBufferBytes(s, run->op, t, r, 0, lengths);
-      const unsigned char* got = run->recv[r][t].data;
+      sideRows out = exchangeSideRows(run, t, r, 0, lengths);
       const unsigned char* want = expected[r];
-      for (size_t i = 0; i < bytes; i++)
-        if (got[i] != want[i])
-          fail_msg("op %d, %s mode, P=%d, rank %d, tensor %d (B=%lld H=%lld D=%lld E=%lld T=%d "
-                   "%s): byte %zu of %zu is 0x%02x, the reference says 0x%02x",
-                   (int)run->op, s->capacityMode ? "capacity" : "exact", s->nRanks, r, t,
-                   (long long)shape.batch, (long long)shape.heads, (long long)shape.headDim,
-                   (long long)shape.elementSize, shape.packed, shape.sbhd ? "SBHD" : "BSHD", i,
-                   bytes, got[i], want[i]);
+      for (int64_t i = 0; i < out.batch * out.realRows; i++) {
+        const unsigned char* got = run->recv[r][t].data + rowOffset(&out, i);
+        for (size_t k = 0; k < out.rowBytes; k++)
+          if (got[k] != want[(size_t)i * out.rowBytes + k])
+            fail_msg("op %d, %s mode, P=%d, rank %d, tensor %d (B=%lld H=%lld D=%lld E=%lld T=%d "
+                     "%s): real row %lld byte %zu is 0x%02x, the reference says 0x%02x",
+                     (int)run->op, s->capacityMode ? "capacity" : "exact", s->nRanks, r, t,
+                     (long long)shape.batch, (long long)shape.heads, (long long)shape.headDim,
+                     (long long)shape.elementSize, shape.packed, shape.sbhd ? "SBHD" : "BSHD",
+                     (long long)i, k, got[k], want[(size_t)i * out.rowBytes + k]);
+      }
       free(expected[r]);
+      free(denseInputs[r]);
       if (!guardsIntact(&run->recv[r][t]) || !guardsIntact(&run->send[r][t]))
         fail_msg("rank %d, tensor %d: a byte outside the caller's buffers changed", r, t);
     }

@@ -26,11 +26,16 @@ void exchangeTeardown(exchangeRun* run);
 /* Bytes of tensor t's send or receive buffer on rank r, for lengths. */
 size_t exchangeBufferBytes(const scenario* s, ulyssesOp_t op, int t, int r, int isSend,
                            const int64_t* lengths);
+/* The rows of tensor t's send or receive buffer on rank r, whose real rows
+ * follow lengths. */
+sideRows exchangeSideRows(const exchangeRun* run, int t, int r, int isSend, const int64_t* lengths);
+/* Fails the test unless the real rows of a and b are equal. */
+void expectSameRealRows(const sideRows* side, const void* a, const void* b, const char* what);
 /* Enqueues every rank's exchange on the recording backend and executes them;
  * fails the test on any error or mismatch. */
 void exchangeExecute(exchangeRun* run);
-/* Compares every rank's outputs with the reference for lengths (the real
- * prefix in capacity mode) and checks every guard zone. */
+/* Compares the real rows of every rank's outputs with the reference for
+ * lengths and checks every guard zone. */
 void exchangeCheck(const exchangeRun* run, const int64_t* lengths);
 
 #endif /* ULYSSES_TESTS_EXCHANGE_RUN_H_ */

@@ -119,6 +119,14 @@ static ulyssesResult_t captureCopy(void* context, const ulyssesCopyArgs* args, i
   return ulyssesSuccess;
 }
 
+/* A segment holds batch entries of equal size whose real bytes lead
+ * (batch first), or its real bytes lead the whole (sequence first). */
+static int segmentByteIsReal(int sequenceFirst, int64_t batch, size_t segmentBytes,
+                             size_t realBytes, size_t byte) {
+  if (sequenceFirst) return byte < realBytes;
+  return byte % (segmentBytes / (size_t)batch) < realBytes / (size_t)batch;
+}
+
 static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
   const scenario* s = run->s;
   captured c;
@@ -140,7 +148,9 @@ static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
     if (!x->active) continue;
     int64_t runs = ulyssesCopyRunCount(a, t);
     assert_true(runs <= c.maxRuns);
-    size_t userBytes = exchangeBufferBytes(s, run->op, t, rank, side == ULYSSES_SEND, s->lengths);
+    const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
+    size_t userBytes = exchangeBufferBytes(s, run->op, t, rank, side == ULYSSES_SEND, slots);
+    sideRows rows = exchangeSideRows(run, t, rank, side == ULYSSES_SEND, s->lengths);
     size_t regionBytes = 0;
     for (int p = 0; p < s->nRanks; p++)
       regionBytes += ulyssesPlanSegment(run->plans[rank], run->op, t, side, p).bytes;
@@ -158,20 +168,27 @@ static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
         segmentHits[r.segmentOffset + b]++;
       }
     }
-    /* The user side (real rows) is covered exactly once. */
+    /* The user side's real rows are covered exactly once, its padding never. */
+    unsigned char* realBytes = calloc(userBytes + 1, 1);
+    for (int64_t i = 0; i < rows.batch * rows.realRows; i++)
+      memset(realBytes + rowOffset(&rows, i), 1, rows.rowBytes);
     for (size_t b = 0; b < userBytes; b++)
-      if (userHits[b] != 1) fail_msg("rank %d tensor %d: user byte %zu moved %d times", rank, t, b, userHits[b]);
-    /* Each segment's real part is covered exactly once; padding never. */
+      if (userHits[b] != realBytes[b])
+        fail_msg("rank %d tensor %d: user byte %zu moved %d times, expected %d", rank, t, b,
+                 userHits[b], realBytes[b]);
+    free(realBytes);
+    /* Each segment's real rows are covered exactly once; padding never. */
     for (int p = 0; p < s->nRanks; p++) {
       ulyssesSegment_t segment = ulyssesPlanSegment(run->plans[rank], run->op, t, side, p);
       const refShape tensorShape = shapeOf(s, t, s->lengths);
       int64_t headBytes = tensorShape.headDim * tensorShape.elementSize;
-      int64_t realBytes = a->kind == ULYSSES_COPY_HEAD_SLICE
+      int64_t segmentRealBytes = a->kind == ULYSSES_COPY_HEAD_SLICE
                               ? tensorShape.batch * s->lengths[rank] * tensorShape.packed *
                                     ulyssesHeadCount(tensorShape.heads, s->nRanks, p) * headBytes
                               : tensorShape.batch * s->lengths[p] * tensorShape.packed * shape.rowHeads * headBytes;
       for (size_t b = 0; b < segment.bytes; b++) {
-        int want = (int64_t)b < realBytes;
+        int want = segmentByteIsReal(tensorShape.sbhd, tensorShape.batch, segment.bytes,
+                                     (size_t)segmentRealBytes, b);
         if (segmentHits[segment.offset + b] != want)
           fail_msg("rank %d tensor %d peer %d: segment byte %zu moved %d times, expected %d", rank,
                    t, p, b, segmentHits[segment.offset + b], want);

@@ -328,6 +328,23 @@ static void testQueries(void** state) {
               ulyssesErrorInvalidArgument, "tensor");
   expectError(ulyssesGetSegments(plan, ulyssesOpSeqToHead, 0, 1, NULL), ulyssesErrorNullPointer,
               "segments");
+  size_t sendBytes = 5, recvBytes = 6;
+  expectError(ulyssesGetBufferSizes(NULL, ulyssesOpSeqToHead, 0, &sendBytes, &recvBytes),
+              ulyssesErrorNullPointer, "plan");
+  expectError(ulyssesGetBufferSizes(plan, (ulyssesOp_t)9, 0, &sendBytes, &recvBytes),
+              ulyssesErrorInvalidArgument, "op");
+  expectError(ulyssesGetBufferSizes(plan, ulyssesOpSeqToHead, -1, &sendBytes, &recvBytes),
+              ulyssesErrorInvalidArgument, "tensor");
+  assert_int_equal(sendBytes, 5);
+  assert_int_equal(recvBytes, 6);
+  /* Rank 0 of {3, 0, 5, 2}, batch 2, 8 heads of 4 two-byte elements: its
+   * sequence side is 2 * 3 rows of 64 bytes, its head side 2 * 10 rows of
+   * 2 heads. */
+  assert_int_equal(ulyssesGetBufferSizes(plan, ulyssesOpSeqToHead, 0, &sendBytes, &recvBytes), ulyssesSuccess);
+  assert_int_equal(sendBytes, 2 * 3 * 64);
+  assert_int_equal(recvBytes, 2 * 10 * 16);
+  assert_int_equal(ulyssesGetBufferSizes(plan, ulyssesOpAllGather, 0, NULL, &recvBytes), ulyssesSuccess);
+  assert_int_equal(recvBytes, 2 * 10 * 64);
   assert_int_equal(ulyssesPlanDestroy(NULL), ulyssesSuccess);
   ulyssesPlanDestroy(plan);
 
