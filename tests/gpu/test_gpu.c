@@ -1,0 +1,1099 @@
+/*
+ * The GPU test suite: every exchange of the library, run by P real rank
+ * processes over NCCL, checked byte for byte against the CPU reference.
+ *
+ * One binary, two modes:
+ *  - parent (no --rank): skips with exit code 77 when there is no CUDA device;
+ *    otherwise one cmocka test per P in {1, 2, 3, 4, 8}, each starting P rank
+ *    processes of this same binary through the launcher.
+ *  - rank (--rank R --nranks P --id-file F): joins the NCCL communicator and
+ *    runs every scenario. Every rank generates every rank's inputs from a seed,
+ *    runs the reference for all ranks and compares its own outputs. A wrong
+ *    byte prints one line and the rank goes on (so the peers are not left
+ *    waiting in NCCL); a failed API call prints one line and ends the rank at
+ *    once (the launcher then ends the others).
+ *
+ * The reference works on dense tensors (the real rows only). In capacity mode
+ * every buffer has capacity rows: a rank's input is the dense reference input
+ * scattered into that layout (junk in the padding rows), and only an output's
+ * real rows are compared with the dense reference output; its padding rows are
+ * scratch that the library may overwrite. Inputs must come back unchanged,
+ * padding included, and the guard bytes around every buffer intact.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include "launcher.h"
+#include "reference.h"
+#include "ulysses.h"
+
+/* spin_kernel.cu */
+cudaError_t ulyssesTestLaunchSpin(const volatile unsigned int* flag, volatile unsigned int* result,
+                                  unsigned long long timeoutNs, cudaStream_t stream);
+
+enum {
+  MAX_RANKS = 64,
+  MAX_TENSORS = 3,
+  RUN_TIMEOUT_SECONDS = 300, /* per P, parent side */
+  RANK_ALARM_SECONDS = 280,  /* a rank's own last resort, below the launcher's limit */
+  ID_FILE_TIMEOUT_SECONDS = 120,
+  GUARD_BYTES = 256, /* before and after every buffer: keeps the user pointer 256-aligned */
+};
+
+#define GUARD_BYTE 0xC3u     /* around every buffer */
+#define OUTPUT_FILL 0x5Eu    /* an output before the call */
+#define WORKSPACE_FILL 0x77u /* the workspace before the call */
+#define SPIN_TIMEOUT_NS 10000000000ull
+
+/*------------------------------------------------------------------------
+ * Rank state, failure reporting and the checking macros.
+ *----------------------------------------------------------------------*/
+static int gRank = -1;
+static int gRanks = 0;
+static long gChecks = 0;
+static long gFailures = 0;
+static char gScenario[256] = "start-up";
+static cudaStream_t gStream = NULL;
+
+static void setScenario(const char* format, ...) __attribute__((format(printf, 1, 2)));
+static void setScenario(const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  vsnprintf(gScenario, sizeof gScenario, format, args);
+  va_end(args);
+}
+
+/* One failed check: one line, and the rank goes on. */
+static void reportFailure(const char* format, ...) __attribute__((format(printf, 1, 2)));
+static void reportFailure(const char* format, ...) {
+  char text[512];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(text, sizeof text, format, args);
+  va_end(args);
+  printf("rank %d: scenario %s: %s\n", gRank, gScenario, text);
+  gFailures++;
+}
+
+/* A failed call: the rank cannot go on. No clean-up (it could hang in NCCL). */
+static void fatal(const char* file, int line, const char* call, const char* error,
+                  const char* detail) {
+  printf("rank %d: scenario %s: %s:%d: %s failed: %s (%s); ulyssesGetLastError: \"%s\"\n", gRank,
+         gScenario, file, line, call, error, detail, ulyssesGetLastError());
+  fflush(stdout);
+  fflush(stderr);
+  _exit(2);
+}
+
+#define CUDA_CHECK(call)                                                                  \
+  do {                                                                                    \
+    cudaError_t cudaCheck_ = (call);                                                      \
+    if (cudaCheck_ != cudaSuccess)                                                        \
+      fatal(__FILE__, __LINE__, #call, cudaGetErrorName(cudaCheck_),                     \
+            cudaGetErrorString(cudaCheck_));                                              \
+  } while (0)
+
+#define NCCL_CHECK(call)                                                                  \
+  do {                                                                                    \
+    ncclResult_t ncclCheck_ = (call);                                                     \
+    if (ncclCheck_ != ncclSuccess)                                                        \
+      fatal(__FILE__, __LINE__, #call, ncclGetErrorString(ncclCheck_), "NCCL");          \
+  } while (0)
+
+#define ULY_CHECK(call)                                                                   \
+  do {                                                                                    \
+    ulyssesResult_t ulyCheck_ = (call);                                                   \
+    if (ulyCheck_ != ulyssesSuccess)                                                      \
+      fatal(__FILE__, __LINE__, #call, ulyssesGetErrorString(ulyCheck_), "ulysses");     \
+  } while (0)
+
+static void* xmalloc(size_t bytes) {
+  void* p = malloc(bytes > 0 ? bytes : 1);
+  if (p == NULL) {
+    printf("rank %d: out of host memory (%zu bytes)\n", gRank, bytes);
+    fflush(stdout);
+    _exit(2);
+  }
+  return p;
+}
+
+/* Last resort against a hang: name the scenario and die. Only
+ * async-signal-safe calls; one write() so that the ranks' lines do not mix. */
+static size_t appendText(char* line, size_t used, size_t size, const char* text) {
+  while (*text != '\0' && used + 1 < size) line[used++] = *text++;
+  line[used] = '\0';
+  return used;
+}
+
+static void onAlarm(int signalNumber) {
+  (void)signalNumber;
+  char digits[16], reversed[16];
+  int n = 0, r = gRank < 0 ? 0 : gRank;
+  do {
+    reversed[n++] = (char)('0' + r % 10);
+    r /= 10;
+  } while (r > 0 && n < 15);
+  for (int i = 0; i < n; i++) digits[i] = reversed[n - 1 - i];
+  digits[n] = '\0';
+  char line[512];
+  size_t used = 0;
+  used = appendText(line, used, sizeof line, "rank ");
+  used = appendText(line, used, sizeof line, digits);
+  used = appendText(line, used, sizeof line,
+                    ": alarm: still running after the rank's time limit (a hang?), in scenario ");
+  used = appendText(line, used, sizeof line, gScenario);
+  used = appendText(line, used, sizeof line, "\n");
+  ssize_t ignored = write(STDOUT_FILENO, line, used);
+  (void)ignored;
+  _exit(3);
+}
+
+static double nowMs(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
+static uint64_t mixSeed(uint64_t a, uint64_t b) {
+  uint64_t state = a * UINT64_C(0x9E3779B97F4A7C15) ^ (b + UINT64_C(0x632BE59BD9B4E019));
+  return refRandom(&state);
+}
+
+/*------------------------------------------------------------------------
+ * Device buffers with guard bytes. `image` is what the whole allocation
+ * (guard, user bytes, guard) must hold: uploaded before a call, compared
+ * after it.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  unsigned char* device; /* the allocation */
+  unsigned char* image;  /* host: the expected contents of the whole allocation */
+  unsigned char* actual; /* host: the contents last downloaded */
+  size_t before, bytes, after;
+  void* user; /* what the library gets: device + before, or NULL for 0 bytes */
+} DevBuf;
+
+static size_t bufTotal(const DevBuf* b) { return b->before + b->bytes + b->after; }
+
+static void bufCreate(DevBuf* b, size_t bytes, size_t before, int nullWhenEmpty, unsigned fill) {
+  b->before = before;
+  b->bytes = bytes;
+  b->after = GUARD_BYTES;
+  size_t total = bufTotal(b);
+  CUDA_CHECK(cudaMalloc((void**)&b->device, total));
+  b->image = xmalloc(total);
+  b->actual = xmalloc(total);
+  memset(b->image, GUARD_BYTE, before);
+  memset(b->image + before, (int)fill, bytes);
+  memset(b->image + before + bytes, GUARD_BYTE, b->after);
+  b->user = bytes == 0 && nullWhenEmpty ? NULL : b->device + before;
+}
+
+static void bufFree(DevBuf* b) {
+  if (b->device != NULL) CUDA_CHECK(cudaFree(b->device));
+  free(b->image);
+  free(b->actual);
+  memset(b, 0, sizeof *b);
+}
+
+static void bufUpload(const DevBuf* b) {
+  CUDA_CHECK(cudaMemcpyAsync(b->device, b->image, bufTotal(b), cudaMemcpyHostToDevice, gStream));
+}
+
+static void bufDownload(DevBuf* b) {
+  CUDA_CHECK(cudaMemcpyAsync(b->actual, b->device, bufTotal(b), cudaMemcpyDeviceToHost, gStream));
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+}
+
+/* Takes what the device holds as the expectation (an output used as the
+ * next call's input). */
+static void bufAdopt(DevBuf* b) {
+  bufDownload(b);
+  memcpy(b->image, b->actual, bufTotal(b));
+}
+
+/* Compares bytes [lo, hi) of the allocation; one line for the first
+ * difference. Returns 1 when they agree. */
+static int compareRegion(const DevBuf* b, const char* what, const char* region, size_t lo,
+                         size_t hi) {
+  gChecks++;
+  size_t differing = 0, first = 0;
+  for (size_t i = lo; i < hi; i++)
+    if (b->actual[i] != b->image[i]) {
+      if (differing == 0) first = i;
+      differing++;
+    }
+  if (differing == 0) return 1;
+  reportFailure("%s: byte %lld differs (got 0x%02x, want 0x%02x); %zu of %zu bytes differ in the %s",
+                what, (long long)first - (long long)b->before, b->actual[first], b->image[first],
+                differing, hi - lo, region);
+  return 0;
+}
+
+enum { CHECK_GUARDS = 0, CHECK_ALL = 1 };
+
+/* An input (CHECK_ALL: every byte, padding and guards, as uploaded) or the
+ * workspace (CHECK_GUARDS: its contents are the library's). */
+static int bufCheck(DevBuf* b, const char* what, int mode) {
+  bufDownload(b);
+  int ok = 1;
+  size_t userEnd = b->before + b->bytes;
+  ok &= compareRegion(b, what, "guard before the buffer", 0, b->before);
+  if (mode == CHECK_ALL) ok &= compareRegion(b, what, "buffer", b->before, userEnd);
+  ok &= compareRegion(b, what, "guard after the buffer", userEnd, bufTotal(b));
+  return ok;
+}
+
+/*------------------------------------------------------------------------
+ * Row maps: where the rows of a dense reference tensor ([B, real, ...] or
+ * [real, B, ...]) live in a buffer of the plan's layout ([B, slot, ...] or
+ * [slot, B, ...]). Batch first: entry b's real rows are buffer rows
+ * b * slot + s (s < real), the rest of the entry padding. Sequence first: the
+ * real rows are the buffer's prefix. In exact mode slot == real and the map
+ * is the identity.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  size_t rowBytes; /* T * heads * D * E of that side */
+  int64_t batch;
+  int64_t real; /* real rows per batch entry: L_r, or Ltot on the head side */
+  int64_t slot; /* rows per batch entry in the buffer: C_r or Ctot (exact: real) */
+  int sbhd;
+} RowMap;
+
+static size_t mapDenseBytes(const RowMap* m) { return (size_t)(m->batch * m->real) * m->rowBytes; }
+static size_t mapBufferBytes(const RowMap* m) { return (size_t)(m->batch * m->slot) * m->rowBytes; }
+
+/* The real rows as contiguous runs: one per batch entry (batch first) or one
+ * in all (sequence first). */
+static int64_t mapRunCount(const RowMap* m) { return m->sbhd ? 1 : m->batch; }
+
+static void mapRun(const RowMap* m, int64_t run, size_t* bufferOffset, size_t* denseOffset,
+                   size_t* bytes) {
+  if (m->sbhd) {
+    *bufferOffset = 0;
+    *denseOffset = 0;
+    *bytes = mapDenseBytes(m);
+  } else {
+    *bufferOffset = (size_t)(run * m->slot) * m->rowBytes;
+    *denseOffset = (size_t)(run * m->real) * m->rowBytes;
+    *bytes = (size_t)m->real * m->rowBytes;
+  }
+}
+
+/* Writes the dense rows into their places in the image's user bytes. */
+static void bufScatterRows(DevBuf* b, const RowMap* m, const unsigned char* dense) {
+  for (int64_t run = 0; run < mapRunCount(m); run++) {
+    size_t bufferOffset, denseOffset, bytes;
+    mapRun(m, run, &bufferOffset, &denseOffset, &bytes);
+    if (bytes > 0) memcpy(b->image + b->before + bufferOffset, dense + denseOffset, bytes);
+  }
+}
+
+/* An input's image: junk everywhere (a kernel reading padding as data shows
+ * in its output), then the dense rows in their places. */
+static void bufSetInput(DevBuf* b, const RowMap* m, const unsigned char* dense, uint64_t junkSeed) {
+  if (b->bytes > 0) refFillPattern(b->image + b->before, b->bytes, junkSeed);
+  bufScatterRows(b, m, dense);
+}
+
+/* An output after the call: its guards intact and its real rows equal to
+ * the image's (set with bufScatterRows); its padding rows are scratch. */
+static int bufCheckOutput(DevBuf* b, const char* what, const RowMap* m) {
+  bufDownload(b);
+  int ok = 1;
+  size_t userEnd = b->before + b->bytes;
+  ok &= compareRegion(b, what, "guard before the buffer", 0, b->before);
+  gChecks++;
+  size_t differing = 0, realBytes = 0, first = 0;
+  for (int64_t run = 0; run < mapRunCount(m); run++) {
+    size_t bufferOffset, denseOffset, bytes;
+    mapRun(m, run, &bufferOffset, &denseOffset, &bytes);
+    realBytes += bytes;
+    for (size_t i = b->before + bufferOffset; i < b->before + bufferOffset + bytes; i++)
+      if (b->actual[i] != b->image[i]) {
+        if (differing == 0) first = i;
+        differing++;
+      }
+  }
+  if (differing > 0) {
+    size_t offset = first - b->before, row = offset / m->rowBytes;
+    reportFailure("%s: byte %zu (row %zu of the buffer: batch entry %lld, row %lld) differs (got "
+                  "0x%02x, want 0x%02x); %zu of the %zu bytes of the real rows differ",
+                  what, offset, row,
+                  (long long)(m->sbhd ? (int64_t)row % m->batch : (int64_t)row / m->slot),
+                  (long long)(m->sbhd ? (int64_t)row / m->batch : (int64_t)row % m->slot),
+                  b->actual[first], b->image[first], differing, realBytes);
+    ok = 0;
+  }
+  ok &= compareRegion(b, what, "guard after the buffer", userEnd, bufTotal(b));
+  return ok;
+}
+
+static void workspaceCreate(DevBuf* ws, ulyssesPlan_t plan, ulyssesOp_t op) {
+  size_t bytes = 0;
+  ULY_CHECK(ulyssesGetWorkspaceSize(plan, op, &bytes));
+  bufCreate(ws, bytes, GUARD_BYTES, 1, WORKSPACE_FILL); /* 0 bytes: NULL */
+}
+
+/*------------------------------------------------------------------------
+ * Cases: the lengths, the slots the plan knows (the lengths in exact mode,
+ * the capacities in capacity mode) and each tensor's reference shape.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  int nTensors;
+  int capacity;
+  ulyssesLayout_t layouts[MAX_TENSORS];
+  int64_t lengths[MAX_RANKS]; /* the real lengths */
+  int64_t slots[MAX_RANKS];   /* lengths (exact) or capacities (capacity) */
+  int64_t slotTotal;
+  refShape shapes[MAX_TENSORS];
+} Case;
+
+static void caseInit(Case* c, int nTensors, const ulyssesLayout_t* layouts, const int64_t* lengths,
+                     const int64_t* slots, int capacity) {
+  memset(c, 0, sizeof *c);
+  c->nTensors = nTensors;
+  c->capacity = capacity;
+  c->slotTotal = 0;
+  for (int r = 0; r < gRanks; r++) {
+    c->lengths[r] = lengths[r];
+    c->slots[r] = slots[r];
+    c->slotTotal += slots[r];
+  }
+  for (int t = 0; t < nTensors; t++) {
+    c->layouts[t] = layouts[t];
+    refShape* s = &c->shapes[t];
+    s->nRanks = gRanks;
+    s->lengths = c->lengths; /* follows c->lengths when a phase changes them */
+    s->batch = layouts[t].batch;
+    s->heads = layouts[t].heads;
+    s->headDim = layouts[t].headDim;
+    s->elementSize = layouts[t].elementSize;
+    s->packed = layouts[t].packed;
+    s->sbhd = layouts[t].order == ulyssesOrderSBHD;
+  }
+}
+
+static size_t rowBytes(const ulyssesLayout_t* l, int64_t heads) {
+  return (size_t)(l->packed * heads * l->headDim * l->elementSize);
+}
+
+typedef enum { SIDE_SEQ = 0, SIDE_HEAD = 1, SIDE_GATHER = 2 } Side;
+
+static Side inputSide(ulyssesOp_t op) { return op == ulyssesOpHeadToSeq ? SIDE_HEAD : SIDE_SEQ; }
+static Side outputSide(ulyssesOp_t op) {
+  return op == ulyssesOpSeqToHead ? SIDE_HEAD : op == ulyssesOpHeadToSeq ? SIDE_SEQ : SIDE_GATHER;
+}
+
+/* Tensor t's rows on one side of rank `rank`, for the case's current lengths. */
+static RowMap caseMap(const Case* c, int t, Side side, int rank) {
+  const ulyssesLayout_t* l = &c->layouts[t];
+  const refShape* s = &c->shapes[t];
+  RowMap m;
+  m.batch = l->batch;
+  m.sbhd = l->order == ulyssesOrderSBHD;
+  if (side == SIDE_SEQ) {
+    m.rowBytes = rowBytes(l, l->heads);
+    m.real = c->lengths[rank];
+    m.slot = c->slots[rank];
+  } else {
+    m.rowBytes = rowBytes(l, side == SIDE_HEAD ? refHeadCount(s, rank) : l->heads);
+    m.real = refTotalLength(s);
+    m.slot = c->slotTotal;
+  }
+  return m;
+}
+
+/* The bytes of tensor t's sendbuff or recvbuff for op, from
+ * ulyssesGetBufferSizes, which must agree with the layout's own count
+ * (B * slot rows of that side); a disagreement ends the rank, as the buffers
+ * could not be built. */
+static size_t planBytes(ulyssesPlan_t plan, const Case* c, ulyssesOp_t op, int t, int isSend) {
+  size_t sendBytes = 0, recvBytes = 0, alone = 0;
+  ULY_CHECK(ulyssesGetBufferSizes(plan, op, t, &sendBytes, &recvBytes));
+  /* Either pointer may be NULL. */
+  if (isSend)
+    ULY_CHECK(ulyssesGetBufferSizes(plan, op, t, &alone, NULL));
+  else
+    ULY_CHECK(ulyssesGetBufferSizes(plan, op, t, NULL, &alone));
+  RowMap sendMap = caseMap(c, t, inputSide(op), gRank);
+  RowMap recvMap = caseMap(c, t, outputSide(op), gRank);
+  size_t got = isSend ? sendBytes : recvBytes;
+  size_t want = mapBufferBytes(isSend ? &sendMap : &recvMap);
+  gChecks += 2;
+  if (alone != got)
+    reportFailure("ulyssesGetBufferSizes(op %d, tensor %d) gives %zu %s bytes with both pointers, "
+                  "%zu with the other NULL", (int)op, t, got, isSend ? "send" : "recv", alone);
+  if (sendBytes != mapBufferBytes(&sendMap) || recvBytes != mapBufferBytes(&recvMap)) {
+    printf("rank %d: scenario %s: ulyssesGetBufferSizes(op %d, tensor %d) gives send %zu, recv "
+           "%zu bytes; the layout needs send %zu, recv %zu\n",
+           gRank, gScenario, (int)op, t, sendBytes, recvBytes, mapBufferBytes(&sendMap),
+           mapBufferBytes(&recvMap));
+    fflush(stdout);
+    _exit(2);
+  }
+  return want;
+}
+
+typedef size_t (*rankBytesFunction)(const refShape* shape, int rank);
+
+static unsigned char** allocPerRank(const refShape* s, rankBytesFunction bytesOf) {
+  unsigned char** buffers = xmalloc(sizeof(unsigned char*) * (size_t)gRanks);
+  for (int r = 0; r < gRanks; r++) buffers[r] = xmalloc(bytesOf(s, r));
+  return buffers;
+}
+
+static void fillPerRank(unsigned char** buffers, const refShape* s, rankBytesFunction bytesOf,
+                        uint64_t seed) {
+  for (int r = 0; r < gRanks; r++) refFillPattern(buffers[r], bytesOf(s, r), mixSeed(seed, (uint64_t)r));
+}
+
+static void freePerRank(unsigned char** buffers) {
+  if (buffers == NULL) return;
+  for (int r = 0; r < gRanks; r++) free(buffers[r]);
+  free(buffers);
+}
+
+/* refAllGather writes every rank's (identical) output: let them share one. */
+static void refAllGatherOwn(const refShape* s, unsigned char* const* inputs, unsigned char* out) {
+  void** outputs = xmalloc(sizeof(void*) * (size_t)gRanks);
+  for (int r = 0; r < gRanks; r++) outputs[r] = out;
+  refAllGather(s, (const void* const*)inputs, outputs);
+  free(outputs);
+}
+
+static const char* opName(ulyssesOp_t op) {
+  switch (op) {
+    case ulyssesOpSeqToHead: return "seq->head";
+    case ulyssesOpHeadToSeq: return "head->seq";
+    default: return "all-gather";
+  }
+}
+
+/* Enqueues one exchange of every tensor of the plan. */
+static ulyssesResult_t enqueueExchange(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors, int useMulti,
+                                       DevBuf* send, DevBuf* recv, DevBuf* ws, ulyssesComm_t comm) {
+  const void* sends[MAX_TENSORS];
+  void* recvs[MAX_TENSORS];
+  for (int t = 0; t < nTensors; t++) {
+    sends[t] = send[t].user;
+    recvs[t] = recv[t].user;
+  }
+  if (useMulti || nTensors > 1)
+    return ulyssesExchangeMulti(plan, op, nTensors, sends, recvs, ws->user, ws->bytes, comm, gStream);
+  switch (op) {
+    case ulyssesOpSeqToHead:
+      return ulyssesSeqToHead(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, gStream);
+    case ulyssesOpHeadToSeq:
+      return ulyssesHeadToSeq(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, gStream);
+    default:
+      return ulyssesAllGather(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, gStream);
+  }
+}
+
+/* Checks every buffer of a finished call: inputs unchanged (padding and
+ * guards included), outputs equal to the expectation in their real rows and
+ * intact in their guards, the workspace's guards intact. */
+static void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv,
+                      const RowMap* outMaps, DevBuf* ws) {
+  char what[160];
+  for (int t = 0; t < nTensors; t++) {
+    snprintf(what, sizeof what, "%s: tensor %d: sendbuff (an input)", label, t);
+    bufCheck(&send[t], what, CHECK_ALL);
+    snprintf(what, sizeof what, "%s: tensor %d: recvbuff", label, t);
+    bufCheckOutput(&recv[t], what, &outMaps[t]);
+  }
+  snprintf(what, sizeof what, "%s: workspace", label);
+  bufCheck(ws, what, CHECK_GUARDS);
+}
+
+/* Uploads the buffers, sets the outputs' expectation (the dense rows
+ * `expected`, placed by outMaps), runs the exchange, waits for it and checks
+ * everything. */
+static void runAndCheck(ulyssesPlan_t plan, ulyssesOp_t op, const char* label, int nTensors,
+                        int useMulti, DevBuf* send, DevBuf* recv, unsigned char* const* expected,
+                        const RowMap* outMaps, ulyssesComm_t comm) {
+  DevBuf ws;
+  workspaceCreate(&ws, plan, op);
+  bufUpload(&ws);
+  for (int t = 0; t < nTensors; t++) {
+    bufUpload(&send[t]);
+    bufUpload(&recv[t]);
+    bufScatterRows(&recv[t], &outMaps[t], expected[t]);
+  }
+  ULY_CHECK(enqueueExchange(plan, op, nTensors, useMulti, send, recv, &ws, comm));
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  checkCall(label, nTensors, send, recv, outMaps, &ws);
+  bufFree(&ws);
+}
+
+static void checkNoAsyncError(ulyssesComm_t comm) {
+  ulyssesResult_t asyncError = ulyssesSuccess;
+  ULY_CHECK(ulyssesCommGetAsyncError(comm, &asyncError));
+  if (asyncError != ulyssesSuccess)
+    reportFailure("ulyssesCommGetAsyncError reports %s (%s)", ulyssesGetErrorString(asyncError),
+                  ulyssesGetLastError());
+}
+
+/*------------------------------------------------------------------------
+ * The scenario table.
+ *----------------------------------------------------------------------*/
+typedef enum {
+  LENGTHS_EQUAL,    /* base on every rank */
+  LENGTHS_SKEWED,   /* (r + 1) * base */
+  LENGTHS_SOMEZERO, /* 0 on odd ranks, base + r on even ones */
+  LENGTHS_ONEZERO,  /* 0 on rank 0 only, base + r elsewhere */
+  LENGTHS_ALLZERO   /* 0 everywhere */
+} LengthPattern;
+
+static void makeLengths(LengthPattern pattern, int64_t base, int64_t* lengths) {
+  for (int r = 0; r < gRanks; r++) {
+    switch (pattern) {
+      case LENGTHS_EQUAL: lengths[r] = base; break;
+      case LENGTHS_SKEWED: lengths[r] = (r + 1) * base; break;
+      case LENGTHS_SOMEZERO: lengths[r] = r % 2 == 1 ? 0 : base + r; break;
+      case LENGTHS_ONEZERO: lengths[r] = r == 0 ? 0 : base + r; break;
+      default: lengths[r] = 0; break;
+    }
+  }
+}
+
+#define BSHD ulyssesOrderBSHD
+#define SBHD ulyssesOrderSBHD
+/* {batch, heads, headDim, elementSize, packed, order} */
+#define LAYOUT(b, h, d, e, p, o) {(b), (h), (d), (e), (p), (o)}
+
+typedef struct {
+  const char* name;
+  int nTensors;
+  ulyssesLayout_t layouts[MAX_TENSORS];
+  LengthPattern pattern;
+  int64_t base;
+  int misalign; /* bytes added before every user buffer (not the workspace) */
+} Scenario;
+
+static const Scenario scenarios[] = {
+    {"bshd b1 h8 d64 e2, equal", 1, {LAYOUT(1, 8, 64, 2, 1, BSHD)}, LENGTHS_EQUAL, 4, 0},
+    {"bshd b2 h8 d3 e4, skewed", 1, {LAYOUT(2, 8, 3, 4, 1, BSHD)}, LENGTHS_SKEWED, 2, 0},
+    {"sbhd b2 h8 d64 e2, skewed", 1, {LAYOUT(2, 8, 64, 2, 1, SBHD)}, LENGTHS_SKEWED, 2, 0},
+    {"sbhd b1 h5 d3 e1, some zero", 1, {LAYOUT(1, 5, 3, 1, 1, SBHD)}, LENGTHS_SOMEZERO, 3, 0},
+    {"bshd b2 h3 d1 e8, rank 0 empty", 1, {LAYOUT(2, 3, 1, 8, 1, BSHD)}, LENGTHS_ONEZERO, 3, 0},
+    {"sbhd b2 h7 d1 e1, all empty", 1, {LAYOUT(2, 7, 1, 1, 1, SBHD)}, LENGTHS_ALLZERO, 0, 0},
+    {"packed bshd b2 h4 d64 e2, skewed", 1, {LAYOUT(2, 4, 64, 2, 3, BSHD)}, LENGTHS_SKEWED, 1, 0},
+    {"packed sbhd b1 h6 d3 e4, some zero", 1, {LAYOUT(1, 6, 3, 4, 3, SBHD)}, LENGTHS_SOMEZERO, 2, 0},
+    {"packed sbhd b2 h8 d64 e2, equal", 1, {LAYOUT(2, 8, 64, 2, 3, SBHD)}, LENGTHS_EQUAL, 3, 0},
+    {"packed bshd b1 h3 d1 e1, rank 0 empty", 1, {LAYOUT(1, 3, 1, 1, 3, BSHD)}, LENGTHS_ONEZERO, 2, 0},
+    {"bshd b2 h5 d3 e16, skewed", 1, {LAYOUT(2, 5, 3, 16, 1, BSHD)}, LENGTHS_SKEWED, 1, 0},
+    {"sbhd b1 h12 d1 e16, equal", 1, {LAYOUT(1, 12, 1, 16, 1, SBHD)}, LENGTHS_EQUAL, 2, 0},
+    {"bshd b2 h1 d64 e4, skewed", 1, {LAYOUT(2, 1, 64, 4, 1, BSHD)}, LENGTHS_SKEWED, 2, 0},
+    {"bshd b1 h16 d64 e8, one row per rank", 1, {LAYOUT(1, 16, 64, 8, 1, BSHD)}, LENGTHS_EQUAL, 1, 0},
+    {"misaligned bshd b2 h5 d64 e4, skewed", 1, {LAYOUT(2, 5, 64, 4, 1, BSHD)}, LENGTHS_SKEWED, 2, 4},
+    {"misaligned sbhd b2 h8 d3 e2, some zero", 1, {LAYOUT(2, 8, 3, 2, 1, SBHD)}, LENGTHS_SOMEZERO, 2, 2},
+    {"gqa bshd b2 q8 k2 v2 d64 e2, skewed", 3,
+     {LAYOUT(2, 8, 64, 2, 1, BSHD), LAYOUT(2, 2, 64, 2, 1, BSHD), LAYOUT(2, 2, 64, 2, 1, BSHD)},
+     LENGTHS_SKEWED, 2, 0},
+    {"gqa sbhd b1 q8 k2 v2 d3 e4, some zero", 3,
+     {LAYOUT(1, 8, 3, 4, 1, SBHD), LAYOUT(1, 2, 3, 4, 1, SBHD), LAYOUT(1, 2, 3, 4, 1, SBHD)},
+     LENGTHS_SOMEZERO, 3, 0},
+    {"gqa bshd b2 q12 k3 v3 d64 e2, rank 0 empty", 3,
+     {LAYOUT(2, 12, 64, 2, 1, BSHD), LAYOUT(2, 3, 64, 2, 1, BSHD), LAYOUT(2, 3, 64, 2, 1, BSHD)},
+     LENGTHS_ONEZERO, 2, 0},
+    {"gqa sbhd b2 q4 k1 v1 d64 e2, all empty", 3,
+     {LAYOUT(2, 4, 64, 2, 1, SBHD), LAYOUT(2, 1, 64, 2, 1, SBHD), LAYOUT(2, 1, 64, 2, 1, SBHD)},
+     LENGTHS_ALLZERO, 0, 0},
+    {"mixed bshd b2 h8 d64 e2 + packed sbhd b1 h3 d3 e1 + bshd b2 h2 d1 e8, skewed", 3,
+     {LAYOUT(2, 8, 64, 2, 1, BSHD), LAYOUT(1, 3, 3, 1, 3, SBHD), LAYOUT(2, 2, 1, 8, 1, BSHD)},
+     LENGTHS_SKEWED, 1, 0},
+    {"larger bshd b2 h16 d128 e2, skewed", 1, {LAYOUT(2, 16, 128, 2, 1, BSHD)}, LENGTHS_SKEWED, 8, 0},
+};
+#define SCENARIO_COUNT ((int)(sizeof scenarios / sizeof scenarios[0]))
+
+static ulyssesPlan_t makePlan(const Case* c, const int64_t* deviceLength) {
+  ulyssesPlan_t plan = NULL;
+  if (c->capacity)
+    ULY_CHECK(ulyssesPlanCreateCapacity(&plan, gRanks, gRank, c->slots, deviceLength, c->nTensors,
+                                        c->layouts));
+  else
+    ULY_CHECK(ulyssesPlanCreateExact(&plan, gRanks, gRank, c->lengths, c->nTensors, c->layouts));
+  return plan;
+}
+
+static int64_t* deviceLengthCreate(int64_t value) {
+  int64_t* deviceLength = NULL;
+  CUDA_CHECK(cudaMalloc((void**)&deviceLength, sizeof(int64_t)));
+  static int64_t hostValue;
+  hostValue = value;
+  CUDA_CHECK(cudaMemcpyAsync(deviceLength, &hostValue, sizeof hostValue, cudaMemcpyHostToDevice, gStream));
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  return deviceLength;
+}
+
+/* Enqueued on the stream (a graph replay reads it when it runs). */
+static void deviceLengthSet(int64_t* deviceLength, int64_t value) {
+  static int64_t hostValue;
+  CUDA_CHECK(cudaStreamSynchronize(gStream)); /* hostValue is free again */
+  hostValue = value;
+  CUDA_CHECK(cudaMemcpyAsync(deviceLength, &hostValue, sizeof hostValue, cudaMemcpyHostToDevice, gStream));
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+}
+
+/* One scenario in one mode: seq->head, the round trip back, head->seq from
+ * independent data, and the all-gather, each checked against the reference
+ * in the outputs' real rows, with guards, and the inputs unchanged. */
+static void runScenario(int index, int capacity, ulyssesComm_t comm) {
+  const Scenario* sc = &scenarios[index];
+  setScenario("%d \"%s\" (%s)", index, sc->name, capacity ? "capacity" : "exact");
+  double started = nowMs();
+  int R = gRank, T = sc->nTensors;
+  int64_t lengths[MAX_RANKS], slots[MAX_RANKS];
+  makeLengths(sc->pattern, sc->base, lengths);
+  for (int r = 0; r < gRanks; r++) slots[r] = lengths[r] + (capacity ? (r + index) % 3 : 0);
+  Case c;
+  caseInit(&c, T, sc->layouts, lengths, slots, capacity);
+  int64_t* deviceLength = capacity ? deviceLengthCreate(lengths[R]) : NULL;
+  ulyssesPlan_t plan = makePlan(&c, deviceLength);
+
+  uint64_t seed = mixSeed((uint64_t)index, (uint64_t)capacity);
+  int nullWhenEmpty = index % 2 == 1; /* zero-byte buffers: NULL in odd scenarios */
+  int useMulti = index % 4 == 3;      /* single tensors through ulyssesExchangeMulti too */
+  size_t before = GUARD_BYTES + (size_t)sc->misalign;
+
+  unsigned char **seqIn[MAX_TENSORS] = {0}, **headIn[MAX_TENSORS] = {0},
+                **toHead[MAX_TENSORS] = {0}, **toSeq[MAX_TENSORS] = {0},
+                *gathered[MAX_TENSORS] = {0};
+  for (int t = 0; t < T; t++) {
+    const refShape* s = &c.shapes[t];
+    seqIn[t] = allocPerRank(s, refSeqBytes);
+    fillPerRank(seqIn[t], s, refSeqBytes, mixSeed(seed, 100 + (uint64_t)t));
+    headIn[t] = allocPerRank(s, refHeadSideBytes);
+    fillPerRank(headIn[t], s, refHeadSideBytes, mixSeed(seed, 200 + (uint64_t)t));
+    toHead[t] = allocPerRank(s, refHeadSideBytes);
+    toSeq[t] = allocPerRank(s, refSeqBytes);
+    gathered[t] = xmalloc(refGatherBytes(s));
+    refSeqToHead(s, (const void* const*)seqIn[t], (void* const*)toHead[t]);
+    refHeadToSeq(s, (const void* const*)headIn[t], (void* const*)toSeq[t]);
+    refAllGatherOwn(s, seqIn[t], gathered[t]);
+  }
+
+  DevBuf seqSend[MAX_TENSORS], headRecv[MAX_TENSORS], seqBack[MAX_TENSORS],
+      headSend[MAX_TENSORS], seqRecv[MAX_TENSORS], gatherRecv[MAX_TENSORS];
+  memset(seqSend, 0, sizeof seqSend);
+  memset(headRecv, 0, sizeof headRecv);
+  memset(seqBack, 0, sizeof seqBack);
+  memset(headSend, 0, sizeof headSend);
+  memset(seqRecv, 0, sizeof seqRecv);
+  memset(gatherRecv, 0, sizeof gatherRecv);
+  unsigned char* expected[MAX_TENSORS] = {0};
+  RowMap seqMap[MAX_TENSORS], headMap[MAX_TENSORS], gatherMap[MAX_TENSORS];
+  memset(seqMap, 0, sizeof seqMap);
+  memset(headMap, 0, sizeof headMap);
+  memset(gatherMap, 0, sizeof gatherMap);
+  for (int t = 0; t < T; t++) {
+    seqMap[t] = caseMap(&c, t, SIDE_SEQ, R);
+    headMap[t] = caseMap(&c, t, SIDE_HEAD, R);
+    gatherMap[t] = caseMap(&c, t, SIDE_GATHER, R);
+  }
+
+  /* seq -> head */
+  for (int t = 0; t < T; t++) {
+    bufCreate(&seqSend[t], planBytes(plan, &c, ulyssesOpSeqToHead, t, 1), before, nullWhenEmpty, 0);
+    bufSetInput(&seqSend[t], &seqMap[t], seqIn[t][R], mixSeed(seed, 300 + (uint64_t)t));
+    bufCreate(&headRecv[t], planBytes(plan, &c, ulyssesOpSeqToHead, t, 0), before, nullWhenEmpty,
+              OUTPUT_FILL);
+    expected[t] = toHead[t][R];
+  }
+  runAndCheck(plan, ulyssesOpSeqToHead, "seq->head", T, useMulti, seqSend, headRecv, expected,
+              headMap, comm);
+
+  /* the round trip: the device's seq->head output (padding and all) back
+   * through head->seq */
+  for (int t = 0; t < T; t++) {
+    bufAdopt(&headRecv[t]);
+    planBytes(plan, &c, ulyssesOpHeadToSeq, t, 1); /* checked: the size headRecv has */
+    bufCreate(&seqBack[t], planBytes(plan, &c, ulyssesOpHeadToSeq, t, 0), before, nullWhenEmpty,
+              OUTPUT_FILL);
+    expected[t] = seqIn[t][R];
+  }
+  runAndCheck(plan, ulyssesOpHeadToSeq, "round trip (head->seq of the seq->head output)", T,
+              useMulti, headRecv, seqBack, expected, seqMap, comm);
+
+  /* head -> seq from its own data */
+  for (int t = 0; t < T; t++) {
+    bufCreate(&headSend[t], planBytes(plan, &c, ulyssesOpHeadToSeq, t, 1), before, nullWhenEmpty, 0);
+    bufSetInput(&headSend[t], &headMap[t], headIn[t][R], mixSeed(seed, 400 + (uint64_t)t));
+    bufCreate(&seqRecv[t], planBytes(plan, &c, ulyssesOpHeadToSeq, t, 0), before, nullWhenEmpty,
+              OUTPUT_FILL);
+    expected[t] = toSeq[t][R];
+  }
+  runAndCheck(plan, ulyssesOpHeadToSeq, "head->seq", T, useMulti, headSend, seqRecv, expected,
+              seqMap, comm);
+
+  /* all-gather of the seq->head inputs */
+  for (int t = 0; t < T; t++) {
+    planBytes(plan, &c, ulyssesOpAllGather, t, 1); /* checked: the size seqSend has */
+    bufCreate(&gatherRecv[t], planBytes(plan, &c, ulyssesOpAllGather, t, 0), before, nullWhenEmpty,
+              OUTPUT_FILL);
+    expected[t] = gathered[t];
+  }
+  runAndCheck(plan, ulyssesOpAllGather, "all-gather", T, useMulti, seqSend, gatherRecv, expected,
+              gatherMap, comm);
+
+  checkNoAsyncError(comm);
+  for (int t = 0; t < T; t++) {
+    bufFree(&seqSend[t]);
+    bufFree(&headRecv[t]);
+    bufFree(&seqBack[t]);
+    bufFree(&headSend[t]);
+    bufFree(&seqRecv[t]);
+    bufFree(&gatherRecv[t]);
+    freePerRank(seqIn[t]);
+    freePerRank(headIn[t]);
+    freePerRank(toHead[t]);
+    freePerRank(toSeq[t]);
+    free(gathered[t]);
+  }
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+  if (deviceLength != NULL) CUDA_CHECK(cudaFree(deviceLength));
+  if (gRank == 0) printf("rank 0: scenario %s: done in %.0f ms\n", gScenario, nowMs() - started);
+}
+
+/*------------------------------------------------------------------------
+ * Replays: a CUDA graph of one seq->head call, and the no-hidden-sync check.
+ * Both run phases of one plan and one set of buffers: phase 0 eager, later
+ * phases with new data in the same input buffer (capacity mode: new lengths
+ * in the same device int64 too).
+ *----------------------------------------------------------------------*/
+enum { REPLAY_GRAPH = 0, REPLAY_NO_HIDDEN_SYNC = 1 };
+enum { REPLAY_PHASES = 3 };
+
+static void replayLengths(int capacity, int phase, int64_t* lengths, int64_t* capacities) {
+  for (int r = 0; r < gRanks; r++) {
+    capacities[r] = 2 * r + 3;
+    if (!capacity || phase == 0) lengths[r] = r + 1;
+    else if (phase == 1) lengths[r] = capacities[r] - r % 2; /* at or just below capacity */
+    else lengths[r] = r % 2; /* zeros and ones */
+  }
+}
+
+typedef struct {
+  Case c;
+  int64_t* deviceLength;
+  ulyssesPlan_t plan;
+  DevBuf send, recv, ws;
+  unsigned char** seqIn;
+  unsigned char** toHead;
+} Replay;
+
+/* Phase `phase`: new lengths and data; uploads them and sets the expectation. */
+static void replayPrepare(Replay* x, int capacity, int phase, uint64_t seed) {
+  int64_t lengths[MAX_RANKS], capacities[MAX_RANKS];
+  replayLengths(capacity, phase, lengths, capacities);
+  memcpy(x->c.lengths, lengths, sizeof(int64_t) * (size_t)gRanks);
+  const refShape* s = &x->c.shapes[0];
+  freePerRank(x->seqIn);
+  freePerRank(x->toHead);
+  x->seqIn = allocPerRank(s, refSeqBytes);
+  fillPerRank(x->seqIn, s, refSeqBytes, mixSeed(seed, 10 + (uint64_t)phase));
+  x->toHead = allocPerRank(s, refHeadSideBytes);
+  refSeqToHead(s, (const void* const*)x->seqIn, (void* const*)x->toHead);
+  /* The input's image: this phase's rows in their places (they move with the
+   * lengths in capacity mode), junk in the padding. */
+  RowMap in = caseMap(&x->c, 0, SIDE_SEQ, gRank), out = caseMap(&x->c, 0, SIDE_HEAD, gRank);
+  bufSetInput(&x->send, &in, x->seqIn[gRank], mixSeed(seed, 20 + (uint64_t)phase));
+  /* The output's image: the fill, then this phase's expectation. */
+  memset(x->recv.image + x->recv.before, OUTPUT_FILL, x->recv.bytes);
+  bufUpload(&x->send);
+  bufUpload(&x->recv);
+  bufUpload(&x->ws);
+  if (capacity) deviceLengthSet(x->deviceLength, lengths[gRank]);
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  bufScatterRows(&x->recv, &out, x->toHead[gRank]);
+}
+
+static void replayCheck(Replay* x, const char* label) {
+  RowMap out = caseMap(&x->c, 0, SIDE_HEAD, gRank);
+  checkCall(label, 1, &x->send, &x->recv, &out, &x->ws);
+}
+
+static void runReplayScenario(int kind, int capacity, ulyssesComm_t comm) {
+  setScenario("%s (%s)", kind == REPLAY_GRAPH ? "CUDA graph" : "no hidden sync",
+              capacity ? "capacity" : "exact");
+  double started = nowMs();
+  const ulyssesLayout_t layout = kind == REPLAY_GRAPH ? (ulyssesLayout_t)LAYOUT(2, 8, 64, 2, 1, BSHD)
+                                                      : (ulyssesLayout_t)LAYOUT(1, 4, 64, 4, 1, BSHD);
+  int64_t lengths[MAX_RANKS], capacities[MAX_RANKS];
+  replayLengths(capacity, 0, lengths, capacities);
+  Replay x;
+  memset(&x, 0, sizeof x);
+  caseInit(&x.c, 1, &layout, lengths, capacity ? capacities : lengths, capacity);
+  x.deviceLength = capacity ? deviceLengthCreate(lengths[gRank]) : NULL;
+  x.plan = makePlan(&x.c, x.deviceLength);
+  bufCreate(&x.send, planBytes(x.plan, &x.c, ulyssesOpSeqToHead, 0, 1), GUARD_BYTES, 0, 0);
+  bufCreate(&x.recv, planBytes(x.plan, &x.c, ulyssesOpSeqToHead, 0, 0), GUARD_BYTES, 0,
+            OUTPUT_FILL);
+  workspaceCreate(&x.ws, x.plan, ulyssesOpSeqToHead);
+  uint64_t seed = mixSeed(1000 + (uint64_t)kind, (uint64_t)capacity);
+
+  /* Phase 0, eager: also lets NCCL connect its peers before a capture. */
+  replayPrepare(&x, capacity, 0, seed);
+  ULY_CHECK(ulyssesSeqToHead(x.plan, x.send.user, x.recv.user, x.ws.user, x.ws.bytes, comm, gStream));
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  replayCheck(&x, "eager seq->head");
+
+  if (kind == REPLAY_GRAPH) {
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    CUDA_CHECK(cudaStreamSynchronize(gStream));
+    CUDA_CHECK(cudaStreamBeginCapture(gStream, cudaStreamCaptureModeThreadLocal));
+    ulyssesResult_t captured =
+        ulyssesSeqToHead(x.plan, x.send.user, x.recv.user, x.ws.user, x.ws.bytes, comm, gStream);
+    cudaError_t ended = cudaStreamEndCapture(gStream, &graph); /* always leave capture mode */
+    ULY_CHECK(captured);
+    CUDA_CHECK(ended);
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int phase = 1; phase < REPLAY_PHASES; phase++) {
+      replayPrepare(&x, capacity, phase, seed);
+      CUDA_CHECK(cudaGraphLaunch(exec, gStream));
+      CUDA_CHECK(cudaStreamSynchronize(gStream));
+      char label[64];
+      snprintf(label, sizeof label, "graph replay %d (new data%s)", phase,
+               capacity ? ", new lengths" : "");
+      replayCheck(&x, label);
+    }
+    /* Before the communicators go: GPU.md saw ncclCommDestroy hang after a
+     * capture whose graph was never destroyed. */
+    CUDA_CHECK(cudaGraphExecDestroy(exec));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+  } else {
+    unsigned int *hostFlag = NULL, *hostResult = NULL, *deviceFlag = NULL, *deviceResult = NULL;
+    CUDA_CHECK(cudaHostAlloc((void**)&hostFlag, sizeof(unsigned int), cudaHostAllocMapped));
+    CUDA_CHECK(cudaHostAlloc((void**)&hostResult, sizeof(unsigned int), cudaHostAllocMapped));
+    CUDA_CHECK(cudaHostGetDevicePointer((void**)&deviceFlag, hostFlag, 0));
+    CUDA_CHECK(cudaHostGetDevicePointer((void**)&deviceResult, hostResult, 0));
+    replayPrepare(&x, capacity, 1, seed);
+    __atomic_store_n(hostFlag, 0u, __ATOMIC_SEQ_CST);
+    __atomic_store_n(hostResult, 0u, __ATOMIC_SEQ_CST);
+    CUDA_CHECK(ulyssesTestLaunchSpin(deviceFlag, deviceResult, SPIN_TIMEOUT_NS, gStream));
+    double callStart = nowMs();
+    ulyssesResult_t called =
+        ulyssesSeqToHead(x.plan, x.send.user, x.recv.user, x.ws.user, x.ws.bytes, comm, gStream);
+    double callMs = nowMs() - callStart;
+    cudaError_t query = cudaStreamQuery(gStream);
+    __atomic_store_n(hostFlag, 1u, __ATOMIC_SEQ_CST); /* release the stream in every case */
+    ULY_CHECK(called);
+    CUDA_CHECK(cudaStreamSynchronize(gStream));
+    unsigned int spin = __atomic_load_n(hostResult, __ATOMIC_SEQ_CST);
+    gChecks += 2;
+    if (query != cudaErrorNotReady)
+      reportFailure("cudaStreamQuery right after ulyssesSeqToHead returned %s, not "
+                    "cudaErrorNotReady: the call waited for the stream (it took %.0f ms)",
+                    cudaGetErrorName(query), callMs);
+    if (spin != 1u)
+      reportFailure("the spin kernel %s: the call waited for the stream (it took %.0f ms)",
+                    spin == 2u ? "timed out before the host set its flag" : "never finished",
+                    callMs);
+    replayCheck(&x, "seq->head behind the spin kernel");
+    CUDA_CHECK(cudaFreeHost(hostFlag));
+    CUDA_CHECK(cudaFreeHost(hostResult));
+  }
+  checkNoAsyncError(comm);
+  bufFree(&x.send);
+  bufFree(&x.recv);
+  bufFree(&x.ws);
+  freePerRank(x.seqIn);
+  freePerRank(x.toHead);
+  ULY_CHECK(ulyssesPlanDestroy(x.plan));
+  if (x.deviceLength != NULL) CUDA_CHECK(cudaFree(x.deviceLength));
+  if (gRank == 0) printf("rank 0: scenario %s: done in %.0f ms\n", gScenario, nowMs() - started);
+}
+
+/*------------------------------------------------------------------------
+ * A capacity-mode length out of range on one rank, on a comm of its own
+ * (the error is sticky): every rank must see it, nothing may be written
+ * outside the buffers, and the exchange runs with the clamped length (0 for a
+ * negative one, the capacity for one above it), which defines the real rows
+ * of the inputs and outputs.
+ *----------------------------------------------------------------------*/
+static void runBadLengthScenario(int negative, ncclComm_t nccl, ulyssesComm_t mainComm) {
+  setScenario("capacity length %s (rank %d's)", negative ? "negative" : "above its capacity",
+              negative ? 0 : gRanks - 1);
+  ulyssesComm_t comm = NULL;
+  ULY_CHECK(ulyssesCommCreate(&comm, nccl, NULL));
+  const ulyssesLayout_t layout = LAYOUT(2, 5, 3, 4, 1, BSHD);
+  int victim = negative ? 0 : gRanks - 1;
+  int64_t capacities[MAX_RANKS], clamped[MAX_RANKS];
+  for (int r = 0; r < gRanks; r++) {
+    capacities[r] = r + 2;
+    clamped[r] = r + 1; /* the others: one row of padding per batch entry */
+  }
+  clamped[victim] = negative ? 0 : capacities[victim];
+  int64_t myLength = clamped[gRank];
+  if (gRank == victim) myLength = negative ? -3 : capacities[gRank] + 3;
+  Case c;
+  caseInit(&c, 1, &layout, clamped, capacities, 1);
+  const refShape* s = &c.shapes[0];
+  int64_t* deviceLength = deviceLengthCreate(myLength);
+  ulyssesPlan_t plan = makePlan(&c, deviceLength);
+  uint64_t seed = mixSeed(2000, (uint64_t)negative);
+
+  /* The reference, with the clamped lengths. */
+  unsigned char** seqIn = allocPerRank(s, refSeqBytes);
+  fillPerRank(seqIn, s, refSeqBytes, mixSeed(seed, 1));
+  unsigned char** headIn = allocPerRank(s, refHeadSideBytes);
+  fillPerRank(headIn, s, refHeadSideBytes, mixSeed(seed, 2));
+  unsigned char** toHead = allocPerRank(s, refHeadSideBytes);
+  unsigned char** toSeq = allocPerRank(s, refSeqBytes);
+  unsigned char* gathered = xmalloc(refGatherBytes(s));
+  refSeqToHead(s, (const void* const*)seqIn, (void* const*)toHead);
+  refHeadToSeq(s, (const void* const*)headIn, (void* const*)toSeq);
+  refAllGatherOwn(s, seqIn, gathered);
+
+  ulyssesResult_t want = negative ? ulyssesErrorInvalidLength : ulyssesErrorLengthExceedsCapacity;
+  const ulyssesOp_t ops[3] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq, ulyssesOpAllGather};
+  for (int i = 0; i < 3; i++) {
+    ulyssesOp_t op = ops[i];
+    RowMap inMap = caseMap(&c, 0, inputSide(op), gRank);
+    RowMap outMap = caseMap(&c, 0, outputSide(op), gRank);
+    DevBuf send, recv;
+    bufCreate(&send, planBytes(plan, &c, op, 0, 1), GUARD_BYTES, 0, 0);
+    bufSetInput(&send, &inMap, op == ulyssesOpHeadToSeq ? headIn[gRank] : seqIn[gRank],
+                mixSeed(seed, 10 + (uint64_t)i));
+    bufCreate(&recv, planBytes(plan, &c, op, 0, 0), GUARD_BYTES, 0, OUTPUT_FILL);
+    unsigned char* expected = op == ulyssesOpSeqToHead   ? toHead[gRank]
+                              : op == ulyssesOpHeadToSeq ? toSeq[gRank]
+                                                         : gathered;
+    char label[96];
+    snprintf(label, sizeof label, "%s with a bad length", opName(op));
+    runAndCheck(plan, op, label, 1, 0, &send, &recv, &expected, &outMap, comm);
+    ulyssesResult_t asyncError = ulyssesSuccess;
+    ULY_CHECK(ulyssesCommGetAsyncError(comm, &asyncError));
+    gChecks++;
+    if (asyncError != want)
+      reportFailure("after %s, ulyssesCommGetAsyncError reports %s, not %s", opName(op),
+                    ulyssesGetErrorString(asyncError), ulyssesGetErrorString(want));
+    bufFree(&send);
+    bufFree(&recv);
+  }
+  freePerRank(seqIn);
+  freePerRank(headIn);
+  freePerRank(toHead);
+  freePerRank(toSeq);
+  free(gathered);
+  checkNoAsyncError(mainComm); /* the other comm's status is its own */
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+  CUDA_CHECK(cudaFree(deviceLength));
+  ULY_CHECK(ulyssesCommDestroy(comm));
+  if (gRank == 0) printf("rank 0: scenario %s: done\n", gScenario);
+}
+
+/*------------------------------------------------------------------------
+ * Rank mode.
+ *----------------------------------------------------------------------*/
+static int rankMain(const launcherRank* me) {
+  gRank = me->rank;
+  gRanks = me->nRanks;
+  signal(SIGALRM, onAlarm);
+  alarm(RANK_ALARM_SECONDS);
+  if (gRanks > MAX_RANKS) {
+    printf("rank %d: %d ranks; this test handles at most %d\n", gRank, gRanks, MAX_RANKS);
+    return 2;
+  }
+  double started = nowMs();
+  ncclComm_t nccl = NULL;
+  if (launcherInitComm(me, &nccl, ID_FILE_TIMEOUT_SECONDS) != 0) return 2;
+  if (gRank == 0)
+    printf("rank 0: %d rank(s), NCCL communicator ready in %.0f ms\n", gRanks, nowMs() - started);
+  CUDA_CHECK(cudaStreamCreateWithFlags(&gStream, cudaStreamNonBlocking));
+
+  setScenario("comm");
+  int version = 0;
+  ULY_CHECK(ulyssesGetVersion(&version));
+  if (version != ULYSSES_VERSION_CODE)
+    reportFailure("ulyssesGetVersion gives %d, the header %d", version, ULYSSES_VERSION_CODE);
+  ulyssesComm_t comm = NULL;
+  ULY_CHECK(ulyssesCommCreate(&comm, nccl, NULL));
+  int count = -1, rank = -1;
+  ULY_CHECK(ulyssesCommCount(comm, &count));
+  ULY_CHECK(ulyssesCommUserRank(comm, &rank));
+  gChecks++;
+  if (count != gRanks || rank != gRank)
+    reportFailure("the comm says rank %d of %d", rank, count);
+  checkNoAsyncError(comm);
+
+  for (int i = 0; i < SCENARIO_COUNT; i++)
+    for (int capacity = 0; capacity <= 1; capacity++) runScenario(i, capacity, comm);
+  for (int capacity = 0; capacity <= 1; capacity++) {
+    runReplayScenario(REPLAY_GRAPH, capacity, comm);
+    runReplayScenario(REPLAY_NO_HIDDEN_SYNC, capacity, comm);
+  }
+  /* Last: they leave sticky errors (on comms of their own). */
+  runBadLengthScenario(0, nccl, comm);
+  runBadLengthScenario(1, nccl, comm);
+
+  /* Graphs are gone already; then our comm, then NCCL's. */
+  setScenario("teardown");
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  ULY_CHECK(ulyssesCommDestroy(comm));
+  CUDA_CHECK(cudaStreamDestroy(gStream));
+  NCCL_CHECK(ncclCommDestroy(nccl));
+  alarm(0);
+  printf("rank %d: %s: %ld checks, %ld failed (%.1f s)\n", gRank, gFailures ? "FAILED" : "passed",
+         gChecks, gFailures, (nowMs() - started) * 1e-3);
+  fflush(stdout);
+  return gFailures ? 1 : 0;
+}
+
+/*------------------------------------------------------------------------
+ * Parent mode.
+ *----------------------------------------------------------------------*/
+static char gSelf[PATH_MAX];
+
+static void runWithRanks(int nRanks) {
+  printf("[ gpu      ] %d rank(s)\n", nRanks);
+  fflush(stdout);
+  assert_int_equal(launcherRun(gSelf, NULL, nRanks, RUN_TIMEOUT_SECONDS), 0);
+}
+
+static void testOneRank(void** state) { (void)state; runWithRanks(1); }
+static void testTwoRanks(void** state) { (void)state; runWithRanks(2); }
+static void testThreeRanks(void** state) { (void)state; runWithRanks(3); }
+static void testFourRanks(void** state) { (void)state; runWithRanks(4); }
+static void testEightRanks(void** state) { (void)state; runWithRanks(8); }
+
+int main(int argc, char** argv) {
+  launcherRank me;
+  if (launcherParseRank(argc, argv, &me)) return rankMain(&me);
+
+  int devices = 0;
+  cudaError_t error = cudaGetDeviceCount(&devices);
+  if (error != cudaSuccess || devices == 0) {
+    printf("no CUDA device: skipping the GPU suite (cudaGetDeviceCount: %s, %d device(s))\n",
+           cudaGetErrorName(error), devices);
+    return 77; /* Meson's skip code */
+  }
+  ssize_t n = readlink("/proc/self/exe", gSelf, sizeof gSelf - 1);
+  if (n <= 0) {
+    snprintf(gSelf, sizeof gSelf, "%s", argv[0]);
+  } else {
+    gSelf[n] = '\0';
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(testOneRank),   cmocka_unit_test(testTwoRanks),
+      cmocka_unit_test(testThreeRanks), cmocka_unit_test(testFourRanks),
+      cmocka_unit_test(testEightRanks),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
