@@ -1,0 +1,847 @@
+#include "common.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "launcher.h"
+
+/* -c 1 checks a row only when its tensors, gathered over every rank, total at
+ * most this: each rank process then builds every rank's input and output on
+ * its CPU (about 1 s per 512 MiB). */
+#define BENCH_CHECK_MAX_BYTES ((double)((int64_t)1 << 30))
+/* The byte every output is set to before the checked call, so that an
+ * element the library never wrote is counted as wrong. */
+#define BENCH_POISON 0xA5
+/* The byte of the padding rows of every input (capacity mode), which the
+ * library must never read as data. */
+#define BENCH_INPUT_PADDING 0x5A
+
+/*------------------------------------------------------------------------
+ * Help and arguments.
+ *----------------------------------------------------------------------*/
+static void printUsage(FILE* out, const char* program, const benchOp* const* ops, int nOps) {
+  fprintf(out,
+          "Usage: %s [flags]\n"
+          "Times one ulysses exchange over P rank processes, one row per total sequence\n"
+          "length, the way nccl-tests times a collective. Flags (defaults in brackets):\n"
+          "  -p P        rank processes [the number of GPUs]; with fewer GPUs than ranks the\n"
+          "              ranks share GPUs over NCCL's socket transport: that measures\n"
+          "              correctness, not speed\n"
+          "  -b LEN      smallest total sequence length Ltot, all ranks together [1K]\n"
+          "              (K, M, G: powers of 1024)\n"
+          "  -e LEN      largest total sequence length [64K]\n"
+          "  -f F        factor between successive lengths [2]\n"
+          "  -B B        batch [1]\n"
+          "  -H H        heads [32]\n"
+          "  -D D        head dim [128]\n"
+          "  -G G        heads of k and v for -o multi (q keeps H) [max(1, H/4)]\n"
+          "  -d TYPE     data type, only its size matters [bf16]:\n"
+          "              %s\n"
+          "  -o OP       operation [seq2head]:\n",
+          program, benchTypeNames);
+  for (int i = 0; i < nOps; i++)
+    fprintf(out, "              %-10s %s\n", ops[i]->name, ops[i]->summary);
+  fprintf(out,
+          "  -m MODE     exact: every rank's length known on the host, only real rows\n"
+          "              travel; capacity: each rank's capacity is the longest slice and\n"
+          "              slots travel padded to it, lengths read on the device; every\n"
+          "              tensor has capacity rows, BSHD [B, C, H, D] with each batch\n"
+          "              entry's real rows first (SBHD: the real rows are the prefix)\n"
+          "              [exact]\n"
+          "  -l PATTERN  how Ltot is split over the ranks [equal]: equal; skew (L_r\n"
+          "              proportional to r + 1); random (weights from -s); one (rank 0\n"
+          "              holds half of Ltot, the others share the rest)\n"
+          "  -s SEED     seed of -l random and of the data [1]\n"
+          "  -O ORDER    bshd ([B, L, H, D]) or sbhd ([L, B, H, D]) [bshd]\n"
+          "  -n N        timed iterations [20]\n"
+          "  -w W        warm-up iterations [5]\n"
+          "  -c 0|1      compare every rank's output with the CPU reference [1] (capacity\n"
+          "              mode: inputs are the dense reference inputs scattered into the\n"
+          "              padded layout, padding filled with 0x5A; only the real rows of\n"
+          "              outputs are compared); rows whose tensors total more than 1 GiB\n"
+          "              gathered print 'skip'\n"
+          "  -j FILE     also write one JSON object per row to FILE (JSON lines)\n"
+          "  -T SEC      kill every rank after SEC seconds [300]\n"
+          "  -h          this help\n"
+          "\n"
+          "Columns, one row per Ltot:\n"
+          "  length   Ltot, the total sequence length\n"
+          "  size     bytes credited to one rank: for the all-to-all ops the mean rank's\n"
+          "           sequence-side tensor B*Ltot*T*H*D*E/P (every rank's send buffer\n"
+          "           when lengths are equal, as nccl-tests' alltoall); for allgather\n"
+          "           the gathered tensor B*Ltot*T*H*D*E (as nccl-tests' allgather)\n"
+          "  count    size / element size\n"
+          "  time     microseconds per call: -n calls back to back after -w warm-ups,\n"
+          "           timed with CUDA events on each rank; the slowest rank's time\n"
+          "  algbw    size / time, GB/s (1e9 bytes)\n"
+          "  busbw    algbw * (P-1)/P, nccl-tests' bus bandwidth for all-to-all and\n"
+          "           all-gather: a rank's own share never leaves its GPU\n"
+          "  wire     bytes each rank receives through NCCL, its own message included,\n"
+          "           mean over ranks: the real rows in exact mode, the slots padded to\n"
+          "           capacity in capacity mode\n"
+          "  padded   the same for the padded PyTorch reference, which pads every slice\n"
+          "           to the longest and sends P*maxLen rows; padded - wire is what the\n"
+          "           padding costs on the wire\n"
+          "  #wrong   elements that differ from the CPU reference, summed over ranks\n"
+          "           (N/A with -c 0; skip when the row is too large to check)\n"
+          "The exit status is 0 when every rank ran and nothing was wrong, 1 otherwise,\n"
+          "2 without a GPU.\n");
+}
+
+/* Every flag takes a value, except -h. */
+static int setFlag(benchConfig* config, char flag, const char* value, const benchOp* const* ops,
+                   int nOps) {
+  int64_t number = 0;
+  switch (flag) {
+    case 'p':
+      if (benchParseInt(value, 1, 4096, &number)) return 1;
+      config->nRanks = (int)number;
+      return 0;
+    case 'b': return benchParseSize(value, &config->minLength) || config->minLength < 1;
+    case 'e': return benchParseSize(value, &config->maxLength) || config->maxLength < 1;
+    case 'f': return benchParseInt(value, 2, 1 << 20, &config->stepFactor);
+    case 'B': return benchParseSize(value, &config->batch) || config->batch < 1;
+    case 'H': return benchParseInt(value, 1, INT32_MAX, &config->heads);
+    case 'D': return benchParseSize(value, &config->headDim) || config->headDim < 1;
+    case 'G': return benchParseInt(value, 1, INT32_MAX, &config->kvHeads);
+    case 'd':
+      config->typeName = value;
+      config->elementSize = benchTypeSize(value);
+      return config->elementSize == 0;
+    case 'o':
+      for (int i = 0; i < nOps; i++)
+        if (strcmp(value, ops[i]->name) == 0) {
+          config->op = ops[i];
+          return 0;
+        }
+      return 1;
+    case 'm':
+      if (strcmp(value, "exact") == 0) config->capacityMode = 0;
+      else if (strcmp(value, "capacity") == 0) config->capacityMode = 1;
+      else return 1;
+      return 0;
+    case 'l':
+      if (strcmp(value, "equal") == 0) config->pattern = BENCH_LENGTHS_EQUAL;
+      else if (strcmp(value, "skew") == 0) config->pattern = BENCH_LENGTHS_SKEW;
+      else if (strcmp(value, "random") == 0) config->pattern = BENCH_LENGTHS_RANDOM;
+      else if (strcmp(value, "one") == 0) config->pattern = BENCH_LENGTHS_ONE;
+      else return 1;
+      return 0;
+    case 's':
+      if (benchParseInt(value, 0, INT64_MAX, &number)) return 1;
+      config->seed = (uint64_t)number;
+      return 0;
+    case 'O':
+      if (strcmp(value, "bshd") == 0) config->sbhd = 0;
+      else if (strcmp(value, "sbhd") == 0) config->sbhd = 1;
+      else return 1;
+      return 0;
+    case 'n': return benchParseInt(value, 1, INT32_MAX, &config->iterations);
+    case 'w': return benchParseInt(value, 0, INT32_MAX, &config->warmups);
+    case 'c':
+      if (benchParseInt(value, 0, 1, &number)) return 1;
+      config->check = (int)number;
+      return 0;
+    case 'j': config->jsonPath = value; return 0;
+    case 'T': return benchParseInt(value, 1, 7 * 24 * 3600, &config->timeoutSeconds);
+    default: return 1;
+  }
+}
+
+static int isLauncherFlag(const char* arg) {
+  return strcmp(arg, "--rank") == 0 || strcmp(arg, "--nranks") == 0 ||
+         strcmp(arg, "--id-file") == 0;
+}
+
+/* 0: parsed; 1: bad arguments (said why); 2: -h printed the help. */
+static int parseArgs(int argc, char** argv, const benchOp* const* ops, int nOps,
+                     benchConfig* config) {
+  *config = (benchConfig){
+      .nRanks = 0, .minLength = 1024, .maxLength = 64 * 1024, .stepFactor = 2, .batch = 1,
+      .heads = 32, .headDim = 128, .kvHeads = 0, .typeName = "bf16", .elementSize = 2,
+      .op = ops[0], .capacityMode = 0, .pattern = BENCH_LENGTHS_EQUAL, .seed = 1, .sbhd = 0,
+      .iterations = 20, .warmups = 5, .check = 1, .jsonPath = NULL, .timeoutSeconds = 300};
+  for (int i = 1; i < argc; i++) {
+    const char* arg = argv[i];
+    if (isLauncherFlag(arg)) {
+      i++; /* launcherParseRank reads these */
+      continue;
+    }
+    if (arg[0] != '-' || arg[1] == '\0') {
+      fprintf(stderr, "%s: unexpected argument '%s' (-h for help)\n", argv[0], arg);
+      return 1;
+    }
+    if (arg[1] == 'h' && arg[2] == '\0') {
+      printUsage(stdout, argv[0], ops, nOps);
+      return 2;
+    }
+    const char* value = arg[2] != '\0' ? arg + 2 : (i + 1 < argc ? argv[++i] : NULL);
+    if (value == NULL) {
+      fprintf(stderr, "%s: %s needs a value (-h for help)\n", argv[0], arg);
+      return 1;
+    }
+    if (setFlag(config, arg[1], value, ops, nOps)) {
+      fprintf(stderr, "%s: bad flag or value: -%c %s (-h for help)\n", argv[0], arg[1], value);
+      return 1;
+    }
+  }
+  if (config->maxLength < config->minLength) {
+    fprintf(stderr, "%s: -e %lld is below -b %lld\n", argv[0], (long long)config->maxLength,
+            (long long)config->minLength);
+    return 1;
+  }
+  if (config->kvHeads == 0) config->kvHeads = config->heads / 4 > 0 ? config->heads / 4 : 1;
+  return 0;
+}
+
+/*------------------------------------------------------------------------
+ * Shapes, lengths and bytes.
+ *----------------------------------------------------------------------*/
+ulyssesLayout_t benchLayout(const benchConfig* config, int64_t heads, int packed) {
+  ulyssesLayout_t layout;
+  layout.batch = config->batch;
+  layout.heads = heads;
+  layout.headDim = config->headDim;
+  layout.elementSize = config->elementSize;
+  layout.packed = packed;
+  layout.order = config->sbhd ? ulyssesOrderSBHD : ulyssesOrderBSHD;
+  return layout;
+}
+
+double benchAllToAllBytes(double gatheredBytes, int nRanks) { return gatheredBytes / nRanks; }
+
+double benchAllGatherBytes(double gatheredBytes, int nRanks) {
+  (void)nRanks;
+  return gatheredBytes;
+}
+
+/* Shares of totalLength proportional to weights; the rounding remainder (less
+ * than nRanks rows) goes one row each to the first ranks. */
+static void splitByWeights(int64_t totalLength, const int64_t* weights, int nRanks,
+                           int64_t* lengths) {
+  int64_t weightSum = 0, assigned = 0;
+  for (int r = 0; r < nRanks; r++) weightSum += weights[r];
+  for (int r = 0; r < nRanks; r++) {
+    lengths[r] = (int64_t)((__int128)totalLength * weights[r] / weightSum);
+    assigned += lengths[r];
+  }
+  for (int r = 0; assigned < totalLength; r = (r + 1) % nRanks, assigned++) lengths[r]++;
+}
+
+int benchLengths(benchPattern pattern, uint64_t seed, int64_t totalLength, int nRanks,
+                 int64_t* lengths) {
+  int64_t* weights = malloc(sizeof(int64_t) * (size_t)nRanks);
+  HOSTCHECK(weights);
+  uint64_t state = seed;
+  for (int r = 0; r < nRanks; r++) {
+    switch (pattern) {
+      case BENCH_LENGTHS_SKEW: weights[r] = r + 1; break;
+      case BENCH_LENGTHS_RANDOM: weights[r] = 1 + (int64_t)(refRandom(&state) % 1000); break;
+      case BENCH_LENGTHS_ONE: weights[r] = r == 0 && nRanks > 1 ? nRanks - 1 : 1; break;
+      default: weights[r] = 1; break;
+    }
+  }
+  splitByWeights(totalLength, weights, nRanks, lengths);
+  free(weights);
+  return 0;
+}
+
+static const char* patternName(benchPattern pattern) {
+  static const char* const names[] = {"equal", "skew", "random", "one"};
+  return names[pattern];
+}
+
+static refShape shapeOf(const ulyssesLayout_t* layout, int nRanks, const int64_t* lengths) {
+  refShape shape;
+  shape.nRanks = nRanks;
+  shape.lengths = lengths;
+  shape.batch = layout->batch;
+  shape.heads = layout->heads;
+  shape.headDim = layout->headDim;
+  shape.elementSize = layout->elementSize;
+  shape.packed = layout->packed;
+  shape.sbhd = layout->order == ulyssesOrderSBHD;
+  return shape;
+}
+
+/* The bytes of rank's send (isSend) or receive tensor of direction. */
+static size_t sideBytes(ulyssesOp_t direction, int isSend, const refShape* shape, int rank) {
+  if (direction == ulyssesOpAllGather)
+    return isSend ? refSeqBytes(shape, rank) : refGatherBytes(shape);
+  int sequenceSide = (direction == ulyssesOpSeqToHead) == (isSend != 0);
+  return sequenceSide ? refSeqBytes(shape, rank) : refHeadSideBytes(shape, rank);
+}
+
+static uint64_t dataSeed(uint64_t seed, int rank, int tensor) {
+  return seed * 0x9E3779B97F4A7C15ull + (uint64_t)rank * ULYSSES_MAX_TENSORS + (uint64_t)tensor + 1;
+}
+
+static void* hostAlloc(size_t bytes) { return malloc(bytes > 0 ? bytes : 1); }
+
+static int deviceAlloc(void** pointer, size_t bytes) {
+  *pointer = NULL;
+  if (bytes > 0) CUDACHECK(cudaMalloc(pointer, bytes));
+  return 0;
+}
+
+/*------------------------------------------------------------------------
+ * A rank.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  char host[64];
+  char busId[32];
+  char name[256];
+  int32_t pid;
+  int32_t device;
+} rankInfo;
+
+typedef struct {
+  const benchConfig* config;
+  int rank;
+  int nRanks;
+  int device;
+  ncclComm_t nccl;
+  ulyssesComm_t comm;
+  cudaStream_t stream;
+  double* deviceStats; /* a few doubles for the reductions over ranks */
+  FILE* json;
+  int sharedGpu;
+  rankInfo info;
+  int ncclVersion;
+  int rows;
+  int rowsChecked;
+  double busBandwidthSum;
+  double wrongTotal;
+} benchContext;
+
+#define BENCH_STATS 4
+
+/* values[0..count) reduced over every rank with op, in place. Synchronises. */
+static int allReduce(benchContext* c, double* values, int count, ncclRedOp_t op) {
+  CUDACHECK(cudaMemcpyAsync(c->deviceStats, values, sizeof(double) * (size_t)count,
+                            cudaMemcpyHostToDevice, c->stream));
+  NCCLCHECK(ncclAllReduce(c->deviceStats, c->deviceStats, (size_t)count, ncclDouble, op, c->nccl,
+                          c->stream));
+  CUDACHECK(cudaMemcpyAsync(values, c->deviceStats, sizeof(double) * (size_t)count,
+                            cudaMemcpyDeviceToHost, c->stream));
+  CUDACHECK(cudaStreamSynchronize(c->stream));
+  return 0;
+}
+
+static int barrier(benchContext* c) {
+  double one = 1.0;
+  return allReduce(c, &one, 1, ncclSum);
+}
+
+/* Gathers every rank's process, host and GPU into *all (nRanks entries, to
+ * free). Ranks on one host with one PCI bus id share a GPU: the launcher's
+ * one-GPU mode. */
+static int describeRanks(benchContext* c, rankInfo** all) {
+  rankInfo* info = &c->info;
+  memset(info, 0, sizeof *info);
+  info->pid = (int32_t)getpid();
+  info->device = c->device;
+  if (gethostname(info->host, sizeof info->host - 1) != 0) strcpy(info->host, "?");
+  CUDACHECK(cudaDeviceGetPCIBusId(info->busId, sizeof info->busId, c->device));
+  struct cudaDeviceProp properties;
+  CUDACHECK(cudaGetDeviceProperties(&properties, c->device));
+  memcpy(info->name, properties.name, sizeof info->name - 1); /* memset above: terminated */
+
+  size_t allBytes = sizeof(rankInfo) * (size_t)c->nRanks;
+  *all = hostAlloc(allBytes);
+  HOSTCHECK(*all);
+  void* deviceAll = NULL;
+  CUDACHECK(cudaMalloc(&deviceAll, allBytes + sizeof(rankInfo)));
+  void* deviceMine = (unsigned char*)deviceAll + allBytes;
+  CUDACHECK(cudaMemcpyAsync(deviceMine, info, sizeof *info, cudaMemcpyHostToDevice, c->stream));
+  NCCLCHECK(ncclAllGather(deviceMine, deviceAll, sizeof(rankInfo), ncclUint8, c->nccl, c->stream));
+  CUDACHECK(cudaMemcpyAsync(*all, deviceAll, allBytes, cudaMemcpyDeviceToHost, c->stream));
+  CUDACHECK(cudaStreamSynchronize(c->stream));
+  CUDACHECK(cudaFree(deviceAll));
+
+  c->sharedGpu = 0;
+  for (int i = 0; i < c->nRanks; i++)
+    for (int j = i + 1; j < c->nRanks; j++)
+      if (strcmp((*all)[i].host, (*all)[j].host) == 0 &&
+          strcmp((*all)[i].busId, (*all)[j].busId) == 0)
+        c->sharedGpu = 1;
+  return 0;
+}
+
+static int printHeader(benchContext* c) {
+  const benchConfig* config = c->config;
+  int ulyssesVersion = 0, driver = 0, runtime = 0, deviceCount = 0;
+  ULYSSESCHECK(ulyssesGetVersion(&ulyssesVersion));
+  NCCLCHECK(ncclGetVersion(&c->ncclVersion));
+  CUDACHECK(cudaDriverGetVersion(&driver));
+  CUDACHECK(cudaRuntimeGetVersion(&runtime));
+  CUDACHECK(cudaGetDeviceCount(&deviceCount));
+  rankInfo* all = NULL;
+  BENCHCHECK(describeRanks(c, &all));
+  if (c->rank == 0) {
+    char ncclText[32], ncclHeaderText[32], driverText[16], runtimeText[16];
+    benchNcclVersionText(c->ncclVersion, ncclText, sizeof ncclText);
+    benchNcclVersionText(NCCL_VERSION_CODE, ncclHeaderText, sizeof ncclHeaderText);
+    benchCudaVersionText(driver, driverText, sizeof driverText);
+    benchCudaVersionText(runtime, runtimeText, sizeof runtimeText);
+    printf("# ulysses_perf: %s, %s mode, %s lengths, %s, batch %lld, heads %lld",
+           config->op->name, config->capacityMode ? "capacity" : "exact",
+           patternName(config->pattern), config->sbhd ? "SBHD" : "BSHD", (long long)config->batch,
+           (long long)config->heads);
+    if (config->op == &benchOpMulti) printf(" (kv %lld)", (long long)config->kvHeads);
+    printf(", head dim %lld, %s (%d bytes)\n", (long long)config->headDim, config->typeName,
+           config->elementSize);
+    printf("#  Ltot %lld .. %lld, x%lld; %lld warm-up and %lld timed iterations; check %d; "
+           "seed %llu\n",
+           (long long)config->minLength, (long long)config->maxLength,
+           (long long)config->stepFactor, (long long)config->warmups,
+           (long long)config->iterations, config->check, (unsigned long long)config->seed);
+    printf("# ulysses %d.%d.%d | NCCL %s (built with %s) | CUDA driver %s, runtime %s\n",
+           ulyssesVersion / 10000, ulyssesVersion / 100 % 100, ulyssesVersion % 100, ncclText,
+           ncclHeaderText, driverText, runtimeText);
+    printf("# GPU: %s (%d visible to rank 0)\n", c->info.name, deviceCount);
+    for (int i = 0; i < c->nRanks; i++)
+      printf("#  Rank %3d Pid %7d on %10s device %2d [%s] %s\n", i, (int)all[i].pid, all[i].host,
+             (int)all[i].device, all[i].busId, all[i].name);
+    printf("# %d rank(s); one-GPU shared mode: %s\n", c->nRanks, c->sharedGpu ? "yes" : "no");
+    if (c->sharedGpu)
+      printf("# NOTE: several ranks share one GPU and talk over NCCL's socket transport:\n"
+             "#       these figures measure correctness over sockets, not speed.\n");
+    printf("#\n#%11s %14s %12s %6s %10s %12s %12s %14s %14s %8s\n", "length", "size(B)", "count",
+           "type", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire(B)", "padded(B)", "#wrong");
+  }
+  free(all);
+  return 0;
+}
+
+/*------------------------------------------------------------------------
+ * A row.
+ *----------------------------------------------------------------------*/
+/* Where the real rows of a rank's send (isSend) or receive tensor lie in its
+ * buffer: `entries` blocks of `rows` real rows, each block `strideRows` rows
+ * after the previous one. Exact mode keeps them dense. Capacity mode gives
+ * every tensor capacity rows: a BSHD buffer holds B entries of C rows (C_r on
+ * the sequence side, Ctot = sum of capacities on the head side and for the
+ * gathered tensor), the real rows (L_r, or Ltot) first in each; SBHD keeps its
+ * real rows as one prefix, so it is one block either way. */
+typedef struct {
+  int64_t entries;
+  int64_t rows;
+  int64_t strideRows;
+  size_t rowBytes;
+} realRows;
+
+static realRows realRowsOf(ulyssesOp_t direction, int isSend, const refShape* realShape,
+                           const refShape* slotShape, int rank) {
+  int sequenceSide = direction == ulyssesOpAllGather
+                         ? isSend
+                         : (direction == ulyssesOpSeqToHead) == (isSend != 0);
+  int64_t heads = sequenceSide || direction == ulyssesOpAllGather
+                      ? realShape->heads
+                      : refHeadCount(realShape, rank);
+  int64_t length = sequenceSide ? realShape->lengths[rank] : refTotalLength(realShape);
+  int64_t capacity = sequenceSide ? slotShape->lengths[rank] : refTotalLength(slotShape);
+  realRows r;
+  r.rowBytes = (size_t)(realShape->packed * heads * realShape->headDim * realShape->elementSize);
+  if (realShape->sbhd) {
+    r.entries = 1;
+    r.rows = length * realShape->batch;
+    r.strideRows = capacity * realShape->batch;
+  } else {
+    r.entries = realShape->batch;
+    r.rows = length;
+    r.strideRows = capacity;
+  }
+  return r;
+}
+
+/* The bytes from the buffer's start to the end of its last real row. */
+static size_t realRowsSpan(const realRows* r) {
+  if (r->entries == 0 || r->rows == 0 || r->rowBytes == 0) return 0;
+  return ((size_t)(r->entries - 1) * (size_t)r->strideRows + (size_t)r->rows) * r->rowBytes;
+}
+
+/* Copies the real rows between a dense host tensor ([B, L, ...] or
+ * [L, B, ...]) and a device buffer laid out as r says: toDevice scatters
+ * dense into buffer, else gathers buffer into dense. On stream, synchronised. */
+static int copyRealRows(const realRows* r, unsigned char* dense, unsigned char* buffer,
+                        int toDevice, cudaStream_t stream) {
+  size_t blockBytes = (size_t)r->rows * r->rowBytes;
+  if (blockBytes == 0) return 0;
+  if (r->rows == r->strideRows) { /* dense already: one copy */
+    blockBytes *= (size_t)r->entries;
+    if (toDevice)
+      CUDACHECK(cudaMemcpyAsync(buffer, dense, blockBytes, cudaMemcpyHostToDevice, stream));
+    else
+      CUDACHECK(cudaMemcpyAsync(dense, buffer, blockBytes, cudaMemcpyDeviceToHost, stream));
+  } else {
+    size_t strideBytes = (size_t)r->strideRows * r->rowBytes;
+    for (int64_t e = 0; e < r->entries; e++) {
+      unsigned char* d = dense + (size_t)e * blockBytes;
+      unsigned char* b = buffer + (size_t)e * strideBytes;
+      if (toDevice)
+        CUDACHECK(cudaMemcpyAsync(b, d, blockBytes, cudaMemcpyHostToDevice, stream));
+      else
+        CUDACHECK(cudaMemcpyAsync(d, b, blockBytes, cudaMemcpyDeviceToHost, stream));
+    }
+  }
+  CUDACHECK(cudaStreamSynchronize(stream)); /* before dense is freed or read */
+  return 0;
+}
+
+typedef struct {
+  int64_t totalLength;
+  int64_t maxLength;
+  int64_t* lengths;  /* real lengths */
+  int64_t* slots;    /* exact: the lengths; capacity: the capacities */
+  int nTensors;
+  ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
+  size_t sendBytes[ULYSSES_MAX_TENSORS]; /* buffer sizes, from ulyssesGetBufferSizes */
+  size_t recvBytes[ULYSSES_MAX_TENSORS];
+  realRows sendRows[ULYSSES_MAX_TENSORS]; /* where the real rows lie in the buffers */
+  realRows recvRows[ULYSSES_MAX_TENSORS];
+  int64_t* deviceLocalLength;
+  benchCall call;
+  double gatheredBytes; /* every tensor gathered over every rank, real lengths */
+  double paddedGatheredBytes; /* the same with every slice padded to maxLength */
+  double wireBytes;     /* this rank's receive segments through NCCL */
+} benchRow;
+
+/* Every fill goes on the bench's stream, which is non-blocking and so not
+ * ordered after the legacy default stream that cudaMemset and cudaMemcpy use.
+ * The dense input of this rank is scattered into its real rows; the padding
+ * rows (capacity mode) get BENCH_INPUT_PADDING, which the library must never
+ * read as data. */
+static int fillInputs(benchContext* c, benchRow* row) {
+  for (int t = 0; t < row->nTensors; t++) {
+    void* sendbuff = (void*)(uintptr_t)row->call.sendbuffs[t];
+    if (row->sendBytes[t] > 0)
+      CUDACHECK(cudaMemsetAsync(sendbuff, BENCH_INPUT_PADDING, row->sendBytes[t], c->stream));
+    size_t realBytes = (size_t)row->sendRows[t].entries * (size_t)row->sendRows[t].rows *
+                       row->sendRows[t].rowBytes;
+    if (realBytes == 0) continue;
+    unsigned char* host = hostAlloc(realBytes);
+    HOSTCHECK(host);
+    refFillPattern(host, realBytes, dataSeed(c->config->seed, c->rank, t));
+    BENCHCHECK(copyRealRows(&row->sendRows[t], host, sendbuff, 1, c->stream));
+    free(host);
+  }
+  CUDACHECK(cudaStreamSynchronize(c->stream));
+  return 0;
+}
+
+static int setupRow(benchContext* c, int64_t totalLength, benchRow* row) {
+  const benchConfig* config = c->config;
+  const benchOp* op = config->op;
+  int nRanks = c->nRanks, rank = c->rank;
+  memset(row, 0, sizeof *row);
+  row->totalLength = totalLength;
+  row->lengths = malloc(sizeof(int64_t) * (size_t)nRanks);
+  row->slots = malloc(sizeof(int64_t) * (size_t)nRanks);
+  HOSTCHECK(row->lengths);
+  HOSTCHECK(row->slots);
+  BENCHCHECK(benchLengths(config->pattern, config->seed, totalLength, nRanks, row->lengths));
+  for (int r = 0; r < nRanks; r++)
+    if (row->lengths[r] > row->maxLength) row->maxLength = row->lengths[r];
+  for (int r = 0; r < nRanks; r++)
+    row->slots[r] = config->capacityMode ? row->maxLength : row->lengths[r];
+
+  row->nTensors = op->layouts(config, row->layouts);
+  benchCall* call = &row->call;
+  call->nTensors = row->nTensors;
+  call->comm = c->comm;
+  call->stream = c->stream;
+  if (config->capacityMode) {
+    CUDACHECK(cudaMalloc((void**)&row->deviceLocalLength, sizeof(int64_t)));
+    CUDACHECK(cudaMemcpyAsync(row->deviceLocalLength, &row->lengths[rank], sizeof(int64_t),
+                              cudaMemcpyHostToDevice, c->stream));
+    CUDACHECK(cudaStreamSynchronize(c->stream));
+    ULYSSESCHECK(ulyssesPlanCreateCapacity(&call->plan, nRanks, rank, row->slots,
+                                           row->deviceLocalLength, row->nTensors, row->layouts));
+  } else {
+    ULYSSESCHECK(ulyssesPlanCreateExact(&call->plan, nRanks, rank, row->lengths, row->nTensors,
+                                        row->layouts));
+  }
+
+  ulyssesSegment_t* segments = malloc(sizeof(ulyssesSegment_t) * (size_t)nRanks);
+  HOSTCHECK(segments);
+  for (int t = 0; t < row->nTensors; t++) {
+    refShape realShape = shapeOf(&row->layouts[t], nRanks, row->lengths);
+    refShape slotShape = shapeOf(&row->layouts[t], nRanks, row->slots);
+    ULYSSESCHECK(ulyssesGetBufferSizes(call->plan, op->direction, t, &row->sendBytes[t],
+                                       &row->recvBytes[t]));
+    row->sendRows[t] = realRowsOf(op->direction, 1, &realShape, &slotShape, rank);
+    row->recvRows[t] = realRowsOf(op->direction, 0, &realShape, &slotShape, rank);
+    if (realRowsSpan(&row->sendRows[t]) > row->sendBytes[t] ||
+        realRowsSpan(&row->recvRows[t]) > row->recvBytes[t]) {
+      benchReportFailure(__FILE__, __LINE__,
+                         "tensor %d: ulyssesGetBufferSizes gives %zu send and %zu receive bytes; "
+                         "the real rows span %zu and %zu",
+                         t, row->sendBytes[t], row->recvBytes[t],
+                         realRowsSpan(&row->sendRows[t]), realRowsSpan(&row->recvRows[t]));
+      return 1;
+    }
+    void* sendbuff = NULL;
+    BENCHCHECK(deviceAlloc(&sendbuff, row->sendBytes[t]));
+    BENCHCHECK(deviceAlloc(&call->recvbuffs[t], row->recvBytes[t]));
+    call->sendbuffs[t] = sendbuff;
+    row->gatheredBytes += (double)refGatherBytes(&realShape);
+    row->paddedGatheredBytes += (double)refGatherBytes(&realShape) / (double)totalLength *
+                                (double)row->maxLength * nRanks;
+    ULYSSESCHECK(ulyssesGetSegments(call->plan, op->direction, t, 0, segments));
+    for (int p = 0; p < nRanks; p++) row->wireBytes += (double)segments[p].bytes;
+  }
+  free(segments);
+  ULYSSESCHECK(ulyssesGetWorkspaceSize(call->plan, op->direction, &call->workspaceSize));
+  BENCHCHECK(deviceAlloc(&call->workspace, call->workspaceSize));
+  return fillInputs(c, row);
+}
+
+static int freeRow(benchRow* row) {
+  for (int t = 0; t < row->nTensors; t++) {
+    CUDACHECK(cudaFree((void*)(uintptr_t)row->call.sendbuffs[t]));
+    CUDACHECK(cudaFree(row->call.recvbuffs[t]));
+  }
+  CUDACHECK(cudaFree(row->call.workspace));
+  CUDACHECK(cudaFree(row->deviceLocalLength));
+  ULYSSESCHECK(ulyssesPlanDestroy(row->call.plan));
+  free(row->lengths);
+  free(row->slots);
+  return 0;
+}
+
+/* Microseconds per call on this rank: -n calls back to back after -w
+ * warm-ups, between two CUDA events; the ranks start together. */
+static int timeRow(benchContext* c, benchRow* row, double* microseconds) {
+  const benchConfig* config = c->config;
+  for (int64_t i = 0; i < config->warmups; i++) ULYSSESCHECK(config->op->run(&row->call));
+  BENCHCHECK(barrier(c));
+  cudaEvent_t start, stop;
+  CUDACHECK(cudaEventCreate(&start));
+  CUDACHECK(cudaEventCreate(&stop));
+  CUDACHECK(cudaEventRecord(start, c->stream));
+  for (int64_t i = 0; i < config->iterations; i++) ULYSSESCHECK(config->op->run(&row->call));
+  CUDACHECK(cudaEventRecord(stop, c->stream));
+  CUDACHECK(cudaEventSynchronize(stop));
+  float milliseconds = 0;
+  CUDACHECK(cudaEventElapsedTime(&milliseconds, start, stop));
+  CUDACHECK(cudaEventDestroy(start));
+  CUDACHECK(cudaEventDestroy(stop));
+  *microseconds = (double)milliseconds * 1000.0 / (double)config->iterations;
+  return 0;
+}
+
+static double countWrong(const unsigned char* got, const unsigned char* expected, size_t bytes,
+                         int elementSize) {
+  if (memcmp(got, expected, bytes) == 0) return 0;
+  double wrong = 0;
+  for (size_t i = 0; i < bytes; i += (size_t)elementSize)
+    if (memcmp(got + i, expected + i, (size_t)elementSize) != 0) wrong++;
+  return wrong;
+}
+
+/* One more call into poisoned outputs, then the real rows of every tensor of
+ * this rank, gathered into a dense tensor, against the CPU reference of all
+ * ranks' dense inputs (each rank rebuilds them from their seeds). The padding
+ * rows of outputs (capacity mode) are the library's scratch: not checked. */
+static int checkRow(benchContext* c, benchRow* row, double* wrong) {
+  const benchOp* op = c->config->op;
+  int nRanks = c->nRanks;
+  for (int t = 0; t < row->nTensors; t++)
+    if (row->recvBytes[t] > 0)
+      CUDACHECK(
+          cudaMemsetAsync(row->call.recvbuffs[t], BENCH_POISON, row->recvBytes[t], c->stream));
+  ULYSSESCHECK(op->run(&row->call));
+  CUDACHECK(cudaStreamSynchronize(c->stream));
+
+  void** inputs = calloc((size_t)nRanks, sizeof(void*));
+  void** outputs = calloc((size_t)nRanks, sizeof(void*));
+  HOSTCHECK(inputs);
+  HOSTCHECK(outputs);
+  *wrong = 0;
+  for (int t = 0; t < row->nTensors; t++) {
+    refShape shape = shapeOf(&row->layouts[t], nRanks, row->lengths);
+    for (int p = 0; p < nRanks; p++) {
+      size_t inputBytes = sideBytes(op->direction, 1, &shape, p);
+      inputs[p] = hostAlloc(inputBytes);
+      outputs[p] = hostAlloc(sideBytes(op->direction, 0, &shape, p));
+      HOSTCHECK(inputs[p]);
+      HOSTCHECK(outputs[p]);
+      refFillPattern(inputs[p], inputBytes, dataSeed(c->config->seed, p, t));
+    }
+    op->reference(&shape, (const void* const*)inputs, outputs);
+    size_t outputBytes = sideBytes(op->direction, 0, &shape, c->rank);
+    unsigned char* got = hostAlloc(outputBytes);
+    HOSTCHECK(got);
+    BENCHCHECK(copyRealRows(&row->recvRows[t], got, row->call.recvbuffs[t], 0, c->stream));
+    *wrong += countWrong(got, outputs[c->rank], outputBytes, c->config->elementSize);
+    free(got);
+    for (int p = 0; p < nRanks; p++) {
+      free(inputs[p]);
+      free(outputs[p]);
+    }
+  }
+  free(inputs);
+  free(outputs);
+  return 0;
+}
+
+static void writeJson(benchContext* c, const benchRow* row, double bytes, double microseconds,
+                      double algbw, double busbw, double wire, double padded, int checked,
+                      double wrong) {
+  const benchConfig* config = c->config;
+  FILE* f = c->json;
+  char ncclText[32];
+  benchNcclVersionText(c->ncclVersion, ncclText, sizeof ncclText);
+  fprintf(f, "{\"bench\":\"ulysses_perf\",\"op\":\"%s\",\"mode\":\"%s\",\"pattern\":\"%s\","
+             "\"order\":\"%s\",\"ranks\":%d,\"shared_gpu\":%s,\"gpu\":",
+          config->op->name, config->capacityMode ? "capacity" : "exact",
+          patternName(config->pattern), config->sbhd ? "sbhd" : "bshd", c->nRanks,
+          c->sharedGpu ? "true" : "false");
+  benchJsonString(f, c->info.name);
+  fprintf(f, ",\"nccl\":\"%s\",\"batch\":%lld,\"heads\":%lld,", ncclText, (long long)config->batch,
+          (long long)config->heads);
+  if (config->op == &benchOpMulti) fprintf(f, "\"kv_heads\":%lld,", (long long)config->kvHeads);
+  fprintf(f, "\"head_dim\":%lld,\"dtype\":\"%s\",\"element_size\":%d,\"total_length\":%lld,"
+             "\"max_length\":%lld,\"lengths\":[",
+          (long long)config->headDim, config->typeName, config->elementSize,
+          (long long)row->totalLength, (long long)row->maxLength);
+  for (int r = 0; r < c->nRanks; r++)
+    fprintf(f, "%s%lld", r ? "," : "", (long long)row->lengths[r]);
+  fprintf(f, "],\"bytes\":%.1f,\"count\":%.1f,\"iterations\":%lld,\"warmups\":%lld,"
+             "\"time_us\":%.3f,\"algbw_gbps\":%.4f,\"busbw_gbps\":%.4f,\"wire_bytes\":%.1f,"
+             "\"padded_bytes\":%.1f,\"checked\":%s,\"wrong\":",
+          bytes, bytes / config->elementSize, (long long)config->iterations,
+          (long long)config->warmups, microseconds, algbw, busbw, wire, padded,
+          checked ? "true" : "false");
+  if (checked)
+    fprintf(f, "%.0f}\n", wrong);
+  else
+    fprintf(f, "null}\n");
+  fflush(f);
+}
+
+static int runRow(benchContext* c, int64_t totalLength) {
+  const benchConfig* config = c->config;
+  benchRow row;
+  BENCHCHECK(setupRow(c, totalLength, &row));
+  double microseconds = 0;
+  BENCHCHECK(timeRow(c, &row, &microseconds));
+  int checked = config->check && row.gatheredBytes <= BENCH_CHECK_MAX_BYTES;
+  double wrong = 0;
+  if (checked) BENCHCHECK(checkRow(c, &row, &wrong));
+  ulyssesResult_t asyncError = ulyssesSuccess;
+  ULYSSESCHECK(ulyssesCommGetAsyncError(c->comm, &asyncError));
+  if (asyncError != ulyssesSuccess) {
+    benchReportFailure(__FILE__, __LINE__, "asynchronous error at Ltot %lld: %s: %s",
+                       (long long)totalLength, ulyssesGetErrorString(asyncError),
+                       ulyssesGetLastError());
+    return 1;
+  }
+
+  double slowest = microseconds;
+  BENCHCHECK(allReduce(c, &slowest, 1, ncclMax));
+  double sums[2] = {wrong, row.wireBytes};
+  BENCHCHECK(allReduce(c, sums, 2, ncclSum));
+  wrong = sums[0];
+  double wire = sums[1] / c->nRanks;
+  double bytes = config->op->bytes(row.gatheredBytes, c->nRanks);
+  double padded = config->op->bytes(row.paddedGatheredBytes, c->nRanks);
+  double algbw = slowest > 0 ? bytes / (slowest * 1e-6) / 1e9 : 0;
+  double busbw = algbw * (double)(c->nRanks - 1) / (double)c->nRanks;
+  c->rows++;
+  c->busBandwidthSum += busbw;
+  if (checked) {
+    c->rowsChecked++;
+    c->wrongTotal += wrong;
+  }
+  if (c->rank == 0) {
+    char wrongText[32];
+    if (checked) snprintf(wrongText, sizeof wrongText, "%.0f", wrong);
+    else snprintf(wrongText, sizeof wrongText, "%s", config->check ? "skip" : "N/A");
+    printf(" %11lld %14.0f %12.0f %6s %10.1f %12.2f %12.2f %14.0f %14.0f %8s\n",
+           (long long)totalLength, bytes, bytes / config->elementSize, config->typeName,
+           slowest, algbw, busbw, wire, padded, wrongText);
+    if (c->json != NULL)
+      writeJson(c, &row, bytes, slowest, algbw, busbw, wire, padded, checked, wrong);
+  }
+  return freeRow(&row);
+}
+
+static int runRank(const benchConfig* config, const launcherRank* launched) {
+  benchContext c;
+  memset(&c, 0, sizeof c);
+  c.config = config;
+  c.rank = launched->rank;
+  c.nRanks = launched->nRanks;
+  c.device = launched->device;
+  benchRank = c.rank;
+  if (launcherInitComm(launched, &c.nccl, (int)config->timeoutSeconds) != 0) return 1;
+  CUDACHECK(cudaSetDevice(c.device));
+  CUDACHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
+  CUDACHECK(cudaMalloc((void**)&c.deviceStats, sizeof(double) * BENCH_STATS));
+  ULYSSESCHECK(ulyssesCommCreate(&c.comm, c.nccl, NULL));
+  if (c.rank == 0 && config->jsonPath != NULL) {
+    c.json = fopen(config->jsonPath, "w");
+    if (c.json == NULL) {
+      benchReportFailure(__FILE__, __LINE__, "cannot open %s for writing", config->jsonPath);
+      return 1;
+    }
+  }
+  BENCHCHECK(printHeader(&c));
+  for (int64_t length = config->minLength; length <= config->maxLength;) {
+    BENCHCHECK(runRow(&c, length));
+    if (length > config->maxLength / config->stepFactor) break;
+    length *= config->stepFactor;
+  }
+  if (c.rank == 0) {
+    if (config->check)
+      printf("# Rows checked         : %d of %d\n# Wrong elements       : %.0f %s\n", c.rowsChecked,
+             c.rows, c.wrongTotal, c.wrongTotal == 0 ? "OK" : "FAILED");
+    printf("# Avg bus bandwidth    : %g\n", c.rows > 0 ? c.busBandwidthSum / c.rows : 0.0);
+    if (c.sharedGpu) printf("# (one-GPU shared mode: correctness over sockets, not speed)\n");
+    printf("#\n");
+  }
+  if (c.json != NULL) fclose(c.json);
+  ULYSSESCHECK(ulyssesCommDestroy(c.comm));
+  CUDACHECK(cudaFree(c.deviceStats));
+  CUDACHECK(cudaStreamSynchronize(c.stream));
+  NCCLCHECK(ncclCommDestroy(c.nccl));
+  CUDACHECK(cudaStreamDestroy(c.stream));
+  return c.wrongTotal == 0 ? 0 : 1;
+}
+
+/*------------------------------------------------------------------------
+ * The parent.
+ *----------------------------------------------------------------------*/
+static int launchRanks(const benchConfig* config, char** argv) {
+  int gpus = benchCountGpus("ulysses_perf");
+  if (gpus == 0) return BENCH_EXIT_NO_GPU;
+  int nRanks = config->nRanks > 0 ? config->nRanks : gpus;
+  /* The ranks run this very binary, whatever the working directory. */
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    benchReportFailure(__FILE__, __LINE__, "cannot resolve /proc/self/exe");
+    return 1;
+  }
+  self[n] = '\0';
+  /* argv[argc] is NULL: the parent's own flags go to every rank as they are. */
+  return launcherRun(self, (const char* const*)(argv + 1), nRanks, (int)config->timeoutSeconds) == 0
+             ? 0
+             : 1;
+}
+
+int benchMain(int argc, char** argv, const benchOp* const* ops, int nOps) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  benchConfig config;
+  int parsed = parseArgs(argc, argv, ops, nOps, &config);
+  if (parsed == 2) return 0;
+  if (parsed != 0) return 1;
+  launcherRank launched;
+  if (!launcherParseRank(argc, argv, &launched)) return launchRanks(&config, argv);
+  config.nRanks = launched.nRanks;
+  return runRank(&config, &launched);
+}

@@ -1,0 +1,610 @@
+/* kernel_perf: the local stages alone (ulyssesPack, ulyssesUnpack), one
+ * process, no NCCL, at LongVILA-like shapes: rank 0 of P simulated ranks,
+ * each holding totalLength / P rows, timed against cudaMemcpyAsync
+ * device-to-device of the same bytes between the same buffers, in the same
+ * run, with L2 flushed before every timed call (-h for the flags). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "reference.h"
+#include "ulysses.h"
+#include "util.h"
+
+#define MAX_LIST 16
+/* -c verifies each (P, D) at this total length before the sweep. */
+#define CHECK_LENGTH 4096
+#define POISON 0xA5
+
+typedef struct {
+  int64_t minLength, maxLength, stepFactor; /* -b -e -f */
+  int64_t ranks[MAX_LIST];                  /* -P */
+  int nRankCounts;
+  int64_t headDims[MAX_LIST];               /* -D */
+  int nHeadDims;
+  int64_t heads;                            /* -H */
+  int64_t batch;                            /* -B */
+  const char* typeName;                     /* -d */
+  int elementSize;
+  int64_t iterations, warmups;              /* -n -w */
+  int check;                                /* -c */
+  int64_t flushMiB;                         /* -F */
+  int64_t device;                           /* -g */
+  const char* jsonPath;                     /* -j */
+} kernelConfig;
+
+typedef struct {
+  const kernelConfig* config;
+  cudaStream_t stream;
+  void* flush;
+  size_t flushBytes;
+  char gpuName[256];
+  FILE* json;
+  int rows;
+  double ratioSum;
+  double wrongTotal;
+} kernelContext;
+
+static const char* const opNames[] = {"seq2head", "head2seq"};
+static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq};
+
+static void printUsage(FILE* out, const char* program) {
+  fprintf(out,
+          "Usage: %s [flags]\n"
+          "Times the local stages ulyssesPack and ulyssesUnpack of rank 0 of P simulated\n"
+          "ranks (exact plan, every rank holding total-len / P rows, BSHD) against\n"
+          "cudaMemcpyAsync device to device of the same bytes between the same buffers,\n"
+          "with L2 flushed (a buffer larger than L2 written) before every timed call;\n"
+          "the flush is outside the CUDA events. Flags (defaults in brackets):\n"
+          "  -b LEN    smallest total sequence length [32K] (K, M, G: powers of 1024)\n"
+          "  -e LEN    largest total sequence length [1M]\n"
+          "  -f F      factor between successive lengths [2]\n"
+          "  -P LIST   simulated rank counts, comma-separated [2,4,8,16]\n"
+          "  -D LIST   head dims, comma-separated [64,128,256]\n"
+          "  -H H      heads [32]\n"
+          "  -B B      batch [1]\n"
+          "  -d TYPE   data type, only its size matters [bf16]:\n"
+          "            %s\n"
+          "  -n N      timed iterations [20]\n"
+          "  -w W      warm-up iterations [5]\n"
+          "  -c 0|1    first verify every stage against the CPU reference at total\n"
+          "            length %d for each P and D [1]\n"
+          "  -F MIB    L2 flush buffer in MiB, raised to 4x L2 if that is larger [256]\n"
+          "  -g DEV    CUDA device [0]\n"
+          "  -j FILE   also write one JSON object per row to FILE (JSON lines)\n"
+          "  -h        this help\n"
+          "\n"
+          "Stages: seq2head pack (sequence slice -> one segment per peer, cut to its\n"
+          "heads) and head2seq unpack (segments -> sequence slice) always run; seq2head\n"
+          "unpack and head2seq pack move rows that are already contiguous in the user\n"
+          "buffer when the batch is 1, so NCCL reads or writes the user buffer directly\n"
+          "and the stage launches nothing (no copy, no length table): 'skipped (direct)'.\n"
+          "Columns: bytes = the bytes the stage moves (the sum of its segments); time in\n"
+          "microseconds, the mean of -n calls each between two CUDA events; GB/s =\n"
+          "2 * bytes / time (bytes read plus bytes written, 1 GB = 1e9 bytes), for the\n"
+          "stage and for the memcpy; ratio = stage GB/s / memcpy GB/s.\n"
+          "The exit status is 0 when everything ran and verified, 1 otherwise, 2 without\n"
+          "a GPU.\n",
+          program, benchTypeNames, CHECK_LENGTH);
+}
+
+/* 0: parsed; 1: bad arguments; 2: -h printed the help. */
+static int parseArgs(int argc, char** argv, kernelConfig* config) {
+  *config = (kernelConfig){.minLength = 32 * 1024, .maxLength = 1024 * 1024, .stepFactor = 2,
+                           .ranks = {2, 4, 8, 16}, .nRankCounts = 4, .headDims = {64, 128, 256},
+                           .nHeadDims = 3, .heads = 32, .batch = 1, .typeName = "bf16",
+                           .elementSize = 2, .iterations = 20, .warmups = 5, .check = 1,
+                           .flushMiB = 256, .device = 0, .jsonPath = NULL};
+  for (int i = 1; i < argc; i++) {
+    const char* arg = argv[i];
+    if (arg[0] != '-' || arg[1] == '\0') {
+      fprintf(stderr, "%s: unexpected argument '%s' (-h for help)\n", argv[0], arg);
+      return 1;
+    }
+    if (arg[1] == 'h' && arg[2] == '\0') {
+      printUsage(stdout, argv[0]);
+      return 2;
+    }
+    const char* value = arg[2] != '\0' ? arg + 2 : (i + 1 < argc ? argv[++i] : NULL);
+    if (value == NULL) {
+      fprintf(stderr, "%s: %s needs a value (-h for help)\n", argv[0], arg);
+      return 1;
+    }
+    int64_t number = 0;
+    int bad = 0;
+    switch (arg[1]) {
+      case 'b': bad = benchParseSize(value, &config->minLength) || config->minLength < 1; break;
+      case 'e': bad = benchParseSize(value, &config->maxLength) || config->maxLength < 1; break;
+      case 'f': bad = benchParseInt(value, 2, 1 << 20, &config->stepFactor); break;
+      case 'P':
+        config->nRankCounts = benchParseIntList(value, 1, 4096, config->ranks, MAX_LIST);
+        bad = config->nRankCounts == 0;
+        break;
+      case 'D':
+        config->nHeadDims = benchParseIntList(value, 1, 1 << 20, config->headDims, MAX_LIST);
+        bad = config->nHeadDims == 0;
+        break;
+      case 'H': bad = benchParseInt(value, 1, INT32_MAX, &config->heads); break;
+      case 'B': bad = benchParseInt(value, 1, INT32_MAX, &config->batch); break;
+      case 'd':
+        config->typeName = value;
+        config->elementSize = benchTypeSize(value);
+        bad = config->elementSize == 0;
+        break;
+      case 'n': bad = benchParseInt(value, 1, 1 << 20, &config->iterations); break;
+      case 'w': bad = benchParseInt(value, 0, 1 << 20, &config->warmups); break;
+      case 'c':
+        bad = benchParseInt(value, 0, 1, &number);
+        config->check = (int)number;
+        break;
+      case 'F': bad = benchParseInt(value, 1, 1 << 20, &config->flushMiB); break;
+      case 'g': bad = benchParseInt(value, 0, 1 << 16, &config->device); break;
+      case 'j': config->jsonPath = value; break;
+      default: bad = 1; break;
+    }
+    if (bad) {
+      fprintf(stderr, "%s: bad flag or value: -%c %s (-h for help)\n", argv[0], arg[1], value);
+      return 1;
+    }
+  }
+  if (config->maxLength < config->minLength) {
+    fprintf(stderr, "%s: -e %lld is below -b %lld\n", argv[0], (long long)config->maxLength,
+            (long long)config->minLength);
+    return 1;
+  }
+  return 0;
+}
+
+/*------------------------------------------------------------------------
+ * Shapes.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  int nRanks;
+  int64_t totalLength;
+  int64_t lengths[4096];
+  int64_t offsets[4097];
+  ulyssesLayout_t layout;
+  refShape shape;
+} kernelShape;
+
+/* Every rank holds totalLength / P rows; the first totalLength % P one more. */
+static void makeShape(const kernelConfig* config, int nRanks, int64_t headDim, int64_t totalLength,
+                      kernelShape* s) {
+  s->nRanks = nRanks;
+  s->totalLength = totalLength;
+  s->offsets[0] = 0;
+  for (int r = 0; r < nRanks; r++) {
+    s->lengths[r] = totalLength / nRanks + (r < totalLength % nRanks ? 1 : 0);
+    s->offsets[r + 1] = s->offsets[r] + s->lengths[r];
+  }
+  s->layout = (ulyssesLayout_t){.batch = config->batch, .heads = config->heads, .headDim = headDim,
+                                .elementSize = config->elementSize, .packed = 1,
+                                .order = ulyssesOrderBSHD};
+  s->shape = (refShape){.nRanks = nRanks, .lengths = s->lengths, .batch = config->batch,
+                        .heads = config->heads, .headDim = headDim,
+                        .elementSize = config->elementSize, .packed = 1, .sbhd = 0};
+}
+
+/* The user tensor a stage reads (pack) or writes (unpack) is rank 0's
+ * sequence-side tensor where the stage cuts rows into head slices, else its
+ * head-side tensor. */
+static int userIsSequenceSide(ulyssesOp_t op, int isPack) {
+  return (op == ulyssesOpSeqToHead) == (isPack != 0);
+}
+
+static size_t userBytes(const kernelShape* s, ulyssesOp_t op, int isPack) {
+  return userIsSequenceSide(op, isPack) ? refSeqBytes(&s->shape, 0)
+                                        : refHeadSideBytes(&s->shape, 0);
+}
+
+typedef struct {
+  ulyssesSegment_t segments[4096];
+  int direct;        /* every segment in the user buffer: the stage copies nothing */
+  size_t bytes;      /* the sum of the workspace segments */
+  size_t regionBegin;/* the lowest workspace offset among them */
+} stageSegments;
+
+static int getStageSegments(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, int nRanks,
+                            stageSegments* out) {
+  ULYSSESCHECK(ulyssesGetSegments(plan, op, 0, isPack, out->segments));
+  out->direct = 1;
+  out->bytes = 0;
+  out->regionBegin = SIZE_MAX;
+  for (int p = 0; p < nRanks; p++) {
+    const ulyssesSegment_t* segment = &out->segments[p];
+    if (segment->place != ulyssesSegmentInWorkspace) continue;
+    out->direct = 0;
+    out->bytes += segment->bytes;
+    if (segment->offset < out->regionBegin) out->regionBegin = segment->offset;
+  }
+  if (out->direct) out->regionBegin = 0;
+  return 0;
+}
+
+static int runStage(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user, void* workspace,
+                    size_t workspaceSize, cudaStream_t stream) {
+  if (isPack) {
+    const void* sendbuffs[1] = {user};
+    ULYSSESCHECK(ulyssesPack(plan, op, 1, sendbuffs, NULL, NULL, workspace, workspaceSize, stream));
+  } else {
+    void* recvbuffs[1] = {user};
+    ULYSSESCHECK(
+        ulyssesUnpack(plan, op, 1, recvbuffs, NULL, NULL, workspace, workspaceSize, stream));
+  }
+  return 0;
+}
+
+static int deviceAlloc(void** pointer, size_t bytes) {
+  *pointer = NULL;
+  if (bytes > 0) CUDACHECK(cudaMalloc(pointer, bytes));
+  return 0;
+}
+
+/*------------------------------------------------------------------------
+ * Verification: rank 0's segments against the CPU reference of every rank.
+ *----------------------------------------------------------------------*/
+/* What each of rank 0's workspace segments holds, from every rank's head-side
+ * tensor: a head-slice segment for peer p is rows [0, L_0) of p's head-side
+ * tensor in each batch entry; a row-scatter segment for peer r is rows
+ * [off_r, off_r + L_r) of rank 0's head-side tensor. */
+static int expectedSegments(const kernelShape* s, ulyssesOp_t op, int isPack,
+                            const stageSegments* stage, unsigned char* const* headSides,
+                            unsigned char* workspace) {
+  int sequenceSide = userIsSequenceSide(op, isPack);
+  size_t headBytes = (size_t)(s->layout.headDim * s->layout.elementSize);
+  for (int p = 0; p < s->nRanks; p++) {
+    size_t rowBytes = headBytes * (size_t)refHeadCount(&s->shape, sequenceSide ? p : 0);
+    const unsigned char* source = headSides[sequenceSide ? p : 0];
+    int64_t rowBegin = sequenceSide ? 0 : s->offsets[p];
+    int64_t rows = sequenceSide ? s->lengths[0] : s->lengths[p];
+    size_t blockBytes = (size_t)rows * rowBytes;
+    if (stage->segments[p].bytes != blockBytes * (size_t)s->layout.batch) {
+      benchReportFailure(__FILE__, __LINE__,
+                         "segment %d of %s %s holds %zu bytes; the contract gives %zu", p,
+                         opNames[op], isPack ? "pack" : "unpack", stage->segments[p].bytes,
+                         blockBytes * (size_t)s->layout.batch);
+      return 1;
+    }
+    for (int64_t b = 0; b < s->layout.batch; b++)
+      memcpy(workspace + stage->segments[p].offset + (size_t)b * blockBytes,
+             source + ((size_t)b * (size_t)s->totalLength + (size_t)rowBegin) * rowBytes,
+             blockBytes);
+  }
+  return 0;
+}
+
+static double countWrong(const unsigned char* got, const unsigned char* expected, size_t bytes,
+                         int elementSize) {
+  double wrong = 0;
+  for (size_t i = 0; i < bytes; i += (size_t)elementSize)
+    if (memcmp(got + i, expected + i, (size_t)elementSize) != 0) wrong++;
+  return wrong;
+}
+
+/* One stage at CHECK_LENGTH: pack compares the workspace segments with the
+ * reference; unpack starts from reference segments and compares the user
+ * tensor. */
+static int checkStage(kernelContext* c, const kernelShape* s, ulyssesPlan_t plan, ulyssesOp_t op,
+                      int isPack, unsigned char* const* seqSides, unsigned char* const* headSides,
+                      double* wrong) {
+  stageSegments stage;
+  BENCHCHECK(getStageSegments(plan, op, isPack, s->nRanks, &stage));
+  *wrong = -1;
+  if (stage.direct) return 0;
+  size_t workspaceSize = 0;
+  ULYSSESCHECK(ulyssesGetWorkspaceSize(plan, op, &workspaceSize));
+  size_t bytes = userBytes(s, op, isPack);
+  const unsigned char* userExpected = userIsSequenceSide(op, isPack) ? seqSides[0] : headSides[0];
+  unsigned char* segmentsExpected = calloc(workspaceSize, 1);
+  unsigned char* got = malloc(workspaceSize > bytes ? workspaceSize : bytes);
+  HOSTCHECK(segmentsExpected);
+  HOSTCHECK(got);
+  BENCHCHECK(expectedSegments(s, op, isPack, &stage, headSides, segmentsExpected));
+  void *user = NULL, *workspace = NULL;
+  BENCHCHECK(deviceAlloc(&user, bytes));
+  BENCHCHECK(deviceAlloc(&workspace, workspaceSize));
+  /* All on the stream of the stage: it is non-blocking, so not ordered after
+   * the legacy default stream of cudaMemset and cudaMemcpy. */
+  if (isPack) {
+    CUDACHECK(cudaMemcpyAsync(user, userExpected, bytes, cudaMemcpyHostToDevice, c->stream));
+    CUDACHECK(cudaMemsetAsync(workspace, POISON, workspaceSize, c->stream));
+  } else {
+    CUDACHECK(cudaMemsetAsync(user, POISON, bytes, c->stream));
+    CUDACHECK(cudaMemcpyAsync(workspace, segmentsExpected, workspaceSize, cudaMemcpyHostToDevice,
+                              c->stream));
+  }
+  BENCHCHECK(runStage(plan, op, isPack, user, workspace, workspaceSize, c->stream));
+  CUDACHECK(cudaStreamSynchronize(c->stream));
+  *wrong = 0;
+  if (isPack) {
+    CUDACHECK(cudaMemcpyAsync(got, workspace, workspaceSize, cudaMemcpyDeviceToHost, c->stream));
+    CUDACHECK(cudaStreamSynchronize(c->stream));
+    for (int p = 0; p < s->nRanks; p++)
+      *wrong += countWrong(got + stage.segments[p].offset,
+                           segmentsExpected + stage.segments[p].offset, stage.segments[p].bytes,
+                           (int)s->layout.elementSize);
+  } else {
+    CUDACHECK(cudaMemcpyAsync(got, user, bytes, cudaMemcpyDeviceToHost, c->stream));
+    CUDACHECK(cudaStreamSynchronize(c->stream));
+    *wrong = countWrong(got, userExpected, bytes, (int)s->layout.elementSize);
+  }
+  CUDACHECK(cudaFree(user));
+  CUDACHECK(cudaFree(workspace));
+  free(segmentsExpected);
+  free(got);
+  return 0;
+}
+
+/* Every stage of both directions for one (P, D): seq2head's inputs are
+ * random sequence slices and its head sides come from refSeqToHead;
+ * head2seq's inputs are random head sides and its slices come from
+ * refHeadToSeq. */
+static int checkShape(kernelContext* c, int nRanks, int64_t headDim) {
+  static kernelShape s;
+  makeShape(c->config, nRanks, headDim, CHECK_LENGTH, &s);
+  ulyssesPlan_t plan;
+  ULYSSESCHECK(ulyssesPlanCreateExact(&plan, nRanks, 0, s.lengths, 1, &s.layout));
+  unsigned char** seqSides = calloc((size_t)nRanks, sizeof(unsigned char*));
+  unsigned char** headSides = calloc((size_t)nRanks, sizeof(unsigned char*));
+  HOSTCHECK(seqSides);
+  HOSTCHECK(headSides);
+  for (int p = 0; p < nRanks; p++) {
+    seqSides[p] = malloc(refSeqBytes(&s.shape, p) + 1);
+    headSides[p] = malloc(refHeadSideBytes(&s.shape, p) + 1);
+    HOSTCHECK(seqSides[p]);
+    HOSTCHECK(headSides[p]);
+  }
+  printf("# check P=%d D=%lld Ltot=%d:", nRanks, (long long)headDim, CHECK_LENGTH);
+  for (int o = 0; o < 2; o++) {
+    unsigned char** inputs = ops[o] == ulyssesOpSeqToHead ? seqSides : headSides;
+    unsigned char** outputs = ops[o] == ulyssesOpSeqToHead ? headSides : seqSides;
+    for (int p = 0; p < nRanks; p++) {
+      size_t inputBytes = ops[o] == ulyssesOpSeqToHead ? refSeqBytes(&s.shape, p)
+                                                       : refHeadSideBytes(&s.shape, p);
+      refFillPattern(inputs[p], inputBytes, (uint64_t)(o * 4096 + p + 1));
+    }
+    if (ops[o] == ulyssesOpSeqToHead)
+      refSeqToHead(&s.shape, (const void* const*)inputs, (void* const*)outputs);
+    else
+      refHeadToSeq(&s.shape, (const void* const*)inputs, (void* const*)outputs);
+    for (int isPack = 1; isPack >= 0; isPack--) {
+      double wrong = 0;
+      BENCHCHECK(checkStage(c, &s, plan, ops[o], isPack, seqSides, headSides, &wrong));
+      if (wrong < 0)
+        printf(" %s %s skipped (direct);", opNames[o], isPack ? "pack" : "unpack");
+      else
+        printf(" %s %s %.0f wrong;", opNames[o], isPack ? "pack" : "unpack", wrong);
+      if (wrong > 0) c->wrongTotal += wrong;
+    }
+  }
+  printf("\n");
+  for (int p = 0; p < nRanks; p++) {
+    free(seqSides[p]);
+    free(headSides[p]);
+  }
+  free(seqSides);
+  free(headSides);
+  ULYSSESCHECK(ulyssesPlanDestroy(plan));
+  return 0;
+}
+
+/*------------------------------------------------------------------------
+ * Timing.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  int nRanks;
+  int64_t headDim, totalLength, localLength;
+  int op;
+  int isPack;
+  const char* skipped; /* NULL when timed */
+  size_t bytes;
+  double stageUs, memcpyUs;
+} kernelRow;
+
+static void printRow(kernelContext* c, const kernelRow* row) {
+  const kernelConfig* config = c->config;
+  const char* stage = row->isPack ? "pack" : "unpack";
+  double stageGbps = 0, memcpyGbps = 0, ratio = 0;
+  if (row->skipped == NULL) {
+    stageGbps = 2.0 * (double)row->bytes / (row->stageUs * 1e-6) / 1e9;
+    memcpyGbps = 2.0 * (double)row->bytes / (row->memcpyUs * 1e-6) / 1e9;
+    ratio = stageGbps / memcpyGbps;
+    printf(" %4d %7lld %10lld %10lld %9s %7s %13zu %11.1f %12.1f %11.1f %12.1f %7.3f\n",
+           row->nRanks, (long long)row->headDim, (long long)row->totalLength,
+           (long long)row->localLength, opNames[row->op], stage, row->bytes, row->stageUs,
+           stageGbps, row->memcpyUs, memcpyGbps, ratio);
+    c->rows++;
+    c->ratioSum += ratio;
+  } else {
+    printf(" %4d %7lld %10lld %10lld %9s %7s %13zu %s\n", row->nRanks, (long long)row->headDim,
+           (long long)row->totalLength, (long long)row->localLength, opNames[row->op], stage,
+           row->bytes, row->skipped);
+  }
+  if (c->json == NULL) return;
+  FILE* f = c->json;
+  fprintf(f, "{\"bench\":\"kernel_perf\",\"gpu\":");
+  benchJsonString(f, c->gpuName);
+  fprintf(f, ",\"ranks\":%d,\"rank\":0,\"batch\":%lld,\"heads\":%lld,\"head_dim\":%lld,"
+             "\"dtype\":\"%s\",\"element_size\":%d,\"total_length\":%lld,\"local_length\":%lld,"
+             "\"op\":\"%s\",\"stage\":\"%s\",\"bytes\":%zu,\"flush_bytes\":%zu,"
+             "\"iterations\":%lld,\"warmups\":%lld,",
+          row->nRanks, (long long)config->batch, (long long)config->heads, (long long)row->headDim,
+          config->typeName, config->elementSize, (long long)row->totalLength,
+          (long long)row->localLength, opNames[row->op], stage, row->bytes, c->flushBytes,
+          (long long)config->iterations, (long long)config->warmups);
+  if (row->skipped == NULL)
+    fprintf(f, "\"skipped\":null,\"stage_us\":%.3f,\"stage_gbps\":%.2f,\"memcpy_us\":%.3f,"
+               "\"memcpy_gbps\":%.2f,\"ratio\":%.4f}\n",
+            row->stageUs, stageGbps, row->memcpyUs, memcpyGbps, ratio);
+  else
+    fprintf(f, "\"skipped\":\"%s\"}\n", row->skipped);
+  fflush(f);
+}
+
+/* Mean microseconds of the stage and of the memcpy, interleaved, each call
+ * after a flush and between its own pair of events. */
+static int timeStage(kernelContext* c, ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user,
+                     void* workspace, size_t workspaceSize, const stageSegments* stage,
+                     kernelRow* row) {
+  const kernelConfig* config = c->config;
+  void* region = (unsigned char*)workspace + stage->regionBegin;
+  void* copyDestination = isPack ? region : user;
+  const void* copySource = isPack ? user : region;
+  int64_t n = config->iterations;
+  cudaEvent_t* events = malloc(sizeof(cudaEvent_t) * (size_t)(4 * n));
+  HOSTCHECK(events);
+  for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventCreate(&events[i]));
+  for (int64_t i = 0; i < config->warmups; i++) {
+    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, stage->bytes, cudaMemcpyDeviceToDevice,
+                              c->stream));
+    BENCHCHECK(runStage(plan, op, isPack, user, workspace, workspaceSize, c->stream));
+  }
+  for (int64_t i = 0; i < n; i++) {
+    CUDACHECK(cudaMemsetAsync(c->flush, (int)(i & 0xff), c->flushBytes, c->stream));
+    CUDACHECK(cudaEventRecord(events[4 * i], c->stream));
+    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, stage->bytes, cudaMemcpyDeviceToDevice,
+                              c->stream));
+    CUDACHECK(cudaEventRecord(events[4 * i + 1], c->stream));
+    CUDACHECK(cudaMemsetAsync(c->flush, (int)((i + 1) & 0xff), c->flushBytes, c->stream));
+    CUDACHECK(cudaEventRecord(events[4 * i + 2], c->stream));
+    BENCHCHECK(runStage(plan, op, isPack, user, workspace, workspaceSize, c->stream));
+    CUDACHECK(cudaEventRecord(events[4 * i + 3], c->stream));
+  }
+  CUDACHECK(cudaStreamSynchronize(c->stream));
+  double memcpyMs = 0, stageMs = 0;
+  for (int64_t i = 0; i < n; i++) {
+    float milliseconds = 0;
+    CUDACHECK(cudaEventElapsedTime(&milliseconds, events[4 * i], events[4 * i + 1]));
+    memcpyMs += milliseconds;
+    CUDACHECK(cudaEventElapsedTime(&milliseconds, events[4 * i + 2], events[4 * i + 3]));
+    stageMs += milliseconds;
+  }
+  for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventDestroy(events[i]));
+  free(events);
+  row->memcpyUs = memcpyMs * 1000.0 / (double)n;
+  row->stageUs = stageMs * 1000.0 / (double)n;
+  return 0;
+}
+
+static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t totalLength) {
+  static kernelShape s;
+  makeShape(c->config, nRanks, headDim, totalLength, &s);
+  ulyssesPlan_t plan;
+  ULYSSESCHECK(ulyssesPlanCreateExact(&plan, nRanks, 0, s.lengths, 1, &s.layout));
+  for (int o = 0; o < 2; o++) {
+    size_t workspaceSize = 0;
+    ULYSSESCHECK(ulyssesGetWorkspaceSize(plan, ops[o], &workspaceSize));
+    for (int isPack = 1; isPack >= 0; isPack--) {
+      static stageSegments stage;
+      BENCHCHECK(getStageSegments(plan, ops[o], isPack, nRanks, &stage));
+      kernelRow row = {nRanks, headDim, totalLength, s.lengths[0], o, isPack, NULL,
+                       stage.bytes, 0, 0};
+      if (stage.direct) {
+        row.bytes = userBytes(&s, ops[o], isPack);
+        row.skipped = "skipped (direct)";
+        printRow(c, &row);
+        continue;
+      }
+      size_t bytes = userBytes(&s, ops[o], isPack);
+      size_t freeBytes = 0, totalBytes = 0;
+      CUDACHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
+      if ((double)(bytes + workspaceSize) > 0.95 * (double)freeBytes) {
+        row.skipped = "skipped (not enough GPU memory)";
+        printRow(c, &row);
+        continue;
+      }
+      if (stage.regionBegin + stage.bytes > workspaceSize || stage.bytes != bytes) {
+        benchReportFailure(__FILE__, __LINE__,
+                           "%s %s: segments of %zu bytes from workspace offset %zu do not match "
+                           "the workspace (%zu bytes) and the tensor (%zu bytes)",
+                           opNames[o], isPack ? "pack" : "unpack", stage.bytes, stage.regionBegin,
+                           workspaceSize, bytes);
+        return 1;
+      }
+      void *user = NULL, *workspace = NULL;
+      BENCHCHECK(deviceAlloc(&user, bytes));
+      BENCHCHECK(deviceAlloc(&workspace, workspaceSize));
+      CUDACHECK(cudaMemsetAsync(user, 1, bytes, c->stream));
+      CUDACHECK(cudaMemsetAsync(workspace, 2, workspaceSize, c->stream));
+      BENCHCHECK(timeStage(c, plan, ops[o], isPack, user, workspace, workspaceSize, &stage, &row));
+      CUDACHECK(cudaFree(user));
+      CUDACHECK(cudaFree(workspace));
+      printRow(c, &row);
+    }
+  }
+  ULYSSESCHECK(ulyssesPlanDestroy(plan));
+  return 0;
+}
+
+static int run(const kernelConfig* config) {
+  kernelContext c;
+  memset(&c, 0, sizeof c);
+  c.config = config;
+  CUDACHECK(cudaSetDevice((int)config->device));
+  struct cudaDeviceProp properties;
+  CUDACHECK(cudaGetDeviceProperties(&properties, (int)config->device));
+  snprintf(c.gpuName, sizeof c.gpuName, "%s", properties.name);
+  int driver = 0, runtime = 0, ulyssesVersion = 0;
+  CUDACHECK(cudaDriverGetVersion(&driver));
+  CUDACHECK(cudaRuntimeGetVersion(&runtime));
+  ULYSSESCHECK(ulyssesGetVersion(&ulyssesVersion));
+  c.flushBytes = (size_t)config->flushMiB << 20;
+  if (c.flushBytes < 4 * (size_t)properties.l2CacheSize)
+    c.flushBytes = 4 * (size_t)properties.l2CacheSize;
+  CUDACHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
+  CUDACHECK(cudaMalloc(&c.flush, c.flushBytes));
+  if (config->jsonPath != NULL) {
+    c.json = fopen(config->jsonPath, "w");
+    if (c.json == NULL) {
+      benchReportFailure(__FILE__, __LINE__, "cannot open %s for writing", config->jsonPath);
+      return 1;
+    }
+  }
+
+  char driverText[16], runtimeText[16], l2Text[32], flushText[32];
+  benchCudaVersionText(driver, driverText, sizeof driverText);
+  benchCudaVersionText(runtime, runtimeText, sizeof runtimeText);
+  printf("# kernel_perf: ulyssesPack / ulyssesUnpack of rank 0 of P vs cudaMemcpyAsync D2D\n");
+  printf("# GPU %lld: %s, %d SMs, L2 %s; flush %s before every timed call\n",
+         (long long)config->device, c.gpuName, properties.multiProcessorCount,
+         benchFormatBytes((double)properties.l2CacheSize, l2Text, sizeof l2Text),
+         benchFormatBytes((double)c.flushBytes, flushText, sizeof flushText));
+  printf("# ulysses %d.%d.%d | CUDA driver %s, runtime %s\n", ulyssesVersion / 10000,
+         ulyssesVersion / 100 % 100, ulyssesVersion % 100, driverText, runtimeText);
+  printf("# batch %lld, heads %lld, %s (%d bytes), BSHD, exact plan, lengths Ltot / P; "
+         "%lld warm-up and %lld timed iterations\n",
+         (long long)config->batch, (long long)config->heads, config->typeName, config->elementSize,
+         (long long)config->warmups, (long long)config->iterations);
+  printf("# GB/s counts bytes read plus bytes written (2 * bytes); ratio = stage / memcpy\n");
+
+  for (int d = 0; d < config->nHeadDims && config->check; d++)
+    for (int r = 0; r < config->nRankCounts; r++)
+      BENCHCHECK(checkShape(&c, (int)config->ranks[r], config->headDims[d]));
+  printf("#\n# %4s %7s %10s %10s %9s %7s %13s %11s %12s %11s %12s %7s\n", "P", "headDim",
+         "total-len", "local-len", "op", "stage", "bytes", "stage(us)", "stage(GB/s)",
+         "memcpy(us)", "memcpy(GB/s)", "ratio");
+  for (int d = 0; d < config->nHeadDims; d++)
+    for (int r = 0; r < config->nRankCounts; r++)
+      for (int64_t length = config->minLength; length <= config->maxLength;) {
+        BENCHCHECK(runShape(&c, (int)config->ranks[r], config->headDims[d], length));
+        if (length > config->maxLength / config->stepFactor) break;
+        length *= config->stepFactor;
+      }
+  if (config->check)
+    printf("# Wrong elements       : %.0f %s\n", c.wrongTotal, c.wrongTotal == 0 ? "OK" : "FAILED");
+  printf("# Avg ratio to memcpy  : %.3f over %d timed rows\n#\n",
+         c.rows > 0 ? c.ratioSum / c.rows : 0.0, c.rows);
+  if (c.json != NULL) fclose(c.json);
+  CUDACHECK(cudaFree(c.flush));
+  CUDACHECK(cudaStreamDestroy(c.stream));
+  return c.wrongTotal == 0 ? 0 : 1;
+}
+
+int main(int argc, char** argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  kernelConfig config;
+  int parsed = parseArgs(argc, argv, &config);
+  if (parsed == 2) return 0;
+  if (parsed != 0) return 1;
+  if (benchCountGpus("kernel_perf") == 0) return BENCH_EXIT_NO_GPU;
+  return run(&config);
+}

@@ -1,0 +1,153 @@
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+int benchRank = -1;
+
+static void printWho(void) {
+  if (benchRank >= 0) fprintf(stderr, "rank %d: ", benchRank);
+}
+
+void benchReportCuda(cudaError_t error, const char* call, const char* file, int line) {
+  printWho();
+  fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", file, line, call, cudaGetErrorName(error),
+          cudaGetErrorString(error));
+}
+
+void benchReportNccl(ncclResult_t result, const char* call, const char* file, int line) {
+  printWho();
+  fprintf(stderr, "%s:%d: %s failed: %s (%s)\n", file, line, call, ncclGetErrorString(result),
+          ncclGetLastError(NULL));
+}
+
+void benchReportUlysses(ulyssesResult_t result, const char* call, const char* file, int line) {
+  printWho();
+  fprintf(stderr, "%s:%d: %s failed: %s: %s\n", file, line, call, ulyssesGetErrorString(result),
+          ulyssesGetLastError());
+}
+
+void benchReportFailure(const char* file, int line, const char* format, ...) {
+  printWho();
+  fprintf(stderr, "%s:%d: ", file, line);
+  va_list args;
+  va_start(args, format);
+  vfprintf(stderr, format, args);
+  va_end(args);
+  fputc('\n', stderr);
+}
+
+int benchCountGpus(const char* program) {
+  int count = 0;
+  cudaError_t error = cudaGetDeviceCount(&count);
+  if (error == cudaSuccess && count > 0) return count;
+  fprintf(stderr, "%s: no CUDA device found; the benchmark needs a GPU\n", program);
+  if (error != cudaSuccess)
+    fprintf(stderr, "%s: (cudaGetDeviceCount: %s: %s)\n", program, cudaGetErrorName(error),
+            cudaGetErrorString(error));
+  return 0;
+}
+
+int benchParseSize(const char* text, int64_t* value) {
+  char* end = NULL;
+  errno = 0;
+  long long number = strtoll(text, &end, 10);
+  if (end == text || errno != 0 || number < 0) return 1;
+  int64_t unit = 1;
+  switch (*end) {
+    case '\0': break;
+    case 'k': case 'K': unit = (int64_t)1 << 10; end++; break;
+    case 'm': case 'M': unit = (int64_t)1 << 20; end++; break;
+    case 'g': case 'G': unit = (int64_t)1 << 30; end++; break;
+    default: return 1;
+  }
+  if (*end != '\0') return 1;
+  if (__builtin_mul_overflow((int64_t)number, unit, value)) return 1;
+  return 0;
+}
+
+int benchParseInt(const char* text, int64_t min, int64_t max, int64_t* value) {
+  char* end = NULL;
+  errno = 0;
+  long long number = strtoll(text, &end, 10);
+  if (end == text || *end != '\0' || errno != 0 || number < min || number > max) return 1;
+  *value = number;
+  return 0;
+}
+
+int benchParseIntList(const char* text, int64_t min, int64_t max, int64_t* values, int maxValues) {
+  int count = 0;
+  const char* cursor = text;
+  for (;;) {
+    char* end = NULL;
+    errno = 0;
+    long long number = strtoll(cursor, &end, 10);
+    if (end == cursor || errno != 0 || number < min || number > max || count == maxValues) return 0;
+    values[count++] = number;
+    if (*end == '\0') return count;
+    if (*end != ',') return 0;
+    cursor = end + 1;
+  }
+}
+
+typedef struct {
+  const char* name;
+  int size;
+} typeEntry;
+
+static const typeEntry types[] = {
+    {"int8", 1},  {"uint8", 1},  {"fp8", 1},    {"fp8_e4m3", 1}, {"fp8_e5m2", 1},
+    {"bf16", 2},  {"fp16", 2},   {"half", 2},   {"int16", 2},    {"fp32", 4},
+    {"float", 4}, {"int32", 4},  {"uint32", 4}, {"fp64", 8},     {"double", 8},
+    {"int64", 8}, {"uint64", 8}, {"b128", 16},
+};
+
+const char benchTypeNames[] =
+    "int8 uint8 fp8 fp8_e4m3 fp8_e5m2 (1 byte), bf16 fp16 half int16 (2), "
+    "fp32 float int32 uint32 (4), fp64 double int64 uint64 (8), b128 (16)";
+
+int benchTypeSize(const char* name) {
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+    if (strcmp(types[i].name, name) == 0) return types[i].size;
+  return 0;
+}
+
+const char* benchFormatBytes(double bytes, char* text, size_t capacity) {
+  static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int unit = 0;
+  while (bytes >= 1024.0 && unit < 4) {
+    bytes /= 1024.0;
+    unit++;
+  }
+  if (unit == 0)
+    snprintf(text, capacity, "%.0f B", bytes);
+  else
+    snprintf(text, capacity, "%.2f %s", bytes, units[unit]);
+  return text;
+}
+
+void benchJsonString(FILE* file, const char* text) {
+  fputc('"', file);
+  for (const unsigned char* c = (const unsigned char*)text; *c != '\0'; c++) {
+    if (*c == '"' || *c == '\\')
+      fprintf(file, "\\%c", *c);
+    else if (*c < 0x20)
+      fprintf(file, "\\u%04x", *c);
+    else
+      fputc(*c, file);
+  }
+  fputc('"', file);
+}
+
+void benchNcclVersionText(int code, char* text, size_t capacity) {
+  if (code >= 10000)
+    snprintf(text, capacity, "%d.%d.%d", code / 10000, code / 100 % 100, code % 100);
+  else
+    snprintf(text, capacity, "%d.%d.%d", code / 1000, code / 100 % 10, code % 100);
+}
+
+void benchCudaVersionText(int code, char* text, size_t capacity) {
+  snprintf(text, capacity, "%d.%d", code / 1000, code % 1000 / 10);
+}

@@ -1,0 +1,99 @@
+/* What both bench binaries share: the checking macros, the GPU check, number
+ * and data-type parsing, and small output helpers. */
+#ifndef ULYSSES_BENCH_UTIL_H_
+#define ULYSSES_BENCH_UTIL_H_
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include "ulysses.h"
+
+/* The exit status of a binary started on a machine without a GPU. */
+#define BENCH_EXIT_NO_GPU 2
+
+/* The rank that prefixes error messages; -1 in a single process or the parent. */
+extern int benchRank;
+
+void benchReportCuda(cudaError_t error, const char* call, const char* file, int line);
+void benchReportNccl(ncclResult_t result, const char* call, const char* file, int line);
+void benchReportUlysses(ulyssesResult_t result, const char* call, const char* file, int line);
+void benchReportFailure(const char* file, int line, const char* format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Every call goes through one of these: on failure they print file:line, the
+ * call and the library's own message, and return 1 from the enclosing
+ * function (which returns int, 0 meaning success). */
+#define CUDACHECK(call)                                                  \
+  do {                                                                   \
+    cudaError_t benchCudaError_ = (call);                                \
+    if (benchCudaError_ != cudaSuccess) {                                \
+      benchReportCuda(benchCudaError_, #call, __FILE__, __LINE__);       \
+      return 1;                                                          \
+    }                                                                    \
+  } while (0)
+
+#define NCCLCHECK(call)                                                  \
+  do {                                                                   \
+    ncclResult_t benchNcclResult_ = (call);                              \
+    if (benchNcclResult_ != ncclSuccess) {                               \
+      benchReportNccl(benchNcclResult_, #call, __FILE__, __LINE__);      \
+      return 1;                                                          \
+    }                                                                    \
+  } while (0)
+
+#define ULYSSESCHECK(call)                                               \
+  do {                                                                   \
+    ulyssesResult_t benchUlyssesResult_ = (call);                        \
+    if (benchUlyssesResult_ != ulyssesSuccess) {                         \
+      benchReportUlysses(benchUlyssesResult_, #call, __FILE__, __LINE__);\
+      return 1;                                                          \
+    }                                                                    \
+  } while (0)
+
+/* A bench function that already printed why it failed. */
+#define BENCHCHECK(call)          \
+  do {                            \
+    if ((call) != 0) return 1;    \
+  } while (0)
+
+/* A host allocation that must succeed. */
+#define HOSTCHECK(pointer)                                                         \
+  do {                                                                             \
+    if ((pointer) == NULL) {                                                       \
+      benchReportFailure(__FILE__, __LINE__, "out of host memory (%s)", #pointer); \
+      return 1;                                                                    \
+    }                                                                              \
+  } while (0)
+
+/* The number of CUDA devices; 0 after printing "<program>: no CUDA device
+ * found; the benchmark needs a GPU" (and the CUDA error, if any) to stderr. */
+int benchCountGpus(const char* program);
+
+/* "64", "1K", "32k", "2M", "1G" (powers of 1024) into *value >= 0; 0 on
+ * success, 1 when text is not such a number. */
+int benchParseSize(const char* text, int64_t* value);
+/* A plain decimal integer in [min, max]; 0 on success. */
+int benchParseInt(const char* text, int64_t min, int64_t max, int64_t* value);
+/* A comma-separated list of at most maxValues integers in [min, max]; returns
+ * the count, or 0 when text is malformed. */
+int benchParseIntList(const char* text, int64_t min, int64_t max, int64_t* values, int maxValues);
+
+/* The element size of a data type name (bf16, fp16, fp32, int8, ...); 0 when
+ * unknown. The library moves elements as opaque bytes: only the size matters. */
+int benchTypeSize(const char* name);
+/* The names benchTypeSize knows, for help texts. */
+extern const char benchTypeNames[];
+
+/* A byte count for humans: "512 B", "64.0 KiB", "1.50 GiB". */
+const char* benchFormatBytes(double bytes, char* text, size_t capacity);
+/* Writes text as a JSON string literal, quotes included. */
+void benchJsonString(FILE* file, const char* text);
+/* "2.28.9" from 22809 (or 2.18.3 from 2183 before NCCL 2.9's new code). */
+void benchNcclVersionText(int code, char* text, size_t capacity);
+/* "13.0" from 13000. */
+void benchCudaVersionText(int code, char* text, size_t capacity);
+
+#endif /* ULYSSES_BENCH_UTIL_H_ */
