@@ -52,7 +52,8 @@ typedef enum {
   ulyssesErrorNcclError = 13,            /* an NCCL call failed */
   ulyssesErrorSystemError = 14,          /* out of host memory */
   ulyssesErrorUnsupported = 15,          /* e.g. an NCCL older than the library needs */
-  ulyssesNumResults = 16
+  ulyssesErrorHeadGroupMismatch = 16,    /* queryHeads is not a multiple of heads */
+  ulyssesNumResults = 17
 } ulyssesResult_t;
 
 /* The longest sequence slice a rank may hold, in rows (positions). */
@@ -124,6 +125,16 @@ typedef enum {
   ulyssesOrderSBHD = 1  /* sequence first: [L, B, (3,) H, D] (Megatron) */
 } ulyssesOrder_t;
 
+/* How elements are read where the library computes with them: only head ->
+ * seq of kv heads shared by several ranks (see queryHeads) sums; everything
+ * else moves opaque bytes. */
+typedef enum {
+  ulyssesTypeOpaque = 0,   /* bytes, moved and never interpreted */
+  ulyssesTypeFloat32 = 1,  /* elementSize 4 */
+  ulyssesTypeFloat16 = 2,  /* elementSize 2, IEEE binary16 */
+  ulyssesTypeBfloat16 = 3  /* elementSize 2 */
+} ulyssesDataType_t;
+
 /* One tensor's shape, described on its sequence side. The sequence-side
  * tensor of rank r is [B, L_r, packed, heads, headDim] (BSHD) or
  * [L_r, B, packed, heads, headDim] (SBHD); its head side on rank j is the same
@@ -138,6 +149,17 @@ typedef struct {
   int64_t elementSize; /* 1, 2, 4, 8 or 16 bytes */
   int packed;          /* 1, or 3 for packed q/k/v ([B, L, 3, H, D]) */
   ulyssesOrder_t order;
+  /* Grouped-query attention: 0 for a tensor whose heads are split on their
+   * own; otherwise this tensor holds the kv heads (heads = Hkv) read by
+   * queryHeads = Hq query heads, a multiple of heads (G = Hq / Hkv per kv
+   * head). Rank j, owning query heads [h_j, h_{j+1}) of the split of Hq, gets
+   * kv heads [floor(h_j / G), ceil(h_{j+1} / G)) (none when it owns no query
+   * head): with fewer kv heads than ranks one kv head goes to several ranks,
+   * without an expanded copy. head -> seq then sums the ranks' replicas of
+   * each kv head: the first, then each next one in increasing rank order, in
+   * fp32, rounded once to dataType (a NaN sum becomes the canonical NaN). */
+  int64_t queryHeads;
+  ulyssesDataType_t dataType; /* needed where head -> seq sums replicas */
 } ulyssesLayout_t;
 
 typedef enum {

@@ -41,7 +41,8 @@
 #define ULYSSES_TABLE_CHUNK 128
 
 enum { ULYSSES_MODE_EXACT = 0, ULYSSES_MODE_CAPACITY = 1 };
-enum { ULYSSES_COPY_HEAD_SLICE = 0, ULYSSES_COPY_ROW_SCATTER = 1 };
+enum { ULYSSES_COPY_HEAD_SLICE = 0, ULYSSES_COPY_ROW_SCATTER = 1, ULYSSES_COPY_HEAD_SUM = 2 };
+enum { ULYSSES_TYPE_OPAQUE = 0, ULYSSES_TYPE_FLOAT32 = 1, ULYSSES_TYPE_FLOAT16 = 2, ULYSSES_TYPE_BFLOAT16 = 3 };
 enum { ULYSSES_ORDER_BSHD = 0, ULYSSES_ORDER_SBHD = 1 };
 enum { ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY = 0x1u, ULYSSES_DEVICE_NEGATIVE_LENGTH = 0x2u };
 
@@ -56,6 +57,32 @@ ULYSSES_HD int64_t ulyssesHeadBegin(int64_t heads, int nRanks, int rank) {
 
 ULYSSES_HD int64_t ulyssesHeadCount(int64_t heads, int nRanks, int rank) {
   return heads / nRanks + (rank < heads % nRanks ? 1 : 0);
+}
+
+/* The heads peer gets of a tensor of `heads` heads: its group of the plain
+ * split, or, for the kv heads of grouped-query attention (queryHeads > 0),
+ * the kv heads its query heads read. Returns the count; *begin the first. */
+ULYSSES_HD int64_t ulyssesPeerHeads(int64_t heads, int64_t queryHeads, int nRanks, int peer,
+                                    int64_t* begin) {
+  if (queryHeads == 0) {
+    *begin = ulyssesHeadBegin(heads, nRanks, peer);
+    return ulyssesHeadCount(heads, nRanks, peer);
+  }
+  int64_t group = queryHeads / heads;
+  int64_t queryBegin = ulyssesHeadBegin(queryHeads, nRanks, peer);
+  int64_t queryCount = ulyssesHeadCount(queryHeads, nRanks, peer);
+  *begin = queryBegin / group;
+  if (queryCount == 0) return 0;
+  return (queryBegin + queryCount + group - 1) / group - *begin;
+}
+
+/* The heads of the peers before peer, summed: where peer's slice starts
+ * among a row's segments (kv heads shared by several peers count for each). */
+ULYSSES_HD int64_t ulyssesPeerHeadPrefix(int64_t heads, int64_t queryHeads, int nRanks, int peer) {
+  if (queryHeads == 0) return ulyssesHeadBegin(heads, nRanks, peer);
+  int64_t prefix = 0, begin;
+  for (int q = 0; q < peer; q++) prefix += ulyssesPeerHeads(heads, queryHeads, nRanks, q, &begin);
+  return prefix;
 }
 
 /* The rank whose rows hold global position g: the largest r with
@@ -120,13 +147,15 @@ typedef struct {
   int64_t heads;           /* the tensor's H */
   int64_t headBytes;       /* headDim * elementSize */
   int64_t rowHeads;        /* row scatter: heads in one user row */
+  int64_t queryHeads;      /* 0, or the query heads of a kv tensor (ulyssesPeerHeads) */
+  int32_t kind;            /* ULYSSES_COPY_HEAD_SLICE, _ROW_SCATTER or _HEAD_SUM (unpack only) */
+  int32_t dataType;        /* head sum: ULYSSES_TYPE_FLOAT32, _FLOAT16 or _BFLOAT16 */
   int32_t order;
   int32_t wordBytes;       /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
   int32_t active;          /* 0: this tensor travels straight from/to the user buffer */
 } ulyssesCopyTensor;
 
 typedef struct {
-  int32_t kind;       /* ULYSSES_COPY_HEAD_SLICE or ULYSSES_COPY_ROW_SCATTER */
   int32_t toSegments; /* 1: pack, 0: unpack */
   int32_t nRanks;
   int32_t rank;
@@ -147,9 +176,19 @@ typedef struct {
 ULYSSES_HD int64_t ulyssesCopyRunCount(const ulyssesCopyArgs* a, int t) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   if (!x->active) return 0;
-  if (a->kind == ULYSSES_COPY_HEAD_SLICE)
+  if (x->kind == ULYSSES_COPY_HEAD_SLICE)
     return (int64_t)a->nRanks * x->batch * a->lengths[a->rank] * x->packed;
+  if (x->kind == ULYSSES_COPY_HEAD_SUM)
+    return x->batch * a->lengths[a->rank] * x->packed * x->heads;
   return x->batch * a->offsets[a->nRanks];
+}
+
+/* The row of the sequence-side tensor holding its realRow-th real row. */
+ULYSSES_HD int64_t ulyssesLocalRow(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x,
+                                   int64_t realRow) {
+  int64_t length = a->lengths[a->rank];
+  int64_t slotLength = a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank];
+  return x->order == ULYSSES_ORDER_BSHD ? realRow / length * slotLength + realRow % length : realRow;
 }
 
 /* Run `run` of tensor t: a head slice enumerates (peer, real row, packed
@@ -160,24 +199,26 @@ ULYSSES_HD int64_t ulyssesCopyRunCount(const ulyssesCopyArgs* a, int t) {
 ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t run) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesRun result;
-  if (a->kind == ULYSSES_COPY_HEAD_SLICE) {
-    int64_t length = a->lengths[a->rank];
-    int64_t slotLength = a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank];
-    int64_t runsPerPeer = x->batch * length * x->packed;
+  int64_t slotRows = x->batch * (a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank]);
+  if (x->kind == ULYSSES_COPY_HEAD_SLICE) {
+    int64_t runsPerPeer = x->batch * a->lengths[a->rank] * x->packed;
     int peer = (int)(run / runsPerPeer);
-    int64_t realRow = run % runsPerPeer / x->packed;
-    int64_t packedIndex = run % x->packed;
-    int64_t row = x->order == ULYSSES_ORDER_BSHD
-                      ? realRow / length * slotLength + realRow % length
-                      : realRow;
-    int64_t headBegin = ulyssesHeadBegin(x->heads, a->nRanks, peer);
-    int64_t headCount = ulyssesHeadCount(x->heads, a->nRanks, peer);
-    int64_t slotRows = x->batch * slotLength;
-    int64_t rowPart = row * x->packed + packedIndex;
+    int64_t rowPart = ulyssesLocalRow(a, x, run % runsPerPeer / x->packed) * x->packed +
+                      run % x->packed;
+    int64_t headBegin;
+    int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
+    int64_t headPrefix = ulyssesPeerHeadPrefix(x->heads, x->queryHeads, a->nRanks, peer);
     result.userOffset = (rowPart * x->heads + headBegin) * x->headBytes;
     result.segmentOffset =
-        slotRows * x->packed * headBegin * x->headBytes + rowPart * headCount * x->headBytes;
+        slotRows * x->packed * headPrefix * x->headBytes + rowPart * headCount * x->headBytes;
     result.bytes = headCount * x->headBytes;
+  } else if (x->kind == ULYSSES_COPY_HEAD_SUM) {
+    /* One kv head of one row; its replicas are read by ulyssesSumRunThread. */
+    int64_t rowPart = ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed +
+                      run / x->heads % x->packed;
+    result.userOffset = (rowPart * x->heads + run % x->heads) * x->headBytes;
+    result.segmentOffset = 0;
+    result.bytes = x->headBytes;
   } else {
     int64_t totalLength = a->offsets[a->nRanks];
     int64_t b, g, userRow;
@@ -203,12 +244,132 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
   return result;
 }
 
+/*------------------------------------------------------------------------
+ * Floating point for the head sum, in integer arithmetic where it can be, so
+ * that host and device give the same bits: loads widen exactly, stores round
+ * to nearest even, a NaN is stored as the type's canonical quiet NaN.
+ *----------------------------------------------------------------------*/
+ULYSSES_HD float ulyssesFloatFromBits(uint32_t bits) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(bits);
+#else
+  union { uint32_t bits; float value; } u;
+  u.bits = bits;
+  return u.value;
+#endif
+}
+
+ULYSSES_HD uint32_t ulyssesBitsFromFloat(float value) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(value);
+#else
+  union { uint32_t bits; float value; } u;
+  u.value = value;
+  return u.bits;
+#endif
+}
+
+ULYSSES_HD float ulyssesHalfToFloat(uint32_t half) {
+  uint32_t sign = (half & 0x8000u) << 16, exponent = half >> 10 & 0x1fu, mantissa = half & 0x3ffu;
+  if (exponent == 0) {
+    /* Zero or subnormal: mantissa * 2^-24, exact in fp32. */
+    float magnitude = (float)mantissa * 5.9604644775390625e-8f;
+    return ulyssesFloatFromBits(ulyssesBitsFromFloat(magnitude) | sign);
+  }
+  if (exponent == 31) return ulyssesFloatFromBits(sign | 0x7f800000u | mantissa << 13);
+  return ulyssesFloatFromBits(sign | (exponent + 112) << 23 | mantissa << 13);
+}
+
+/* Round to nearest even (after F. Giesen's float_to_half_fast3_rtne). */
+ULYSSES_HD uint32_t ulyssesFloatToHalf(float value) {
+  uint32_t bits = ulyssesBitsFromFloat(value);
+  uint32_t sign = bits >> 16 & 0x8000u, magnitude = bits & 0x7fffffffu;
+  if (magnitude > 0x7f800000u) return 0x7e00u;
+  if (magnitude >= 0x47800000u) return sign | 0x7c00u; /* 2^16 and up: infinity */
+  if (magnitude < 0x38800000u) {
+    /* Below the smallest normal half: adding 0.5 lets the FPU round the
+     * subnormal's bits into the low mantissa. */
+    float shifted = ulyssesFloatFromBits(magnitude) + 0.5f;
+    return sign | (ulyssesBitsFromFloat(shifted) - 0x3f000000u);
+  }
+  uint32_t odd = magnitude >> 13 & 1u;
+  magnitude += 0xc8000fffu + odd; /* rebias the exponent by -112, round */
+  return sign | magnitude >> 13;
+}
+
+ULYSSES_HD uint32_t ulyssesFloatToBfloat16(float value) {
+  uint32_t bits = ulyssesBitsFromFloat(value);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
+  return (bits + 0x7fffu + (bits >> 16 & 1u)) >> 16;
+}
+
+/* Elements are read and written a byte at a time: the caller's buffers may
+ * have any alignment. */
+ULYSSES_HD float ulyssesLoadFloat(const unsigned char* p, int dataType) {
+  if (dataType == ULYSSES_TYPE_FLOAT32)
+    return ulyssesFloatFromBits((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                                (uint32_t)p[3] << 24);
+  uint32_t low16 = (uint32_t)p[0] | (uint32_t)p[1] << 8;
+  if (dataType == ULYSSES_TYPE_FLOAT16) return ulyssesHalfToFloat(low16);
+  return ulyssesFloatFromBits(low16 << 16);
+}
+
+ULYSSES_HD void ulyssesStoreFloat(unsigned char* p, float value, int dataType) {
+  uint32_t bits;
+  int bytes = 2;
+  if (dataType == ULYSSES_TYPE_FLOAT32) {
+    bits = value != value ? 0x7fc00000u : ulyssesBitsFromFloat(value);
+    bytes = 4;
+  } else if (dataType == ULYSSES_TYPE_FLOAT16) {
+    bits = ulyssesFloatToHalf(value);
+  } else {
+    bits = ulyssesFloatToBfloat16(value);
+  }
+  for (int i = 0; i < bytes; i++) p[i] = (unsigned char)(bits >> (8 * i));
+}
+
+/* One thread's elements of a head-sum run: each element of one kv head of
+ * one local row is the sum of the replicas the peers that need that head
+ * sent back, the first replica, then the next ones in increasing rank order. */
+ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
+                                    int laneCount) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  int64_t head = run % x->heads;
+  int64_t rowPart = ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed +
+                    run / x->heads % x->packed;
+  int64_t slotRows = x->batch * (a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank]);
+  int64_t elementSize = x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2;
+  unsigned char* out = x->user + (rowPart * x->heads + head) * x->headBytes;
+  for (int64_t e = lane; e < x->headBytes / elementSize; e += laneCount) {
+    float sum = 0.0f;
+    int replicas = 0;
+    int64_t headPrefix = 0;
+    for (int peer = 0; peer < a->nRanks; peer++) {
+      int64_t headBegin;
+      int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
+      if (head >= headBegin && head < headBegin + headCount) {
+        const unsigned char* replica =
+            x->segments + slotRows * x->packed * headPrefix * x->headBytes +
+            (rowPart * headCount + head - headBegin) * x->headBytes + e * elementSize;
+        float value = ulyssesLoadFloat(replica, x->dataType);
+        sum = replicas++ == 0 ? value : sum + value;
+      }
+      headPrefix += headCount;
+    }
+    ulyssesStoreFloat(out + e * elementSize, sum, x->dataType);
+  }
+}
+
 typedef struct { ULYSSES_ALIGNAS(16) uint64_t low; uint64_t high; } ulyssesWord16;
 
 /* One thread's share of a run: words lane, lane + laneCount, ... */
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
                                      int laneCount) {
   const ulyssesCopyTensor* x = &a->tensors[t];
+  if (x->kind == ULYSSES_COPY_HEAD_SUM) {
+    ulyssesSumRunThread(a, t, run, lane, laneCount);
+    return;
+  }
   ulyssesRun r = ulyssesCopyRunAt(a, t, run);
   unsigned char* userBytes = x->user + r.userOffset;
   unsigned char* segmentBytes = x->segments + r.segmentOffset;

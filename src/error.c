@@ -22,6 +22,7 @@ static const char* const resultNames[ulyssesNumResults] = {
     [ulyssesErrorNcclError] = "ulyssesErrorNcclError",
     [ulyssesErrorSystemError] = "ulyssesErrorSystemError",
     [ulyssesErrorUnsupported] = "ulyssesErrorUnsupported",
+    [ulyssesErrorHeadGroupMismatch] = "ulyssesErrorHeadGroupMismatch",
 };
 
 ULYSSES_API const char* ulyssesGetErrorString(ulyssesResult_t result) {

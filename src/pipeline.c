@@ -52,8 +52,7 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
     const ulyssesLayout_t* tensorLayout = &plan->layouts[t];
     ulyssesSideShape shape = ulyssesPlanSide(plan, op, t, side);
     ulyssesCopyTensor* x = &args->tensors[t];
-    args->kind = shape.kind == ULYSSES_COPY_HEAD_SLICE ? ULYSSES_COPY_HEAD_SLICE
-                                                       : ULYSSES_COPY_ROW_SCATTER;
+    x->kind = shape.kind == ULYSSES_SIDE_WHOLE ? ULYSSES_COPY_ROW_SCATTER : shape.kind;
     x->user = (unsigned char*)(uintptr_t)userBuffers[t];
     x->segments = at(workspace, layout->regionOffset[side][t]);
     x->batch = tensorLayout->batch;
@@ -61,14 +60,17 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
     x->heads = tensorLayout->heads;
     x->headBytes = tensorLayout->headDim * tensorLayout->elementSize;
     x->rowHeads = shape.rowHeads;
+    x->queryHeads = tensorLayout->queryHeads;
+    x->dataType = (int32_t)tensorLayout->dataType;
     x->order = tensorLayout->order == ulyssesOrderSBHD ? ULYSSES_ORDER_SBHD : ULYSSES_ORDER_BSHD;
     x->wordBytes = ulyssesWordBytes(x->headBytes, x->user, x->segments);
     x->active = !shape.direct;
     if (!x->active) continue;
     anyActive = 1;
-    int64_t runs = shape.kind == ULYSSES_COPY_HEAD_SLICE
-                       ? plan->nRanks * x->batch * plan->slotLengths[plan->rank] * x->packed
-                       : x->batch * plan->slotOffsets[plan->nRanks];
+    int64_t localRuns = x->batch * plan->slotLengths[plan->rank] * x->packed;
+    int64_t runs = shape.kind == ULYSSES_COPY_HEAD_SLICE ? plan->nRanks * localRuns
+                   : shape.kind == ULYSSES_COPY_HEAD_SUM ? localRuns * x->heads
+                                                         : x->batch * plan->slotOffsets[plan->nRanks];
     if (runs > *maxRuns) *maxRuns = runs;
   }
   return anyActive;

@@ -49,7 +49,36 @@ static ulyssesResult_t checkLayout(const ulyssesLayout_t* layout, int index) {
     return ulyssesFail(ulyssesErrorInvalidArgument,
                        "layouts[%d].order is %d; it must be ulyssesOrderBSHD or ulyssesOrderSBHD",
                        index, (int)layout->order);
+  if (layout->queryHeads < 0)
+    return ulyssesFail(ulyssesErrorInvalidArgument,
+                       "layouts[%d].queryHeads is %lld; it must be 0 or a multiple of heads", index,
+                       (long long)layout->queryHeads);
+  if (layout->queryHeads % layout->heads != 0)
+    return ulyssesFail(ulyssesErrorHeadGroupMismatch,
+                       "layouts[%d].queryHeads is %lld, not a multiple of its %lld kv heads", index,
+                       (long long)layout->queryHeads, (long long)layout->heads);
+  static const int64_t typeSizes[] = {0, 4, 2, 2};
+  if (layout->dataType < ulyssesTypeOpaque || layout->dataType > ulyssesTypeBfloat16)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "layouts[%d].dataType is %d; it is not a ulyssesDataType_t",
+                       index, (int)layout->dataType);
+  if (layout->dataType != ulyssesTypeOpaque && typeSizes[layout->dataType] != e)
+    return ulyssesFail(ulyssesErrorUnsupportedElementSize,
+                       "layouts[%d].dataType has %lld-byte elements but elementSize is %lld", index,
+                       (long long)typeSizes[layout->dataType], (long long)e);
   return ulyssesSuccess;
+}
+
+/* The heads peer gets of layout: its plain group, or the kv heads its query
+ * heads read. */
+static int64_t peerHeads(const ulyssesPlanData* plan, const ulyssesLayout_t* layout, int peer,
+                         int64_t* begin) {
+  return ulyssesPeerHeads(layout->heads, layout->queryHeads, plan->nRanks, peer, begin);
+}
+
+/* The heads of every peer, summed: more than the tensor has when kv heads
+ * are shared by several ranks. */
+static int64_t sentHeads(const ulyssesPlanData* plan, const ulyssesLayout_t* layout) {
+  return ulyssesPeerHeadPrefix(layout->heads, layout->queryHeads, plan->nRanks, plan->nRanks);
 }
 
 /* Every byte count and run count the plan or a kernel forms is bounded by
@@ -75,6 +104,16 @@ static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyss
                            &localRuns, index, "batch * length * packed"));
   ULYSSES_CHECK(checkedMul(localRuns, plan->nRanks, &runs, index,
                            "nRanks * batch * length * packed (the pack kernel's runs)"));
+  /* Shared kv heads travel once per rank that needs them. */
+  int64_t sentRowBytes, sentBytes;
+  ULYSSES_CHECK(checkedMul(layout->packed * headBytes, sentHeads(plan, layout), &sentRowBytes,
+                           index, "the bytes one row sends"));
+  ULYSSES_CHECK(checkedMul(rows, sentRowBytes, &sentBytes, index, "the bytes the ranks send"));
+  if (sentBytes > ULYSSES_MAX_TENSOR_BYTES)
+    return ulyssesFail(ulyssesErrorSizeOverflow,
+                       "layouts[%d]: the ranks send %lld bytes, above the 2^56 the library "
+                       "addresses",
+                       index, (long long)sentBytes);
   return ulyssesSuccess;
 }
 
@@ -176,23 +215,32 @@ ulyssesSideShape ulyssesPlanSide(const ulyssesPlanData* plan, ulyssesOp_t op, in
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   ulyssesSideShape shape = {ULYSSES_COPY_ROW_SCATTER, 0, 0};
   int exact = plan->mode == ULYSSES_MODE_EXACT;
+  int64_t begin;
   if (op == ulyssesOpAllGather && side == ULYSSES_SEND) {
     shape.kind = ULYSSES_SIDE_WHOLE;
     shape.direct = 1;
+  } else if (op == ulyssesOpHeadToSeq && side == ULYSSES_RECV &&
+             sentHeads(plan, layout) > layout->heads) {
+    /* kv heads shared by several ranks come back once from each: summed. */
+    shape.kind = ULYSSES_COPY_HEAD_SUM;
   } else if (op != ulyssesOpAllGather && (op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND)) {
     /* The sequence-side tensor: each peer's segment is every local row cut
-     * to the peer's heads, contiguous in the user buffer only when one peer
-     * takes every head or there is at most one (row, packed index). */
+     * to the peer's heads, contiguous in the user buffer only when each peer
+     * takes every head or none, or there is at most one (row, packed index). */
     int64_t localRuns = layout->batch * plan->slotLengths[plan->rank] * layout->packed;
+    int wholeRows = 1;
+    for (int p = 0; p < plan->nRanks; p++) {
+      int64_t count = peerHeads(plan, layout, p, &begin);
+      wholeRows &= count == 0 || count == layout->heads;
+    }
     shape.kind = ULYSSES_COPY_HEAD_SLICE;
-    shape.direct = plan->nRanks == 1 || layout->heads == 1 || (exact && localRuns <= 1);
+    shape.direct = wholeRows || (exact && localRuns <= 1);
   } else {
     /* The head-side or gathered tensor: each peer's rows are one block of the
      * user buffer when the batch is 1 or the sequence is the outer dimension;
      * in capacity mode their position is known only on the device. */
-    shape.rowHeads = op == ulyssesOpAllGather
-                         ? layout->heads
-                         : ulyssesHeadCount(layout->heads, plan->nRanks, plan->rank);
+    shape.rowHeads = op == ulyssesOpAllGather ? layout->heads
+                                              : peerHeads(plan, layout, plan->rank, &begin);
     shape.direct = plan->nRanks == 1 ||
                    (exact && (layout->batch == 1 || layout->order == ulyssesOrderSBHD));
   }
@@ -210,14 +258,15 @@ ulyssesSegment_t ulyssesPlanSegment(const ulyssesPlanData* plan, ulyssesOp_t op,
   if (shape.kind == ULYSSES_SIDE_WHOLE) {
     segment.offset = 0;
     segment.bytes = (size_t)(localSlotRows * layout->packed * layout->heads * headBytes);
-  } else if (shape.kind == ULYSSES_COPY_HEAD_SLICE) {
-    int64_t headBegin = ulyssesHeadBegin(layout->heads, plan->nRanks, peer);
-    int64_t headCount = ulyssesHeadCount(layout->heads, plan->nRanks, peer);
+  } else if (shape.kind == ULYSSES_COPY_HEAD_SLICE || shape.kind == ULYSSES_COPY_HEAD_SUM) {
+    int64_t headBegin;
+    int64_t headCount = peerHeads(plan, layout, peer, &headBegin);
+    int64_t headPrefix = ulyssesPeerHeadPrefix(layout->heads, layout->queryHeads, plan->nRanks, peer);
     segment.bytes = (size_t)(localSlotRows * layout->packed * headCount * headBytes);
-    /* Direct only with at most one (row, packed index), or one peer taking
-     * every head (whose headBegin is 0): the slice starts at its first head. */
+    /* Direct only with at most one (row, packed index), or peers taking every
+     * head or none (whose headBegin is 0): the slice starts at its first head. */
     segment.offset = (size_t)(shape.direct ? headBegin * headBytes
-                                           : localSlotRows * layout->packed * headBegin * headBytes);
+                                           : localSlotRows * layout->packed * headPrefix * headBytes);
   } else {
     int64_t rowBytes = layout->packed * shape.rowHeads * headBytes;
     segment.bytes = (size_t)(layout->batch * plan->slotLengths[peer] * rowBytes);
@@ -235,9 +284,9 @@ size_t ulyssesPlanUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int ten
   if (sequenceSide)
     return (size_t)(layout->batch * plan->slotLengths[plan->rank] * layout->packed * layout->heads *
                     headBytes);
-  int64_t rowHeads = op == ulyssesOpAllGather
-                         ? layout->heads
-                         : ulyssesHeadCount(layout->heads, plan->nRanks, plan->rank);
+  int64_t begin;
+  int64_t rowHeads =
+      op == ulyssesOpAllGather ? layout->heads : peerHeads(plan, layout, plan->rank, &begin);
   return (size_t)(layout->batch * slotTotal(plan) * layout->packed * rowHeads * headBytes);
 }
 
@@ -313,6 +362,14 @@ ulyssesResult_t ulyssesCheckBuffers(const ulyssesPlanData* plan, ulyssesOp_t op,
     return ulyssesFail(ulyssesErrorLayoutMismatch,
                        "the call moves %d tensor(s) but the plan was made for %d", nTensors,
                        plan->nTensors);
+  for (int t = 0; checkRecv && t < nTensors; t++)
+    if (ulyssesPlanSide(plan, op, t, ULYSSES_RECV).kind == ULYSSES_COPY_HEAD_SUM &&
+        plan->layouts[t].dataType == ulyssesTypeOpaque)
+      return ulyssesFail(ulyssesErrorUnsupportedElementSize,
+                         "layouts[%d] shares kv heads across ranks, so head->seq sums their "
+                         "gradients: its dataType must be ulyssesTypeFloat32, ulyssesTypeFloat16 "
+                         "or ulyssesTypeBfloat16",
+                         t);
   if (checkSend && sendbuffs == NULL) return ulyssesFail(ulyssesErrorNullPointer, "sendbuffs is NULL");
   if (checkRecv && recvbuffs == NULL) return ulyssesFail(ulyssesErrorNullPointer, "recvbuffs is NULL");
 

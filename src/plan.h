@@ -18,7 +18,7 @@ typedef enum { ULYSSES_SEND = 0, ULYSSES_RECV = 1 } ulyssesSide;
 
 /* How one side of one tensor is copied: a head slice, a row scatter, or the
  * all-gather's send, which is the user buffer as it is. */
-enum { ULYSSES_SIDE_WHOLE = 2 };
+enum { ULYSSES_SIDE_WHOLE = ULYSSES_COPY_HEAD_SUM + 1 };
 
 struct ulyssesPlan {
   int nRanks;
@@ -33,7 +33,7 @@ struct ulyssesPlan {
 };
 
 typedef struct {
-  int kind;         /* ULYSSES_COPY_HEAD_SLICE, ULYSSES_COPY_ROW_SCATTER or ULYSSES_SIDE_WHOLE */
+  int kind;         /* ULYSSES_COPY_HEAD_SLICE, _ROW_SCATTER, _HEAD_SUM or ULYSSES_SIDE_WHOLE */
   int direct;       /* every segment is a range of the user buffer: no copy */
   int64_t rowHeads; /* row scatter: heads in one user row */
 } ulyssesSideShape;

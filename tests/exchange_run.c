@@ -15,7 +15,12 @@ size_t exchangeBufferBytes(const scenario* s, ulyssesOp_t op, int t, int r, int 
   refShape shape = shapeOf(s, t, lengths);
   int sequenceSide = op == ulyssesOpAllGather ? isSend : (op == ulyssesOpSeqToHead) == isSend;
   if (sequenceSide) return refSeqBytes(&shape, r);
-  return op == ulyssesOpAllGather ? refGatherBytes(&shape) : refHeadSideBytes(&shape, r);
+  if (op == ulyssesOpAllGather) return refGatherBytes(&shape);
+  if (isKvTensor(s, t)) {
+    refGqaShape kvShape = kvShapeOf(s, t, lengths);
+    return refGqaHeadSideBytes(&kvShape, r);
+  }
+  return refHeadSideBytes(&shape, r);
 }
 
 void exchangeSetup(exchangeRun* run, const scenario* s, ulyssesOp_t op, uint64_t seed) {
@@ -48,7 +53,14 @@ void exchangeSetup(exchangeRun* run, const scenario* s, ulyssesOp_t op, uint64_t
       assert_int_equal(recvBytes, exchangeBufferBytes(s, op, t, r, 0, slots));
       guardedAlloc(in, sendBytes, misalignment);
       guardedAlloc(out, recvBytes, misalignment / 2);
-      refFillPattern(in->data, in->bytes, seed * 1000003u + (uint64_t)(r * 31 + t));
+      uint64_t fillSeed = seed * 1000003u + (uint64_t)(r * 31 + t);
+      if (isKvTensor(s, t)) {
+        /* Finite values: head -> seq sums them. */
+        refGqaShape kvShape = kvShapeOf(s, t, s->lengths);
+        refFillFloats(in->data, in->bytes / (size_t)s->layouts[t].elementSize, kvShape.type, fillSeed);
+      } else {
+        refFillPattern(in->data, in->bytes, fillSeed);
+      }
       memset(out->data, OUTPUT_PREFILL, out->bytes);
     }
   }
@@ -99,8 +111,10 @@ sideRows exchangeSideRows(const exchangeRun* run, int t, int r, int isSend, cons
     side.slotRows = slots[r];
     return side;
   }
-  int64_t rowHeads = run->op == ulyssesOpAllGather ? layout->heads
-                                                   : ulyssesHeadCount(layout->heads, s->nRanks, r);
+  int64_t begin;
+  int64_t rowHeads = run->op == ulyssesOpAllGather
+                         ? layout->heads
+                         : ulyssesPeerHeads(layout->heads, layout->queryHeads, s->nRanks, r, &begin);
   side.rowBytes = (size_t)(layout->packed * rowHeads * headBytes);
   for (int q = 0; q < s->nRanks; q++) {
     side.realRows += lengths[q];
@@ -134,9 +148,12 @@ void exchangeCheck(const exchangeRun* run, const int64_t* lengths) {
       inputs[r] = denseInputs[r];
       expected[r] = malloc(exchangeBufferBytes(s, run->op, t, r, 0, lengths) + 1);
     }
-    if (run->op == ulyssesOpSeqToHead) refSeqToHead(&shape, inputs, expected);
-    else if (run->op == ulyssesOpHeadToSeq) refHeadToSeq(&shape, inputs, expected);
-    else refAllGather(&shape, inputs, expected);
+    refGqaShape kvShape = kvShapeOf(s, t, lengths);
+    if (run->op == ulyssesOpAllGather) refAllGather(&shape, inputs, expected);
+    else if (isKvTensor(s, t) && run->op == ulyssesOpSeqToHead) refGqaSeqToHead(&kvShape, inputs, expected);
+    else if (isKvTensor(s, t)) refGqaHeadToSeq(&kvShape, inputs, expected);
+    else if (run->op == ulyssesOpSeqToHead) refSeqToHead(&shape, inputs, expected);
+    else refHeadToSeq(&shape, inputs, expected);
     for (int r = 0; r < s->nRanks; r++) {
       sideRows out = exchangeSideRows(run, t, r, 0, lengths);
       const unsigned char* want = expected[r];

@@ -54,7 +54,27 @@ void randomScenario(scenario* s, uint64_t* random, int maxRanks, int capacityMod
     layout->elementSize = elementSizes[pick(random, 5)];
     layout->packed = pick(random, 3) == 0 ? 3 : 1;
     layout->order = pick(random, 2) ? ulyssesOrderSBHD : ulyssesOrderBSHD;
+    if (pick(random, 3) == 0) {
+      /* kv heads of grouped-query attention, often fewer than the ranks. */
+      static const ulyssesDataType_t types[] = {ulyssesTypeFloat32, ulyssesTypeFloat16,
+                                                ulyssesTypeBfloat16};
+      layout->heads = 1 + pick(random, s->nRanks + 2);
+      layout->queryHeads = layout->heads * (1 + pick(random, 4));
+      layout->dataType = types[pick(random, 3)];
+      layout->elementSize = layout->dataType == ulyssesTypeFloat32 ? 4 : 2;
+    }
   }
+}
+
+int isKvTensor(const scenario* s, int t) { return s->layouts[t].queryHeads > 0; }
+
+refGqaShape kvShapeOf(const scenario* s, int t, const int64_t* lengths) {
+  const ulyssesLayout_t* layout = &s->layouts[t];
+  refGqaShape shape = {shapeOf(s, t, lengths), layout->queryHeads,
+                       layout->dataType == ulyssesTypeFloat32   ? REF_FLOAT32
+                       : layout->dataType == ulyssesTypeFloat16 ? REF_FLOAT16
+                                                                : REF_BFLOAT16};
+  return shape;
 }
 
 refShape shapeOf(const scenario* s, int t, const int64_t* lengths) {

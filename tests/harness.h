@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "reference.h"
+#include "reference_gqa.h"
 #include "ulysses.h"
 
 #define HARNESS_MAX_RANKS 16
@@ -56,5 +57,8 @@ typedef struct {
 void randomScenario(scenario* s, uint64_t* random, int maxRanks, int capacityMode);
 /* The reference's view of tensor t with the given per-rank lengths. */
 refShape shapeOf(const scenario* s, int t, const int64_t* lengths);
+/* Tensor t holds the kv heads of grouped-query attention. */
+int isKvTensor(const scenario* s, int t);
+refGqaShape kvShapeOf(const scenario* s, int t, const int64_t* lengths);
 
 #endif /* ULYSSES_TESTS_HARNESS_H_ */

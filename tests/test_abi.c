@@ -116,7 +116,8 @@ static void testEveryFunctionResolves(void** state) {
       (__typeof__(ulyssesGetLastError)*)dlsym(library, "ulyssesGetLastError");
   ulyssesPlan_t plan = NULL;
   int64_t lengths[2] = {1, 2};
-  ulyssesLayout_t layout = {1, 4, 8, 2, 1, ulyssesOrderBSHD};
+  ulyssesLayout_t layout = {.batch = 1, .heads = 4, .headDim = 8, .elementSize = 2, .packed = 1,
+                            .order = ulyssesOrderBSHD};
   assert_int_equal(createExact(&plan, 0, 0, lengths, 1, &layout), ulyssesErrorInvalidArgument);
   assert_non_null(strstr(lastError(), "nRanks"));
   __typeof__(ulyssesSeqToHead)* seqToHead = (__typeof__(ulyssesSeqToHead)*)dlsym(library, "ulyssesSeqToHead");

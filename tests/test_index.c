@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <math.h>
 
 #include "exchange_run.h"
 
@@ -21,6 +22,28 @@ static void testHeadSplitMatchesReference(void** state) {
       for (int r = 0; r < nRanks; r++) {
         assert_int_equal(ulyssesHeadBegin(heads, nRanks, r), refHeadBegin(&shape, r));
         assert_int_equal(ulyssesHeadCount(heads, nRanks, r), refHeadCount(&shape, r));
+      }
+    }
+}
+
+/* The kv heads each rank gets, against the grouped-query reference, and the
+ * prefix sums that place each peer's slice. */
+static void testKvHeadMap(void** state) {
+  (void)state;
+  int64_t lengths[16] = {0};
+  for (int64_t queryHeads = 1; queryHeads <= 64; queryHeads++)
+    for (int64_t kvHeads = 1; kvHeads <= queryHeads; kvHeads++) {
+      if (queryHeads % kvHeads != 0) continue;
+      for (int nRanks = 1; nRanks <= 16; nRanks++) {
+        refGqaShape shape = {{nRanks, lengths, 1, kvHeads, 1, 2, 1, 0}, queryHeads, REF_FLOAT16};
+        int64_t prefix = 0;
+        for (int r = 0; r < nRanks; r++) {
+          int64_t begin, count = ulyssesPeerHeads(kvHeads, queryHeads, nRanks, r, &begin);
+          assert_int_equal(count, refKvCount(&shape, r));
+          if (count > 0) assert_int_equal(begin, refKvBegin(&shape, r));
+          assert_int_equal(ulyssesPeerHeadPrefix(kvHeads, queryHeads, nRanks, r), prefix);
+          prefix += count;
+        }
       }
     }
 }
@@ -168,24 +191,41 @@ static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
         segmentHits[r.segmentOffset + b]++;
       }
     }
-    /* The user side's real rows are covered exactly once, its padding never. */
+    /* The user side's real rows are covered once (a pack reads a kv head
+     * once for every peer that needs it), its padding never. */
+    const ulyssesLayout_t* layout = &s->layouts[t];
+    int64_t headBytes = layout->headDim * layout->elementSize;
+    int64_t rowHeads = (int64_t)rows.rowBytes / headBytes / layout->packed;
     unsigned char* realBytes = calloc(userBytes + 1, 1);
     for (int64_t i = 0; i < rows.batch * rows.realRows; i++)
-      memset(realBytes + rowOffset(&rows, i), 1, rows.rowBytes);
+      for (int64_t h = 0; h < (int64_t)rows.rowBytes / headBytes; h++) {
+        unsigned char readers = 1;
+        if (x->kind == ULYSSES_COPY_HEAD_SLICE) {
+          readers = 0;
+          for (int p = 0; p < s->nRanks; p++) {
+            int64_t begin, count = ulyssesPeerHeads(layout->heads, layout->queryHeads, s->nRanks, p, &begin);
+            readers += h % rowHeads >= begin && h % rowHeads < begin + count;
+          }
+        }
+        memset(realBytes + rowOffset(&rows, i) + h * headBytes, readers, (size_t)headBytes);
+      }
     for (size_t b = 0; b < userBytes; b++)
       if (userHits[b] != realBytes[b])
         fail_msg("rank %d tensor %d: user byte %zu moved %d times, expected %d", rank, t, b,
                  userHits[b], realBytes[b]);
     free(realBytes);
-    /* Each segment's real rows are covered exactly once; padding never. */
-    for (int p = 0; p < s->nRanks; p++) {
+    /* Each segment's real rows are covered exactly once; padding never. (A
+     * head sum reads its segments in ulyssesSumRunThread: the exchange tests
+     * check it against the reference.) */
+    for (int p = 0; p < s->nRanks && x->kind != ULYSSES_COPY_HEAD_SUM; p++) {
       ulyssesSegment_t segment = ulyssesPlanSegment(run->plans[rank], run->op, t, side, p);
       const refShape tensorShape = shapeOf(s, t, s->lengths);
-      int64_t headBytes = tensorShape.headDim * tensorShape.elementSize;
-      int64_t segmentRealBytes = a->kind == ULYSSES_COPY_HEAD_SLICE
-                              ? tensorShape.batch * s->lengths[rank] * tensorShape.packed *
-                                    ulyssesHeadCount(tensorShape.heads, s->nRanks, p) * headBytes
-                              : tensorShape.batch * s->lengths[p] * tensorShape.packed * shape.rowHeads * headBytes;
+      int64_t begin;
+      int64_t segmentRealBytes =
+          x->kind == ULYSSES_COPY_HEAD_SLICE
+              ? tensorShape.batch * s->lengths[rank] * tensorShape.packed *
+                    ulyssesPeerHeads(layout->heads, layout->queryHeads, s->nRanks, p, &begin) * headBytes
+              : tensorShape.batch * s->lengths[p] * tensorShape.packed * shape.rowHeads * headBytes;
       for (size_t b = 0; b < segment.bytes; b++) {
         int want = segmentByteIsReal(tensorShape.sbhd, tensorShape.batch, segment.bytes,
                                      (size_t)segmentRealBytes, b);
@@ -303,12 +343,115 @@ static void testWordBytes(void** state) {
   assert_int_equal(ulyssesWordBytes(256, NULL, (void*)(uintptr_t)0x2001), 1);
 }
 
+static uint32_t bitsOf(float value) {
+  uint32_t bits;
+  memcpy(&bits, &value, 4);
+  return bits;
+}
+
+static float floatOf(uint32_t bits) {
+  float value;
+  memcpy(&value, &bits, 4);
+  return value;
+}
+
+/* Every binary16 value widens exactly as the compiler's _Float16 does. */
+static void testHalfToFloatIsExact(void** state) {
+  (void)state;
+  for (uint32_t half = 0; half <= 0xffffu; half++) {
+    uint16_t bits16 = (uint16_t)half;
+    _Float16 h;
+    memcpy(&h, &bits16, 2);
+    float want = (float)h, got = ulyssesHalfToFloat(half);
+    if (want != want) {
+      assert_true(got != got);
+      continue;
+    }
+    if (bitsOf(got) != bitsOf(want)) fail_msg("half 0x%04x: 0x%08x, expected 0x%08x", half, bitsOf(got), bitsOf(want));
+  }
+}
+
+/* Narrowing rounds to nearest even, as the compiler's conversion does: at
+ * every half, at every midpoint between neighbours and one float ulp on
+ * either side, and at random floats of every magnitude. */
+static void checkNarrowing(float value) {
+  _Float16 h = (_Float16)value;
+  uint16_t want;
+  memcpy(&want, &h, 2);
+  uint32_t got = ulyssesFloatToHalf(value);
+  if (got != want) fail_msg("float 0x%08x (%g): half 0x%04x, expected 0x%04x", bitsOf(value), (double)value, got, want);
+}
+
+static void testFloatToHalfRoundsToNearestEven(void** state) {
+  (void)state;
+  for (uint32_t half = 0; half < 0x7bffu; half++)
+    for (uint32_t sign = 0; sign <= 0x8000u; sign += 0x8000u) {
+      float low = ulyssesHalfToFloat(half | sign), high = ulyssesHalfToFloat((half + 1) | sign);
+      float middle = (low + high) / 2; /* exact: halves have 11 significant bits */
+      checkNarrowing(low);
+      checkNarrowing(middle);
+      checkNarrowing(floatOf(bitsOf(middle) + 1));
+      checkNarrowing(floatOf(bitsOf(middle) - 1));
+    }
+  uint64_t random = 0x7e57;
+  for (int i = 0; i < 2000000; i++) {
+    float value = floatOf((uint32_t)refRandom(&random));
+    if (value == value) checkNarrowing(value);
+  }
+  checkNarrowing(65504.0f);
+  checkNarrowing(65519.996f);
+  checkNarrowing(65520.0f);
+  checkNarrowing(1e30f);
+  checkNarrowing(-1e-30f);
+  assert_int_equal(ulyssesFloatToHalf(floatOf(0x7fc00001u)), 0x7e00u);
+}
+
+/* bfloat16 keeps the top 16 bits, rounded to nearest even. */
+static void testFloatToBfloat16RoundsToNearestEven(void** state) {
+  (void)state;
+  uint64_t random = 0xbf16;
+  for (int i = 0; i < 2000000; i++) {
+    uint32_t bits = (uint32_t)refRandom(&random);
+    float value = floatOf(bits);
+    if (value != value) {
+      assert_int_equal(ulyssesFloatToBfloat16(value), 0x7fc0u);
+      continue;
+    }
+    uint32_t truncated = bits >> 16;
+    double low = (double)floatOf(truncated << 16), high = (double)floatOf((truncated + 1) << 16);
+    /* Past the largest finite bfloat16 the next step up is 2^128: infinity. */
+    if (((truncated + 1) & 0x7fffu) == 0x7f80u) high = copysign(ldexp(1.0, 128), (double)value);
+    double distanceLow = fabs((double)value - low), distanceHigh = fabs(high - (double)value);
+    uint32_t want = distanceLow < distanceHigh || (distanceLow == distanceHigh && (truncated & 1u) == 0)
+                        ? truncated : truncated + 1;
+    assert_int_equal(ulyssesFloatToBfloat16(value), want);
+  }
+}
+
+/* A NaN sum is stored as the canonical NaN of each type. */
+static void testStoreCanonicalNaN(void** state) {
+  (void)state;
+  unsigned char out[4];
+  float nan = floatOf(0xffc12345u);
+  ulyssesStoreFloat(out, nan, ULYSSES_TYPE_FLOAT32);
+  assert_int_equal(out[0] | out[1] << 8 | out[2] << 16 | (uint32_t)out[3] << 24, 0x7fc00000u);
+  ulyssesStoreFloat(out, nan, ULYSSES_TYPE_FLOAT16);
+  assert_int_equal(out[0] | out[1] << 8, 0x7e00);
+  ulyssesStoreFloat(out, nan, ULYSSES_TYPE_BFLOAT16);
+  assert_int_equal(out[0] | out[1] << 8, 0x7fc0);
+  ulyssesStoreFloat(out, -2.5f, ULYSSES_TYPE_BFLOAT16);
+  assert_true(ulyssesLoadFloat(out, ULYSSES_TYPE_BFLOAT16) == -2.5f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(testHeadSplitMatchesReference), cmocka_unit_test(testRowOwner),
+      cmocka_unit_test(testHeadSplitMatchesReference), cmocka_unit_test(testKvHeadMap),
+      cmocka_unit_test(testRowOwner),
       cmocka_unit_test(testTableEntryClamps),          cmocka_unit_test(testTableAcrossChunks),
       cmocka_unit_test(testCopiesCoverEveryByteOnce),  cmocka_unit_test(testWorkspaceLayout),
       cmocka_unit_test(testSegmentsAgreeAcrossRanks),  cmocka_unit_test(testWordBytes),
+      cmocka_unit_test(testHalfToFloatIsExact),        cmocka_unit_test(testFloatToHalfRoundsToNearestEven),
+      cmocka_unit_test(testFloatToBfloat16RoundsToNearestEven), cmocka_unit_test(testStoreCanonicalNaN),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,7 +10,8 @@
 
 #include "exchange_run.h"
 
-static const ulyssesLayout_t goodLayout = {2, 8, 4, 2, 1, ulyssesOrderBSHD};
+static const ulyssesLayout_t goodLayout = {
+    .batch = 2, .heads = 8, .headDim = 4, .elementSize = 2, .packed = 1, .order = ulyssesOrderBSHD};
 static const int64_t goodLengths[4] = {3, 0, 5, 2};
 
 #define PLAN_SENTINEL ((ulyssesPlan_t)(uintptr_t)0x1234)
@@ -56,7 +57,8 @@ static void testLengths(void** state) {
   int64_t tooLong[4] = {3, 0, ULYSSES_MAX_LENGTH + 1, 2};
   expectExactPlanError(4, 0, tooLong, 1, &goodLayout, ulyssesErrorInvalidLength, "lengths[2]");
   int64_t longest[4] = {ULYSSES_MAX_LENGTH, 0, 0, 0};
-  ulyssesLayout_t small = {1, 1, 1, 1, 1, ulyssesOrderBSHD};
+  ulyssesLayout_t small = {
+      .batch = 1, .heads = 1, .headDim = 1, .elementSize = 1, .packed = 1, .order = ulyssesOrderBSHD};
   ulyssesPlan_t plan = NULL;
   assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 0, longest, 1, &small), ulyssesSuccess);
   ulyssesPlanDestroy(plan);
@@ -89,6 +91,14 @@ static void testLayouts(void** state) {
     l.elementSize = badElementSizes[i];
     expectLayoutError(l, ulyssesErrorUnsupportedElementSize, "elementSize");
   }
+  /* Grouped-query attention's kv tensors. */
+  l = goodLayout; l.queryHeads = -8; expectLayoutError(l, ulyssesErrorInvalidArgument, "queryHeads");
+  l = goodLayout; l.queryHeads = 12; expectLayoutError(l, ulyssesErrorHeadGroupMismatch, "queryHeads");
+  l = goodLayout; l.queryHeads = 4; expectLayoutError(l, ulyssesErrorHeadGroupMismatch, "queryHeads");
+  l = goodLayout; l.dataType = (ulyssesDataType_t)9; expectLayoutError(l, ulyssesErrorInvalidArgument, "dataType");
+  l = goodLayout; l.dataType = ulyssesTypeFloat32; expectLayoutError(l, ulyssesErrorUnsupportedElementSize, "dataType");
+  l = goodLayout; l.elementSize = 4; l.dataType = ulyssesTypeBfloat16;
+  expectLayoutError(l, ulyssesErrorUnsupportedElementSize, "dataType");
   /* The second tensor is named when it is the bad one. */
   ulyssesLayout_t pair[2] = {goodLayout, goodLayout};
   pair[1].packed = 0;
@@ -247,6 +257,38 @@ static void testExchangeArguments(void** state) {
   expectUntouched(&w);
 }
 
+/* head -> seq sums the replicas of kv heads that several ranks share: an
+ * opaque element type cannot be summed, and is refused before anything is
+ * enqueued. seq -> head, which only copies, takes it. */
+static void testSharedKvHeadsNeedAFloatType(void** state) {
+  (void)state;
+  scenario s;
+  memset(&s, 0, sizeof s);
+  s.nRanks = 4;
+  s.nTensors = 1;
+  memcpy(s.lengths, goodLengths, sizeof goodLengths);
+  s.layouts[0] = goodLayout;
+  s.layouts[0].heads = 2;
+  s.layouts[0].queryHeads = 8; /* 4 query heads per kv head, 2 per rank */
+  for (int op = ulyssesOpSeqToHead; op <= ulyssesOpHeadToSeq; op++) {
+    exchangeRun run;
+    exchangeSetup(&run, &s, (ulyssesOp_t)op, 13);
+    const void* sendbuffs[1] = {run.send[0][0].data};
+    void* recvbuffs[1] = {run.recv[0][0].data};
+    ulyssesBackend backend = simBackendOf(run.world, 0);
+    ulyssesResult_t result = ulyssesExchange(run.plans[0], 4, 0, (ulyssesOp_t)op, 1, sendbuffs,
+                                             recvbuffs, run.workspace[0].data,
+                                             run.workspaceBytes[0], &run.status[0], &backend);
+    if (op == ulyssesOpSeqToHead) {
+      assert_int_equal(result, ulyssesSuccess);
+    } else {
+      expectError(result, ulyssesErrorUnsupportedElementSize, "dataType");
+      assert_int_equal(simCountCalls(run.world, 0), 0);
+    }
+    exchangeTeardown(&run);
+  }
+}
+
 /* Inputs may overlap each other (they are only read), and a zero-byte buffer
  * may be NULL. */
 static void testHarmlessInputs(void** state) {
@@ -375,6 +417,7 @@ int main(void) {
       cmocka_unit_test(testPlanArguments),     cmocka_unit_test(testLengths),
       cmocka_unit_test(testLayouts),           cmocka_unit_test(testSizeOverflow),
       cmocka_unit_test(testExchangeArguments), cmocka_unit_test(testHarmlessInputs),
+      cmocka_unit_test(testSharedKvHeadsNeedAFloatType),
       cmocka_unit_test(testStageArguments),    cmocka_unit_test(testQueries),
       cmocka_unit_test(testLastErrorIsCleared),
   };

@@ -574,7 +574,8 @@ static void makeLengths(LengthPattern pattern, int64_t base, int64_t* lengths) {
 #define BSHD ulyssesOrderBSHD
 #define SBHD ulyssesOrderSBHD
 /* {batch, heads, headDim, elementSize, packed, order} */
-#define LAYOUT(b, h, d, e, p, o) {(b), (h), (d), (e), (p), (o)}
+#define LAYOUT(b, h, d, e, p, o) \
+  {.batch = (b), .heads = (h), .headDim = (d), .elementSize = (e), .packed = (p), .order = (o)}
 
 typedef struct {
   const char* name;
