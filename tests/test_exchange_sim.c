@@ -162,6 +162,62 @@ static void testStagesSkipLikeTheExchange(void** state) {
   }
 }
 
+/* The issue's shapes of grouped-query attention: (Hq, Hkv, P). q (plain)
+ * and k, v (kv heads) move in one call each way, against the reference, with
+ * uneven lengths and zeros, in both modes and orders. */
+static void testNamedGroupedQueryShapes(void** state) {
+  (void)state;
+  static const int64_t shapes[][3] = {{32, 8, 16}, {28, 4, 8}, {28, 4, 3}, {8, 1, 4}, {8, 2, 1}};
+  static const ulyssesDataType_t types[] = {ulyssesTypeBfloat16, ulyssesTypeFloat16, ulyssesTypeFloat32};
+  for (int i = 0; i < 5; i++)
+    for (int variant = 0; variant < 4; variant++) {
+      scenario s;
+      memset(&s, 0, sizeof s);
+      s.nRanks = (int)shapes[i][2];
+      s.capacityMode = variant % 2;
+      s.nTensors = 3;
+      for (int r = 0; r < s.nRanks; r++) {
+        s.lengths[r] = r % 3 == 1 ? 0 : 1 + (r * 5 + i) % 4;
+        s.capacities[r] = s.lengths[r] + r % 2;
+      }
+      ulyssesDataType_t type = types[(i + variant) % 3];
+      for (int t = 0; t < 3; t++) {
+        ulyssesLayout_t* layout = &s.layouts[t];
+        layout->batch = 2;
+        layout->heads = t == 0 ? shapes[i][0] : shapes[i][1];
+        layout->queryHeads = t == 0 ? 0 : shapes[i][0];
+        layout->headDim = 3;
+        layout->dataType = type;
+        layout->elementSize = type == ulyssesTypeFloat32 ? 4 : 2;
+        layout->packed = 1;
+        layout->order = variant / 2 ? ulyssesOrderSBHD : ulyssesOrderBSHD;
+      }
+      for (int k = 0; k < 2; k++) {
+        exchangeRun run;
+        exchangeSetup(&run, &s, allOps[k], (uint64_t)(i * 8 + variant));
+        exchangeExecute(&run);
+        exchangeCheck(&run, s.lengths);
+        exchangeTeardown(&run);
+      }
+    }
+}
+
+/* Where every kv head goes to exactly one rank, the kv exchange is the plain
+ * one: the same kernels, nothing summed. */
+static void testUnsharedKvHeadsArePlain(void** state) {
+  (void)state;
+  scenario s = singleTensor(2, 0, 2, 2, ulyssesOrderBSHD);
+  s.layouts[0].queryHeads = 8; /* 4 query heads per kv head, 4 per rank */
+  exchangeRun run;
+  exchangeSetup(&run, &s, ulyssesOpHeadToSeq, 3);
+  assert_int_equal(ulyssesPlanSide(run.plans[1], ulyssesOpHeadToSeq, 0, ULYSSES_RECV).kind,
+                   ULYSSES_COPY_HEAD_SLICE);
+  exchangeTeardown(&run);
+  scenario plain = singleTensor(2, 0, 2, 2, ulyssesOrderBSHD);
+  assert_int_equal(launchesOf(&s, ulyssesOpHeadToSeq, 1), launchesOf(&plain, ulyssesOpHeadToSeq, 1));
+  assert_int_equal(launchesOf(&s, ulyssesOpSeqToHead, 1), launchesOf(&plain, ulyssesOpSeqToHead, 1));
+}
+
 /* A device length above its capacity is clamped, flagged on every rank, and
  * nothing outside the buffers is written. */
 static void testCapacityOverflowIsClampedAndReported(void** state) {
@@ -299,6 +355,8 @@ int main(void) {
       cmocka_unit_test(testRoundTrip),
       cmocka_unit_test(testSkippedPasses),
       cmocka_unit_test(testStagesSkipLikeTheExchange),
+      cmocka_unit_test(testNamedGroupedQueryShapes),
+      cmocka_unit_test(testUnsharedKvHeadsArePlain),
       cmocka_unit_test(testCapacityOverflowIsClampedAndReported),
       cmocka_unit_test(testNegativeDeviceLengthIsReported),
       cmocka_unit_test(testMismatchedPlansAreCaught),
