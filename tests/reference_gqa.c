@@ -206,8 +206,8 @@ void naiveGqaSeqToHead(const refGqaShape *shape, const void *const *inputs, void
   int64_t group = shape->queryHeads / kv->heads;
   size_t headBytes = (size_t)(kv->headDim * kv->elementSize);
   int nRanks = kv->nRanks;
-  const void **expanded = calloc((size_t)nRanks, sizeof(void *));
-  void **exchanged = calloc((size_t)nRanks, sizeof(void *));
+  const void **expanded = calloc((unsigned)nRanks, sizeof(void *));
+  void **exchanged = calloc((unsigned)nRanks, sizeof(void *));
   for (int r = 0; r < nRanks; ++r) {
     unsigned char *e = malloc(refSeqBytes(&query, r) + 1);
     for (int64_t row = 0; row < naiveRows(kv, kv->lengths[r]); ++row)
@@ -258,8 +258,8 @@ void naiveGqaHeadToSeq(const refGqaShape *shape, const void *const *inputs, void
   size_t headBytes = (size_t)kv->headDim * elementSize;
   int nRanks = kv->nRanks;
   int64_t total = totalLengthOf(kv);
-  const void **spread = calloc((size_t)nRanks, sizeof(void *));
-  void **returned = calloc((size_t)nRanks, sizeof(void *));
+  const void **spread = calloc((unsigned)nRanks, sizeof(void *));
+  void **returned = calloc((unsigned)nRanks, sizeof(void *));
   for (int j = 0; j < nRanks; ++j) {
     int64_t firstQuery = -1, held = 0;
     for (int64_t q = 0; q < shape->queryHeads; ++q)
