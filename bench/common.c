@@ -36,8 +36,11 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "  -B B        batch [1]\n"
           "  -H H        heads [32]\n"
           "  -D D        head dim [128]\n"
-          "  -G G        heads of k and v for -o multi (q keeps H) [max(1, H/4)]\n"
-          "  -d TYPE     data type, only its size matters [bf16]:\n"
+          "  -G G        heads of k and v for -o multi, gqa and gqa_bwd (q keeps H; gqa:\n"
+          "              the kv heads, H a multiple of G) [max(1, H/4)]\n"
+          "  -d TYPE     data type [bf16]: only its size matters, except for gqa and\n"
+          "              gqa_bwd, which take bf16, fp16 (half) or fp32 (float) only (the kv\n"
+          "              tensors' dataType, which gqa_bwd sums replicas in); all names:\n"
           "              %s\n"
           "  -o OP       operation [seq2head]:\n",
           program, benchTypeNames);
@@ -61,7 +64,9 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "              mode: inputs are the dense reference inputs scattered into the\n"
           "              padded layout, padding filled with 0x5A; only the real rows of\n"
           "              outputs are compared); rows whose tensors total more than 1 GiB\n"
-          "              gathered print 'skip'\n"
+          "              gathered print 'skip'. gqa, gqa_bwd: k and v hold finite floats of\n"
+          "              -d (refFillFloats) and are compared bit for bit with\n"
+          "              refGqaSeqToHead / refGqaHeadToSeq, q with the plain reference\n"
           "  -j FILE     also write one JSON object per row to FILE (JSON lines)\n"
           "  -T SEC      kill every rank after SEC seconds [300]\n"
           "  -h          this help\n"
@@ -70,8 +75,11 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "  length   Ltot, the total sequence length\n"
           "  size     bytes credited to one rank: for the all-to-all ops the mean rank's\n"
           "           sequence-side tensor B*Ltot*T*H*D*E/P (every rank's send buffer\n"
-          "           when lengths are equal, as nccl-tests' alltoall); for allgather\n"
-          "           the gathered tensor B*Ltot*T*H*D*E (as nccl-tests' allgather)\n"
+          "           when lengths are equal, as nccl-tests' alltoall), summed over\n"
+          "           the tensors (multi, gqa, gqa_bwd: B*Ltot*D*E*(H+2G)/P, the kv\n"
+          "           tensors counted once with their G heads, replicas not counted);\n"
+          "           for allgather the gathered tensor B*Ltot*T*H*D*E (as nccl-tests'\n"
+          "           allgather)\n"
           "  count    size / element size\n"
           "  time     microseconds per call: -n calls back to back after -w warm-ups,\n"
           "           timed with CUDA events on each rank; the slowest rank's time\n"
@@ -80,10 +88,16 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "           all-gather: a rank's own share never leaves its GPU\n"
           "  wire     bytes each rank receives through NCCL, its own message included,\n"
           "           mean over ranks: the real rows in exact mode, the slots padded to\n"
-          "           capacity in capacity mode\n"
+          "           capacity in capacity mode (gqa: each replica of a shared kv head\n"
+          "           counts)\n"
           "  padded   the same for the padded PyTorch reference, which pads every slice\n"
-          "           to the longest and sends P*maxLen rows; padded - wire is what the\n"
-          "           padding costs on the wire\n"
+          "           to the longest and sends P*maxLen rows (the same heads, kv replicas\n"
+          "           included); padded - wire is what the padding costs on the wire\n"
+          "  expandKV gqa and gqa_bwd only: wire for the same call with k and v expanded\n"
+          "           to H heads first (repeat_kv / expandKV to Hq, then the plain split\n"
+          "           of H heads: each kv head travels H/G times); expandKV - wire is what\n"
+          "           sharing kv heads saves. (Repeating kv only to P heads, where G < P,\n"
+          "           G divides P and P divides H, would send what the library sends.)\n"
           "  #wrong   elements that differ from the CPU reference, summed over ranks\n"
           "           (N/A with -c 0; skip when the row is too large to check)\n"
           "The exit status is 0 when every rank ran and nothing was wrong, 1 otherwise,\n"
@@ -193,6 +207,25 @@ static int parseArgs(int argc, char** argv, const benchOp* const* ops, int nOps,
     return 1;
   }
   if (config->kvHeads == 0) config->kvHeads = config->heads / 4 > 0 ? config->heads / 4 : 1;
+  /* Tensors with shared kv heads need a float type and whole groups. */
+  ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
+  int nTensors = config->op->layouts(config, layouts);
+  for (int t = 0; t < nTensors; t++) {
+    if (layouts[t].queryHeads == 0) continue;
+    if (layouts[t].dataType == ulyssesTypeOpaque) {
+      fprintf(stderr,
+              "%s: -o %s sums kv gradients as floats: -d must be bf16, fp16 (half) or fp32 "
+              "(float), not %s\n",
+              argv[0], config->op->name, config->typeName);
+      return 1;
+    }
+    if (layouts[t].queryHeads % layouts[t].heads != 0) {
+      fprintf(stderr, "%s: -o %s needs -H (%lld query heads) a multiple of -G (%lld kv heads)\n",
+              argv[0], config->op->name, (long long)layouts[t].queryHeads,
+              (long long)layouts[t].heads);
+      return 1;
+    }
+  }
   return 0;
 }
 
@@ -209,6 +242,17 @@ ulyssesLayout_t benchLayout(const benchConfig* config, int64_t heads, int packed
   layout.packed = packed;
   layout.order = config->sbhd ? ulyssesOrderSBHD : ulyssesOrderBSHD;
   return layout;
+}
+
+int benchUsesKvHeads(const benchOp* op) {
+  return op == &benchOpMulti || op == &benchOpGqa || op == &benchOpGqaBackward;
+}
+
+ulyssesDataType_t benchDataType(const char* typeName) {
+  if (strcmp(typeName, "bf16") == 0) return ulyssesTypeBfloat16;
+  if (strcmp(typeName, "fp16") == 0 || strcmp(typeName, "half") == 0) return ulyssesTypeFloat16;
+  if (strcmp(typeName, "fp32") == 0 || strcmp(typeName, "float") == 0) return ulyssesTypeFloat32;
+  return ulyssesTypeOpaque;
 }
 
 double benchAllToAllBytes(double gatheredBytes, int nRanks) { return gatheredBytes / nRanks; }
@@ -254,25 +298,58 @@ static const char* patternName(benchPattern pattern) {
   return names[pattern];
 }
 
-static refShape shapeOf(const ulyssesLayout_t* layout, int nRanks, const int64_t* lengths) {
-  refShape shape;
-  shape.nRanks = nRanks;
-  shape.lengths = lengths;
-  shape.batch = layout->batch;
-  shape.heads = layout->heads;
-  shape.headDim = layout->headDim;
-  shape.elementSize = layout->elementSize;
-  shape.packed = layout->packed;
-  shape.sbhd = layout->order == ulyssesOrderSBHD;
+/* A tensor's shape for the references: kv is the plain shape; queryHeads
+ * and type matter only where queryHeads > 0 (shared kv heads). */
+static refGqaShape shapeOf(const ulyssesLayout_t* layout, int nRanks, const int64_t* lengths) {
+  refGqaShape shape;
+  memset(&shape, 0, sizeof shape);
+  shape.kv.nRanks = nRanks;
+  shape.kv.lengths = lengths;
+  shape.kv.batch = layout->batch;
+  shape.kv.heads = layout->heads;
+  shape.kv.headDim = layout->headDim;
+  shape.kv.elementSize = layout->elementSize;
+  shape.kv.packed = layout->packed;
+  shape.kv.sbhd = layout->order == ulyssesOrderSBHD;
+  shape.queryHeads = layout->queryHeads;
+  shape.type = layout->dataType == ulyssesTypeFloat32   ? REF_FLOAT32
+               : layout->dataType == ulyssesTypeFloat16 ? REF_FLOAT16
+                                                        : REF_BFLOAT16;
   return shape;
 }
 
+/* The heads of rank's head-side tensor: its group of the plain split, or the
+ * kv heads its query heads read. */
+static int64_t headSideHeads(const refGqaShape* shape, int rank) {
+  return shape->queryHeads > 0 ? refKvCount(shape, rank) : refHeadCount(&shape->kv, rank);
+}
+
+/* The head-side heads of every rank, summed: H for a plain tensor, more for
+ * kv heads that several ranks share (each replica counts). */
+static int64_t headSideHeadsSum(const refGqaShape* shape) {
+  int64_t sum = 0;
+  for (int j = 0; j < shape->kv.nRanks; j++) sum += headSideHeads(shape, j);
+  return sum;
+}
+
 /* The bytes of rank's send (isSend) or receive tensor of direction. */
-static size_t sideBytes(ulyssesOp_t direction, int isSend, const refShape* shape, int rank) {
+static size_t sideBytes(ulyssesOp_t direction, int isSend, const refGqaShape* gqaShape, int rank) {
+  const refShape* shape = &gqaShape->kv;
   if (direction == ulyssesOpAllGather)
     return isSend ? refSeqBytes(shape, rank) : refGatherBytes(shape);
   int sequenceSide = (direction == ulyssesOpSeqToHead) == (isSend != 0);
-  return sequenceSide ? refSeqBytes(shape, rank) : refHeadSideBytes(shape, rank);
+  if (sequenceSide) return refSeqBytes(shape, rank);
+  return (size_t)(shape->batch * refTotalLength(shape) * shape->packed *
+                  headSideHeads(gqaShape, rank) * shape->headDim * shape->elementSize);
+}
+
+/* A dense tensor's data: finite floats of its dataType for shared kv heads
+ * (head -> seq sums them), else bytes of a pattern. */
+static void fillDense(const refGqaShape* shape, void* buffer, size_t bytes, uint64_t seed) {
+  if (shape->queryHeads > 0)
+    refFillFloats(buffer, bytes / (size_t)shape->kv.elementSize, shape->type, seed);
+  else
+    refFillPattern(buffer, bytes, seed);
 }
 
 static uint64_t dataSeed(uint64_t seed, int rank, int tensor) {
@@ -371,6 +448,16 @@ static int describeRanks(benchContext* c, rankInfo** all) {
   return 0;
 }
 
+/* Whether the op moves shared kv heads (some layout has queryHeads > 0): its
+ * table has the expandKV column. */
+static int opGrouped(const benchConfig* config) {
+  ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
+  int nTensors = config->op->layouts(config, layouts);
+  for (int t = 0; t < nTensors; t++)
+    if (layouts[t].queryHeads > 0) return 1;
+  return 0;
+}
+
 static int printHeader(benchContext* c) {
   const benchConfig* config = c->config;
   int ulyssesVersion = 0, driver = 0, runtime = 0, deviceCount = 0;
@@ -391,7 +478,7 @@ static int printHeader(benchContext* c) {
            config->op->name, config->capacityMode ? "capacity" : "exact",
            patternName(config->pattern), config->sbhd ? "SBHD" : "BSHD", (long long)config->batch,
            (long long)config->heads);
-    if (config->op == &benchOpMulti) printf(" (kv %lld)", (long long)config->kvHeads);
+    if (benchUsesKvHeads(config->op)) printf(" (kv %lld)", (long long)config->kvHeads);
     printf(", head dim %lld, %s (%d bytes)\n", (long long)config->headDim, config->typeName,
            config->elementSize);
     printf("#  Ltot %lld .. %lld, x%lld; %lld warm-up and %lld timed iterations; check %d; "
@@ -410,8 +497,10 @@ static int printHeader(benchContext* c) {
     if (c->sharedGpu)
       printf("# NOTE: several ranks share one GPU and talk over NCCL's socket transport:\n"
              "#       these figures measure correctness over sockets, not speed.\n");
-    printf("#\n#%11s %14s %12s %6s %10s %12s %12s %14s %14s %8s\n", "length", "size(B)", "count",
-           "type", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire(B)", "padded(B)", "#wrong");
+    printf("#\n#%11s %14s %12s %6s %10s %12s %12s %14s %14s", "length", "size(B)", "count",
+           "type", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire(B)", "padded(B)");
+    if (opGrouped(config)) printf(" %14s", "expandKV(B)");
+    printf(" %8s\n", "#wrong");
   }
   free(all);
   return 0;
@@ -434,14 +523,15 @@ typedef struct {
   size_t rowBytes;
 } realRows;
 
-static realRows realRowsOf(ulyssesOp_t direction, int isSend, const refShape* realShape,
+static realRows realRowsOf(ulyssesOp_t direction, int isSend, const refGqaShape* realGqaShape,
                            const refShape* slotShape, int rank) {
+  const refShape* realShape = &realGqaShape->kv;
   int sequenceSide = direction == ulyssesOpAllGather
                          ? isSend
                          : (direction == ulyssesOpSeqToHead) == (isSend != 0);
   int64_t heads = sequenceSide || direction == ulyssesOpAllGather
                       ? realShape->heads
-                      : refHeadCount(realShape, rank);
+                      : headSideHeads(realGqaShape, rank);
   int64_t length = sequenceSide ? realShape->lengths[rank] : refTotalLength(realShape);
   int64_t capacity = sequenceSide ? slotShape->lengths[rank] : refTotalLength(slotShape);
   realRows r;
@@ -508,6 +598,8 @@ typedef struct {
   double gatheredBytes; /* every tensor gathered over every rank, real lengths */
   double paddedGatheredBytes; /* the same with every slice padded to maxLength */
   double wireBytes;     /* this rank's receive segments through NCCL */
+  int grouped;          /* some tensor has shared kv heads (queryHeads > 0) */
+  double expandWireBytes; /* wireBytes with kv tensors expanded to queryHeads heads */
 } benchRow;
 
 /* Every fill goes on the bench's stream, which is non-blocking and so not
@@ -525,11 +617,39 @@ static int fillInputs(benchContext* c, benchRow* row) {
     if (realBytes == 0) continue;
     unsigned char* host = hostAlloc(realBytes);
     HOSTCHECK(host);
-    refFillPattern(host, realBytes, dataSeed(c->config->seed, c->rank, t));
+    refGqaShape shape = shapeOf(&row->layouts[t], c->nRanks, row->lengths);
+    fillDense(&shape, host, realBytes, dataSeed(c->config->seed, c->rank, t));
     BENCHCHECK(copyRealRows(&row->sendRows[t], host, sendbuff, 1, c->stream));
     free(host);
   }
   CUDACHECK(cudaStreamSynchronize(c->stream));
+  return 0;
+}
+
+/* The wire bytes of the same call with every kv tensor expanded to its
+ * queryHeads heads and split as a plain tensor (expandKV before the
+ * exchange): from a second plan, which is host data only. */
+static int expandedWire(benchContext* c, benchRow* row, ulyssesSegment_t* segments) {
+  ulyssesLayout_t expanded[ULYSSES_MAX_TENSORS];
+  for (int t = 0; t < row->nTensors; t++) {
+    expanded[t] = row->layouts[t];
+    if (expanded[t].queryHeads > 0) expanded[t].heads = expanded[t].queryHeads;
+    expanded[t].queryHeads = 0;
+    expanded[t].dataType = ulyssesTypeOpaque;
+  }
+  ulyssesPlan_t plan = NULL;
+  if (c->config->capacityMode)
+    ULYSSESCHECK(ulyssesPlanCreateCapacity(&plan, c->nRanks, c->rank, row->slots,
+                                           row->deviceLocalLength, row->nTensors, expanded));
+  else
+    ULYSSESCHECK(ulyssesPlanCreateExact(&plan, c->nRanks, c->rank, row->lengths, row->nTensors,
+                                        expanded));
+  row->expandWireBytes = 0;
+  for (int t = 0; t < row->nTensors; t++) {
+    ULYSSESCHECK(ulyssesGetSegments(plan, c->config->op->direction, t, 0, segments));
+    for (int p = 0; p < c->nRanks; p++) row->expandWireBytes += (double)segments[p].bytes;
+  }
+  ULYSSESCHECK(ulyssesPlanDestroy(plan));
   return 0;
 }
 
@@ -569,12 +689,12 @@ static int setupRow(benchContext* c, int64_t totalLength, benchRow* row) {
   ulyssesSegment_t* segments = malloc(sizeof(ulyssesSegment_t) * (size_t)nRanks);
   HOSTCHECK(segments);
   for (int t = 0; t < row->nTensors; t++) {
-    refShape realShape = shapeOf(&row->layouts[t], nRanks, row->lengths);
-    refShape slotShape = shapeOf(&row->layouts[t], nRanks, row->slots);
+    refGqaShape realShape = shapeOf(&row->layouts[t], nRanks, row->lengths);
+    refGqaShape slotShape = shapeOf(&row->layouts[t], nRanks, row->slots);
     ULYSSESCHECK(ulyssesGetBufferSizes(call->plan, op->direction, t, &row->sendBytes[t],
                                        &row->recvBytes[t]));
-    row->sendRows[t] = realRowsOf(op->direction, 1, &realShape, &slotShape, rank);
-    row->recvRows[t] = realRowsOf(op->direction, 0, &realShape, &slotShape, rank);
+    row->sendRows[t] = realRowsOf(op->direction, 1, &realShape, &slotShape.kv, rank);
+    row->recvRows[t] = realRowsOf(op->direction, 0, &realShape, &slotShape.kv, rank);
     if (realRowsSpan(&row->sendRows[t]) > row->sendBytes[t] ||
         realRowsSpan(&row->recvRows[t]) > row->recvBytes[t]) {
       benchReportFailure(__FILE__, __LINE__,
@@ -588,12 +708,20 @@ static int setupRow(benchContext* c, int64_t totalLength, benchRow* row) {
     BENCHCHECK(deviceAlloc(&sendbuff, row->sendBytes[t]));
     BENCHCHECK(deviceAlloc(&call->recvbuffs[t], row->recvBytes[t]));
     call->sendbuffs[t] = sendbuff;
-    row->gatheredBytes += (double)refGatherBytes(&realShape);
-    row->paddedGatheredBytes += (double)refGatherBytes(&realShape) / (double)totalLength *
-                                (double)row->maxLength * nRanks;
+    double gathered = (double)refGatherBytes(&realShape.kv);
+    row->gatheredBytes += gathered;
+    /* Padded: every slice padded to maxLength, the heads the library moves
+     * (a shared kv head once per rank that reads it). */
+    double replication = op->direction == ulyssesOpAllGather
+                             ? 1.0
+                             : (double)headSideHeadsSum(&realShape) / (double)realShape.kv.heads;
+    row->paddedGatheredBytes +=
+        gathered / (double)totalLength * (double)row->maxLength * nRanks * replication;
     ULYSSESCHECK(ulyssesGetSegments(call->plan, op->direction, t, 0, segments));
     for (int p = 0; p < nRanks; p++) row->wireBytes += (double)segments[p].bytes;
+    if (row->layouts[t].queryHeads > 0) row->grouped = 1;
   }
+  if (row->grouped) BENCHCHECK(expandedWire(c, row, segments));
   free(segments);
   ULYSSESCHECK(ulyssesGetWorkspaceSize(call->plan, op->direction, &call->workspaceSize));
   BENCHCHECK(deviceAlloc(&call->workspace, call->workspaceSize));
@@ -663,16 +791,21 @@ static int checkRow(benchContext* c, benchRow* row, double* wrong) {
   HOSTCHECK(outputs);
   *wrong = 0;
   for (int t = 0; t < row->nTensors; t++) {
-    refShape shape = shapeOf(&row->layouts[t], nRanks, row->lengths);
+    refGqaShape shape = shapeOf(&row->layouts[t], nRanks, row->lengths);
     for (int p = 0; p < nRanks; p++) {
       size_t inputBytes = sideBytes(op->direction, 1, &shape, p);
       inputs[p] = hostAlloc(inputBytes);
       outputs[p] = hostAlloc(sideBytes(op->direction, 0, &shape, p));
       HOSTCHECK(inputs[p]);
       HOSTCHECK(outputs[p]);
-      refFillPattern(inputs[p], inputBytes, dataSeed(c->config->seed, p, t));
+      fillDense(&shape, inputs[p], inputBytes, dataSeed(c->config->seed, p, t));
     }
-    op->reference(&shape, (const void* const*)inputs, outputs);
+    if (shape.queryHeads > 0 && op->direction == ulyssesOpSeqToHead)
+      refGqaSeqToHead(&shape, (const void* const*)inputs, outputs);
+    else if (shape.queryHeads > 0 && op->direction == ulyssesOpHeadToSeq)
+      refGqaHeadToSeq(&shape, (const void* const*)inputs, outputs);
+    else
+      op->reference(&shape.kv, (const void* const*)inputs, outputs);
     size_t outputBytes = sideBytes(op->direction, 0, &shape, c->rank);
     unsigned char* got = hostAlloc(outputBytes);
     HOSTCHECK(got);
@@ -690,8 +823,8 @@ static int checkRow(benchContext* c, benchRow* row, double* wrong) {
 }
 
 static void writeJson(benchContext* c, const benchRow* row, double bytes, double microseconds,
-                      double algbw, double busbw, double wire, double padded, int checked,
-                      double wrong) {
+                      double algbw, double busbw, double wire, double padded,
+                      double expandWire, int checked, double wrong) {
   const benchConfig* config = c->config;
   FILE* f = c->json;
   char ncclText[32];
@@ -704,7 +837,8 @@ static void writeJson(benchContext* c, const benchRow* row, double bytes, double
   benchJsonString(f, c->info.name);
   fprintf(f, ",\"nccl\":\"%s\",\"batch\":%lld,\"heads\":%lld,", ncclText, (long long)config->batch,
           (long long)config->heads);
-  if (config->op == &benchOpMulti) fprintf(f, "\"kv_heads\":%lld,", (long long)config->kvHeads);
+  if (benchUsesKvHeads(config->op))
+    fprintf(f, "\"kv_heads\":%lld,", (long long)config->kvHeads);
   fprintf(f, "\"head_dim\":%lld,\"dtype\":\"%s\",\"element_size\":%d,\"total_length\":%lld,"
              "\"max_length\":%lld,\"lengths\":[",
           (long long)config->headDim, config->typeName, config->elementSize,
@@ -713,10 +847,11 @@ static void writeJson(benchContext* c, const benchRow* row, double bytes, double
     fprintf(f, "%s%lld", r ? "," : "", (long long)row->lengths[r]);
   fprintf(f, "],\"bytes\":%.1f,\"count\":%.1f,\"iterations\":%lld,\"warmups\":%lld,"
              "\"time_us\":%.3f,\"algbw_gbps\":%.4f,\"busbw_gbps\":%.4f,\"wire_bytes\":%.1f,"
-             "\"padded_bytes\":%.1f,\"checked\":%s,\"wrong\":",
+             "\"padded_bytes\":%.1f,",
           bytes, bytes / config->elementSize, (long long)config->iterations,
-          (long long)config->warmups, microseconds, algbw, busbw, wire, padded,
-          checked ? "true" : "false");
+          (long long)config->warmups, microseconds, algbw, busbw, wire, padded);
+  if (row->grouped) fprintf(f, "\"expand_kv_bytes\":%.1f,", expandWire);
+  fprintf(f, "\"checked\":%s,\"wrong\":", checked ? "true" : "false");
   if (checked)
     fprintf(f, "%.0f}\n", wrong);
   else
@@ -744,10 +879,11 @@ static int runRow(benchContext* c, int64_t totalLength) {
 
   double slowest = microseconds;
   BENCHCHECK(allReduce(c, &slowest, 1, ncclMax));
-  double sums[2] = {wrong, row.wireBytes};
-  BENCHCHECK(allReduce(c, sums, 2, ncclSum));
+  double sums[3] = {wrong, row.wireBytes, row.expandWireBytes};
+  BENCHCHECK(allReduce(c, sums, 3, ncclSum));
   wrong = sums[0];
   double wire = sums[1] / c->nRanks;
+  double expandWire = sums[2] / c->nRanks;
   double bytes = config->op->bytes(row.gatheredBytes, c->nRanks);
   double padded = config->op->bytes(row.paddedGatheredBytes, c->nRanks);
   double algbw = slowest > 0 ? bytes / (slowest * 1e-6) / 1e9 : 0;
@@ -762,11 +898,13 @@ static int runRow(benchContext* c, int64_t totalLength) {
     char wrongText[32];
     if (checked) snprintf(wrongText, sizeof wrongText, "%.0f", wrong);
     else snprintf(wrongText, sizeof wrongText, "%s", config->check ? "skip" : "N/A");
-    printf(" %11lld %14.0f %12.0f %6s %10.1f %12.2f %12.2f %14.0f %14.0f %8s\n",
+    printf(" %11lld %14.0f %12.0f %6s %10.1f %12.2f %12.2f %14.0f %14.0f",
            (long long)totalLength, bytes, bytes / config->elementSize, config->typeName,
-           slowest, algbw, busbw, wire, padded, wrongText);
+           slowest, algbw, busbw, wire, padded);
+    if (row.grouped) printf(" %14.0f", expandWire);
+    printf(" %8s\n", wrongText);
     if (c->json != NULL)
-      writeJson(c, &row, bytes, slowest, algbw, busbw, wire, padded, checked, wrong);
+      writeJson(c, &row, bytes, slowest, algbw, busbw, wire, padded, expandWire, checked, wrong);
   }
   return freeRow(&row);
 }

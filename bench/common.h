@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "reference.h"
+#include "reference_gqa.h"
 #include "ulysses.h"
 #include "util.h"
 
@@ -29,7 +30,7 @@ typedef struct {
   int64_t batch;              /* -B */
   int64_t heads;              /* -H */
   int64_t headDim;            /* -D */
-  int64_t kvHeads;            /* -G: multi only; 0 until defaulted to max(1, H / 4) */
+  int64_t kvHeads;            /* -G: multi, gqa, gqa_bwd; 0 until defaulted to max(1, H / 4) */
   const char* typeName;       /* -d */
   int elementSize;
   const struct benchOp* op;   /* -o */
@@ -69,7 +70,10 @@ typedef struct benchOp {
    * numerator), from the bytes of every tensor gathered over all ranks
    * (B * Ltot * packed * H * D * E, summed over tensors). */
   double (*bytes)(double gatheredBytes, int nRanks);
-  /* The CPU reference of one tensor, for P simulated ranks. */
+  /* The CPU reference of one tensor, for P simulated ranks. A tensor whose
+   * layout has queryHeads > 0 (the kv heads of grouped-query attention) is
+   * checked against refGqaSeqToHead or refGqaHeadToSeq instead, by direction,
+   * and filled with finite floats of its dataType (refFillFloats). */
   benchReference reference;
   /* The library call that is timed. */
   ulyssesResult_t (*run)(const benchCall* call);
@@ -80,10 +84,20 @@ extern const benchOp benchOpSeqToHead;
 extern const benchOp benchOpHeadToSeq;
 extern const benchOp benchOpQkv;
 extern const benchOp benchOpMulti;
+extern const benchOp benchOpGqa;
+extern const benchOp benchOpGqaBackward;
 extern const benchOp benchOpAllGather;
 
 /* A layout of the configuration's batch, head dim, element size and order. */
 ulyssesLayout_t benchLayout(const benchConfig* config, int64_t heads, int packed);
+
+/* Whether op reads -G (multi, gqa, gqa_bwd). */
+int benchUsesKvHeads(const benchOp* op);
+
+/* The library's data type of a -d name: bf16, fp16 (half) and fp32 (float)
+ * are the float types the head -> seq sum of shared kv heads reads;
+ * ulyssesTypeOpaque for every other name. */
+ulyssesDataType_t benchDataType(const char* typeName);
 
 /* The all-to-all ops are credited with the mean rank's sequence-side tensor
  * (gathered / P): every rank's send buffer when the lengths are equal, as

@@ -4,6 +4,7 @@
 
 int main(int argc, char** argv) {
   static const benchOp* const ops[] = {&benchOpSeqToHead, &benchOpHeadToSeq, &benchOpQkv,
-                                       &benchOpMulti, &benchOpAllGather};
+                                       &benchOpMulti, &benchOpGqa, &benchOpGqaBackward,
+                                       &benchOpAllGather};
   return benchMain(argc, argv, ops, (int)(sizeof ops / sizeof ops[0]));
 }
