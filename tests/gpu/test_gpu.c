@@ -19,6 +19,11 @@
  * real rows are compared with the dense reference output; its padding rows are
  * scratch that the library may overwrite. Inputs must come back unchanged,
  * padding included, and the guard bytes around every buffer intact.
+ *
+ * Grouped-query attention (kv tensors: layout.queryHeads > 0) is checked
+ * against reference_gqa.h: seq->head replicates kv heads to every rank whose
+ * query heads read them, head->seq sums the replicas in fp32 in rank order,
+ * so those inputs are finite floats of the layout's dataType.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -39,6 +44,7 @@
 
 #include "launcher.h"
 #include "reference.h"
+#include "reference_gqa.h"
 #include "ulysses.h"
 
 /* spin_kernel.cu */
@@ -360,7 +366,13 @@ typedef struct {
   int64_t slots[MAX_RANKS];   /* lengths (exact) or capacities (capacity) */
   int64_t slotTotal;
   refShape shapes[MAX_TENSORS];
+  int isGqa[MAX_TENSORS];           /* layouts[t].queryHeads > 0: a kv tensor */
+  refGqaShape gqa[MAX_TENSORS];     /* its reference shape (kv = shapes[t]) */
 } Case;
+
+static refFloatType refTypeOf(ulyssesDataType_t type) {
+  return type == ulyssesTypeFloat16 ? REF_FLOAT16 : type == ulyssesTypeBfloat16 ? REF_BFLOAT16 : REF_FLOAT32;
+}
 
 static void caseInit(Case* c, int nTensors, const ulyssesLayout_t* layouts, const int64_t* lengths,
                      const int64_t* slots, int capacity) {
@@ -384,6 +396,10 @@ static void caseInit(Case* c, int nTensors, const ulyssesLayout_t* layouts, cons
     s->elementSize = layouts[t].elementSize;
     s->packed = layouts[t].packed;
     s->sbhd = layouts[t].order == ulyssesOrderSBHD;
+    c->isGqa[t] = layouts[t].queryHeads > 0;
+    c->gqa[t].kv = *s;
+    c->gqa[t].queryHeads = layouts[t].queryHeads;
+    c->gqa[t].type = refTypeOf(layouts[t].dataType);
   }
 }
 
@@ -410,7 +426,10 @@ static RowMap caseMap(const Case* c, int t, Side side, int rank) {
     m.real = c->lengths[rank];
     m.slot = c->slots[rank];
   } else {
-    m.rowBytes = rowBytes(l, side == SIDE_HEAD ? refHeadCount(s, rank) : l->heads);
+    int64_t heads = side == SIDE_GATHER ? l->heads
+                    : c->isGqa[t]       ? refKvCount(&c->gqa[t], rank)
+                                        : refHeadCount(s, rank);
+    m.rowBytes = rowBytes(l, heads);
     m.real = refTotalLength(s);
     m.slot = c->slotTotal;
   }
@@ -651,42 +670,78 @@ static void deviceLengthSet(int64_t* deviceLength, int64_t value) {
   CUDA_CHECK(cudaStreamSynchronize(gStream));
 }
 
-/* One scenario in one mode: seq->head, the round trip back, head->seq from
- * independent data, and the all-gather, each checked against the reference
- * in the outputs' real rows, with guards, and the inputs unchanged. */
-static void runScenario(int index, int capacity, ulyssesComm_t comm) {
-  const Scenario* sc = &scenarios[index];
-  setScenario("%d \"%s\" (%s)", index, sc->name, capacity ? "capacity" : "exact");
-  double started = nowMs();
-  int R = gRank, T = sc->nTensors;
-  int64_t lengths[MAX_RANKS], slots[MAX_RANKS];
-  makeLengths(sc->pattern, sc->base, lengths);
-  for (int r = 0; r < gRanks; r++) slots[r] = lengths[r] + (capacity ? (r + index) % 3 : 0);
-  Case c;
-  caseInit(&c, T, sc->layouts, lengths, slots, capacity);
-  int64_t* deviceLength = capacity ? deviceLengthCreate(lengths[R]) : NULL;
-  ulyssesPlan_t plan = makePlan(&c, deviceLength);
+/*------------------------------------------------------------------------
+ * Per-tensor reference data: plain tensors through reference.h, kv tensors
+ * through reference_gqa.h. Buffers hold the dense (real-row) tensor of one
+ * side of every rank.
+ *----------------------------------------------------------------------*/
+static unsigned char** allocSide(const Case* c, int t, Side side) {
+  unsigned char** buffers = xmalloc(sizeof(unsigned char*) * (size_t)gRanks);
+  for (int r = 0; r < gRanks; r++) {
+    RowMap m = caseMap(c, t, side, r);
+    buffers[r] = xmalloc(mapDenseBytes(&m));
+  }
+  return buffers;
+}
 
-  uint64_t seed = mixSeed((uint64_t)index, (uint64_t)capacity);
-  int nullWhenEmpty = index % 2 == 1; /* zero-byte buffers: NULL in odd scenarios */
-  int useMulti = index % 4 == 3;      /* single tensors through ulyssesExchangeMulti too */
-  size_t before = GUARD_BYTES + (size_t)sc->misalign;
+/* Opaque bytes for an opaque tensor; finite floats of its type for a tensor
+ * with a dataType (head->seq of a kv tensor may sum them). */
+static void fillSide(const Case* c, int t, Side side, unsigned char** buffers, uint64_t seed) {
+  const ulyssesLayout_t* l = &c->layouts[t];
+  for (int r = 0; r < gRanks; r++) {
+    RowMap m = caseMap(c, t, side, r);
+    size_t bytes = mapDenseBytes(&m);
+    if (l->dataType == ulyssesTypeOpaque)
+      refFillPattern(buffers[r], bytes, mixSeed(seed, (uint64_t)r));
+    else
+      refFillFloats(buffers[r], bytes / (size_t)l->elementSize, refTypeOf(l->dataType),
+                    mixSeed(seed, (uint64_t)r));
+  }
+}
 
+/* The reference seq->head or head->seq of tensor t, for every rank. */
+static void refExchange(const Case* c, int t, ulyssesOp_t op, unsigned char* const* in,
+                        unsigned char* const* out) {
+  const void* const* inputs = (const void* const*)in;
+  void* const* outputs = (void* const*)out;
+  if (c->isGqa[t]) {
+    if (op == ulyssesOpSeqToHead) refGqaSeqToHead(&c->gqa[t], inputs, outputs);
+    else refGqaHeadToSeq(&c->gqa[t], inputs, outputs);
+  } else {
+    if (op == ulyssesOpSeqToHead) refSeqToHead(&c->shapes[t], inputs, outputs);
+    else refHeadToSeq(&c->shapes[t], inputs, outputs);
+  }
+}
+
+/* One case in one mode: seq->head, the round trip back, head->seq from
+ * independent data, and (doGather) the all-gather, each checked against the
+ * reference in the outputs' real rows, with guards, and the inputs unchanged.
+ * The round trip of a plain tensor gives its input back; that of a kv tensor
+ * whose kv heads are shared gives each replica's sum (the reference's
+ * head->seq of the seq->head output). */
+static void runCase(const Case* c, ulyssesPlan_t plan, uint64_t seed, size_t before,
+                    int nullWhenEmpty, int useMulti, int doGather, ulyssesComm_t comm) {
+  int R = gRank, T = c->nTensors;
   unsigned char **seqIn[MAX_TENSORS] = {0}, **headIn[MAX_TENSORS] = {0},
                 **toHead[MAX_TENSORS] = {0}, **toSeq[MAX_TENSORS] = {0},
-                *gathered[MAX_TENSORS] = {0};
+                **roundTrip[MAX_TENSORS] = {0}, *gathered[MAX_TENSORS] = {0};
   for (int t = 0; t < T; t++) {
-    const refShape* s = &c.shapes[t];
-    seqIn[t] = allocPerRank(s, refSeqBytes);
-    fillPerRank(seqIn[t], s, refSeqBytes, mixSeed(seed, 100 + (uint64_t)t));
-    headIn[t] = allocPerRank(s, refHeadSideBytes);
-    fillPerRank(headIn[t], s, refHeadSideBytes, mixSeed(seed, 200 + (uint64_t)t));
-    toHead[t] = allocPerRank(s, refHeadSideBytes);
-    toSeq[t] = allocPerRank(s, refSeqBytes);
-    gathered[t] = xmalloc(refGatherBytes(s));
-    refSeqToHead(s, (const void* const*)seqIn[t], (void* const*)toHead[t]);
-    refHeadToSeq(s, (const void* const*)headIn[t], (void* const*)toSeq[t]);
-    refAllGatherOwn(s, seqIn[t], gathered[t]);
+    seqIn[t] = allocSide(c, t, SIDE_SEQ);
+    fillSide(c, t, SIDE_SEQ, seqIn[t], mixSeed(seed, 100 + (uint64_t)t));
+    headIn[t] = allocSide(c, t, SIDE_HEAD);
+    fillSide(c, t, SIDE_HEAD, headIn[t], mixSeed(seed, 200 + (uint64_t)t));
+    toHead[t] = allocSide(c, t, SIDE_HEAD);
+    toSeq[t] = allocSide(c, t, SIDE_SEQ);
+    refExchange(c, t, ulyssesOpSeqToHead, seqIn[t], toHead[t]);
+    refExchange(c, t, ulyssesOpHeadToSeq, headIn[t], toSeq[t]);
+    if (c->isGqa[t]) {
+      roundTrip[t] = allocSide(c, t, SIDE_SEQ);
+      refExchange(c, t, ulyssesOpHeadToSeq, toHead[t], roundTrip[t]);
+    }
+    if (doGather) {
+      gathered[t] = xmalloc(refGatherBytes(&c->shapes[t]));
+      refAllGatherOwn(&c->shapes[t], seqIn[t], gathered[t]);
+    }
   }
 
   DevBuf seqSend[MAX_TENSORS], headRecv[MAX_TENSORS], seqBack[MAX_TENSORS],
@@ -703,16 +758,16 @@ static void runScenario(int index, int capacity, ulyssesComm_t comm) {
   memset(headMap, 0, sizeof headMap);
   memset(gatherMap, 0, sizeof gatherMap);
   for (int t = 0; t < T; t++) {
-    seqMap[t] = caseMap(&c, t, SIDE_SEQ, R);
-    headMap[t] = caseMap(&c, t, SIDE_HEAD, R);
-    gatherMap[t] = caseMap(&c, t, SIDE_GATHER, R);
+    seqMap[t] = caseMap(c, t, SIDE_SEQ, R);
+    headMap[t] = caseMap(c, t, SIDE_HEAD, R);
+    gatherMap[t] = caseMap(c, t, SIDE_GATHER, R);
   }
 
   /* seq -> head */
   for (int t = 0; t < T; t++) {
-    bufCreate(&seqSend[t], planBytes(plan, &c, ulyssesOpSeqToHead, t, 1), before, nullWhenEmpty, 0);
+    bufCreate(&seqSend[t], planBytes(plan, c, ulyssesOpSeqToHead, t, 1), before, nullWhenEmpty, 0);
     bufSetInput(&seqSend[t], &seqMap[t], seqIn[t][R], mixSeed(seed, 300 + (uint64_t)t));
-    bufCreate(&headRecv[t], planBytes(plan, &c, ulyssesOpSeqToHead, t, 0), before, nullWhenEmpty,
+    bufCreate(&headRecv[t], planBytes(plan, c, ulyssesOpSeqToHead, t, 0), before, nullWhenEmpty,
               OUTPUT_FILL);
     expected[t] = toHead[t][R];
   }
@@ -723,19 +778,19 @@ static void runScenario(int index, int capacity, ulyssesComm_t comm) {
    * through head->seq */
   for (int t = 0; t < T; t++) {
     bufAdopt(&headRecv[t]);
-    planBytes(plan, &c, ulyssesOpHeadToSeq, t, 1); /* checked: the size headRecv has */
-    bufCreate(&seqBack[t], planBytes(plan, &c, ulyssesOpHeadToSeq, t, 0), before, nullWhenEmpty,
+    planBytes(plan, c, ulyssesOpHeadToSeq, t, 1); /* checked: the size headRecv has */
+    bufCreate(&seqBack[t], planBytes(plan, c, ulyssesOpHeadToSeq, t, 0), before, nullWhenEmpty,
               OUTPUT_FILL);
-    expected[t] = seqIn[t][R];
+    expected[t] = c->isGqa[t] ? roundTrip[t][R] : seqIn[t][R];
   }
   runAndCheck(plan, ulyssesOpHeadToSeq, "round trip (head->seq of the seq->head output)", T,
               useMulti, headRecv, seqBack, expected, seqMap, comm);
 
   /* head -> seq from its own data */
   for (int t = 0; t < T; t++) {
-    bufCreate(&headSend[t], planBytes(plan, &c, ulyssesOpHeadToSeq, t, 1), before, nullWhenEmpty, 0);
+    bufCreate(&headSend[t], planBytes(plan, c, ulyssesOpHeadToSeq, t, 1), before, nullWhenEmpty, 0);
     bufSetInput(&headSend[t], &headMap[t], headIn[t][R], mixSeed(seed, 400 + (uint64_t)t));
-    bufCreate(&seqRecv[t], planBytes(plan, &c, ulyssesOpHeadToSeq, t, 0), before, nullWhenEmpty,
+    bufCreate(&seqRecv[t], planBytes(plan, c, ulyssesOpHeadToSeq, t, 0), before, nullWhenEmpty,
               OUTPUT_FILL);
     expected[t] = toSeq[t][R];
   }
@@ -743,14 +798,16 @@ static void runScenario(int index, int capacity, ulyssesComm_t comm) {
               seqMap, comm);
 
   /* all-gather of the seq->head inputs */
-  for (int t = 0; t < T; t++) {
-    planBytes(plan, &c, ulyssesOpAllGather, t, 1); /* checked: the size seqSend has */
-    bufCreate(&gatherRecv[t], planBytes(plan, &c, ulyssesOpAllGather, t, 0), before, nullWhenEmpty,
-              OUTPUT_FILL);
-    expected[t] = gathered[t];
+  if (doGather) {
+    for (int t = 0; t < T; t++) {
+      planBytes(plan, c, ulyssesOpAllGather, t, 1); /* checked: the size seqSend has */
+      bufCreate(&gatherRecv[t], planBytes(plan, c, ulyssesOpAllGather, t, 0), before,
+                nullWhenEmpty, OUTPUT_FILL);
+      expected[t] = gathered[t];
+    }
+    runAndCheck(plan, ulyssesOpAllGather, "all-gather", T, useMulti, seqSend, gatherRecv,
+                expected, gatherMap, comm);
   }
-  runAndCheck(plan, ulyssesOpAllGather, "all-gather", T, useMulti, seqSend, gatherRecv, expected,
-              gatherMap, comm);
 
   checkNoAsyncError(comm);
   for (int t = 0; t < T; t++) {
@@ -759,16 +816,243 @@ static void runScenario(int index, int capacity, ulyssesComm_t comm) {
     bufFree(&seqBack[t]);
     bufFree(&headSend[t]);
     bufFree(&seqRecv[t]);
-    bufFree(&gatherRecv[t]);
+    if (doGather) bufFree(&gatherRecv[t]);
     freePerRank(seqIn[t]);
     freePerRank(headIn[t]);
     freePerRank(toHead[t]);
     freePerRank(toSeq[t]);
+    freePerRank(roundTrip[t]);
     free(gathered[t]);
   }
+}
+
+/* One scenario of the table in one mode. */
+static void runScenario(int index, int capacity, ulyssesComm_t comm) {
+  const Scenario* sc = &scenarios[index];
+  setScenario("%d \"%s\" (%s)", index, sc->name, capacity ? "capacity" : "exact");
+  double started = nowMs();
+  int64_t lengths[MAX_RANKS], slots[MAX_RANKS];
+  makeLengths(sc->pattern, sc->base, lengths);
+  for (int r = 0; r < gRanks; r++) slots[r] = lengths[r] + (capacity ? (r + index) % 3 : 0);
+  Case c;
+  caseInit(&c, sc->nTensors, sc->layouts, lengths, slots, capacity);
+  int64_t* deviceLength = capacity ? deviceLengthCreate(lengths[gRank]) : NULL;
+  ulyssesPlan_t plan = makePlan(&c, deviceLength);
+  runCase(&c, plan, mixSeed((uint64_t)index, (uint64_t)capacity),
+          GUARD_BYTES + (size_t)sc->misalign, index % 2 == 1 /* zero-byte buffers: NULL */,
+          index % 4 == 3 /* single tensors through ulyssesExchangeMulti too */, 1, comm);
   ULY_CHECK(ulyssesPlanDestroy(plan));
   if (deviceLength != NULL) CUDA_CHECK(cudaFree(deviceLength));
   if (gRank == 0) printf("rank 0: scenario %s: done in %.0f ms\n", gScenario, nowMs() - started);
+}
+
+/*------------------------------------------------------------------------
+ * Grouped-query attention: kv tensors (queryHeads = Hq, heads = Hkv) whose kv
+ * heads several ranks may share. The shapes depend on P: the issue's triple
+ * (Hq, Hkv, P) for this P, and a second one with other sharing (a kv head
+ * split between some ranks only, ranks without a query head).
+ *----------------------------------------------------------------------*/
+enum { GQA_SHAPE_MAIN = 0, GQA_SHAPE_OTHER = 1 };
+
+static void gqaHeads(int shape, int64_t* queryHeads, int64_t* kvHeads) {
+  /* MAIN: (8, 2, 1), (8, 1, 2), (28, 4, 3), (8, 1, 4), (28, 4, 8), else (4P, 2, P).
+   * OTHER: (8, 1, 1); (6, 3, 2): kv head 1 on both ranks, 0 and 2 on one each;
+   * (2, 1, 3): rank 2 owns no query head; (16, 2, 4): each kv head on two
+   * ranks; (4, 2, 8): ranks 4..7 own none; else (8, 1, P). */
+  static const int64_t mainShapes[9][2] = {{0, 0}, {8, 2}, {8, 1}, {28, 4}, {8, 1},
+                                           {0, 0}, {0, 0}, {0, 0}, {28, 4}};
+  static const int64_t otherShapes[9][2] = {{0, 0}, {8, 1}, {6, 3}, {2, 1}, {16, 2},
+                                            {0, 0}, {0, 0}, {0, 0}, {4, 2}};
+  const int64_t(*table)[2] = shape == GQA_SHAPE_MAIN ? mainShapes : otherShapes;
+  if (gRanks < 9 && table[gRanks][0] > 0) {
+    *queryHeads = table[gRanks][0];
+    *kvHeads = table[gRanks][1];
+  } else if (shape == GQA_SHAPE_MAIN) {
+    *queryHeads = 4 * (int64_t)gRanks;
+    *kvHeads = 2;
+  } else {
+    *queryHeads = 8;
+    *kvHeads = 1;
+  }
+}
+
+static int64_t typeBytes(ulyssesDataType_t type) { return type == ulyssesTypeFloat32 ? 4 : 2; }
+
+static ulyssesLayout_t gqaLayout(int64_t batch, int64_t heads, int64_t headDim, ulyssesOrder_t order,
+                                 int64_t queryHeads, ulyssesDataType_t type) {
+  ulyssesLayout_t l;
+  memset(&l, 0, sizeof l);
+  l.batch = batch;
+  l.heads = heads;
+  l.headDim = headDim;
+  l.elementSize = typeBytes(type);
+  l.packed = 1;
+  l.order = order;
+  l.queryHeads = queryHeads;
+  l.dataType = type;
+  return l;
+}
+
+typedef struct {
+  const char* name;
+  int shape;      /* GQA_SHAPE_* */
+  int multi;      /* q (plain: Hq heads, queryHeads 0) + k + v in one ulyssesExchangeMulti */
+  int64_t batch, headDim;
+  ulyssesOrder_t order;
+  ulyssesDataType_t kvType, vType; /* multi: k's (and q's) and v's types */
+  LengthPattern pattern;
+  int64_t base;
+  int misalign;
+} GqaScenario;
+
+static const GqaScenario gqaScenarios[] = {
+    {"kv bshd b2 d5 fp32, some zero, misaligned", GQA_SHAPE_MAIN, 0, 2, 5, BSHD,
+     ulyssesTypeFloat32, ulyssesTypeFloat32, LENGTHS_SOMEZERO, 2, 3},
+    {"kv sbhd b2 d64 fp16, rank 0 empty", GQA_SHAPE_OTHER, 0, 2, 64, SBHD, ulyssesTypeFloat16,
+     ulyssesTypeFloat16, LENGTHS_ONEZERO, 2, 0},
+    {"kv bshd b2 d3 bf16, skewed", GQA_SHAPE_OTHER, 0, 2, 3, BSHD, ulyssesTypeBfloat16,
+     ulyssesTypeBfloat16, LENGTHS_SKEWED, 1, 0},
+    {"q fp16 + k fp16 + v bf16, bshd b2 d64, some zero", GQA_SHAPE_MAIN, 1, 2, 64, BSHD,
+     ulyssesTypeFloat16, ulyssesTypeBfloat16, LENGTHS_SOMEZERO, 3, 0},
+    {"q bf16 + k bf16 + v fp32, sbhd b1 d8, rank 0 empty", GQA_SHAPE_OTHER, 1, 1, 8, SBHD,
+     ulyssesTypeBfloat16, ulyssesTypeFloat32, LENGTHS_ONEZERO, 2, 0},
+};
+#define GQA_SCENARIO_COUNT ((int)(sizeof gqaScenarios / sizeof gqaScenarios[0]))
+
+static void runGqaScenario(int index, int capacity, ulyssesComm_t comm) {
+  const GqaScenario* sc = &gqaScenarios[index];
+  int64_t queryHeads = 0, kvHeads = 0;
+  gqaHeads(sc->shape, &queryHeads, &kvHeads);
+  setScenario("gqa %d \"%s\" Hq %lld Hkv %lld P %d (%s)", index, sc->name, (long long)queryHeads,
+              (long long)kvHeads, gRanks, capacity ? "capacity" : "exact");
+  double started = nowMs();
+  ulyssesLayout_t layouts[MAX_TENSORS];
+  int nTensors = 0;
+  if (sc->multi) {
+    layouts[nTensors++] = gqaLayout(sc->batch, queryHeads, sc->headDim, sc->order, 0, sc->kvType);
+    layouts[nTensors++] =
+        gqaLayout(sc->batch, kvHeads, sc->headDim, sc->order, queryHeads, sc->kvType);
+    layouts[nTensors++] =
+        gqaLayout(sc->batch, kvHeads, sc->headDim, sc->order, queryHeads, sc->vType);
+  } else {
+    layouts[nTensors++] =
+        gqaLayout(sc->batch, kvHeads, sc->headDim, sc->order, queryHeads, sc->kvType);
+  }
+  int64_t lengths[MAX_RANKS], slots[MAX_RANKS];
+  makeLengths(sc->pattern, sc->base, lengths);
+  for (int r = 0; r < gRanks; r++) slots[r] = lengths[r] + (capacity ? (r + index + 1) % 3 : 0);
+  Case c;
+  caseInit(&c, nTensors, layouts, lengths, slots, capacity);
+  int64_t* deviceLength = capacity ? deviceLengthCreate(lengths[gRank]) : NULL;
+  ulyssesPlan_t plan = makePlan(&c, deviceLength);
+  runCase(&c, plan, mixSeed(500 + (uint64_t)index, (uint64_t)capacity),
+          GUARD_BYTES + (size_t)sc->misalign, index % 2 == 0, !sc->multi && index % 2 == 1,
+          sc->multi, comm);
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+  if (deviceLength != NULL) CUDA_CHECK(cudaFree(deviceLength));
+  if (gRank == 0) printf("rank 0: scenario %s: done in %.0f ms\n", gScenario, nowMs() - started);
+}
+
+/* head->seq of an opaque kv tensor whose kv head every rank shares (Hkv = 1,
+ * Hq = 2P) has nothing to sum with: ulyssesErrorUnsupportedElementSize on
+ * every rank (a plan-wide property, so no rank reaches NCCL), nothing
+ * written. With P = 1 nothing is shared: the call moves the bytes. Then
+ * exchanges every rank agrees on still work: seq->head of the same plan
+ * (opaque replicas) and head->seq of a plain tensor. */
+static void runGqaOpaqueScenario(ulyssesComm_t comm) {
+  setScenario("gqa opaque kv head shared by %d rank(s): head->seq", gRanks);
+  double started = nowMs();
+  ulyssesLayout_t kv = gqaLayout(2, 1, 4, BSHD, 2 * (int64_t)gRanks, ulyssesTypeOpaque);
+  kv.elementSize = 2;
+  int64_t lengths[MAX_RANKS];
+  for (int r = 0; r < gRanks; r++) lengths[r] = (r + 1) % 3; /* 1, 2, 0, 1, ... */
+  Case c;
+  caseInit(&c, 1, &kv, lengths, lengths, 0);
+  ulyssesPlan_t plan = makePlan(&c, NULL);
+  uint64_t seed = mixSeed(600, 0);
+  RowMap headMap = caseMap(&c, 0, SIDE_HEAD, gRank), seqMap = caseMap(&c, 0, SIDE_SEQ, gRank);
+
+  unsigned char** headIn = allocSide(&c, 0, SIDE_HEAD);
+  fillSide(&c, 0, SIDE_HEAD, headIn, mixSeed(seed, 1));
+  DevBuf send, recv, ws;
+  bufCreate(&send, planBytes(plan, &c, ulyssesOpHeadToSeq, 0, 1), GUARD_BYTES, 0, 0);
+  bufSetInput(&send, &headMap, headIn[gRank], mixSeed(seed, 2));
+  bufCreate(&recv, planBytes(plan, &c, ulyssesOpHeadToSeq, 0, 0), GUARD_BYTES, 0, OUTPUT_FILL);
+  if (gRanks == 1) {
+    unsigned char** toSeq = allocSide(&c, 0, SIDE_SEQ);
+    refHeadToSeq(&c.shapes[0], (const void* const*)headIn, (void* const*)toSeq);
+    runAndCheck(plan, ulyssesOpHeadToSeq, "head->seq (one rank: no replica to sum)", 1, 0, &send,
+                &recv, &toSeq[gRank], &seqMap, comm);
+    freePerRank(toSeq);
+  } else {
+    workspaceCreate(&ws, plan, ulyssesOpHeadToSeq);
+    bufUpload(&ws);
+    bufUpload(&send);
+    bufUpload(&recv);
+    ulyssesResult_t got =
+        ulyssesHeadToSeq(plan, send.user, recv.user, ws.user, ws.bytes, comm, gStream);
+    const char* message = ulyssesGetLastError();
+    CUDA_CHECK(cudaStreamSynchronize(gStream));
+    gChecks += 2;
+    if (got != ulyssesErrorUnsupportedElementSize)
+      reportFailure("ulyssesHeadToSeq of an opaque kv tensor with shared kv heads returned %s, "
+                    "not ulyssesErrorUnsupportedElementSize",
+                    ulyssesGetErrorString(got));
+    if (got != ulyssesSuccess && message[0] == '\0')
+      reportFailure("ulyssesGetLastError is empty after %s", ulyssesGetErrorString(got));
+    /* Nothing enqueued, nothing written: every byte as uploaded. */
+    bufCheck(&send, "refused head->seq: sendbuff (an input)", CHECK_ALL);
+    bufCheck(&recv, "refused head->seq: recvbuff (must be untouched)", CHECK_ALL);
+    bufCheck(&ws, "refused head->seq: workspace (must be untouched)", CHECK_ALL);
+    bufFree(&ws);
+  }
+  bufFree(&send);
+  bufFree(&recv);
+  freePerRank(headIn);
+
+  /* The same plan's seq->head: replication needs no dataType. */
+  setScenario("gqa opaque kv head shared by %d rank(s): seq->head afterwards", gRanks);
+  unsigned char** seqIn = allocSide(&c, 0, SIDE_SEQ);
+  fillSide(&c, 0, SIDE_SEQ, seqIn, mixSeed(seed, 3));
+  unsigned char** toHead = allocSide(&c, 0, SIDE_HEAD);
+  refExchange(&c, 0, ulyssesOpSeqToHead, seqIn, toHead);
+  bufCreate(&send, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 1), GUARD_BYTES, 0, 0);
+  bufSetInput(&send, &seqMap, seqIn[gRank], mixSeed(seed, 4));
+  bufCreate(&recv, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 0), GUARD_BYTES, 0, OUTPUT_FILL);
+  runAndCheck(plan, ulyssesOpSeqToHead, "seq->head", 1, 0, &send, &recv, &toHead[gRank], &headMap,
+              comm);
+  bufFree(&send);
+  bufFree(&recv);
+  freePerRank(seqIn);
+  freePerRank(toHead);
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+
+  /* A plain exchange on its own plan: the ranks are still in step. */
+  setScenario("gqa opaque kv head shared by %d rank(s): plain head->seq afterwards", gRanks);
+  const ulyssesLayout_t plain = LAYOUT(2, 3, 4, 4, 1, SBHD);
+  for (int r = 0; r < gRanks; r++) lengths[r] = r + 1;
+  caseInit(&c, 1, &plain, lengths, lengths, 0);
+  plan = makePlan(&c, NULL);
+  headMap = caseMap(&c, 0, SIDE_HEAD, gRank);
+  seqMap = caseMap(&c, 0, SIDE_SEQ, gRank);
+  headIn = allocSide(&c, 0, SIDE_HEAD);
+  fillSide(&c, 0, SIDE_HEAD, headIn, mixSeed(seed, 5));
+  unsigned char** toSeq = allocSide(&c, 0, SIDE_SEQ);
+  refExchange(&c, 0, ulyssesOpHeadToSeq, headIn, toSeq);
+  bufCreate(&send, planBytes(plan, &c, ulyssesOpHeadToSeq, 0, 1), GUARD_BYTES, 0, 0);
+  bufSetInput(&send, &headMap, headIn[gRank], mixSeed(seed, 6));
+  bufCreate(&recv, planBytes(plan, &c, ulyssesOpHeadToSeq, 0, 0), GUARD_BYTES, 0, OUTPUT_FILL);
+  runAndCheck(plan, ulyssesOpHeadToSeq, "head->seq", 1, 0, &send, &recv, &toSeq[gRank], &seqMap,
+              comm);
+  bufFree(&send);
+  bufFree(&recv);
+  freePerRank(headIn);
+  freePerRank(toSeq);
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+  checkNoAsyncError(comm);
+  if (gRank == 0)
+    printf("rank 0: scenario gqa opaque kv head shared by %d rank(s): done in %.0f ms\n", gRanks,
+           nowMs() - started);
 }
 
 /*------------------------------------------------------------------------
@@ -1036,6 +1320,9 @@ static int rankMain(const launcherRank* me) {
 
   for (int i = 0; i < SCENARIO_COUNT; i++)
     for (int capacity = 0; capacity <= 1; capacity++) runScenario(i, capacity, comm);
+  for (int i = 0; i < GQA_SCENARIO_COUNT; i++)
+    for (int capacity = 0; capacity <= 1; capacity++) runGqaScenario(i, capacity, comm);
+  runGqaOpaqueScenario(comm);
   for (int capacity = 0; capacity <= 1; capacity++) {
     runReplayScenario(REPLAY_GRAPH, capacity, comm);
     runReplayScenario(REPLAY_NO_HIDDEN_SYNC, capacity, comm);
