@@ -11,6 +11,7 @@
 #ifndef ULYSSES_H_
 #define ULYSSES_H_
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,7 +54,9 @@ typedef enum {
   ulyssesErrorSystemError = 14,          /* out of host memory */
   ulyssesErrorUnsupported = 15,          /* e.g. an NCCL older than the library needs */
   ulyssesErrorHeadGroupMismatch = 16,    /* queryHeads is not a multiple of heads */
-  ulyssesNumResults = 17
+  ulyssesErrorPlanMismatch = 17,         /* the ranks' plans disagree (checkPlans) */
+  ulyssesErrorInvalidUsage = 18,         /* a comm that was destroyed or aborted */
+  ulyssesNumResults = 19
 } ulyssesResult_t;
 
 /* The longest sequence slice a rank may hold, in rows (positions). */
@@ -81,29 +84,52 @@ typedef struct ulyssesComm* ulyssesComm_t;
 
 #define ULYSSES_CONFIG_MAGIC 0x756c7973u /* "ulys" */
 
+#define ULYSSES_CONFIG_UNDEF_INT INT_MIN
+
 /* Configuration for ulyssesCommCreate. Initialise with
  * ULYSSES_CONFIG_INITIALIZER: size, magic and version let later versions of
- * the library add fields that keep their defaults for older callers. */
+ * the library add fields that keep their defaults for older callers, and a
+ * field left at ULYSSES_CONFIG_UNDEF_INT takes its default. */
 typedef struct {
   size_t size;
   unsigned int magic;
   unsigned int version;
+  /* 1: before moving any data, every exchange all-gathers a fingerprint of
+   * the plan (operation, layouts, every rank's lengths or capacities) and,
+   * where the ranks' plans differ, returns ulyssesErrorPlanMismatch on every
+   * rank instead of hanging or mixing data. Costs one small all-gather and a
+   * host synchronisation per call; skipped while the stream is being
+   * captured. 0: off. Default: the environment variable ULYSSES_CHECK (1 to
+   * turn it on), else off. */
+  int checkPlans;
 } ulyssesConfig_t;
 
 #define ULYSSES_CONFIG_INITIALIZER \
-  { sizeof(ulyssesConfig_t), ULYSSES_CONFIG_MAGIC, ULYSSES_VERSION_CODE }
+  { sizeof(ulyssesConfig_t), ULYSSES_CONFIG_MAGIC, ULYSSES_VERSION_CODE, ULYSSES_CONFIG_UNDEF_INT }
 
-/* Wraps ncclComm (a blocking communicator, already initialised) for use by
- * this library. The caller keeps ncclComm alive until ulyssesCommDestroy and
- * destroys it itself. config may be NULL for the defaults. Allocates a few
- * bytes of device and pinned host memory on ncclComm's device. Checks at run
- * time that the loaded NCCL is at least 2.18. */
+/* Wraps ncclComm for use by this library. The caller keeps ncclComm alive
+ * until ulyssesCommDestroy and destroys it itself. A non-blocking
+ * communicator (ncclConfig_t.blocking = 0) works too: this call waits until
+ * its initialisation has finished, and each exchange waits, on the host, for
+ * NCCL to have enqueued its work before enqueuing the next kernel (never for
+ * the GPU). config may be NULL for the defaults. Allocates a few bytes of
+ * device and pinned host memory on ncclComm's device. Checks at run time that
+ * the loaded NCCL is at least 2.18. */
 ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t ncclComm,
                                               const ulyssesConfig_t* config);
 
 /* Frees what ulyssesCommCreate allocated. Work enqueued with comm must have
- * completed. Does not touch the NCCL communicator. comm may be NULL. */
+ * completed. Does not touch the NCCL communicator. comm may be NULL. A call
+ * with a destroyed comm returns ulyssesErrorInvalidUsage (as far as the
+ * library can tell: a new comm may be given the same address). */
 ULYSSES_API ulyssesResult_t ulyssesCommDestroy(ulyssesComm_t comm);
+
+/* Aborts the NCCL communicator comm wraps (ncclCommAbort: its pending work
+ * is cancelled and it is freed; the caller must not use or destroy it
+ * afterwards), for a job that has hit an error and must not hang. Later
+ * exchanges on comm return ulyssesErrorInvalidUsage; ulyssesCommDestroy still
+ * frees comm itself. */
+ULYSSES_API ulyssesResult_t ulyssesCommAbort(ulyssesComm_t comm);
 
 /* The communicator's size and this process's rank in it. */
 ULYSSES_API ulyssesResult_t ulyssesCommCount(ulyssesComm_t comm, int* nRanks);

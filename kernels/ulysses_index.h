@@ -44,7 +44,10 @@ enum { ULYSSES_MODE_EXACT = 0, ULYSSES_MODE_CAPACITY = 1 };
 enum { ULYSSES_COPY_HEAD_SLICE = 0, ULYSSES_COPY_ROW_SCATTER = 1, ULYSSES_COPY_HEAD_SUM = 2 };
 enum { ULYSSES_TYPE_OPAQUE = 0, ULYSSES_TYPE_FLOAT32 = 1, ULYSSES_TYPE_FLOAT16 = 2, ULYSSES_TYPE_BFLOAT16 = 3 };
 enum { ULYSSES_ORDER_BSHD = 0, ULYSSES_ORDER_SBHD = 1 };
-enum { ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY = 0x1u, ULYSSES_DEVICE_NEGATIVE_LENGTH = 0x2u };
+/* The length table's error bits: the public header's, for ulyssesPack and
+ * ulyssesUnpack (defined identically there). */
+#define ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY 0x1u
+#define ULYSSES_STATUS_NEGATIVE_LENGTH 0x2u
 
 /*------------------------------------------------------------------------
  * Head split: rank p owns heads [begin, begin + count); the first
@@ -129,8 +132,8 @@ ULYSSES_HD uint32_t ulyssesTableEntry(const ulyssesTableArgs* a, int i, int64_t*
   }
   int64_t raw = a->gatheredLengths[a->chunkBegin + i];
   *slotLength = hostValue;
-  if (raw < 0) { *length = 0; return ULYSSES_DEVICE_NEGATIVE_LENGTH; }
-  if (raw > hostValue) { *length = hostValue; return ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY; }
+  if (raw < 0) { *length = 0; return ULYSSES_STATUS_NEGATIVE_LENGTH; }
+  if (raw > hostValue) { *length = hostValue; return ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY; }
   *length = raw;
   return 0;
 }

@@ -1,9 +1,12 @@
 /* The public entry points that touch CUDA or NCCL: validate everything first,
  * then enqueue through the pipeline. */
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "comm.h"
+#include "config.h"
 #include "error.h"
+#include "log.h"
 
 #define MIN_NCCL_VERSION 21800
 
@@ -33,15 +36,55 @@ static void leaveDevice(const deviceGuard* guard) {
   if (guard->switched) cudaSetDevice(guard->previous);
 }
 
-static ulyssesResult_t checkConfig(const ulyssesConfig_t* config) {
-  if (config == NULL) return ulyssesSuccess;
-  if (config->magic != ULYSSES_CONFIG_MAGIC)
-    return ulyssesFail(ulyssesErrorInvalidArgument,
-                       "config was not initialised with ULYSSES_CONFIG_INITIALIZER (magic 0x%x)",
-                       config->magic);
-  if (config->size < sizeof(size_t) + 2 * sizeof(unsigned int))
-    return ulyssesFail(ulyssesErrorInvalidArgument, "config->size is %zu, too small for any version",
-                       config->size);
+/* The comms alive in this process, so that a call with a destroyed one is
+ * refused instead of reading freed memory. */
+static pthread_mutex_t registryLock = PTHREAD_MUTEX_INITIALIZER;
+static struct ulyssesComm** liveComms;
+static size_t liveCount, liveCapacity;
+
+static int registerComm(struct ulyssesComm* comm) {
+  pthread_mutex_lock(&registryLock);
+  int registered = 1;
+  if (liveCount == liveCapacity) {
+    size_t capacity = liveCapacity ? 2 * liveCapacity : 8;
+    struct ulyssesComm** grown = realloc(liveComms, capacity * sizeof *grown);
+    if (grown == NULL) registered = 0;
+    else {
+      liveComms = grown;
+      liveCapacity = capacity;
+    }
+  }
+  if (registered) liveComms[liveCount++] = comm;
+  pthread_mutex_unlock(&registryLock);
+  return registered;
+}
+
+/* Removes comm; returns whether it was alive. */
+static int unregisterComm(const struct ulyssesComm* comm) {
+  pthread_mutex_lock(&registryLock);
+  int found = 0;
+  for (size_t i = 0; i < liveCount && !found; i++)
+    if (liveComms[i] == comm) {
+      liveComms[i] = liveComms[--liveCount];
+      found = 1;
+    }
+  pthread_mutex_unlock(&registryLock);
+  return found;
+}
+
+static ulyssesResult_t checkComm(const struct ulyssesComm* comm, int allowAborted) {
+  if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
+  pthread_mutex_lock(&registryLock);
+  int alive = 0;
+  for (size_t i = 0; i < liveCount && !alive; i++) alive = liveComms[i] == comm;
+  pthread_mutex_unlock(&registryLock);
+  if (!alive)
+    return ulyssesFail(ulyssesErrorInvalidUsage,
+                       "comm %p is not a live ulyssesComm_t: it was destroyed, or never created",
+                       (const void*)comm);
+  ulyssesLogSetRank(comm->rank);
+  if (comm->aborted && !allowAborted)
+    return ulyssesFail(ulyssesErrorInvalidUsage, "comm was aborted (ulyssesCommAbort)");
   return ulyssesSuccess;
 }
 
@@ -50,7 +93,8 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
   ulyssesClearError();
   if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
   if (ncclComm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "ncclComm is NULL");
-  ULYSSES_CHECK(checkConfig(config));
+  ulyssesSettings settings;
+  ULYSSES_CHECK(ulyssesReadConfig(config, getenv("ULYSSES_CHECK"), &settings));
   int ncclVersion = 0;
   if (ncclGetVersion(&ncclVersion) != ncclSuccess || ncclVersion < MIN_NCCL_VERSION)
     return ulyssesFail(ulyssesErrorUnsupported, "the loaded NCCL is version %d; ulysses needs >= %d",
@@ -58,7 +102,13 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
   struct ulyssesComm* c = calloc(1, sizeof *c);
   if (c == NULL) return ulyssesFail(ulyssesErrorSystemError, "out of host memory for a comm");
   c->nccl = ncclComm;
+  c->checkPlans = settings.checkPlans;
   ulyssesResult_t result = ulyssesSuccess;
+  /* A non-blocking communicator may still be initialising. */
+  ncclResult_t state = ncclSuccess;
+  if (ncclCommGetAsyncError(ncclComm, &state) != ncclSuccess) state = ncclInvalidArgument;
+  ULYSSES_CHECK_GOTO(ulyssesNcclCheck(state, ncclComm, "the NCCL communicator's initialisation"),
+                     result, failed);
   if (ncclCommCount(ncclComm, &c->nRanks) != ncclSuccess ||
       ncclCommUserRank(ncclComm, &c->rank) != ncclSuccess ||
       ncclCommCuDevice(ncclComm, &c->cudaDevice) != ncclSuccess) {
@@ -82,6 +132,15 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
                                       "cudaMalloc of the length scratch"),
                      result, restore);
   leaveDevice(&guard);
+  if (!registerComm(c)) {
+    cudaFree(c->lengthScratch);
+    cudaFreeHost(c->hostStatus);
+    free(c);
+    return ulyssesFail(ulyssesErrorSystemError, "out of host memory registering a comm");
+  }
+  ulyssesLogSetRank(c->rank);
+  ulyssesLog(ULYSSES_LOG_INFO, "comm: rank %d of %d on CUDA device %d, NCCL %d, plan check %s",
+             c->rank, c->nRanks, c->cudaDevice, ncclVersion, c->checkPlans ? "on" : "off");
   *comm = c;
   return ulyssesSuccess;
 restore:
@@ -95,6 +154,10 @@ failed:
 ULYSSES_API ulyssesResult_t ulyssesCommDestroy(ulyssesComm_t comm) {
   ulyssesClearError();
   if (comm == NULL) return ulyssesSuccess;
+  if (!unregisterComm(comm))
+    return ulyssesFail(ulyssesErrorInvalidUsage,
+                       "comm %p is not a live ulyssesComm_t: destroyed twice, or never created",
+                       (const void*)comm);
   ulyssesResult_t result = ulyssesSuccess;
   deviceGuard guard;
   if (enterDevice(comm->cudaDevice, &guard) == ulyssesSuccess) {
@@ -108,9 +171,20 @@ ULYSSES_API ulyssesResult_t ulyssesCommDestroy(ulyssesComm_t comm) {
   return result;
 }
 
+ULYSSES_API ulyssesResult_t ulyssesCommAbort(ulyssesComm_t comm) {
+  ulyssesClearError();
+  ULYSSES_CHECK(checkComm(comm, 0));
+  comm->aborted = 1;
+  ulyssesLog(ULYSSES_LOG_WARN, "aborting the NCCL communicator");
+  ncclResult_t result = ncclCommAbort(comm->nccl);
+  if (result != ncclSuccess)
+    return ulyssesFail(ulyssesErrorNcclError, "ncclCommAbort failed: %s", ncclGetErrorString(result));
+  return ulyssesSuccess;
+}
+
 ULYSSES_API ulyssesResult_t ulyssesCommCount(ulyssesComm_t comm, int* nRanks) {
   ulyssesClearError();
-  if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
+  ULYSSES_CHECK(checkComm(comm, 1));
   if (nRanks == NULL) return ulyssesFail(ulyssesErrorNullPointer, "nRanks is NULL");
   *nRanks = comm->nRanks;
   return ulyssesSuccess;
@@ -118,7 +192,7 @@ ULYSSES_API ulyssesResult_t ulyssesCommCount(ulyssesComm_t comm, int* nRanks) {
 
 ULYSSES_API ulyssesResult_t ulyssesCommUserRank(ulyssesComm_t comm, int* rank) {
   ulyssesClearError();
-  if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
+  ULYSSES_CHECK(checkComm(comm, 1));
   if (rank == NULL) return ulyssesFail(ulyssesErrorNullPointer, "rank is NULL");
   *rank = comm->rank;
   return ulyssesSuccess;
@@ -127,24 +201,51 @@ ULYSSES_API ulyssesResult_t ulyssesCommUserRank(ulyssesComm_t comm, int* rank) {
 ULYSSES_API ulyssesResult_t ulyssesCommGetAsyncError(ulyssesComm_t comm,
                                                      ulyssesResult_t* asyncError) {
   ulyssesClearError();
-  if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
+  ULYSSES_CHECK(checkComm(comm, 1));
   if (asyncError == NULL) return ulyssesFail(ulyssesErrorNullPointer, "asyncError is NULL");
   uint32_t status = __atomic_load_n(comm->hostStatus, __ATOMIC_ACQUIRE);
   ncclResult_t ncclAsync = ncclSuccess;
-  if (status & ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY) {
-    *asyncError = ulyssesFail(ulyssesErrorLengthExceedsCapacity,
-                              "a capacity-mode length was above its capacity; it was clamped");
-  } else if (status & ULYSSES_DEVICE_NEGATIVE_LENGTH) {
-    *asyncError = ulyssesFail(ulyssesErrorInvalidLength,
-                              "a capacity-mode length was negative; it was taken as 0");
-  } else if (ncclCommGetAsyncError(comm->nccl, &ncclAsync) != ncclSuccess ||
-             (ncclAsync != ncclSuccess && ncclAsync != ncclInProgress)) {
-    *asyncError = ulyssesFail(ulyssesErrorNcclError, "NCCL reports an asynchronous error: %s",
-                              ncclGetErrorString(ncclAsync));
-  } else {
-    *asyncError = ulyssesSuccess;
-  }
+  if (status == 0 && !comm->aborted && ncclCommGetAsyncError(comm->nccl, &ncclAsync) != ncclSuccess)
+    ncclAsync = ncclInternalError;
+  *asyncError = ulyssesAsyncResult(status, ncclAsync, ncclGetErrorString(ncclAsync));
   return ulyssesSuccess;
+}
+
+/* The plan check: every rank all-gathers its plan's fingerprint and compares
+ * them on the host before any data moves, so that ranks whose plans disagree
+ * all return ulyssesErrorPlanMismatch instead of posting messages of
+ * different sizes (a hang) or mixing data. */
+static ulyssesResult_t checkPlansAgree(struct ulyssesComm* comm, ulyssesPlan_t plan, ulyssesOp_t op,
+                                       cudaStream_t stream, const ulyssesBackend* backend) {
+  enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  ULYSSES_CHECK(ulyssesCudaCheck(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing"));
+  if (capture != cudaStreamCaptureStatusNone) {
+    ulyssesLog(ULYSSES_LOG_INFO, "plan check skipped: the stream is being captured");
+    return ulyssesSuccess;
+  }
+  uint64_t fingerprint = ulyssesPlanFingerprint(plan, op);
+  uint64_t* fingerprints = malloc(sizeof(uint64_t) * (size_t)comm->nRanks);
+  if (fingerprints == NULL) return ulyssesFail(ulyssesErrorSystemError, "out of host memory");
+  ulyssesResult_t result;
+  ULYSSES_CHECK_GOTO(ulyssesCudaCheck(cudaMemcpyAsync(comm->lengthScratch, &fingerprint,
+                                                      sizeof fingerprint, cudaMemcpyHostToDevice,
+                                                      stream),
+                                      "cudaMemcpyAsync of the plan's fingerprint"),
+                     result, done);
+  ULYSSES_CHECK_GOTO(backend->allGather(backend->context, comm->lengthScratch,
+                                        comm->lengthScratch + 1, sizeof fingerprint),
+                     result, done);
+  ULYSSES_CHECK_GOTO(ulyssesCudaCheck(cudaMemcpyAsync(fingerprints, comm->lengthScratch + 1,
+                                                      sizeof(uint64_t) * (size_t)comm->nRanks,
+                                                      cudaMemcpyDeviceToHost, stream),
+                                      "cudaMemcpyAsync of the fingerprints"),
+                     result, done);
+  ULYSSES_CHECK_GOTO(ulyssesCudaCheck(cudaStreamSynchronize(stream), "cudaStreamSynchronize"),
+                     result, done);
+  result = ulyssesCheckFingerprints(fingerprints, comm->nRanks, op);
+done:
+  free(fingerprints);
+  return result;
 }
 
 ULYSSES_API ulyssesResult_t ulyssesExchangeMulti(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
@@ -152,14 +253,18 @@ ULYSSES_API ulyssesResult_t ulyssesExchangeMulti(ulyssesPlan_t plan, ulyssesOp_t
                                                  void* workspace, size_t workspaceSize,
                                                  ulyssesComm_t comm, cudaStream_t stream) {
   ulyssesClearError();
-  if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
+  ULYSSES_CHECK(checkComm(comm, 0));
+  ULYSSES_CHECK(ulyssesCheckExchange(plan, comm->nRanks, comm->rank, op, nTensors, sendbuffs,
+                                     recvbuffs, workspace, workspaceSize));
   deviceGuard guard;
   ULYSSES_CHECK(enterDevice(comm->cudaDevice, &guard));
   ulyssesCudaContext context = {comm, stream};
   ulyssesBackend backend = ulyssesCudaBackend(&context);
-  ulyssesResult_t result =
-      ulyssesExchange(plan, comm->nRanks, comm->rank, op, nTensors, sendbuffs, recvbuffs, workspace,
-                      workspaceSize, comm->deviceStatus, &backend);
+  ulyssesResult_t result = ulyssesSuccess;
+  if (comm->checkPlans) result = checkPlansAgree(comm, plan, op, stream, &backend);
+  if (result == ulyssesSuccess)
+    result = ulyssesRunExchange(plan, op, sendbuffs, recvbuffs, workspace, comm->deviceStatus,
+                                &backend);
   leaveDevice(&guard);
   return result;
 }
@@ -189,7 +294,7 @@ ULYSSES_API ulyssesResult_t ulyssesAllGatherLengths(const int64_t* deviceLocalLe
                                                     int64_t* deviceLengths, ulyssesComm_t comm,
                                                     cudaStream_t stream) {
   ulyssesClearError();
-  if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
+  ULYSSES_CHECK(checkComm(comm, 0));
   if (deviceLocalLength == NULL)
     return ulyssesFail(ulyssesErrorNullPointer, "deviceLocalLength is NULL");
   if (deviceLengths == NULL) return ulyssesFail(ulyssesErrorNullPointer, "deviceLengths is NULL");
@@ -213,7 +318,7 @@ ULYSSES_API ulyssesResult_t ulyssesAllGatherLengths(const int64_t* deviceLocalLe
 ULYSSES_API ulyssesResult_t ulyssesGatherLengthsHost(int64_t localLength, int64_t* hostLengths,
                                                      ulyssesComm_t comm, cudaStream_t stream) {
   ulyssesClearError();
-  if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
+  ULYSSES_CHECK(checkComm(comm, 0));
   if (hostLengths == NULL) return ulyssesFail(ulyssesErrorNullPointer, "hostLengths is NULL");
   if (localLength < 0 || localLength > ULYSSES_MAX_LENGTH)
     return ulyssesFail(ulyssesErrorInvalidLength, "localLength is %lld; it must be in [0, %lld]",

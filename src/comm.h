@@ -12,7 +12,10 @@ struct ulyssesComm {
   int cudaDevice;
   uint32_t* hostStatus;   /* pinned, mapped: read without synchronising */
   uint32_t* deviceStatus; /* the same word as the kernels address it */
-  int64_t* lengthScratch; /* device: nRanks + 1 entries for ulyssesGatherLengthsHost */
+  int64_t* lengthScratch; /* device: nRanks + 1 entries for ulyssesGatherLengthsHost and
+                             the plan check */
+  int checkPlans;
+  int aborted;
 };
 
 typedef struct {
@@ -24,5 +27,10 @@ typedef struct {
 ulyssesBackend ulyssesCudaBackend(ulyssesCudaContext* context);
 
 ulyssesResult_t ulyssesCudaCheck(cudaError_t error, const char* what);
+
+/* An NCCL call's result as the library reports it; for a non-blocking
+ * communicator first waits, on the host, until NCCL has finished enqueuing
+ * (ncclInProgress), so that what follows on the stream comes after NCCL's work. */
+ulyssesResult_t ulyssesNcclCheck(ncclResult_t result, ncclComm_t comm, const char* what);
 
 #endif /* ULYSSES_COMM_H_ */

@@ -1,3 +1,5 @@
+#include <sched.h>
+
 #include "comm.h"
 #include "error.h"
 #include "ulysses_launch.h"
@@ -8,38 +10,43 @@ ulyssesResult_t ulyssesCudaCheck(cudaError_t error, const char* what) {
                      cudaGetErrorString(error));
 }
 
-static ulyssesResult_t ncclCheck(ncclResult_t result, ncclComm_t comm, const char* what) {
+ulyssesResult_t ulyssesNcclCheck(ncclResult_t result, ncclComm_t comm, const char* what) {
+  while (result == ncclInProgress) {
+    sched_yield();
+    if (ncclCommGetAsyncError(comm, &result) != ncclSuccess) result = ncclInternalError;
+  }
   if (result == ncclSuccess) return ulyssesSuccess;
   return ulyssesFail(ulyssesErrorNcclError, "%s failed: %s (%s)", what, ncclGetErrorString(result),
                      ncclGetLastError(comm));
 }
 
+
 static ulyssesResult_t cudaAllGather(void* context, const void* sendbuff, void* recvbuff,
                                      size_t bytes) {
   ulyssesCudaContext* c = context;
-  return ncclCheck(ncclAllGather(sendbuff, recvbuff, bytes, ncclUint8, c->comm->nccl, c->stream),
+  return ulyssesNcclCheck(ncclAllGather(sendbuff, recvbuff, bytes, ncclUint8, c->comm->nccl, c->stream),
                    c->comm->nccl, "ncclAllGather");
 }
 
 static ulyssesResult_t cudaGroupStart(void* context) {
   ulyssesCudaContext* c = context;
-  return ncclCheck(ncclGroupStart(), c->comm->nccl, "ncclGroupStart");
+  return ulyssesNcclCheck(ncclGroupStart(), c->comm->nccl, "ncclGroupStart");
 }
 
 static ulyssesResult_t cudaGroupEnd(void* context) {
   ulyssesCudaContext* c = context;
-  return ncclCheck(ncclGroupEnd(), c->comm->nccl, "ncclGroupEnd");
+  return ulyssesNcclCheck(ncclGroupEnd(), c->comm->nccl, "ncclGroupEnd");
 }
 
 static ulyssesResult_t cudaSend(void* context, const void* buff, size_t bytes, int peer) {
   ulyssesCudaContext* c = context;
-  return ncclCheck(ncclSend(buff, bytes, ncclUint8, peer, c->comm->nccl, c->stream), c->comm->nccl,
+  return ulyssesNcclCheck(ncclSend(buff, bytes, ncclUint8, peer, c->comm->nccl, c->stream), c->comm->nccl,
                    "ncclSend");
 }
 
 static ulyssesResult_t cudaRecv(void* context, void* buff, size_t bytes, int peer) {
   ulyssesCudaContext* c = context;
-  return ncclCheck(ncclRecv(buff, bytes, ncclUint8, peer, c->comm->nccl, c->stream), c->comm->nccl,
+  return ulyssesNcclCheck(ncclRecv(buff, bytes, ncclUint8, peer, c->comm->nccl, c->stream), c->comm->nccl,
                    "ncclRecv");
 }
 

@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "log.h"
+
 static _Thread_local char lastError[512];
 
 static const char* const resultNames[ulyssesNumResults] = {
@@ -23,6 +25,8 @@ static const char* const resultNames[ulyssesNumResults] = {
     [ulyssesErrorSystemError] = "ulyssesErrorSystemError",
     [ulyssesErrorUnsupported] = "ulyssesErrorUnsupported",
     [ulyssesErrorHeadGroupMismatch] = "ulyssesErrorHeadGroupMismatch",
+    [ulyssesErrorPlanMismatch] = "ulyssesErrorPlanMismatch",
+    [ulyssesErrorInvalidUsage] = "ulyssesErrorInvalidUsage",
 };
 
 ULYSSES_API const char* ulyssesGetErrorString(ulyssesResult_t result) {
@@ -37,7 +41,25 @@ ulyssesResult_t ulyssesFail(ulyssesResult_t code, const char* format, ...) {
   va_start(args, format);
   vsnprintf(lastError, sizeof lastError, format, args);
   va_end(args);
+  ulyssesLog(ULYSSES_LOG_WARN, "%s: %s", resultNames[code], lastError);
   return code;
 }
 
-void ulyssesClearError(void) { lastError[0] = '\0'; }
+ulyssesResult_t ulyssesAsyncResult(uint32_t deviceStatus, ncclResult_t ncclAsync,
+                                   const char* ncclErrorName) {
+  if (deviceStatus & ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY)
+    return ulyssesFail(ulyssesErrorLengthExceedsCapacity,
+                       "a capacity-mode length was above its capacity; it was clamped");
+  if (deviceStatus & ULYSSES_STATUS_NEGATIVE_LENGTH)
+    return ulyssesFail(ulyssesErrorInvalidLength,
+                       "a capacity-mode length was negative; it was taken as 0");
+  if (ncclAsync != ncclSuccess && ncclAsync != ncclInProgress)
+    return ulyssesFail(ulyssesErrorNcclError, "NCCL reports an asynchronous error: %s",
+                       ncclErrorName);
+  return ulyssesSuccess;
+}
+
+void ulyssesClearError(void) {
+  lastError[0] = '\0';
+  ulyssesLogSetRank(-1);
+}

@@ -9,6 +9,13 @@
 ulyssesResult_t ulyssesFail(ulyssesResult_t code, const char* format, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* What ulyssesCommGetAsyncError reports for the device status bits and
+ * NCCL's asynchronous state (ncclErrorName: ncclGetErrorString's): the first
+ * device error, else NCCL's error (ncclInProgress is no error), else
+ * ulyssesSuccess. Sets the message. */
+ulyssesResult_t ulyssesAsyncResult(uint32_t deviceStatus, ncclResult_t ncclAsync,
+                                   const char* ncclErrorName);
+
 /* Forgets the calling thread's message (at the start of each public call). */
 void ulyssesClearError(void);
 

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "log.h"
 
 typedef struct ulyssesPlan ulyssesPlanData;
 
@@ -149,14 +150,23 @@ ulyssesResult_t ulyssesRunStage(const ulyssesPlanData* plan, ulyssesOp_t op, uly
   return ulyssesSuccess;
 }
 
+ulyssesResult_t ulyssesCheckExchange(const ulyssesPlanData* plan, int commRanks, int commRank,
+                                     ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
+                                     void* const* recvbuffs, const void* workspace,
+                                     size_t workspaceSize) {
+  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
+  ulyssesLogSetRank(plan->rank);
+  ULYSSES_CHECK(ulyssesCheckCommShape(plan, commRanks, commRank));
+  return ulyssesCheckBuffers(plan, op, nTensors, sendbuffs, recvbuffs, workspace, workspaceSize, 1,
+                             1);
+}
+
 ulyssesResult_t ulyssesExchange(const ulyssesPlanData* plan, int commRanks, int commRank,
                                 ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
                                 void* const* recvbuffs, void* workspace, size_t workspaceSize,
                                 uint32_t* status, const ulyssesBackend* backend) {
-  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
-  ULYSSES_CHECK(ulyssesCheckCommShape(plan, commRanks, commRank));
-  ULYSSES_CHECK(ulyssesCheckBuffers(plan, op, nTensors, sendbuffs, recvbuffs, workspace,
-                                    workspaceSize, 1, 1));
+  ULYSSES_CHECK(ulyssesCheckExchange(plan, commRanks, commRank, op, nTensors, sendbuffs, recvbuffs,
+                                     workspace, workspaceSize));
   return ulyssesRunExchange(plan, op, sendbuffs, recvbuffs, workspace, status, backend);
 }
 

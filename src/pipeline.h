@@ -34,6 +34,12 @@ ulyssesResult_t ulyssesRunStage(const struct ulyssesPlan* plan, ulyssesOp_t op, 
                                 const void* const* userBuffers, const int64_t* deviceLengths,
                                 void* workspace, uint32_t* status, const ulyssesBackend* backend);
 
+/* Validates every argument of an exchange, enqueuing nothing. */
+ulyssesResult_t ulyssesCheckExchange(const struct ulyssesPlan* plan, int commRanks, int commRank,
+                                     ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
+                                     void* const* recvbuffs, const void* workspace,
+                                     size_t workspaceSize);
+
 /* The checked entry points behind the public calls: every argument is
  * validated before anything is enqueued on backend. */
 ulyssesResult_t ulyssesExchange(const struct ulyssesPlan* plan, int commRanks, int commRank,

@@ -1,9 +1,11 @@
 #include "plan.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "log.h"
 
 typedef struct ulyssesPlan ulyssesPlanData;
 
@@ -121,6 +123,7 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
                                   const int64_t* lengths, const int64_t* deviceLocalLength,
                                   int nTensors, const ulyssesLayout_t* layouts) {
   ulyssesClearError();
+  if (rank >= 0 && rank < nRanks) ulyssesLogSetRank(rank);
   const char* lengthsName = mode == ULYSSES_MODE_EXACT ? "lengths" : "capacities";
   if (out == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
   if (nRanks < 1)
@@ -180,6 +183,12 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
     ulyssesPlanWorkspace(plan, (ulyssesOp_t)op, &layout);
     plan->workspaceBytes[op] = layout.totalBytes;
   }
+  ulyssesLog(ULYSSES_LOG_INFO,
+             "plan: %s mode, %d rank(s), %d tensor(s), %s %lld rows in all; workspace %zu bytes "
+             "(seq->head), %zu (head->seq), %zu (all-gather)",
+             mode == ULYSSES_MODE_EXACT ? "exact" : "capacity", nRanks, nTensors,
+             mode == ULYSSES_MODE_EXACT ? "lengths" : "capacities", (long long)slotTotal(plan),
+             plan->workspaceBytes[0], plan->workspaceBytes[1], plan->workspaceBytes[2]);
   *out = plan;
   return ulyssesSuccess;
 }
@@ -420,6 +429,47 @@ ulyssesResult_t ulyssesCheckCommShape(const ulyssesPlanData* plan, int commRanks
                        "comm is rank %d of %d but the plan was made for rank %d of %d", commRank,
                        commRanks, plan->rank, plan->nRanks);
   return ulyssesSuccess;
+}
+
+/* FNV-1a, 64 bits, over a value's bytes. */
+static uint64_t hashBytes(uint64_t hash, const void* bytes, size_t count) {
+  const unsigned char* p = bytes;
+  for (size_t i = 0; i < count; i++) hash = (hash ^ p[i]) * 0x100000001b3ull;
+  return hash;
+}
+
+static uint64_t hashInt(uint64_t hash, int64_t value) { return hashBytes(hash, &value, sizeof value); }
+
+uint64_t ulyssesPlanFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op) {
+  uint64_t hash = 0xcbf29ce484222325ull;
+  hash = hashInt(hash, op);
+  hash = hashInt(hash, plan->nRanks);
+  hash = hashInt(hash, plan->mode);
+  hash = hashInt(hash, plan->nTensors);
+  for (int r = 0; r < plan->nRanks; r++) hash = hashInt(hash, plan->slotLengths[r]);
+  for (int t = 0; t < plan->nTensors; t++) {
+    const ulyssesLayout_t* layout = &plan->layouts[t];
+    int64_t fields[] = {layout->batch,  layout->heads, layout->headDim,    layout->elementSize,
+                        layout->packed, layout->order, layout->queryHeads, layout->dataType};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) hash = hashInt(hash, fields[i]);
+  }
+  return hash;
+}
+
+ulyssesResult_t ulyssesCheckFingerprints(const uint64_t* fingerprints, int nRanks, ulyssesOp_t op) {
+  char ranks[160] = "";
+  size_t used = 0;
+  int differing = 0;
+  for (int r = 1; r < nRanks; r++) {
+    if (fingerprints[r] == fingerprints[0]) continue;
+    if (differing++ < 8 && used < sizeof ranks)
+      used += (size_t)snprintf(ranks + used, sizeof ranks - used, "%s%d", used ? ", " : "", r);
+  }
+  if (differing == 0) return ulyssesSuccess;
+  return ulyssesFail(ulyssesErrorPlanMismatch,
+                     "the plans of %d rank(s) (%s%s) differ from rank 0's for %s: their lengths, "
+                     "capacities, mode or layouts disagree; nothing was moved",
+                     differing, ranks, differing > 8 ? ", ..." : "", opNames[op]);
 }
 
 ULYSSES_API ulyssesResult_t ulyssesGetWorkspaceSize(ulyssesPlan_t plan, ulyssesOp_t op,

@@ -71,6 +71,13 @@ ulyssesResult_t ulyssesCheckBuffers(const struct ulyssesPlan* plan, ulyssesOp_t 
 /* The communicator's size and rank must be the plan's. */
 ulyssesResult_t ulyssesCheckCommShape(const struct ulyssesPlan* plan, int commRanks, int commRank);
 
+/* What every rank must agree on for op, hashed: the mode, every rank's
+ * lengths or capacities, the layouts. Equal on ranks whose plans agree. */
+uint64_t ulyssesPlanFingerprint(const struct ulyssesPlan* plan, ulyssesOp_t op);
+/* Compares every rank's fingerprint; the error names the ranks that differ
+ * from rank 0. Every rank, seeing the same fingerprints, gives the same result. */
+ulyssesResult_t ulyssesCheckFingerprints(const uint64_t* fingerprints, int nRanks, ulyssesOp_t op);
+
 /* The largest power of two up to 16 that divides headBytes and both bases. */
 int ulyssesWordBytes(int64_t headBytes, const void* user, const void* segments);
 

@@ -233,7 +233,7 @@ static void testCapacityOverflowIsClampedAndReported(void** state) {
       run.deviceLengths[culprit] = s.capacities[culprit] + 1 + i % 3;
       exchangeExecute(&run);
       for (int r = 0; r < s.nRanks; r++)
-        assert_int_equal(run.status[r], ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY);
+        assert_int_equal(run.status[r], ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY);
       int64_t clamped[HARNESS_MAX_RANKS];
       memcpy(clamped, s.lengths, sizeof clamped);
       clamped[culprit] = s.capacities[culprit];
@@ -250,7 +250,7 @@ static void testNegativeDeviceLengthIsReported(void** state) {
   exchangeSetup(&run, &s, ulyssesOpSeqToHead, 3);
   run.deviceLengths[1] = -5;
   exchangeExecute(&run);
-  for (int r = 0; r < s.nRanks; r++) assert_int_equal(run.status[r], ULYSSES_DEVICE_NEGATIVE_LENGTH);
+  for (int r = 0; r < s.nRanks; r++) assert_int_equal(run.status[r], ULYSSES_STATUS_NEGATIVE_LENGTH);
   int64_t clamped[HARNESS_MAX_RANKS];
   memcpy(clamped, s.lengths, sizeof clamped);
   clamped[1] = 0;

@@ -77,10 +77,10 @@ static void testTableEntryClamps(void** state) {
   args.hostValues[2] = 5;
   args.gatheredLengths = gathered;
   int64_t length, slot;
-  assert_int_equal(ulyssesTableEntry(&args, 0, &length, &slot), ULYSSES_DEVICE_NEGATIVE_LENGTH);
+  assert_int_equal(ulyssesTableEntry(&args, 0, &length, &slot), ULYSSES_STATUS_NEGATIVE_LENGTH);
   assert_int_equal(length, 0);
   assert_int_equal(slot, 6);
-  assert_int_equal(ulyssesTableEntry(&args, 1, &length, &slot), ULYSSES_DEVICE_LENGTH_ABOVE_CAPACITY);
+  assert_int_equal(ulyssesTableEntry(&args, 1, &length, &slot), ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY);
   assert_int_equal(length, 7);
   assert_int_equal(ulyssesTableEntry(&args, 2, &length, &slot), 0);
   assert_int_equal(length, 5);
