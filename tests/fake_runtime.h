@@ -1,0 +1,45 @@
+/* A stand-in for the CUDA runtime and NCCL, linked instead of them, so that
+ * the library's public entry points (src/api.c, src/cuda_backend.c) run on
+ * the CPU: host memory stands for device memory, the kernel launchers run
+ * the kernels' per-thread functions for every coordinate, and the NCCL calls
+ * of one simulated rank are recorded. A communicator of one rank executes
+ * its messages (self send and receive, all-gather); with more ranks, an
+ * all-gather fills the other ranks' parts with fakePeerAllGatherByte and
+ * messages to others are only recorded. */
+#ifndef ULYSSES_TESTS_FAKE_RUNTIME_H_
+#define ULYSSES_TESTS_FAKE_RUNTIME_H_
+
+#include <stddef.h>
+
+#include <nccl.h>
+
+typedef enum {
+  FAKE_ALL_GATHER, FAKE_GROUP_START, FAKE_GROUP_END, FAKE_SEND, FAKE_RECV, FAKE_ASYNC_POLL,
+  FAKE_TABLE_KERNEL, FAKE_COPY_KERNEL, FAKE_COMM_ABORT, FAKE_SYNCHRONIZE
+} fakeEvent;
+
+typedef struct {
+  int nRanks;
+  int rank;
+  /* A non-blocking communicator: this many ncclCommGetAsyncError polls
+   * answer ncclInProgress after a call that returned it. */
+  int inProgressPolls;
+  /* Returned by the next ncclSend, then reset. */
+  ncclResult_t failNextSend;
+  /* Answered by ncclCommGetAsyncError once no call is in progress. */
+  ncclResult_t asyncError;
+  /* cudaStreamIsCapturing says the stream is being captured. */
+  int capturing;
+  /* What the other ranks contribute to an all-gather, byte by byte. */
+  unsigned char peerAllGatherByte;
+} fakeSettings;
+
+extern fakeSettings fake;
+/* A communicator handle to pass as ncclComm_t. */
+ncclComm_t fakeComm(void);
+void fakeReset(int nRanks, int rank);
+int fakeEventCount(void);
+fakeEvent fakeEventAt(int index);
+int fakeCount(fakeEvent event);
+
+#endif /* ULYSSES_TESTS_FAKE_RUNTIME_H_ */
