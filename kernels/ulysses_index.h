@@ -42,7 +42,12 @@
 
 enum { ULYSSES_MODE_EXACT = 0, ULYSSES_MODE_CAPACITY = 1 };
 enum { ULYSSES_COPY_HEAD_SLICE = 0, ULYSSES_COPY_ROW_SCATTER = 1, ULYSSES_COPY_HEAD_SUM = 2 };
-enum { ULYSSES_TYPE_OPAQUE = 0, ULYSSES_TYPE_FLOAT32 = 1, ULYSSES_TYPE_FLOAT16 = 2, ULYSSES_TYPE_BFLOAT16 = 3 };
+enum {
+  ULYSSES_TYPE_OPAQUE = 0,
+  ULYSSES_TYPE_FLOAT32 = 1,
+  ULYSSES_TYPE_FLOAT16 = 2,
+  ULYSSES_TYPE_BFLOAT16 = 3
+};
 enum { ULYSSES_ORDER_BSHD = 0, ULYSSES_ORDER_SBHD = 1 };
 /* The length table's error bits: the public header's, for ulyssesPack and
  * ulyssesUnpack (defined identically there). */
@@ -95,7 +100,10 @@ ULYSSES_HD int ulyssesRowOwner(const int64_t* offsets, int nRanks, int64_t g) {
   int low = 0, high = nRanks - 1;
   while (low < high) {
     int mid = low + (high - low + 1) / 2;
-    if (offsets[mid] <= g) low = mid; else high = mid - 1;
+    if (offsets[mid] <= g)
+      low = mid;
+    else
+      high = mid - 1;
   }
   return low;
 }
@@ -107,8 +115,8 @@ ULYSSES_HD int ulyssesRowOwner(const int64_t* offsets, int nRanks, int64_t g) {
 typedef struct {
   int32_t mode;
   int32_t nRanks;
-  int32_t chunkBegin;  /* first rank of this launch */
-  int32_t chunkCount;  /* ranks in this launch, <= ULYSSES_TABLE_CHUNK */
+  int32_t chunkBegin; /* first rank of this launch */
+  int32_t chunkCount; /* ranks in this launch, <= ULYSSES_TABLE_CHUNK */
   /* Exact mode: the lengths; capacity mode: the capacities; of ranks
    * chunkBegin .. chunkBegin + chunkCount - 1. */
   int64_t hostValues[ULYSSES_TABLE_CHUNK];
@@ -132,8 +140,14 @@ ULYSSES_HD uint32_t ulyssesTableEntry(const ulyssesTableArgs* a, int i, int64_t*
   }
   int64_t raw = a->gatheredLengths[a->chunkBegin + i];
   *slotLength = hostValue;
-  if (raw < 0) { *length = 0; return ULYSSES_STATUS_NEGATIVE_LENGTH; }
-  if (raw > hostValue) { *length = hostValue; return ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY; }
+  if (raw < 0) {
+    *length = 0;
+    return ULYSSES_STATUS_NEGATIVE_LENGTH;
+  }
+  if (raw > hostValue) {
+    *length = hostValue;
+    return ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY;
+  }
   *length = raw;
   return 0;
 }
@@ -147,15 +161,15 @@ typedef struct {
   unsigned char* segments; /* this tensor's region of the workspace */
   int64_t batch;
   int64_t packed;
-  int64_t heads;           /* the tensor's H */
-  int64_t headBytes;       /* headDim * elementSize */
-  int64_t rowHeads;        /* row scatter: heads in one user row */
-  int64_t queryHeads;      /* 0, or the query heads of a kv tensor (ulyssesPeerHeads) */
-  int32_t kind;            /* ULYSSES_COPY_HEAD_SLICE, _ROW_SCATTER or _HEAD_SUM (unpack only) */
-  int32_t dataType;        /* head sum: ULYSSES_TYPE_FLOAT32, _FLOAT16 or _BFLOAT16 */
+  int64_t heads;      /* the tensor's H */
+  int64_t headBytes;  /* headDim * elementSize */
+  int64_t rowHeads;   /* row scatter: heads in one user row */
+  int64_t queryHeads; /* 0, or the query heads of a kv tensor (ulyssesPeerHeads) */
+  int32_t kind;       /* ULYSSES_COPY_HEAD_SLICE, _ROW_SCATTER or _HEAD_SUM (unpack only) */
+  int32_t dataType;   /* head sum: ULYSSES_TYPE_FLOAT32, _FLOAT16 or _BFLOAT16 */
   int32_t order;
-  int32_t wordBytes;       /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
-  int32_t active;          /* 0: this tensor travels straight from/to the user buffer */
+  int32_t wordBytes; /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
+  int32_t active;    /* 0: this tensor travels straight from/to the user buffer */
 } ulyssesCopyTensor;
 
 typedef struct {
@@ -191,7 +205,8 @@ ULYSSES_HD int64_t ulyssesLocalRow(const ulyssesCopyArgs* a, const ulyssesCopyTe
                                    int64_t realRow) {
   int64_t length = a->lengths[a->rank];
   int64_t slotLength = a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank];
-  return x->order == ULYSSES_ORDER_BSHD ? realRow / length * slotLength + realRow % length : realRow;
+  return x->order == ULYSSES_ORDER_BSHD ? realRow / length * slotLength + realRow % length
+                                        : realRow;
 }
 
 /* Run `run` of tensor t: a head slice enumerates (peer, real row, packed
@@ -206,8 +221,8 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
   if (x->kind == ULYSSES_COPY_HEAD_SLICE) {
     int64_t runsPerPeer = x->batch * a->lengths[a->rank] * x->packed;
     int peer = (int)(run / runsPerPeer);
-    int64_t rowPart = ulyssesLocalRow(a, x, run % runsPerPeer / x->packed) * x->packed +
-                      run % x->packed;
+    int64_t rowPart =
+        ulyssesLocalRow(a, x, run % runsPerPeer / x->packed) * x->packed + run % x->packed;
     int64_t headBegin;
     int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
     int64_t headPrefix = ulyssesPeerHeadPrefix(x->heads, x->queryHeads, a->nRanks, peer);
@@ -217,8 +232,8 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     result.bytes = headCount * x->headBytes;
   } else if (x->kind == ULYSSES_COPY_HEAD_SUM) {
     /* One kv head of one row; its replicas are read by ulyssesSumRunThread. */
-    int64_t rowPart = ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed +
-                      run / x->heads % x->packed;
+    int64_t rowPart =
+        ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
     result.userOffset = (rowPart * x->heads + run % x->heads) * x->headBytes;
     result.segmentOffset = 0;
     result.bytes = x->headBytes;
@@ -256,7 +271,10 @@ ULYSSES_HD float ulyssesFloatFromBits(uint32_t bits) {
 #ifdef __CUDA_ARCH__
   return __uint_as_float(bits);
 #else
-  union { uint32_t bits; float value; } u;
+  union {
+    uint32_t bits;
+    float value;
+  } u;
   u.bits = bits;
   return u.value;
 #endif
@@ -266,7 +284,10 @@ ULYSSES_HD uint32_t ulyssesBitsFromFloat(float value) {
 #ifdef __CUDA_ARCH__
   return __float_as_uint(value);
 #else
-  union { uint32_t bits; float value; } u;
+  union {
+    uint32_t bits;
+    float value;
+  } u;
   u.value = value;
   return u.bits;
 #endif
@@ -338,8 +359,8 @@ ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run
                                     int laneCount) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   int64_t head = run % x->heads;
-  int64_t rowPart = ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed +
-                    run / x->heads % x->packed;
+  int64_t rowPart =
+      ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
   int64_t slotRows = x->batch * (a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank]);
   int64_t elementSize = x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2;
   unsigned char* out = x->user + (rowPart * x->heads + head) * x->headBytes;
@@ -363,7 +384,10 @@ ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run
   }
 }
 
-typedef struct { ULYSSES_ALIGNAS(16) uint64_t low; uint64_t high; } ulyssesWord16;
+typedef struct {
+  ULYSSES_ALIGNAS(16) uint64_t low;
+  uint64_t high;
+} ulyssesWord16;
 
 /* One thread's share of a run: words lane, lane + laneCount, ... */
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
@@ -379,18 +403,28 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
   const unsigned char* src = a->toSegments ? userBytes : segmentBytes;
   unsigned char* dst = a->toSegments ? segmentBytes : userBytes;
   int64_t words = r.bytes / x->wordBytes;
+  /* The widest type the alignment allows: 16-byte words are one vector
+   * load and store per lane. */
+#define ULYSSES_COPY_WORDS(Type)                    \
+  for (int64_t w = lane; w < words; w += laneCount) \
+  ((Type*)(void*)dst)[w] = ((const Type*)(const void*)src)[w]
   switch (x->wordBytes) {
-#define ULYSSES_COPY_WORDS(Type)                                             \
-  for (int64_t w = lane; w < words; w += laneCount)                          \
-    ((Type*)(void*)dst)[w] = ((const Type*)(const void*)src)[w];             \
-  break;
-    case 16: ULYSSES_COPY_WORDS(ulyssesWord16)
-    case 8: ULYSSES_COPY_WORDS(uint64_t)
-    case 4: ULYSSES_COPY_WORDS(uint32_t)
-    case 2: ULYSSES_COPY_WORDS(uint16_t)
-    default: ULYSSES_COPY_WORDS(uint8_t)
-#undef ULYSSES_COPY_WORDS
+    case 16:
+      ULYSSES_COPY_WORDS(ulyssesWord16);
+      break;
+    case 8:
+      ULYSSES_COPY_WORDS(uint64_t);
+      break;
+    case 4:
+      ULYSSES_COPY_WORDS(uint32_t);
+      break;
+    case 2:
+      ULYSSES_COPY_WORDS(uint16_t);
+      break;
+    default:
+      ULYSSES_COPY_WORDS(uint8_t);
   }
+#undef ULYSSES_COPY_WORDS
 }
 
 #endif /* ULYSSES_INDEX_H_ */

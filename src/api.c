@@ -48,7 +48,8 @@ static int registerComm(struct ulyssesComm* comm) {
   if (liveCount == liveCapacity) {
     size_t capacity = liveCapacity ? 2 * liveCapacity : 8;
     struct ulyssesComm** grown = realloc(liveComms, capacity * sizeof *grown);
-    if (grown == NULL) registered = 0;
+    if (grown == NULL)
+      registered = 0;
     else {
       liveComms = grown;
       liveCapacity = capacity;
@@ -97,8 +98,9 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
   ULYSSES_CHECK(ulyssesReadConfig(config, getenv("ULYSSES_CHECK"), &settings));
   int ncclVersion = 0;
   if (ncclGetVersion(&ncclVersion) != ncclSuccess || ncclVersion < MIN_NCCL_VERSION)
-    return ulyssesFail(ulyssesErrorUnsupported, "the loaded NCCL is version %d; ulysses needs >= %d",
-                       ncclVersion, MIN_NCCL_VERSION);
+    return ulyssesFail(ulyssesErrorUnsupported,
+                       "the loaded NCCL is version %d; ulysses needs >= %d", ncclVersion,
+                       MIN_NCCL_VERSION);
   struct ulyssesComm* c = calloc(1, sizeof *c);
   if (c == NULL) return ulyssesFail(ulyssesErrorSystemError, "out of host memory for a comm");
   c->nccl = ncclComm;
@@ -118,15 +120,15 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
   }
   deviceGuard guard;
   ULYSSES_CHECK_GOTO(enterDevice(c->cudaDevice, &guard), result, failed);
-  ULYSSES_CHECK_GOTO(ulyssesCudaCheck(cudaHostAlloc((void**)&c->hostStatus, sizeof(uint32_t),
-                                                    cudaHostAllocMapped),
-                                      "cudaHostAlloc of the status word"),
-                     result, restore);
+  ULYSSES_CHECK_GOTO(
+      ulyssesCudaCheck(cudaHostAlloc((void**)&c->hostStatus, sizeof(uint32_t), cudaHostAllocMapped),
+                       "cudaHostAlloc of the status word"),
+      result, restore);
   *c->hostStatus = 0;
-  ULYSSES_CHECK_GOTO(ulyssesCudaCheck(cudaHostGetDevicePointer((void**)&c->deviceStatus,
-                                                               c->hostStatus, 0),
-                                      "cudaHostGetDevicePointer of the status word"),
-                     result, restore);
+  ULYSSES_CHECK_GOTO(
+      ulyssesCudaCheck(cudaHostGetDevicePointer((void**)&c->deviceStatus, c->hostStatus, 0),
+                       "cudaHostGetDevicePointer of the status word"),
+      result, restore);
   ULYSSES_CHECK_GOTO(ulyssesCudaCheck(cudaMalloc((void**)&c->lengthScratch,
                                                  sizeof(int64_t) * ((size_t)c->nRanks + 1)),
                                       "cudaMalloc of the length scratch"),
@@ -161,7 +163,8 @@ ULYSSES_API ulyssesResult_t ulyssesCommDestroy(ulyssesComm_t comm) {
   ulyssesResult_t result = ulyssesSuccess;
   deviceGuard guard;
   if (enterDevice(comm->cudaDevice, &guard) == ulyssesSuccess) {
-    if (cudaFree(comm->lengthScratch) != cudaSuccess || cudaFreeHost(comm->hostStatus) != cudaSuccess)
+    if (cudaFree(comm->lengthScratch) != cudaSuccess ||
+        cudaFreeHost(comm->hostStatus) != cudaSuccess)
       result = ulyssesFail(ulyssesErrorCudaError, "freeing the comm's memory failed");
     leaveDevice(&guard);
   } else {
@@ -178,7 +181,8 @@ ULYSSES_API ulyssesResult_t ulyssesCommAbort(ulyssesComm_t comm) {
   ulyssesLog(ULYSSES_LOG_WARN, "aborting the NCCL communicator");
   ncclResult_t result = ncclCommAbort(comm->nccl);
   if (result != ncclSuccess)
-    return ulyssesFail(ulyssesErrorNcclError, "ncclCommAbort failed: %s", ncclGetErrorString(result));
+    return ulyssesFail(ulyssesErrorNcclError, "ncclCommAbort failed: %s",
+                       ncclGetErrorString(result));
   return ulyssesSuccess;
 }
 
@@ -227,11 +231,11 @@ static ulyssesResult_t checkPlansAgree(struct ulyssesComm* comm, ulyssesPlan_t p
   uint64_t* fingerprints = malloc(sizeof(uint64_t) * (size_t)comm->nRanks);
   if (fingerprints == NULL) return ulyssesFail(ulyssesErrorSystemError, "out of host memory");
   ulyssesResult_t result;
-  ULYSSES_CHECK_GOTO(ulyssesCudaCheck(cudaMemcpyAsync(comm->lengthScratch, &fingerprint,
-                                                      sizeof fingerprint, cudaMemcpyHostToDevice,
-                                                      stream),
-                                      "cudaMemcpyAsync of the plan's fingerprint"),
-                     result, done);
+  ULYSSES_CHECK_GOTO(
+      ulyssesCudaCheck(cudaMemcpyAsync(comm->lengthScratch, &fingerprint, sizeof fingerprint,
+                                       cudaMemcpyHostToDevice, stream),
+                       "cudaMemcpyAsync of the plan's fingerprint"),
+      result, done);
   ULYSSES_CHECK_GOTO(backend->allGather(backend->context, comm->lengthScratch,
                                         comm->lengthScratch + 1, sizeof fingerprint),
                      result, done);
@@ -249,9 +253,10 @@ done:
 }
 
 ULYSSES_API ulyssesResult_t ulyssesExchangeMulti(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
-                                                 const void* const* sendbuffs, void* const* recvbuffs,
-                                                 void* workspace, size_t workspaceSize,
-                                                 ulyssesComm_t comm, cudaStream_t stream) {
+                                                 const void* const* sendbuffs,
+                                                 void* const* recvbuffs, void* workspace,
+                                                 size_t workspaceSize, ulyssesComm_t comm,
+                                                 cudaStream_t stream) {
   ulyssesClearError();
   ULYSSES_CHECK(checkComm(comm, 0));
   ULYSSES_CHECK(ulyssesCheckExchange(plan, comm->nRanks, comm->rank, op, nTensors, sendbuffs,
@@ -263,28 +268,28 @@ ULYSSES_API ulyssesResult_t ulyssesExchangeMulti(ulyssesPlan_t plan, ulyssesOp_t
   ulyssesResult_t result = ulyssesSuccess;
   if (comm->checkPlans) result = checkPlansAgree(comm, plan, op, stream, &backend);
   if (result == ulyssesSuccess)
-    result = ulyssesRunExchange(plan, op, sendbuffs, recvbuffs, workspace, comm->deviceStatus,
-                                &backend);
+    result =
+        ulyssesRunExchange(plan, op, sendbuffs, recvbuffs, workspace, comm->deviceStatus, &backend);
   leaveDevice(&guard);
   return result;
 }
 
-ULYSSES_API ulyssesResult_t ulyssesSeqToHead(ulyssesPlan_t plan, const void* sendbuff, void* recvbuff,
-                                             void* workspace, size_t workspaceSize,
+ULYSSES_API ulyssesResult_t ulyssesSeqToHead(ulyssesPlan_t plan, const void* sendbuff,
+                                             void* recvbuff, void* workspace, size_t workspaceSize,
                                              ulyssesComm_t comm, cudaStream_t stream) {
   return ulyssesExchangeMulti(plan, ulyssesOpSeqToHead, 1, &sendbuff, &recvbuff, workspace,
                               workspaceSize, comm, stream);
 }
 
-ULYSSES_API ulyssesResult_t ulyssesHeadToSeq(ulyssesPlan_t plan, const void* sendbuff, void* recvbuff,
-                                             void* workspace, size_t workspaceSize,
+ULYSSES_API ulyssesResult_t ulyssesHeadToSeq(ulyssesPlan_t plan, const void* sendbuff,
+                                             void* recvbuff, void* workspace, size_t workspaceSize,
                                              ulyssesComm_t comm, cudaStream_t stream) {
   return ulyssesExchangeMulti(plan, ulyssesOpHeadToSeq, 1, &sendbuff, &recvbuff, workspace,
                               workspaceSize, comm, stream);
 }
 
-ULYSSES_API ulyssesResult_t ulyssesAllGather(ulyssesPlan_t plan, const void* sendbuff, void* recvbuff,
-                                             void* workspace, size_t workspaceSize,
+ULYSSES_API ulyssesResult_t ulyssesAllGather(ulyssesPlan_t plan, const void* sendbuff,
+                                             void* recvbuff, void* workspace, size_t workspaceSize,
                                              ulyssesComm_t comm, cudaStream_t stream) {
   return ulyssesExchangeMulti(plan, ulyssesOpAllGather, 1, &sendbuff, &recvbuff, workspace,
                               workspaceSize, comm, stream);
@@ -330,14 +335,14 @@ ULYSSES_API ulyssesResult_t ulyssesGatherLengthsHost(int64_t localLength, int64_
   size_t gatheredBytes = sizeof(int64_t) * (size_t)comm->nRanks;
   int64_t* gathered = comm->lengthScratch + 1;
   ulyssesResult_t result;
-  ULYSSES_CHECK_GOTO(ulyssesCudaCheck(cudaMemcpyAsync(comm->lengthScratch, &localLength,
-                                                      sizeof(int64_t), cudaMemcpyHostToDevice,
-                                                      stream),
-                                      "cudaMemcpyAsync of the local length"),
-                     result, done);
-  ULYSSES_CHECK_GOTO(backend.allGather(backend.context, comm->lengthScratch, gathered,
-                                       sizeof(int64_t)),
-                     result, done);
+  ULYSSES_CHECK_GOTO(
+      ulyssesCudaCheck(cudaMemcpyAsync(comm->lengthScratch, &localLength, sizeof(int64_t),
+                                       cudaMemcpyHostToDevice, stream),
+                       "cudaMemcpyAsync of the local length"),
+      result, done);
+  ULYSSES_CHECK_GOTO(
+      backend.allGather(backend.context, comm->lengthScratch, gathered, sizeof(int64_t)), result,
+      done);
   ULYSSES_CHECK_GOTO(ulyssesCudaCheck(cudaMemcpyAsync(hostLengths, gathered, gatheredBytes,
                                                       cudaMemcpyDeviceToHost, stream),
                                       "cudaMemcpyAsync of the lengths"),

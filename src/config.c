@@ -17,8 +17,8 @@ ulyssesResult_t ulyssesReadConfig(const ulyssesConfig_t* config, const char* che
                        "config was not initialised with ULYSSES_CONFIG_INITIALIZER (magic 0x%x)",
                        config->magic);
   if (config->size < CONFIG_HEADER_BYTES)
-    return ulyssesFail(ulyssesErrorInvalidArgument, "config->size is %zu, too small for any version",
-                       config->size);
+    return ulyssesFail(ulyssesErrorInvalidArgument,
+                       "config->size is %zu, too small for any version", config->size);
   if (config->size >= offsetof(ulyssesConfig_t, checkPlans) + sizeof config->checkPlans &&
       config->checkPlans != ULYSSES_CONFIG_UNDEF_INT) {
     if (config->checkPlans != 0 && config->checkPlans != 1)

@@ -20,12 +20,12 @@ ulyssesResult_t ulyssesNcclCheck(ncclResult_t result, ncclComm_t comm, const cha
                      ncclGetLastError(comm));
 }
 
-
 static ulyssesResult_t cudaAllGather(void* context, const void* sendbuff, void* recvbuff,
                                      size_t bytes) {
   ulyssesCudaContext* c = context;
-  return ulyssesNcclCheck(ncclAllGather(sendbuff, recvbuff, bytes, ncclUint8, c->comm->nccl, c->stream),
-                   c->comm->nccl, "ncclAllGather");
+  return ulyssesNcclCheck(
+      ncclAllGather(sendbuff, recvbuff, bytes, ncclUint8, c->comm->nccl, c->stream), c->comm->nccl,
+      "ncclAllGather");
 }
 
 static ulyssesResult_t cudaGroupStart(void* context) {
@@ -40,19 +40,20 @@ static ulyssesResult_t cudaGroupEnd(void* context) {
 
 static ulyssesResult_t cudaSend(void* context, const void* buff, size_t bytes, int peer) {
   ulyssesCudaContext* c = context;
-  return ulyssesNcclCheck(ncclSend(buff, bytes, ncclUint8, peer, c->comm->nccl, c->stream), c->comm->nccl,
-                   "ncclSend");
+  return ulyssesNcclCheck(ncclSend(buff, bytes, ncclUint8, peer, c->comm->nccl, c->stream),
+                          c->comm->nccl, "ncclSend");
 }
 
 static ulyssesResult_t cudaRecv(void* context, void* buff, size_t bytes, int peer) {
   ulyssesCudaContext* c = context;
-  return ulyssesNcclCheck(ncclRecv(buff, bytes, ncclUint8, peer, c->comm->nccl, c->stream), c->comm->nccl,
-                   "ncclRecv");
+  return ulyssesNcclCheck(ncclRecv(buff, bytes, ncclUint8, peer, c->comm->nccl, c->stream),
+                          c->comm->nccl, "ncclRecv");
 }
 
 static ulyssesResult_t cudaLaunchTable(void* context, const ulyssesTableArgs* args) {
   ulyssesCudaContext* c = context;
-  return ulyssesCudaCheck(ulyssesLaunchLengthTable(args, c->stream), "the length-table kernel launch");
+  return ulyssesCudaCheck(ulyssesLaunchLengthTable(args, c->stream),
+                          "the length-table kernel launch");
 }
 
 static ulyssesResult_t cudaLaunchCopy(void* context, const ulyssesCopyArgs* args, int64_t maxRuns) {
@@ -62,7 +63,7 @@ static ulyssesResult_t cudaLaunchCopy(void* context, const ulyssesCopyArgs* args
 }
 
 ulyssesBackend ulyssesCudaBackend(ulyssesCudaContext* context) {
-  ulyssesBackend backend = {context,        cudaAllGather,   cudaGroupStart, cudaGroupEnd,
-                            cudaSend,       cudaRecv,        cudaLaunchTable, cudaLaunchCopy};
+  ulyssesBackend backend = {context,  cudaAllGather, cudaGroupStart,  cudaGroupEnd,
+                            cudaSend, cudaRecv,      cudaLaunchTable, cudaLaunchCopy};
   return backend;
 }

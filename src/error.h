@@ -19,16 +19,16 @@ ulyssesResult_t ulyssesAsyncResult(uint32_t deviceStatus, ncclResult_t ncclAsync
 /* Forgets the calling thread's message (at the start of each public call). */
 void ulyssesClearError(void);
 
-#define ULYSSES_CHECK(call)                                  \
-  do {                                                       \
-    ulyssesResult_t ulyssesCheckResult_ = (call);            \
+#define ULYSSES_CHECK(call)                                                \
+  do {                                                                     \
+    ulyssesResult_t ulyssesCheckResult_ = (call);                          \
     if (ulyssesCheckResult_ != ulyssesSuccess) return ulyssesCheckResult_; \
   } while (0)
 
-#define ULYSSES_CHECK_GOTO(call, result, label)              \
-  do {                                                       \
-    (result) = (call);                                       \
-    if ((result) != ulyssesSuccess) goto label;              \
+#define ULYSSES_CHECK_GOTO(call, result, label) \
+  do {                                          \
+    (result) = (call);                          \
+    if ((result) != ulyssesSuccess) goto label; \
   } while (0)
 
 #endif /* ULYSSES_ERROR_H_ */

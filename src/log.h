@@ -14,6 +14,7 @@ ulyssesLogLevel ulyssesLogLevelNow(void);
  * its log lines. */
 void ulyssesLogSetRank(int rank);
 
-void ulyssesLog(ulyssesLogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
+void ulyssesLog(ulyssesLogLevel level, const char* format, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif /* ULYSSES_LOG_H_ */

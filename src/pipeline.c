@@ -12,9 +12,10 @@ static void* at(void* workspace, size_t offset) { return (unsigned char*)workspa
 /* The table kernel carries the host values of ULYSSES_TABLE_CHUNK ranks per
  * launch; each launch continues the prefix sums where the previous one,
  * earlier on the same stream, left them. */
-static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan, const ulyssesWorkspaceLayout* layout,
-                                    void* workspace, const int64_t* gatheredLengths,
-                                    uint32_t* status, const ulyssesBackend* backend) {
+static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan,
+                                    const ulyssesWorkspaceLayout* layout, void* workspace,
+                                    const int64_t* gatheredLengths, uint32_t* status,
+                                    const ulyssesBackend* backend) {
   for (int chunkBegin = 0; chunkBegin < plan->nRanks; chunkBegin += ULYSSES_TABLE_CHUNK) {
     ulyssesTableArgs args;
     memset(&args, 0, sizeof args);
@@ -23,7 +24,8 @@ static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan, const ulyssesWo
     args.chunkBegin = chunkBegin;
     args.chunkCount = plan->nRanks - chunkBegin < ULYSSES_TABLE_CHUNK ? plan->nRanks - chunkBegin
                                                                       : ULYSSES_TABLE_CHUNK;
-    memcpy(args.hostValues, plan->slotLengths + chunkBegin, sizeof(int64_t) * (size_t)args.chunkCount);
+    memcpy(args.hostValues, plan->slotLengths + chunkBegin,
+           sizeof(int64_t) * (size_t)args.chunkCount);
     args.gatheredLengths = gatheredLengths;
     args.lengths = at(workspace, layout->lengthsOffset);
     args.offsets = at(workspace, layout->offsetsOffset);
@@ -70,8 +72,9 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
     anyActive = 1;
     int64_t localRuns = x->batch * plan->slotLengths[plan->rank] * x->packed;
     int64_t runs = shape.kind == ULYSSES_COPY_HEAD_SLICE ? plan->nRanks * localRuns
-                   : shape.kind == ULYSSES_COPY_HEAD_SUM ? localRuns * x->heads
-                                                         : x->batch * plan->slotOffsets[plan->nRanks];
+                   : shape.kind == ULYSSES_COPY_HEAD_SUM
+                       ? localRuns * x->heads
+                       : x->batch * plan->slotOffsets[plan->nRanks];
     if (runs > *maxRuns) *maxRuns = runs;
   }
   return anyActive;

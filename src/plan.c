@@ -61,8 +61,9 @@ static ulyssesResult_t checkLayout(const ulyssesLayout_t* layout, int index) {
                        (long long)layout->queryHeads, (long long)layout->heads);
   static const int64_t typeSizes[] = {0, 4, 2, 2};
   if (layout->dataType < ulyssesTypeOpaque || layout->dataType > ulyssesTypeBfloat16)
-    return ulyssesFail(ulyssesErrorInvalidArgument, "layouts[%d].dataType is %d; it is not a ulyssesDataType_t",
-                       index, (int)layout->dataType);
+    return ulyssesFail(ulyssesErrorInvalidArgument,
+                       "layouts[%d].dataType is %d; it is not a ulyssesDataType_t", index,
+                       (int)layout->dataType);
   if (layout->dataType != ulyssesTypeOpaque && typeSizes[layout->dataType] != e)
     return ulyssesFail(ulyssesErrorUnsupportedElementSize,
                        "layouts[%d].dataType has %lld-byte elements but elementSize is %lld", index,
@@ -90,8 +91,8 @@ static int64_t sentHeads(const ulyssesPlanData* plan, const ulyssesLayout_t* lay
 static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyssesLayout_t* layout,
                                         int index) {
   int64_t headBytes, rowBytes, packedHeads, rows, bytes, localRuns, runs;
-  ULYSSES_CHECK(checkedMul(layout->headDim, layout->elementSize, &headBytes, index,
-                           "headDim * elementSize"));
+  ULYSSES_CHECK(
+      checkedMul(layout->headDim, layout->elementSize, &headBytes, index, "headDim * elementSize"));
   ULYSSES_CHECK(checkedMul(layout->packed, layout->heads, &packedHeads, index, "packed * heads"));
   ULYSSES_CHECK(checkedMul(packedHeads, headBytes, &rowBytes, index,
                            "packed * heads * headDim * elementSize"));
@@ -141,7 +142,8 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
       return ulyssesFail(ulyssesErrorNullPointer, "deviceLocalLength is NULL");
     if ((uintptr_t)deviceLocalLength % sizeof(int64_t) != 0)
       return ulyssesFail(ulyssesErrorMisalignedPointer,
-                         "deviceLocalLength %p is not 8-byte aligned", (const void*)deviceLocalLength);
+                         "deviceLocalLength %p is not 8-byte aligned",
+                         (const void*)deviceLocalLength);
   }
   if (nTensors < 1 || nTensors > ULYSSES_MAX_TENSORS)
     return ulyssesFail(ulyssesErrorInvalidArgument, "nTensors is %d; it must be in [1, %d]",
@@ -156,7 +158,8 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
     free(plan);
     free(slotLengths);
     free(slotOffsets);
-    return ulyssesFail(ulyssesErrorSystemError, "out of host memory for a plan of %d ranks", nRanks);
+    return ulyssesFail(ulyssesErrorSystemError, "out of host memory for a plan of %d ranks",
+                       nRanks);
   }
   plan->nRanks = nRanks;
   plan->rank = rank;
@@ -202,7 +205,8 @@ ULYSSES_API ulyssesResult_t ulyssesPlanCreateExact(ulyssesPlan_t* plan, int nRan
 ULYSSES_API ulyssesResult_t ulyssesPlanCreateCapacity(ulyssesPlan_t* plan, int nRanks, int rank,
                                                       const int64_t* capacities,
                                                       const int64_t* deviceLocalLength,
-                                                      int nTensors, const ulyssesLayout_t* layouts) {
+                                                      int nTensors,
+                                                      const ulyssesLayout_t* layouts) {
   return createPlan(plan, nRanks, rank, ULYSSES_MODE_CAPACITY, capacities, deviceLocalLength,
                     nTensors, layouts);
 }
@@ -248,10 +252,10 @@ ulyssesSideShape ulyssesPlanSide(const ulyssesPlanData* plan, ulyssesOp_t op, in
     /* The head-side or gathered tensor: each peer's rows are one block of the
      * user buffer when the batch is 1 or the sequence is the outer dimension;
      * in capacity mode their position is known only on the device. */
-    shape.rowHeads = op == ulyssesOpAllGather ? layout->heads
-                                              : peerHeads(plan, layout, plan->rank, &begin);
-    shape.direct = plan->nRanks == 1 ||
-                   (exact && (layout->batch == 1 || layout->order == ulyssesOrderSBHD));
+    shape.rowHeads =
+        op == ulyssesOpAllGather ? layout->heads : peerHeads(plan, layout, plan->rank, &begin);
+    shape.direct =
+        plan->nRanks == 1 || (exact && (layout->batch == 1 || layout->order == ulyssesOrderSBHD));
   }
   return shape;
 }
@@ -270,12 +274,14 @@ ulyssesSegment_t ulyssesPlanSegment(const ulyssesPlanData* plan, ulyssesOp_t op,
   } else if (shape.kind == ULYSSES_COPY_HEAD_SLICE || shape.kind == ULYSSES_COPY_HEAD_SUM) {
     int64_t headBegin;
     int64_t headCount = peerHeads(plan, layout, peer, &headBegin);
-    int64_t headPrefix = ulyssesPeerHeadPrefix(layout->heads, layout->queryHeads, plan->nRanks, peer);
+    int64_t headPrefix =
+        ulyssesPeerHeadPrefix(layout->heads, layout->queryHeads, plan->nRanks, peer);
     segment.bytes = (size_t)(localSlotRows * layout->packed * headCount * headBytes);
     /* Direct only with at most one (row, packed index), or peers taking every
      * head or none (whose headBegin is 0): the slice starts at its first head. */
-    segment.offset = (size_t)(shape.direct ? headBegin * headBytes
-                                           : localSlotRows * layout->packed * headPrefix * headBytes);
+    segment.offset =
+        (size_t)(shape.direct ? headBegin * headBytes
+                              : localSlotRows * layout->packed * headPrefix * headBytes);
   } else {
     int64_t rowBytes = layout->packed * shape.rowHeads * headBytes;
     segment.bytes = (size_t)(layout->batch * plan->slotLengths[peer] * rowBytes);
@@ -288,8 +294,9 @@ size_t ulyssesPlanUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int ten
                             ulyssesSide side) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   int64_t headBytes = headBytesOf(layout);
-  int sequenceSide = op == ulyssesOpAllGather ? side == ULYSSES_SEND
-                                              : (op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND);
+  int sequenceSide = op == ulyssesOpAllGather
+                         ? side == ULYSSES_SEND
+                         : (op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND);
   if (sequenceSide)
     return (size_t)(layout->batch * plan->slotLengths[plan->rank] * layout->packed * layout->heads *
                     headBytes);
@@ -379,8 +386,10 @@ ulyssesResult_t ulyssesCheckBuffers(const ulyssesPlanData* plan, ulyssesOp_t op,
                          "gradients: its dataType must be ulyssesTypeFloat32, ulyssesTypeFloat16 "
                          "or ulyssesTypeBfloat16",
                          t);
-  if (checkSend && sendbuffs == NULL) return ulyssesFail(ulyssesErrorNullPointer, "sendbuffs is NULL");
-  if (checkRecv && recvbuffs == NULL) return ulyssesFail(ulyssesErrorNullPointer, "recvbuffs is NULL");
+  if (checkSend && sendbuffs == NULL)
+    return ulyssesFail(ulyssesErrorNullPointer, "sendbuffs is NULL");
+  if (checkRecv && recvbuffs == NULL)
+    return ulyssesFail(ulyssesErrorNullPointer, "recvbuffs is NULL");
 
   bufferRange ranges[2 * ULYSSES_MAX_TENSORS + 1];
   int nRanges = 0;
@@ -438,7 +447,9 @@ static uint64_t hashBytes(uint64_t hash, const void* bytes, size_t count) {
   return hash;
 }
 
-static uint64_t hashInt(uint64_t hash, int64_t value) { return hashBytes(hash, &value, sizeof value); }
+static uint64_t hashInt(uint64_t hash, int64_t value) {
+  return hashBytes(hash, &value, sizeof value);
+}
 
 uint64_t ulyssesPlanFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op) {
   uint64_t hash = 0xcbf29ce484222325ull;
