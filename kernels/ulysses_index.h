@@ -23,6 +23,7 @@
 #define ULYSSES_INDEX_H_
 
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __CUDACC__
 #define ULYSSES_HD static __host__ __device__ __forceinline__
@@ -268,29 +269,15 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
  * to nearest even, a NaN is stored as the type's canonical quiet NaN.
  *----------------------------------------------------------------------*/
 ULYSSES_HD float ulyssesFloatFromBits(uint32_t bits) {
-#ifdef __CUDA_ARCH__
-  return __uint_as_float(bits);
-#else
-  union {
-    uint32_t bits;
-    float value;
-  } u;
-  u.bits = bits;
-  return u.value;
-#endif
+  float value;
+  memcpy(&value, &bits, sizeof value);
+  return value;
 }
 
 ULYSSES_HD uint32_t ulyssesBitsFromFloat(float value) {
-#ifdef __CUDA_ARCH__
-  return __float_as_uint(value);
-#else
-  union {
-    uint32_t bits;
-    float value;
-  } u;
-  u.value = value;
-  return u.bits;
-#endif
+  uint32_t bits;
+  memcpy(&bits, &value, sizeof bits);
+  return bits;
 }
 
 ULYSSES_HD float ulyssesHalfToFloat(uint32_t half) {
