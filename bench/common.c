@@ -67,6 +67,13 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "              gathered print 'skip'. gqa, gqa_bwd: k and v hold finite floats of\n"
           "              -d (refFillFloats) and are compared bit for bit with\n"
           "              refGqaSeqToHead / refGqaHeadToSeq, q with the plain reference\n"
+          "  -k 0|1|2    the library's plan check (ulyssesConfig_t.checkPlans: every call\n"
+          "              first all-gathers a fingerprint of its plan and synchronises the\n"
+          "              host to compare them) [0]: 0 off, 1 on, both overriding the\n"
+          "              environment's ULYSSES_CHECK; 2 times every row twice, check off\n"
+          "              then on (two ulyssesComms on the one NCCL communicator, the same\n"
+          "              plan and buffers), and adds the columns check and ratio; -c 1 then\n"
+          "              compares the outputs of both\n"
           "  -j FILE     also write one JSON object per row to FILE (JSON lines)\n"
           "  -T SEC      kill every rank after SEC seconds [300]\n"
           "  -h          this help\n"
@@ -98,8 +105,15 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "           of H heads: each kv head travels H/G times); expandKV - wire is what\n"
           "           sharing kv heads saves. (Repeating kv only to P heads, where G < P,\n"
           "           G divides P and P divides H, would send what the library sends.)\n"
+          "  check    -k 2 only: the plan check's overhead per call, microseconds: the\n"
+          "           slowest rank's time with the check on minus the slowest rank's time\n"
+          "           with it off, timed one after the other (noise can make it negative;\n"
+          "           time, algbw and busbw are the check-off figures; -k 1: they include\n"
+          "           the check)\n"
+          "  ratio    -k 2 only: time with the check on / time with it off\n"
           "  #wrong   elements that differ from the CPU reference, summed over ranks\n"
-          "           (N/A with -c 0; skip when the row is too large to check)\n"
+          "           (N/A with -c 0; skip when the row is too large to check; -k 2: the\n"
+          "           check-off and check-on outputs' together)\n"
           "The exit status is 0 when every rank ran and nothing was wrong, 1 otherwise,\n"
           "2 without a GPU.\n");
 }
@@ -158,6 +172,10 @@ static int setFlag(benchConfig* config, char flag, const char* value, const benc
       if (benchParseInt(value, 0, 1, &number)) return 1;
       config->check = (int)number;
       return 0;
+    case 'k':
+      if (benchParseInt(value, 0, 2, &number)) return 1;
+      config->checkPlans = (int)number;
+      return 0;
     case 'j': config->jsonPath = value; return 0;
     case 'T': return benchParseInt(value, 1, 7 * 24 * 3600, &config->timeoutSeconds);
     default: return 1;
@@ -176,7 +194,8 @@ static int parseArgs(int argc, char** argv, const benchOp* const* ops, int nOps,
       .nRanks = 0, .minLength = 1024, .maxLength = 64 * 1024, .stepFactor = 2, .batch = 1,
       .heads = 32, .headDim = 128, .kvHeads = 0, .typeName = "bf16", .elementSize = 2,
       .op = ops[0], .capacityMode = 0, .pattern = BENCH_LENGTHS_EQUAL, .seed = 1, .sbhd = 0,
-      .iterations = 20, .warmups = 5, .check = 1, .jsonPath = NULL, .timeoutSeconds = 300};
+      .iterations = 20, .warmups = 5, .check = 1, .checkPlans = 0, .jsonPath = NULL,
+      .timeoutSeconds = 300};
   for (int i = 1; i < argc; i++) {
     const char* arg = argv[i];
     if (isLauncherFlag(arg)) {
@@ -381,7 +400,8 @@ typedef struct {
   int nRanks;
   int device;
   ncclComm_t nccl;
-  ulyssesComm_t comm;
+  ulyssesComm_t comm;        /* config.checkPlans = -k, or 0 with -k 2 */
+  ulyssesComm_t checkedComm; /* -k 2: a second comm on nccl with config.checkPlans = 1 */
   cudaStream_t stream;
   double* deviceStats; /* a few doubles for the reductions over ranks */
   FILE* json;
@@ -392,6 +412,8 @@ typedef struct {
   int rowsChecked;
   double busBandwidthSum;
   double wrongTotal;
+  double checkOverheadSum; /* -k 2: microseconds per call, summed over rows */
+  double checkRatioSum;
 } benchContext;
 
 #define BENCH_STATS 4
@@ -481,11 +503,13 @@ static int printHeader(benchContext* c) {
     if (benchUsesKvHeads(config->op)) printf(" (kv %lld)", (long long)config->kvHeads);
     printf(", head dim %lld, %s (%d bytes)\n", (long long)config->headDim, config->typeName,
            config->elementSize);
+    static const char* const planCheckText[] = {"off", "on", "off and on (-k 2)"};
     printf("#  Ltot %lld .. %lld, x%lld; %lld warm-up and %lld timed iterations; check %d; "
-           "seed %llu\n",
+           "plan check %s; seed %llu\n",
            (long long)config->minLength, (long long)config->maxLength,
            (long long)config->stepFactor, (long long)config->warmups,
-           (long long)config->iterations, config->check, (unsigned long long)config->seed);
+           (long long)config->iterations, config->check, planCheckText[config->checkPlans],
+           (unsigned long long)config->seed);
     printf("# ulysses %d.%d.%d | NCCL %s (built with %s) | CUDA driver %s, runtime %s\n",
            ulyssesVersion / 10000, ulyssesVersion / 100 % 100, ulyssesVersion % 100, ncclText,
            ncclHeaderText, driverText, runtimeText);
@@ -500,6 +524,7 @@ static int printHeader(benchContext* c) {
     printf("#\n#%11s %14s %12s %6s %10s %12s %12s %14s %14s", "length", "size(B)", "count",
            "type", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire(B)", "padded(B)");
     if (opGrouped(config)) printf(" %14s", "expandKV(B)");
+    if (config->checkPlans == 2) printf(" %10s %7s", "check(us)", "ratio");
     printf(" %8s\n", "#wrong");
   }
   free(all);
@@ -741,10 +766,11 @@ static int freeRow(benchRow* row) {
   return 0;
 }
 
-/* Microseconds per call on this rank: -n calls back to back after -w
- * warm-ups, between two CUDA events; the ranks start together. */
-static int timeRow(benchContext* c, benchRow* row, double* microseconds) {
+/* Microseconds per call on this rank through comm: -n calls back to back
+ * after -w warm-ups, between two CUDA events; the ranks start together. */
+static int timeRow(benchContext* c, benchRow* row, ulyssesComm_t comm, double* microseconds) {
   const benchConfig* config = c->config;
+  row->call.comm = comm;
   for (int64_t i = 0; i < config->warmups; i++) ULYSSESCHECK(config->op->run(&row->call));
   BENCHCHECK(barrier(c));
   cudaEvent_t start, stop;
@@ -771,19 +797,33 @@ static double countWrong(const unsigned char* got, const unsigned char* expected
   return wrong;
 }
 
-/* One more call into poisoned outputs, then the real rows of every tensor of
- * this rank, gathered into a dense tensor, against the CPU reference of all
- * ranks' dense inputs (each rank rebuilds them from their seeds). The padding
- * rows of outputs (capacity mode) are the library's scratch: not checked. */
-static int checkRow(benchContext* c, benchRow* row, double* wrong) {
+/* One more call into poisoned outputs through each of comms[0..nComms), the
+ * real rows of every tensor of this rank gathered into dense tensors, then
+ * each against the CPU reference of all ranks' dense inputs (each rank
+ * rebuilds them from their seeds). The padding rows of outputs (capacity
+ * mode) are the library's scratch: not checked. */
+#define BENCH_MAX_COMMS 2
+static int checkRow(benchContext* c, benchRow* row, const ulyssesComm_t* comms, int nComms,
+                    double* wrong) {
   const benchOp* op = c->config->op;
   int nRanks = c->nRanks;
-  for (int t = 0; t < row->nTensors; t++)
-    if (row->recvBytes[t] > 0)
-      CUDACHECK(
-          cudaMemsetAsync(row->call.recvbuffs[t], BENCH_POISON, row->recvBytes[t], c->stream));
-  ULYSSESCHECK(op->run(&row->call));
-  CUDACHECK(cudaStreamSynchronize(c->stream));
+  unsigned char* got[BENCH_MAX_COMMS][ULYSSES_MAX_TENSORS];
+  memset(got, 0, sizeof got);
+  for (int k = 0; k < nComms; k++) {
+    for (int t = 0; t < row->nTensors; t++)
+      if (row->recvBytes[t] > 0)
+        CUDACHECK(
+            cudaMemsetAsync(row->call.recvbuffs[t], BENCH_POISON, row->recvBytes[t], c->stream));
+    row->call.comm = comms[k];
+    ULYSSESCHECK(op->run(&row->call));
+    CUDACHECK(cudaStreamSynchronize(c->stream));
+    for (int t = 0; t < row->nTensors; t++) {
+      refGqaShape shape = shapeOf(&row->layouts[t], nRanks, row->lengths);
+      got[k][t] = hostAlloc(sideBytes(op->direction, 0, &shape, c->rank));
+      HOSTCHECK(got[k][t]);
+      BENCHCHECK(copyRealRows(&row->recvRows[t], got[k][t], row->call.recvbuffs[t], 0, c->stream));
+    }
+  }
 
   void** inputs = calloc((size_t)nRanks, sizeof(void*));
   void** outputs = calloc((size_t)nRanks, sizeof(void*));
@@ -807,11 +847,10 @@ static int checkRow(benchContext* c, benchRow* row, double* wrong) {
     else
       op->reference(&shape.kv, (const void* const*)inputs, outputs);
     size_t outputBytes = sideBytes(op->direction, 0, &shape, c->rank);
-    unsigned char* got = hostAlloc(outputBytes);
-    HOSTCHECK(got);
-    BENCHCHECK(copyRealRows(&row->recvRows[t], got, row->call.recvbuffs[t], 0, c->stream));
-    *wrong += countWrong(got, outputs[c->rank], outputBytes, c->config->elementSize);
-    free(got);
+    for (int k = 0; k < nComms; k++) {
+      *wrong += countWrong(got[k][t], outputs[c->rank], outputBytes, c->config->elementSize);
+      free(got[k][t]);
+    }
     for (int p = 0; p < nRanks; p++) {
       free(inputs[p]);
       free(outputs[p]);
@@ -824,7 +863,8 @@ static int checkRow(benchContext* c, benchRow* row, double* wrong) {
 
 static void writeJson(benchContext* c, const benchRow* row, double bytes, double microseconds,
                       double algbw, double busbw, double wire, double padded,
-                      double expandWire, int checked, double wrong) {
+                      double expandWire, double checkedMicroseconds, int checked,
+                      double wrong) {
   const benchConfig* config = c->config;
   FILE* f = c->json;
   char ncclText[32];
@@ -851,6 +891,11 @@ static void writeJson(benchContext* c, const benchRow* row, double bytes, double
           bytes, bytes / config->elementSize, (long long)config->iterations,
           (long long)config->warmups, microseconds, algbw, busbw, wire, padded);
   if (row->grouped) fprintf(f, "\"expand_kv_bytes\":%.1f,", expandWire);
+  fprintf(f, "\"check_plans\":%d,", config->checkPlans);
+  if (config->checkPlans == 2)
+    fprintf(f, "\"time_checked_us\":%.3f,\"check_overhead_us\":%.3f,\"check_ratio\":%.4f,",
+            checkedMicroseconds, checkedMicroseconds - microseconds,
+            microseconds > 0 ? checkedMicroseconds / microseconds : 0.0);
   fprintf(f, "\"checked\":%s,\"wrong\":", checked ? "true" : "false");
   if (checked)
     fprintf(f, "%.0f}\n", wrong);
@@ -859,26 +904,35 @@ static void writeJson(benchContext* c, const benchRow* row, double bytes, double
   fflush(f);
 }
 
-static int runRow(benchContext* c, int64_t totalLength) {
-  const benchConfig* config = c->config;
-  benchRow row;
-  BENCHCHECK(setupRow(c, totalLength, &row));
-  double microseconds = 0;
-  BENCHCHECK(timeRow(c, &row, &microseconds));
-  int checked = config->check && row.gatheredBytes <= BENCH_CHECK_MAX_BYTES;
-  double wrong = 0;
-  if (checked) BENCHCHECK(checkRow(c, &row, &wrong));
+/* Whether an exchange through comm failed on the device. */
+static int checkAsyncError(ulyssesComm_t comm, int64_t totalLength) {
   ulyssesResult_t asyncError = ulyssesSuccess;
-  ULYSSESCHECK(ulyssesCommGetAsyncError(c->comm, &asyncError));
+  ULYSSESCHECK(ulyssesCommGetAsyncError(comm, &asyncError));
   if (asyncError != ulyssesSuccess) {
     benchReportFailure(__FILE__, __LINE__, "asynchronous error at Ltot %lld: %s: %s",
                        (long long)totalLength, ulyssesGetErrorString(asyncError),
                        ulyssesGetLastError());
     return 1;
   }
+  return 0;
+}
 
-  double slowest = microseconds;
-  BENCHCHECK(allReduce(c, &slowest, 1, ncclMax));
+static int runRow(benchContext* c, int64_t totalLength) {
+  const benchConfig* config = c->config;
+  int both = config->checkPlans == 2;
+  ulyssesComm_t comms[BENCH_MAX_COMMS] = {c->comm, c->checkedComm};
+  int nComms = both ? 2 : 1;
+  benchRow row;
+  BENCHCHECK(setupRow(c, totalLength, &row));
+  double times[BENCH_MAX_COMMS] = {0, 0}; /* check off, on (-k 2) */
+  for (int k = 0; k < nComms; k++) BENCHCHECK(timeRow(c, &row, comms[k], &times[k]));
+  int checked = config->check && row.gatheredBytes <= BENCH_CHECK_MAX_BYTES;
+  double wrong = 0;
+  if (checked) BENCHCHECK(checkRow(c, &row, comms, nComms, &wrong));
+  for (int k = 0; k < nComms; k++) BENCHCHECK(checkAsyncError(comms[k], totalLength));
+
+  BENCHCHECK(allReduce(c, times, BENCH_MAX_COMMS, ncclMax)); /* the slowest rank's, each */
+  double slowest = times[0], slowestChecked = times[1];
   double sums[3] = {wrong, row.wireBytes, row.expandWireBytes};
   BENCHCHECK(allReduce(c, sums, 3, ncclSum));
   wrong = sums[0];
@@ -888,8 +942,12 @@ static int runRow(benchContext* c, int64_t totalLength) {
   double padded = config->op->bytes(row.paddedGatheredBytes, c->nRanks);
   double algbw = slowest > 0 ? bytes / (slowest * 1e-6) / 1e9 : 0;
   double busbw = algbw * (double)(c->nRanks - 1) / (double)c->nRanks;
+  double overhead = slowestChecked - slowest;
+  double ratio = slowest > 0 ? slowestChecked / slowest : 0;
   c->rows++;
   c->busBandwidthSum += busbw;
+  c->checkOverheadSum += overhead;
+  c->checkRatioSum += ratio;
   if (checked) {
     c->rowsChecked++;
     c->wrongTotal += wrong;
@@ -902,9 +960,11 @@ static int runRow(benchContext* c, int64_t totalLength) {
            (long long)totalLength, bytes, bytes / config->elementSize, config->typeName,
            slowest, algbw, busbw, wire, padded);
     if (row.grouped) printf(" %14.0f", expandWire);
+    if (both) printf(" %10.1f %7.3f", overhead, ratio);
     printf(" %8s\n", wrongText);
     if (c->json != NULL)
-      writeJson(c, &row, bytes, slowest, algbw, busbw, wire, padded, expandWire, checked, wrong);
+      writeJson(c, &row, bytes, slowest, algbw, busbw, wire, padded, expandWire, slowestChecked,
+                checked, wrong);
   }
   return freeRow(&row);
 }
@@ -921,7 +981,14 @@ static int runRank(const benchConfig* config, const launcherRank* launched) {
   CUDACHECK(cudaSetDevice(c.device));
   CUDACHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
   CUDACHECK(cudaMalloc((void**)&c.deviceStats, sizeof(double) * BENCH_STATS));
-  ULYSSESCHECK(ulyssesCommCreate(&c.comm, c.nccl, NULL));
+  /* An explicit checkPlans: ULYSSES_CHECK in the environment does not apply. */
+  ulyssesConfig_t commConfig = ULYSSES_CONFIG_INITIALIZER;
+  commConfig.checkPlans = config->checkPlans == 1;
+  ULYSSESCHECK(ulyssesCommCreate(&c.comm, c.nccl, &commConfig));
+  if (config->checkPlans == 2) {
+    commConfig.checkPlans = 1;
+    ULYSSESCHECK(ulyssesCommCreate(&c.checkedComm, c.nccl, &commConfig));
+  }
   if (c.rank == 0 && config->jsonPath != NULL) {
     c.json = fopen(config->jsonPath, "w");
     if (c.json == NULL) {
@@ -940,11 +1007,16 @@ static int runRank(const benchConfig* config, const launcherRank* launched) {
       printf("# Rows checked         : %d of %d\n# Wrong elements       : %.0f %s\n", c.rowsChecked,
              c.rows, c.wrongTotal, c.wrongTotal == 0 ? "OK" : "FAILED");
     printf("# Avg bus bandwidth    : %g\n", c.rows > 0 ? c.busBandwidthSum / c.rows : 0.0);
+    if (config->checkPlans == 2)
+      printf("# Avg plan check       : %g us per call, ratio %g\n",
+             c.rows > 0 ? c.checkOverheadSum / c.rows : 0.0,
+             c.rows > 0 ? c.checkRatioSum / c.rows : 0.0);
     if (c.sharedGpu) printf("# (one-GPU shared mode: correctness over sockets, not speed)\n");
     printf("#\n");
   }
   if (c.json != NULL) fclose(c.json);
   ULYSSESCHECK(ulyssesCommDestroy(c.comm));
+  ULYSSESCHECK(ulyssesCommDestroy(c.checkedComm)); /* NULL unless -k 2 */
   CUDACHECK(cudaFree(c.deviceStats));
   CUDACHECK(cudaStreamSynchronize(c.stream));
   NCCLCHECK(ncclCommDestroy(c.nccl));

@@ -41,6 +41,7 @@ typedef struct {
   int64_t iterations;         /* -n */
   int64_t warmups;            /* -w */
   int check;                  /* -c */
+  int checkPlans;             /* -k: 0 off, 1 on (config.checkPlans), 2 both, timed apart */
   const char* jsonPath;       /* -j */
   int64_t timeoutSeconds;     /* -T */
 } benchConfig;
