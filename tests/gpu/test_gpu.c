@@ -24,6 +24,11 @@
  * against reference_gqa.h: seq->head replicates kv heads to every rank whose
  * query heads read them, head->seq sums the replicas in fp32 in rank order,
  * so those inputs are finite floats of the layout's dataType.
+ *
+ * After the table: the plan check (ranks whose plans disagree all get
+ * ulyssesErrorPlanMismatch), a non-blocking NCCL communicator, a stress run
+ * of random exchanges on three streams, the capacity-length errors and, last
+ * of all, ulyssesCommAbort on a communicator of its own.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -252,15 +257,20 @@ static int compareRegion(const DevBuf* b, const char* what, const char* region, 
 enum { CHECK_GUARDS = 0, CHECK_ALL = 1 };
 
 /* An input (CHECK_ALL: every byte, padding and guards, as uploaded) or the
- * workspace (CHECK_GUARDS: its contents are the library's). */
-static int bufCheck(DevBuf* b, const char* what, int mode) {
-  bufDownload(b);
+ * workspace (CHECK_GUARDS: its contents are the library's), as last
+ * downloaded. */
+static int bufCompare(const DevBuf* b, const char* what, int mode) {
   int ok = 1;
   size_t userEnd = b->before + b->bytes;
   ok &= compareRegion(b, what, "guard before the buffer", 0, b->before);
   if (mode == CHECK_ALL) ok &= compareRegion(b, what, "buffer", b->before, userEnd);
   ok &= compareRegion(b, what, "guard after the buffer", userEnd, bufTotal(b));
   return ok;
+}
+
+static int bufCheck(DevBuf* b, const char* what, int mode) {
+  bufDownload(b);
+  return bufCompare(b, what, mode);
 }
 
 /*------------------------------------------------------------------------
@@ -315,10 +325,10 @@ static void bufSetInput(DevBuf* b, const RowMap* m, const unsigned char* dense, 
   bufScatterRows(b, m, dense);
 }
 
-/* An output after the call: its guards intact and its real rows equal to
- * the image's (set with bufScatterRows); its padding rows are scratch. */
-static int bufCheckOutput(DevBuf* b, const char* what, const RowMap* m) {
-  bufDownload(b);
+/* An output after the call, as last downloaded: its guards intact and its
+ * real rows equal to the image's (set with bufScatterRows); its padding rows
+ * are scratch. */
+static int bufCompareOutput(const DevBuf* b, const char* what, const RowMap* m) {
   int ok = 1;
   size_t userEnd = b->before + b->bytes;
   ok &= compareRegion(b, what, "guard before the buffer", 0, b->before);
@@ -502,9 +512,10 @@ static const char* opName(ulyssesOp_t op) {
   }
 }
 
-/* Enqueues one exchange of every tensor of the plan. */
-static ulyssesResult_t enqueueExchange(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors, int useMulti,
-                                       DevBuf* send, DevBuf* recv, DevBuf* ws, ulyssesComm_t comm) {
+/* Enqueues one exchange of every tensor of the plan on stream. */
+static ulyssesResult_t enqueueExchangeOn(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
+                                         int useMulti, DevBuf* send, DevBuf* recv, DevBuf* ws,
+                                         ulyssesComm_t comm, cudaStream_t stream) {
   const void* sends[MAX_TENSORS];
   void* recvs[MAX_TENSORS];
   for (int t = 0; t < nTensors; t++) {
@@ -512,31 +523,46 @@ static ulyssesResult_t enqueueExchange(ulyssesPlan_t plan, ulyssesOp_t op, int n
     recvs[t] = recv[t].user;
   }
   if (useMulti || nTensors > 1)
-    return ulyssesExchangeMulti(plan, op, nTensors, sends, recvs, ws->user, ws->bytes, comm, gStream);
+    return ulyssesExchangeMulti(plan, op, nTensors, sends, recvs, ws->user, ws->bytes, comm, stream);
   switch (op) {
     case ulyssesOpSeqToHead:
-      return ulyssesSeqToHead(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, gStream);
+      return ulyssesSeqToHead(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, stream);
     case ulyssesOpHeadToSeq:
-      return ulyssesHeadToSeq(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, gStream);
+      return ulyssesHeadToSeq(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, stream);
     default:
-      return ulyssesAllGather(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, gStream);
+      return ulyssesAllGather(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, stream);
   }
+}
+
+static ulyssesResult_t enqueueExchange(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors, int useMulti,
+                                       DevBuf* send, DevBuf* recv, DevBuf* ws, ulyssesComm_t comm) {
+  return enqueueExchangeOn(plan, op, nTensors, useMulti, send, recv, ws, comm, gStream);
 }
 
 /* Checks every buffer of a finished call: inputs unchanged (padding and
  * guards included), outputs equal to the expectation in their real rows and
  * intact in their guards, the workspace's guards intact. */
-static void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv,
-                      const RowMap* outMaps, DevBuf* ws) {
+static void compareCall(const char* label, int nTensors, const DevBuf* send, const DevBuf* recv,
+                        const RowMap* outMaps, const DevBuf* ws) {
   char what[160];
   for (int t = 0; t < nTensors; t++) {
     snprintf(what, sizeof what, "%s: tensor %d: sendbuff (an input)", label, t);
-    bufCheck(&send[t], what, CHECK_ALL);
+    bufCompare(&send[t], what, CHECK_ALL);
     snprintf(what, sizeof what, "%s: tensor %d: recvbuff", label, t);
-    bufCheckOutput(&recv[t], what, &outMaps[t]);
+    bufCompareOutput(&recv[t], what, &outMaps[t]);
   }
   snprintf(what, sizeof what, "%s: workspace", label);
-  bufCheck(ws, what, CHECK_GUARDS);
+  bufCompare(ws, what, CHECK_GUARDS);
+}
+
+static void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv,
+                      const RowMap* outMaps, DevBuf* ws) {
+  for (int t = 0; t < nTensors; t++) {
+    bufDownload(&send[t]);
+    bufDownload(&recv[t]);
+  }
+  bufDownload(ws);
+  compareCall(label, nTensors, send, recv, outMaps, ws);
 }
 
 /* Uploads the buffers, sets the outputs' expectation (the dense rows
@@ -827,9 +853,9 @@ static void runCase(const Case* c, ulyssesPlan_t plan, uint64_t seed, size_t bef
 }
 
 /* One scenario of the table in one mode. */
-static void runScenario(int index, int capacity, ulyssesComm_t comm) {
+static void runScenario(int index, int capacity, ulyssesComm_t comm, const char* where) {
   const Scenario* sc = &scenarios[index];
-  setScenario("%d \"%s\" (%s)", index, sc->name, capacity ? "capacity" : "exact");
+  setScenario("%s%d \"%s\" (%s)", where, index, sc->name, capacity ? "capacity" : "exact");
   double started = nowMs();
   int64_t lengths[MAX_RANKS], slots[MAX_RANKS];
   makeLengths(sc->pattern, sc->base, lengths);
@@ -1285,6 +1311,655 @@ static void runBadLengthScenario(int negative, ncclComm_t nccl, ulyssesComm_t ma
 }
 
 /*------------------------------------------------------------------------
+ * Host waits for a non-blocking NCCL communicator: a call that returns
+ * ncclInProgress has finished when ncclCommGetAsyncError stops saying so.
+ *----------------------------------------------------------------------*/
+enum { NCCL_WAIT_SECONDS = 60 };
+
+static void ncclWaitDone(ncclComm_t comm, ncclResult_t result, const char* what, int line) {
+  double started = nowMs();
+  const struct timespec pause = {0, 100000};
+  while (result == ncclInProgress) {
+    if (nowMs() - started > NCCL_WAIT_SECONDS * 1e3)
+      fatal(__FILE__, line, what, "ncclInProgress", "still in progress after the wait's limit");
+    nanosleep(&pause, NULL);
+    ncclResult_t queried = ncclCommGetAsyncError(comm, &result);
+    if (queried != ncclSuccess)
+      fatal(__FILE__, line, "ncclCommGetAsyncError", ncclGetErrorString(queried), what);
+  }
+  if (result != ncclSuccess)
+    fatal(__FILE__, line, what, ncclGetErrorString(result), ncclGetLastError(comm));
+}
+
+#define NCCL_WAIT(comm, call) ncclWaitDone((comm), (call), #call, __LINE__)
+
+/*------------------------------------------------------------------------
+ * The plan check (ulyssesConfig_t.checkPlans, and ULYSSES_CHECK=1 with the
+ * config's field left undefined). With P >= 2, rank P-1 makes its plan with
+ * one length (or capacity) unlike the others': every rank must get
+ * ulyssesErrorPlanMismatch, with a message naming rank P-1, nothing hung and
+ * nothing written; then exchanges with agreeing plans on the same comm work
+ * and are correct. With P = 1 only the agreeing plans run (they must pass
+ * the check).
+ *----------------------------------------------------------------------*/
+
+/* Whether the message lists exactly rank as the one differing rank: the
+ * library writes the list in parentheses, "(3)". */
+static int namesOnlyRank(const char* text, int rank) {
+  char listed[24];
+  snprintf(listed, sizeof listed, "(%d)", rank);
+  return strstr(text, listed) != NULL;
+}
+
+/* Rank P-1's plan holds rank 0's slot plus 2 (its own buffers stay right for
+ * its plan, so only the check can tell). */
+static void expectPlanMismatch(ulyssesComm_t comm, ulyssesOp_t op, int nTensors,
+                               const ulyssesLayout_t* layouts, const int64_t* slots, int capacity,
+                               const char* label, uint64_t seed) {
+  int64_t mine[MAX_RANKS];
+  memcpy(mine, slots, sizeof(int64_t) * (size_t)gRanks);
+  if (gRank == gRanks - 1) mine[0] += 2;
+  Case c;
+  caseInit(&c, nTensors, layouts, mine, mine, capacity);
+  int64_t* deviceLength = capacity ? deviceLengthCreate(mine[gRank]) : NULL;
+  ulyssesPlan_t plan = makePlan(&c, deviceLength);
+  DevBuf send[MAX_TENSORS], recv[MAX_TENSORS], ws;
+  for (int t = 0; t < nTensors; t++) {
+    bufCreate(&send[t], planBytes(plan, &c, op, t, 1), GUARD_BYTES, 0, 0);
+    if (send[t].bytes > 0)
+      refFillPattern(send[t].image + send[t].before, send[t].bytes, mixSeed(seed, (uint64_t)t));
+    bufCreate(&recv[t], planBytes(plan, &c, op, t, 0), GUARD_BYTES, 0, OUTPUT_FILL);
+    bufUpload(&send[t]);
+    bufUpload(&recv[t]);
+  }
+  workspaceCreate(&ws, plan, op);
+  bufUpload(&ws);
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  ulyssesResult_t got = enqueueExchange(plan, op, nTensors, 0, send, recv, &ws, comm);
+  char message[512];
+  snprintf(message, sizeof message, "%s", ulyssesGetLastError());
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  gChecks += 2;
+  if (got != ulyssesErrorPlanMismatch)
+    reportFailure(
+        "%s: rank %d's plan differs, yet the call returned %s, not "
+        "ulyssesErrorPlanMismatch (\"%s\")",
+        label, gRanks - 1, ulyssesGetErrorString(got), message);
+  else if (!namesOnlyRank(message, gRanks - 1))
+    reportFailure("%s: the message \"%s\" does not name rank %d, whose plan differs", label,
+                  message, gRanks - 1);
+  char what[160];
+  for (int t = 0; t < nTensors; t++) {
+    snprintf(what, sizeof what, "%s: tensor %d: sendbuff (an input)", label, t);
+    bufCheck(&send[t], what, CHECK_ALL);
+    snprintf(what, sizeof what, "%s: tensor %d: recvbuff (must be untouched)", label, t);
+    bufCheck(&recv[t], what, CHECK_ALL);
+    bufFree(&send[t]);
+    bufFree(&recv[t]);
+  }
+  snprintf(what, sizeof what, "%s: workspace (must be untouched)", label);
+  bufCheck(&ws, what, CHECK_ALL);
+  bufFree(&ws);
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+  if (deviceLength != NULL) CUDA_CHECK(cudaFree(deviceLength));
+}
+
+static void runPlanCheckScenario(ncclComm_t nccl) {
+  setScenario("plan check: comms");
+  double started = nowMs();
+  ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
+  config.checkPlans = 1;
+  ulyssesComm_t byConfig = NULL, byEnvironment = NULL;
+  ULY_CHECK(ulyssesCommCreate(&byConfig, nccl, &config));
+  char saved[64] = "";
+  const char* before = getenv("ULYSSES_CHECK");
+  if (before != NULL) snprintf(saved, sizeof saved, "%s", before);
+  setenv("ULYSSES_CHECK", "1", 1);
+  ULY_CHECK(ulyssesCommCreate(&byEnvironment, nccl, NULL));
+  if (before != NULL)
+    setenv("ULYSSES_CHECK", saved, 1);
+  else
+    unsetenv("ULYSSES_CHECK");
+  uint64_t seed = mixSeed(3000, 0);
+
+  /* Exact mode, seq->head through ulyssesSeqToHead. */
+  const ulyssesLayout_t exact = LAYOUT(2, 6, 4, 2, 1, BSHD);
+  int64_t lengths[MAX_RANKS];
+  for (int r = 0; r < gRanks; r++) lengths[r] = (r + 2) % 3; /* 2, 0, 1, 2, ... */
+  if (gRanks >= 2) {
+    setScenario("plan check (config.checkPlans = 1): rank %d's lengths differ", gRanks - 1);
+    expectPlanMismatch(byConfig, ulyssesOpSeqToHead, 1, &exact, lengths, 0, "exact seq->head",
+                       mixSeed(seed, 1));
+  }
+  setScenario("plan check (config.checkPlans = 1): agreeing plans");
+  Case c;
+  caseInit(&c, 1, &exact, lengths, lengths, 0);
+  ulyssesPlan_t plan = makePlan(&c, NULL);
+  runCase(&c, plan, mixSeed(seed, 2), GUARD_BYTES, 0, 0, 0, byConfig);
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+  checkNoAsyncError(byConfig);
+
+  /* Capacity mode, head->seq of two tensors through ulyssesExchangeMulti. */
+  const ulyssesLayout_t pair[2] = {LAYOUT(1, 4, 8, 4, 1, SBHD), LAYOUT(2, 3, 2, 2, 3, BSHD)};
+  int64_t capacities[MAX_RANKS];
+  for (int r = 0; r < gRanks; r++) capacities[r] = lengths[r] + 1 + r % 2;
+  if (gRanks >= 2) {
+    setScenario("plan check (ULYSSES_CHECK=1): rank %d's capacities differ", gRanks - 1);
+    expectPlanMismatch(byEnvironment, ulyssesOpHeadToSeq, 2, pair, capacities, 1,
+                       "capacity head->seq", mixSeed(seed, 3));
+  }
+  setScenario("plan check (ULYSSES_CHECK=1): agreeing plans");
+  caseInit(&c, 2, pair, lengths, capacities, 1);
+  int64_t* deviceLength = deviceLengthCreate(lengths[gRank]);
+  plan = makePlan(&c, deviceLength);
+  runCase(&c, plan, mixSeed(seed, 4), GUARD_BYTES, 1, 1, 1, byEnvironment);
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+  CUDA_CHECK(cudaFree(deviceLength));
+  checkNoAsyncError(byEnvironment);
+
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  ULY_CHECK(ulyssesCommDestroy(byConfig));
+  ULY_CHECK(ulyssesCommDestroy(byEnvironment));
+  if (gRank == 0) printf("rank 0: scenario plan check: done in %.0f ms\n", nowMs() - started);
+}
+
+/*------------------------------------------------------------------------
+ * A non-blocking NCCL communicator (ncclConfig_t.blocking = 0, made by
+ * ncclCommSplit of the main one): the library waits on the host where NCCL
+ * answers ncclInProgress. Table scenarios in both modes on it, then its
+ * teardown: ncclCommFinalize (waited for), ncclCommDestroy.
+ *----------------------------------------------------------------------*/
+static void runNonBlockingScenario(ncclComm_t nccl) {
+  setScenario("non-blocking NCCL communicator: ncclCommSplit");
+  double started = nowMs();
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  ncclComm_t split = NULL;
+  ncclResult_t splitting = ncclCommSplit(nccl, 0, gRank, &split, &config);
+  if (split == NULL)
+    fatal(__FILE__, __LINE__, "ncclCommSplit (non-blocking)", ncclGetErrorString(splitting),
+          "no communicator");
+  NCCL_WAIT(split, splitting);
+  ulyssesComm_t comm = NULL;
+  ULY_CHECK(ulyssesCommCreate(&comm, split, NULL));
+  int count = -1, rank = -1;
+  ULY_CHECK(ulyssesCommCount(comm, &count));
+  ULY_CHECK(ulyssesCommUserRank(comm, &rank));
+  gChecks++;
+  if (count != gRanks || rank != gRank)
+    reportFailure("the non-blocking comm says rank %d of %d", rank, count);
+
+  /* One tensor, sequence first; and three tensors of mixed layouts. */
+  const int picks[2] = {2, SCENARIO_COUNT - 2};
+  for (int i = 0; i < 2; i++)
+    for (int capacity = 0; capacity <= 1; capacity++)
+      runScenario(picks[i], capacity, comm, "non-blocking NCCL communicator: ");
+  checkNoAsyncError(comm);
+
+  setScenario("non-blocking NCCL communicator: teardown");
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  ULY_CHECK(ulyssesCommDestroy(comm));
+  NCCL_WAIT(split, ncclCommFinalize(split));
+  /* Local once finalised; the communicator is gone afterwards, so an
+   * ncclInProgress here could not be waited for. */
+  ncclResult_t destroyed = ncclCommDestroy(split);
+  if (destroyed != ncclSuccess && destroyed != ncclInProgress)
+    fatal(__FILE__, __LINE__, "ncclCommDestroy (non-blocking)", ncclGetErrorString(destroyed),
+          "NCCL");
+  if (gRank == 0)
+    printf("rank 0: scenario non-blocking NCCL communicator: done in %.0f ms\n", nowMs() - started);
+}
+
+/*------------------------------------------------------------------------
+ * Stress: many small exchanges with random lengths (exact and capacity,
+ * zeros included) and random shapes (heads, head dim, element size, packed,
+ * order, batch, several tensors, kv tensors with queryHeads and a float
+ * dataType), seq->head and head->seq interleaved, spread over
+ * STRESS_STREAMS streams: iteration i runs on stream i % STRESS_STREAMS with
+ * that slot's own buffers, workspace and device length, and is checked (a
+ * download on the same stream, then a byte-for-byte comparison with the
+ * reference) only when its slot comes round again, so up to STRESS_STREAMS
+ * exchanges are in flight at once. One host thread enqueues everything, in
+ * the same order on every rank (every random draw is the same on every
+ * rank), which is the order NCCL needs.
+ *
+ * Bounded: the iteration count falls with P, and every STRESS_VOTE_EVERY
+ * iterations the ranks all-reduce (max) a vote to stop, cast when a rank has
+ * run past the time budget or seen too many failures; the vote keeps them in
+ * step.
+ *----------------------------------------------------------------------*/
+enum {
+  STRESS_STREAMS = 3,
+  STRESS_VOTE_EVERY = 16,
+  STRESS_MAX_LENGTH = 6,
+  STRESS_MAX_FAILURES = 20,
+  STRESS_ALIGN = 256,
+};
+
+static long stressIterations(int nRanks) {
+  if (nRanks <= 2) return 400;
+  if (nRanks == 3) return 260;
+  if (nRanks == 4) return 200;
+  return nRanks >= 16 ? 60 : 960 / nRanks; /* 120 for P = 8 */
+}
+
+static double stressBudgetMs(int nRanks) { return nRanks > 4 ? 45e3 : 30e3; }
+
+typedef struct {
+  cudaStream_t stream;
+  unsigned char* device; /* every buffer of one exchange, each with its guards */
+  unsigned char* upload; /* pinned: what is uploaded before the exchange */
+  unsigned char* actual; /* pinned: what is downloaded after it */
+  unsigned char* expect; /* what actual must hold where it is checked */
+  size_t capacityBytes, used;
+  int64_t* deviceLength; /* capacity mode: this rank's length */
+  int64_t* hostLength;   /* pinned */
+  int busy;
+  long iteration;
+  char description[256];
+  Case c; /* in place: its shapes point at its lengths */
+  ulyssesPlan_t plan;
+  DevBuf send[MAX_TENSORS], recv[MAX_TENSORS], ws;
+  RowMap outMaps[MAX_TENSORS];
+} StressSlot;
+
+typedef struct {
+  long iterations, capacity, headToSeq, kv, multi, emptyLengths;
+} StressCounts;
+
+static int64_t pick(uint64_t* state, int64_t n) {
+  return (int64_t)(refRandom(state) % (uint64_t)n);
+}
+
+static ulyssesDataType_t pickFloatType(uint64_t* state) {
+  static const ulyssesDataType_t types[3] = {ulyssesTypeFloat32, ulyssesTypeFloat16,
+                                             ulyssesTypeBfloat16};
+  return types[pick(state, 3)];
+}
+
+static int64_t pickHeadDim(uint64_t* state) {
+  static const int64_t dims[7] = {1, 2, 3, 4, 5, 8, 16};
+  return dims[pick(state, 7)];
+}
+
+static ulyssesLayout_t stressPlainLayout(uint64_t* state) {
+  static const int64_t sizes[5] = {1, 2, 4, 8, 16};
+  ulyssesLayout_t l;
+  memset(&l, 0, sizeof l);
+  l.batch = 1 + pick(state, 2);
+  l.heads = 1 + pick(state, 8);
+  l.headDim = pickHeadDim(state);
+  l.elementSize = sizes[pick(state, 5)];
+  l.packed = pick(state, 3) == 0 ? 3 : 1;
+  l.order = pick(state, 2) ? ulyssesOrderSBHD : ulyssesOrderBSHD;
+  int typed = pick(state, 2); /* a dataType on a plain tensor changes nothing */
+  if (typed && l.elementSize == 4) l.dataType = ulyssesTypeFloat32;
+  if (typed && l.elementSize == 2)
+    l.dataType = pick(state, 2) ? ulyssesTypeFloat16 : ulyssesTypeBfloat16;
+  return l;
+}
+
+static const char* typeName(ulyssesDataType_t type) {
+  switch (type) {
+    case ulyssesTypeFloat32:
+      return "fp32";
+    case ulyssesTypeFloat16:
+      return "fp16";
+    case ulyssesTypeBfloat16:
+      return "bf16";
+    default:
+      return "opaque";
+  }
+}
+
+/* One iteration's plan: layouts, lengths, slots, mode, op and call form,
+ * all from the iteration's own random stream. */
+typedef struct {
+  int nTensors, capacity, useMulti, nullWhenEmpty;
+  size_t misalign;
+  ulyssesOp_t op;
+  ulyssesLayout_t layouts[MAX_TENSORS];
+  int64_t lengths[MAX_RANKS], slots[MAX_RANKS];
+} StressDraw;
+
+static void stressDraw(uint64_t* state, StressDraw* d, StressCounts* counts) {
+  memset(d, 0, sizeof *d);
+  int64_t kind = pick(state, 10);
+  if (kind < 5) { /* one plain tensor */
+    d->nTensors = 1;
+    d->layouts[0] = stressPlainLayout(state);
+  } else if (kind < 7) { /* two or three plain tensors of their own layouts */
+    d->nTensors = 2 + (int)pick(state, 2);
+    for (int t = 0; t < d->nTensors; t++) d->layouts[t] = stressPlainLayout(state);
+  } else { /* kv tensors: one alone, or q + k + v */
+    int64_t kvHeads = 1 + pick(state, 4), queryHeads = kvHeads * (1 + pick(state, 4));
+    int64_t batch = 1 + pick(state, 2), headDim = pickHeadDim(state);
+    ulyssesOrder_t order = pick(state, 2) ? ulyssesOrderSBHD : ulyssesOrderBSHD;
+    ulyssesDataType_t kType = pickFloatType(state), vType = pickFloatType(state);
+    if (kind < 8) {
+      d->nTensors = 1;
+      d->layouts[0] = gqaLayout(batch, kvHeads, headDim, order, queryHeads, kType);
+      if (pick(state, 4) == 0) d->layouts[0].packed = 3;
+    } else {
+      d->nTensors = 3;
+      d->layouts[0] = gqaLayout(batch, queryHeads, headDim, order, 0, kType);
+      d->layouts[1] = gqaLayout(batch, kvHeads, headDim, order, queryHeads, kType);
+      d->layouts[2] = gqaLayout(batch, kvHeads, headDim, order, queryHeads, vType);
+    }
+    counts->kv++;
+  }
+  if (d->nTensors > 1) counts->multi++;
+  d->capacity = (int)pick(state, 2);
+  d->op = pick(state, 2) ? ulyssesOpHeadToSeq : ulyssesOpSeqToHead;
+  d->useMulti = d->nTensors == 1 && pick(state, 4) == 0;
+  d->nullWhenEmpty = (int)pick(state, 2);
+  d->misalign = pick(state, 4) == 0 ? (size_t)(1 + pick(state, 15)) : 0;
+  int allEmpty = pick(state, 12) == 0;
+  for (int r = 0; r < gRanks; r++) {
+    d->lengths[r] = allEmpty || pick(state, 4) == 0 ? 0 : 1 + pick(state, STRESS_MAX_LENGTH);
+    d->slots[r] = d->lengths[r] + (d->capacity ? pick(state, 3) : 0);
+  }
+  counts->iterations++;
+  counts->capacity += d->capacity;
+  counts->headToSeq += d->op == ulyssesOpHeadToSeq;
+  counts->emptyLengths += allEmpty;
+}
+
+static void stressDescribe(const StressDraw* d, char* text, size_t size) {
+  size_t used = (size_t)snprintf(text, size, "%s %s%s, lengths", d->capacity ? "capacity" : "exact",
+                                 opName(d->op), d->useMulti ? " (multi)" : "");
+  for (int r = 0; r < gRanks && used < size; r++)
+    used += (size_t)snprintf(text + used, size - used, "%s%lld/%lld", r ? "," : " ",
+                             (long long)d->lengths[r], (long long)d->slots[r]);
+  for (int t = 0; t < d->nTensors && used < size; t++) {
+    const ulyssesLayout_t* l = &d->layouts[t];
+    used += (size_t)snprintf(text + used, size - used, "; %s b%lld h%lld d%lld e%lld p%d q%lld %s",
+                             l->order == ulyssesOrderSBHD ? "sbhd" : "bshd", (long long)l->batch,
+                             (long long)l->heads, (long long)l->headDim, (long long)l->elementSize,
+                             l->packed, (long long)l->queryHeads, typeName(l->dataType));
+  }
+  if (d->misalign > 0 && used < size)
+    snprintf(text + used, size - used, "; misaligned by %zu", d->misalign);
+}
+
+static size_t roundUp(size_t bytes, size_t to) { return (bytes + to - 1) / to * to; }
+
+static size_t stressFootprint(size_t bytes, size_t before) {
+  return roundUp(before + bytes + GUARD_BYTES, STRESS_ALIGN);
+}
+
+/* Room for `bytes` in the slot. Only between the slot's exchanges; freeing
+ * may wait for the other slots' exchanges, which every rank has enqueued. */
+static void stressReserve(StressSlot* s, size_t bytes) {
+  if (bytes <= s->capacityBytes) return;
+  size_t grown = s->capacityBytes * 2 > bytes ? s->capacityBytes * 2 : bytes;
+  if (s->device != NULL) CUDA_CHECK(cudaFree(s->device));
+  if (s->upload != NULL) CUDA_CHECK(cudaFreeHost(s->upload));
+  if (s->actual != NULL) CUDA_CHECK(cudaFreeHost(s->actual));
+  free(s->expect);
+  CUDA_CHECK(cudaMalloc((void**)&s->device, grown));
+  CUDA_CHECK(cudaHostAlloc((void**)&s->upload, grown, cudaHostAllocDefault));
+  CUDA_CHECK(cudaHostAlloc((void**)&s->actual, grown, cudaHostAllocDefault));
+  s->expect = xmalloc(grown);
+  s->capacityBytes = grown;
+}
+
+/* A buffer at the slot's next free place; its image in the upload area. */
+static void stressCarve(StressSlot* s, DevBuf* b, size_t bytes, size_t before, int nullWhenEmpty,
+                        unsigned fill) {
+  size_t offset = s->used;
+  b->device = s->device + offset;
+  b->image = s->upload + offset;
+  b->actual = s->actual + offset;
+  b->before = before;
+  b->bytes = bytes;
+  b->after = GUARD_BYTES;
+  memset(b->image, GUARD_BYTE, before);
+  memset(b->image + before, (int)fill, bytes);
+  memset(b->image + before + bytes, GUARD_BYTE, b->after);
+  b->user = bytes == 0 && nullWhenEmpty ? NULL : b->device + before;
+  s->used += stressFootprint(bytes, before);
+}
+
+/* The expectation of b from here on: the upload image, then the outputs. */
+static void stressExpect(StressSlot* s, DevBuf* b) {
+  b->image = s->expect + (b->device - s->device);
+}
+
+static void stressStart(StressSlot* s, long iteration, const StressDraw* d, uint64_t dataSeed,
+                        ulyssesComm_t comm) {
+  s->iteration = iteration;
+  stressDescribe(d, s->description, sizeof s->description);
+  setScenario("stress %ld: %s", iteration, s->description);
+  int T = d->nTensors;
+  caseInit(&s->c, T, d->layouts, d->lengths, d->slots, d->capacity);
+  s->plan = makePlan(&s->c, d->capacity ? s->deviceLength : NULL);
+  size_t sendBytes[MAX_TENSORS], recvBytes[MAX_TENSORS], wsBytes = 0;
+  size_t before = GUARD_BYTES + d->misalign, need = 0;
+  for (int t = 0; t < T; t++) {
+    sendBytes[t] = planBytes(s->plan, &s->c, d->op, t, 1);
+    recvBytes[t] = planBytes(s->plan, &s->c, d->op, t, 0);
+    need += stressFootprint(sendBytes[t], before) + stressFootprint(recvBytes[t], before);
+  }
+  ULY_CHECK(ulyssesGetWorkspaceSize(s->plan, d->op, &wsBytes));
+  need += stressFootprint(wsBytes, GUARD_BYTES);
+  stressReserve(s, need);
+  s->used = 0;
+  for (int t = 0; t < T; t++) {
+    stressCarve(s, &s->send[t], sendBytes[t], before, d->nullWhenEmpty, 0);
+    stressCarve(s, &s->recv[t], recvBytes[t], before, d->nullWhenEmpty, OUTPUT_FILL);
+  }
+  stressCarve(s, &s->ws, wsBytes, GUARD_BYTES, 1, WORKSPACE_FILL);
+
+  /* Every rank's inputs and the reference's outputs; this rank's input into
+   * its image (junk in the padding), its output into the expectation. */
+  Side in = inputSide(d->op), out = outputSide(d->op);
+  unsigned char** outputs[MAX_TENSORS];
+  for (int t = 0; t < T; t++) {
+    unsigned char** inputs = allocSide(&s->c, t, in);
+    fillSide(&s->c, t, in, inputs, mixSeed(dataSeed, (uint64_t)t));
+    outputs[t] = allocSide(&s->c, t, out);
+    refExchange(&s->c, t, d->op, inputs, outputs[t]);
+    RowMap inMap = caseMap(&s->c, t, in, gRank);
+    bufSetInput(&s->send[t], &inMap, inputs[gRank], mixSeed(dataSeed, 100 + (uint64_t)t));
+    s->outMaps[t] = caseMap(&s->c, t, out, gRank);
+    freePerRank(inputs);
+  }
+  /* The slot's earlier work has completed: upload, hostLength and expect are free. */
+  *s->hostLength = d->lengths[gRank];
+  CUDA_CHECK(cudaMemcpyAsync(s->device, s->upload, s->used, cudaMemcpyHostToDevice, s->stream));
+  if (d->capacity)
+    CUDA_CHECK(cudaMemcpyAsync(s->deviceLength, s->hostLength, sizeof(int64_t),
+                               cudaMemcpyHostToDevice, s->stream));
+  memcpy(s->expect, s->upload, s->used);
+  for (int t = 0; t < T; t++) {
+    stressExpect(s, &s->send[t]);
+    stressExpect(s, &s->recv[t]);
+    bufScatterRows(&s->recv[t], &s->outMaps[t], outputs[t][gRank]);
+    freePerRank(outputs[t]);
+  }
+  stressExpect(s, &s->ws);
+  ULY_CHECK(
+      enqueueExchangeOn(s->plan, d->op, T, d->useMulti, s->send, s->recv, &s->ws, comm, s->stream));
+  CUDA_CHECK(cudaMemcpyAsync(s->actual, s->device, s->used, cudaMemcpyDeviceToHost, s->stream));
+  s->busy = 1;
+}
+
+static void stressFinish(StressSlot* s) {
+  if (!s->busy) return;
+  setScenario("stress %ld: %s", s->iteration, s->description);
+  CUDA_CHECK(cudaStreamSynchronize(s->stream));
+  char label[48];
+  snprintf(label, sizeof label, "stress iteration %ld", s->iteration);
+  compareCall(label, s->c.nTensors, s->send, s->recv, s->outMaps, &s->ws);
+  ULY_CHECK(ulyssesPlanDestroy(s->plan));
+  s->plan = NULL;
+  s->busy = 0;
+}
+
+/* Every rank's vote (1: stop), all-reduced with max on the main communicator,
+ * in the same place of every rank's sequence of NCCL calls. */
+static int stressVote(ncclComm_t nccl, int* deviceVote, int* hostVote, int mine) {
+  *hostVote = mine;
+  CUDA_CHECK(cudaMemcpyAsync(deviceVote, hostVote, sizeof(int), cudaMemcpyHostToDevice, gStream));
+  NCCL_CHECK(ncclAllReduce(deviceVote, deviceVote, 1, ncclInt32, ncclMax, nccl, gStream));
+  CUDA_CHECK(cudaMemcpyAsync(hostVote, deviceVote, sizeof(int), cudaMemcpyDeviceToHost, gStream));
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  return *hostVote;
+}
+
+static void runStressScenario(ncclComm_t nccl, ulyssesComm_t comm) {
+  setScenario("stress: set-up");
+  double started = nowMs();
+  long iterations = stressIterations(gRanks), failuresBefore = gFailures;
+  double budgetMs = stressBudgetMs(gRanks);
+  StressSlot* slots = xmalloc(sizeof(StressSlot) * STRESS_STREAMS);
+  memset(slots, 0, sizeof(StressSlot) * STRESS_STREAMS);
+  for (int i = 0; i < STRESS_STREAMS; i++) {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&slots[i].stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaMalloc((void**)&slots[i].deviceLength, sizeof(int64_t)));
+    CUDA_CHECK(cudaHostAlloc((void**)&slots[i].hostLength, sizeof(int64_t), cudaHostAllocDefault));
+    stressReserve(&slots[i], (size_t)1 << 20);
+  }
+  int *deviceVote = NULL, *hostVote = NULL;
+  CUDA_CHECK(cudaMalloc((void**)&deviceVote, sizeof(int)));
+  CUDA_CHECK(cudaHostAlloc((void**)&hostVote, sizeof(int), cudaHostAllocDefault));
+
+  StressCounts counts;
+  memset(&counts, 0, sizeof counts);
+  uint64_t seed = mixSeed(4000, (uint64_t)gRanks);
+  int stopped = 0;
+  long i = 0;
+  for (; i < iterations && !stopped; i++) {
+    StressSlot* s = &slots[i % STRESS_STREAMS];
+    stressFinish(s); /* iteration i - STRESS_STREAMS */
+    uint64_t state = mixSeed(seed, (uint64_t)i);
+    StressDraw draw;
+    stressDraw(&state, &draw, &counts);
+    stressStart(s, i, &draw, mixSeed(seed ^ UINT64_C(0x5bd1e995), (uint64_t)i), comm);
+    if ((i + 1) % STRESS_VOTE_EVERY == 0 && i + 1 < iterations) {
+      setScenario("stress: vote after iteration %ld", i);
+      int mine = nowMs() - started > budgetMs || gFailures - failuresBefore > STRESS_MAX_FAILURES;
+      stopped = stressVote(nccl, deviceVote, hostVote, mine);
+    }
+  }
+  for (int k = 0; k < STRESS_STREAMS; k++) stressFinish(&slots[k]);
+  double elapsed = nowMs() - started;
+  setScenario("stress: teardown");
+  checkNoAsyncError(comm);
+  for (int k = 0; k < STRESS_STREAMS; k++) {
+    CUDA_CHECK(cudaStreamDestroy(slots[k].stream));
+    CUDA_CHECK(cudaFree(slots[k].device));
+    CUDA_CHECK(cudaFree(slots[k].deviceLength));
+    CUDA_CHECK(cudaFreeHost(slots[k].upload));
+    CUDA_CHECK(cudaFreeHost(slots[k].actual));
+    CUDA_CHECK(cudaFreeHost(slots[k].hostLength));
+    free(slots[k].expect);
+  }
+  free(slots);
+  CUDA_CHECK(cudaFree(deviceVote));
+  CUDA_CHECK(cudaFreeHost(hostVote));
+  if (gRank == 0) {
+    printf(
+        "rank 0: scenario stress: %ld exchanges (%ld capacity, %ld head->seq, %ld with kv "
+        "tensors, %ld multi-tensor, %ld all empty) on %d streams in %.0f ms (%.2f ms each)\n",
+        counts.iterations, counts.capacity, counts.headToSeq, counts.kv, counts.multi,
+        counts.emptyLengths, STRESS_STREAMS, elapsed,
+        counts.iterations ? elapsed / (double)counts.iterations : 0.0);
+    if (stopped)
+      printf(
+          "rank 0: scenario stress: stopped by the ranks' vote after %ld of %ld iterations "
+          "(a rank past the %.0f s budget, or past %d failures)\n",
+          i, iterations, budgetMs * 1e-3, STRESS_MAX_FAILURES);
+  }
+}
+
+/*------------------------------------------------------------------------
+ * ulyssesCommAbort, last of all: on a communicator of its own (ncclCommSplit
+ * of the main one), used once, then aborted on every rank. A later exchange
+ * on it is refused with ulyssesErrorInvalidUsage and writes nothing;
+ * ulyssesCommDestroy still frees it (NCCL's communicator went with the
+ * abort); the main comm still works.
+ *----------------------------------------------------------------------*/
+static void runAbortScenario(ncclComm_t nccl, ulyssesComm_t mainComm) {
+  setScenario("abort: ncclCommSplit");
+  double started = nowMs();
+  ncclComm_t split = NULL;
+  NCCL_CHECK(ncclCommSplit(nccl, 0, gRank, &split, NULL));
+  ulyssesComm_t comm = NULL;
+  ULY_CHECK(ulyssesCommCreate(&comm, split, NULL));
+  const ulyssesLayout_t layout = LAYOUT(2, 4, 8, 2, 1, BSHD);
+  int64_t lengths[MAX_RANKS];
+  for (int r = 0; r < gRanks; r++) lengths[r] = r % 3 + 1;
+  Case c;
+  caseInit(&c, 1, &layout, lengths, lengths, 0);
+  ulyssesPlan_t plan = makePlan(&c, NULL);
+  uint64_t seed = mixSeed(5000, 0);
+  unsigned char** seqIn = allocSide(&c, 0, SIDE_SEQ);
+  fillSide(&c, 0, SIDE_SEQ, seqIn, mixSeed(seed, 1));
+  unsigned char** toHead = allocSide(&c, 0, SIDE_HEAD);
+  refExchange(&c, 0, ulyssesOpSeqToHead, seqIn, toHead);
+  RowMap seqMap = caseMap(&c, 0, SIDE_SEQ, gRank), headMap = caseMap(&c, 0, SIDE_HEAD, gRank);
+  DevBuf send, recv, ws;
+  bufCreate(&send, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 1), GUARD_BYTES, 0, 0);
+  bufSetInput(&send, &seqMap, seqIn[gRank], mixSeed(seed, 2));
+  bufCreate(&recv, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 0), GUARD_BYTES, 0, OUTPUT_FILL);
+
+  setScenario("abort: seq->head before the abort");
+  runAndCheck(plan, ulyssesOpSeqToHead, "seq->head on the comm to abort", 1, 0, &send, &recv,
+              &toHead[gRank], &headMap, comm);
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+
+  setScenario("abort: ulyssesCommAbort");
+  ulyssesResult_t aborted = ulyssesCommAbort(comm);
+  gChecks++;
+  if (aborted != ulyssesSuccess)
+    reportFailure("ulyssesCommAbort returned %s (%s)", ulyssesGetErrorString(aborted),
+                  ulyssesGetLastError());
+
+  setScenario("abort: seq->head on the aborted comm");
+  memset(recv.image + recv.before, OUTPUT_FILL, recv.bytes);
+  workspaceCreate(&ws, plan, ulyssesOpSeqToHead);
+  bufUpload(&ws);
+  bufUpload(&send);
+  bufUpload(&recv);
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  ulyssesResult_t refused =
+      ulyssesSeqToHead(plan, send.user, recv.user, ws.user, ws.bytes, comm, gStream);
+  char message[512];
+  snprintf(message, sizeof message, "%s", ulyssesGetLastError());
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  gChecks += 2;
+  if (refused != ulyssesErrorInvalidUsage)
+    reportFailure("ulyssesSeqToHead on an aborted comm returned %s, not ulyssesErrorInvalidUsage",
+                  ulyssesGetErrorString(refused));
+  if (refused != ulyssesSuccess && message[0] == '\0')
+    reportFailure("ulyssesGetLastError is empty after %s", ulyssesGetErrorString(refused));
+  bufCheck(&send, "refused seq->head: sendbuff (an input)", CHECK_ALL);
+  bufCheck(&recv, "refused seq->head: recvbuff (must be untouched)", CHECK_ALL);
+  bufCheck(&ws, "refused seq->head: workspace (must be untouched)", CHECK_ALL);
+  bufFree(&ws);
+
+  setScenario("abort: ulyssesCommDestroy of the aborted comm");
+  ulyssesResult_t destroyed = ulyssesCommDestroy(comm);
+  gChecks++;
+  if (destroyed != ulyssesSuccess)
+    reportFailure("ulyssesCommDestroy of an aborted comm returned %s (%s)",
+                  ulyssesGetErrorString(destroyed), ulyssesGetLastError());
+
+  setScenario("abort: the main comm afterwards");
+  runAndCheck(plan, ulyssesOpSeqToHead, "seq->head on the main comm after the abort", 1, 0, &send,
+              &recv, &toHead[gRank], &headMap, mainComm);
+  checkNoAsyncError(mainComm);
+  bufFree(&send);
+  bufFree(&recv);
+  freePerRank(seqIn);
+  freePerRank(toHead);
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+  if (gRank == 0) printf("rank 0: scenario abort: done in %.0f ms\n", nowMs() - started);
+}
+
+/*------------------------------------------------------------------------
  * Rank mode.
  *----------------------------------------------------------------------*/
 static int rankMain(const launcherRank* me) {
@@ -1319,7 +1994,7 @@ static int rankMain(const launcherRank* me) {
   checkNoAsyncError(comm);
 
   for (int i = 0; i < SCENARIO_COUNT; i++)
-    for (int capacity = 0; capacity <= 1; capacity++) runScenario(i, capacity, comm);
+    for (int capacity = 0; capacity <= 1; capacity++) runScenario(i, capacity, comm, "");
   for (int i = 0; i < GQA_SCENARIO_COUNT; i++)
     for (int capacity = 0; capacity <= 1; capacity++) runGqaScenario(i, capacity, comm);
   runGqaOpaqueScenario(comm);
@@ -1327,9 +2002,14 @@ static int rankMain(const launcherRank* me) {
     runReplayScenario(REPLAY_GRAPH, capacity, comm);
     runReplayScenario(REPLAY_NO_HIDDEN_SYNC, capacity, comm);
   }
-  /* Last: they leave sticky errors (on comms of their own). */
+  runPlanCheckScenario(nccl);
+  runNonBlockingScenario(nccl);
+  runStressScenario(nccl, comm);
+  /* Then those that leave sticky errors (on comms of their own). */
   runBadLengthScenario(0, nccl, comm);
   runBadLengthScenario(1, nccl, comm);
+  /* Last of all: the abort. */
+  runAbortScenario(nccl, comm);
 
   /* Graphs are gone already; then our comm, then NCCL's. */
   setScenario("teardown");
