@@ -1,0 +1,521 @@
+#!/usr/bin/env python3
+"""ulysses.torch on GPUs, P = 1, 2 and 4 rank processes (one GPU shared through
+NCCL's socket transport when there are fewer GPUs than ranks).
+
+Each rank compares, byte for byte, forward and backward, with uneven lengths:
+  - SeqAllToAll4D / SeqAllToAll5D against a PyTorch implementation of the
+    reference algorithm (pad to the longest slice, reshape and transpose into P
+    blocks, contiguous, all_to_all_single, split, cut the padding, cat);
+  - uneven head splits, grouped-query kv heads and the all-gather against the
+    global tensor, which every rank rebuilds from the seeds of all ranks;
+  - capacity mode (device lengths) against exact mode, padding rows zero;
+  - a Ulysses attention step (MHA and GQA) against the reference step (VILA's:
+    expandKV, three exchanges, attention, one exchange back): same outputs,
+    loss and gradients;
+  - that an exchange does not wait for the GPU, and the own-communicator path.
+
+Exit status: 0 all passed, 1 a failure, 77 (skipped) without torch or a GPU.
+Run: ULYSSES_LIBRARY=build/libulysses.so PYTHONPATH=python python3 python/tests/gpu_torch_check.py
+"""
+
+import os
+import socket
+import sys
+import time
+import traceback
+
+SKIP = 77
+RANK_COUNTS = tuple(int(p) for p in os.environ.get("ULYSSES_GPU_CHECK_RANKS", "1,2,4").split(","))
+TIMEOUT_S = float(os.environ.get("ULYSSES_GPU_CHECK_TIMEOUT", "240"))
+
+# Several ranks on one GPU: one process and one host id per rank, sockets over loopback.
+SHARED_GPU_ENV = {
+    "NCCL_NET": "Socket", "NCCL_SOCKET_IFNAME": "lo", "NCCL_IB_DISABLE": "1",
+    "NCCL_P2P_DISABLE": "1", "NCCL_SHM_DISABLE": "1", "NCCL_NVLS_ENABLE": "0",
+    "NCCL_MNNVL_ENABLE": "0",
+}
+
+LENGTHS = {1: [5], 2: [5, 3], 3: [4, 0, 6], 4: [5, 0, 7, 2]}
+BATCH, HEADS, HEAD_DIM = 2, 8, 16
+
+
+class Rank:
+    """One rank's checks; failures are collected, the rank raises at the end."""
+
+    def __init__(self, rank, n_ranks, device):
+        import torch
+        import torch.distributed as dist
+        import torch.nn.functional as F
+        import ulysses
+        import ulysses.torch as ut
+        self.torch, self.dist, self.F, self.ulysses, self.ut = torch, dist, F, ulysses, ut
+        self.rank, self.n_ranks = rank, n_ranks
+        self.device = torch.device("cuda", device)
+        self.lengths = LENGTHS[n_ranks]
+        self.failures = []
+        self.group = dist.group.WORLD
+
+    # -- helpers -----------------------------------------------------------------
+    def log(self, text):
+        print("[P=%d rank %d] %s" % (self.n_ranks, self.rank, text), flush=True)
+
+    def check(self, name, condition, detail=""):
+        if condition:
+            self.log("ok   %s" % name)
+        else:
+            self.failures.append("%s %s" % (name, detail))
+            self.log("FAIL %s %s" % (name, detail))
+
+    def same(self, name, actual, expected):
+        torch = self.torch
+        if tuple(actual.shape) != tuple(expected.shape) or actual.dtype != expected.dtype:
+            self.check(name, False, "shape/dtype %s %s vs %s %s" % (
+                tuple(actual.shape), actual.dtype, tuple(expected.shape), expected.dtype))
+            return
+        a = actual.detach().contiguous().reshape(-1).view(torch.uint8)
+        b = expected.detach().contiguous().reshape(-1).view(torch.uint8)
+        differ = int((a != b).sum().item()) if a.numel() else 0
+        self.check(name, differ == 0, "%d bytes differ" % differ)
+
+    def close(self, name, actual, expected, rtol=1e-5, atol=1e-6):
+        torch = self.torch
+        exact = torch.equal(actual, expected)
+        ok = torch.allclose(actual.float(), expected.float(), rtol=rtol, atol=atol)
+        self.check(name, ok, "max diff %g" % (actual.float() - expected.float()).abs().max().item())
+        self.log("     %s is %sbit-exact" % (name, "" if exact else "not "))
+
+    def make(self, shape, seed, dtype):
+        """Deterministic data any rank can regenerate (CPU generator)."""
+        torch = self.torch
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(shape, generator=generator).to(dtype).to(self.device)
+
+    def offset(self, rank):
+        return sum(self.lengths[:rank])
+
+    def heads_of(self, heads, rank, query_heads=0):
+        return self.ulysses.head_range(heads, self.n_ranks, rank, query_heads)
+
+    # -- the reference algorithm, in PyTorch --------------------------------------
+    def ref_seq_to_head(self, x, lengths):
+        torch, F, dist = self.torch, self.F, self.dist
+        P = len(lengths)
+        longest = max(lengths)
+        batch, rows, heads, dim = x.shape
+        per_rank = heads // P
+        padded = F.pad(x, (0, 0, 0, 0, 0, longest - rows))
+        blocks = padded.reshape(batch, longest, P, per_rank, dim).permute(2, 1, 0, 3, 4).contiguous()
+        received = torch.empty_like(blocks)
+        dist.all_to_all_single(received, blocks, group=self.group)
+        pieces = [received[p, :lengths[p]] for p in range(P)]
+        return torch.cat(pieces, 0).permute(1, 0, 2, 3).contiguous()
+
+    def ref_head_to_seq(self, y, lengths):
+        torch, F, dist = self.torch, self.F, self.dist
+        P = len(lengths)
+        longest = max(lengths)
+        batch, _, per_rank, dim = y.shape
+        parts = torch.split(y, lengths, dim=1)
+        padded = torch.cat([F.pad(p, (0, 0, 0, 0, 0, longest - p.shape[1])) for p in parts], 1)
+        blocks = padded.reshape(batch, P, longest, per_rank, dim).permute(1, 3, 2, 0, 4).contiguous()
+        received = torch.empty_like(blocks)
+        dist.all_to_all_single(received, blocks, group=self.group)
+        mine = received.reshape(P * per_rank, longest, batch, dim)[:, :lengths[self.rank]]
+        return mine.permute(2, 1, 0, 3).contiguous()
+
+    def ref_5d_seq_to_head(self, x):
+        torch, dist = self.torch, self.dist
+        P = self.n_ranks
+        batch, rows, three, heads, dim = x.shape
+        blocks = x.reshape(batch, rows, 3, P, heads // P, dim).permute(3, 1, 2, 0, 4, 5).contiguous()
+        received = torch.empty_like(blocks)
+        dist.all_to_all_single(received, blocks, group=self.group)
+        return received.reshape(P * rows, 3, batch, heads // P, dim).permute(2, 0, 1, 3, 4).contiguous()
+
+    def ref_5d_head_to_seq(self, y):
+        torch, dist = self.torch, self.dist
+        P = self.n_ranks
+        batch, total, three, per_rank, dim = y.shape
+        rows = total // P
+        blocks = y.reshape(batch, P, rows, 3, per_rank, dim).permute(1, 4, 2, 3, 0, 5).contiguous()
+        received = torch.empty_like(blocks)
+        dist.all_to_all_single(received, blocks, group=self.group)
+        return received.reshape(P * per_rank, rows, 3, batch, dim).permute(3, 1, 2, 0, 4).contiguous()
+
+    def reference_function(self):
+        """The reference exchange as an autograd Function (backward: the other way)."""
+        torch, me = self.torch, self
+
+        class Ref(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, to_heads):
+                ctx.to_heads = to_heads
+                if to_heads:
+                    return me.ref_seq_to_head(x, me.lengths)
+                return me.ref_head_to_seq(x, me.lengths)
+
+            @staticmethod
+            def backward(ctx, grad):
+                return Ref.apply(grad, not ctx.to_heads), None
+
+        return Ref
+
+    # -- checks --------------------------------------------------------------------
+    def check_4d(self, dtype):
+        torch, ut = self.torch, self.ut
+        name = "4D %s" % str(dtype).split(".")[-1]
+        Ref = self.reference_function()
+        shape = (BATCH, self.lengths[self.rank], HEADS, HEAD_DIM)
+        x = self.make(shape, 100 + self.rank, dtype).requires_grad_()
+        x_ref = x.detach().clone().requires_grad_()
+        out = ut.SeqAllToAll4D.apply(None, x, 2, 1, self.lengths)
+        out_ref = Ref.apply(x_ref, True)
+        self.same(name + " seq->head", out, out_ref)
+        weight = self.make(out.shape, 200 + self.rank, dtype)
+        (out * weight).sum().backward()
+        (out_ref * weight).sum().backward()
+        self.same(name + " seq->head backward", x.grad, x_ref.grad)
+
+        y = self.make(out.shape, 300 + self.rank, dtype).requires_grad_()
+        y_ref = y.detach().clone().requires_grad_()
+        back = ut.SeqAllToAll4D.apply(None, y, 1, 2, self.lengths)
+        back_ref = Ref.apply(y_ref, False)
+        self.same(name + " head->seq", back, back_ref)
+        weight = self.make(back.shape, 400 + self.rank, dtype)
+        (back * weight).sum().backward()
+        (back_ref * weight).sum().backward()
+        self.same(name + " head->seq backward", y.grad, y_ref.grad)
+
+        with ut.sequence_lengths(self.lengths):
+            round_trip = ut.SeqAllToAll4D.apply(None, ut.SeqAllToAll4D.apply(None, x.detach(), 2, 1),
+                                                1, 2)
+        self.same(name + " round trip (lengths from sequence_lengths)", round_trip, x.detach())
+
+    def check_uneven_heads_and_gqa(self):
+        torch, ut = self.torch, self.ut
+        P, dtype = self.n_ranks, torch.bfloat16
+        lengths = self.lengths
+        with ut.sequence_lengths(lengths):
+            # 6 heads over P ranks: uneven groups where P does not divide 6.
+            heads = 6
+            xs = [self.make((BATCH, lengths[r], heads, HEAD_DIM), 500 + r, dtype) for r in range(P)]
+            whole = torch.cat(xs, 1)
+            begin, count = self.heads_of(heads, self.rank)
+            out = ut.SeqAllToAll4D.apply(None, xs[self.rank], 2, 1)
+            self.same("uneven head split seq->head", out, whole[:, :, begin:begin + count])
+            back = ut.SeqAllToAll4D.apply(None, out, 1, 2, None, heads)
+            self.same("uneven head split head->seq (heads=)", back, xs[self.rank])
+
+            # kv heads of grouped-query attention: 2 kv heads read by 8 query heads.
+            kv_heads, query_heads = 2, 8
+            kvs = [self.make((BATCH, lengths[r], kv_heads, HEAD_DIM), 600 + r, dtype)
+                   for r in range(P)]
+            whole = torch.cat(kvs, 1)
+            kv = kvs[self.rank].clone().requires_grad_()
+            begin, count = self.heads_of(kv_heads, self.rank, query_heads)
+            out = ut.SeqAllToAll4D.apply(None, kv, 2, 1, None, None, None, query_heads)
+            self.same("gqa kv seq->head", out, whole[:, :, begin:begin + count])
+            # Backward: each kv head's gradient summed over the ranks that got it,
+            # in fp32, in increasing rank order, rounded once.
+            grads = [self.make((BATCH, sum(lengths), self.heads_of(kv_heads, r, query_heads)[1],
+                                HEAD_DIM), 700 + r, dtype) for r in range(P)]
+            (out * grads[self.rank]).sum().backward()
+            total = torch.zeros((BATCH, sum(lengths), kv_heads, HEAD_DIM), dtype=torch.float32,
+                                device=self.device)
+            for r in range(P):
+                b, c = self.heads_of(kv_heads, r, query_heads)
+                total[:, :, b:b + c] += grads[r].float()
+            expected = total.to(dtype)[:, self.offset(self.rank):self.offset(self.rank) + lengths[self.rank]]
+            self.same("gqa kv head->seq sums the replicas (backward)", kv.grad, expected)
+
+    def check_5d(self):
+        torch, ut = self.torch, self.ut
+        dtype = torch.bfloat16
+        Ref = self.reference_function()
+        # Equal lengths: the reference's own 5-D algorithm.
+        equal = [4] * self.n_ranks
+        x = self.make((BATCH, 4, 3, HEADS, HEAD_DIM), 800 + self.rank, dtype).requires_grad_()
+        out = ut.SeqAllToAll5D.apply(None, x, 3, 1, equal)
+        self.same("5D seq->head (equal lengths)", out, self.ref_5d_seq_to_head(x.detach()))
+        weight = self.make(out.shape, 850 + self.rank, dtype)
+        (out * weight).sum().backward()
+        self.same("5D backward (equal lengths)", x.grad, self.ref_5d_head_to_seq(weight))
+        y = self.make(out.shape, 900 + self.rank, dtype)
+        self.same("5D head->seq (no lengths given: equal ones)", ut.SeqAllToAll5D.apply(None, y, 1, 3),
+                  self.ref_5d_head_to_seq(y))
+        # Uneven lengths (the reference refuses them): each packed slice is the 4-D exchange.
+        x = self.make((BATCH, self.lengths[self.rank], 3, HEADS, HEAD_DIM), 1000 + self.rank,
+                      dtype).requires_grad_()
+        out = ut.SeqAllToAll5D.apply(None, x, 3, 1, self.lengths)
+        slices = [Ref.apply(x.detach()[:, :, i].contiguous(), True) for i in range(3)]
+        self.same("5D seq->head (uneven lengths)", out, torch.stack(slices, 2))
+        weight = self.make(out.shape, 1100 + self.rank, dtype)
+        (out * weight).sum().backward()
+        grads = [Ref.apply(weight[:, :, i].contiguous(), False) for i in range(3)]
+        self.same("5D backward (uneven lengths)", x.grad, torch.stack(grads, 2))
+
+    def check_capacity(self):
+        torch, ut = self.torch, self.ut
+        P, dtype = self.n_ranks, torch.bfloat16
+        lengths, rank = self.lengths, self.rank
+        capacity = max(lengths)
+        local = torch.tensor([lengths[rank]], dtype=torch.int64, device=self.device)
+        x = self.make((BATCH, lengths[rank], HEADS, HEAD_DIM), 1200 + rank, dtype)
+        x_cap = torch.zeros((BATCH, capacity, HEADS, HEAD_DIM), dtype=dtype, device=self.device)
+        x_cap[:, :lengths[rank]] = x
+        x_cap.requires_grad_()
+        exact = ut.SeqAllToAll4D.apply(None, x, 2, 1, lengths)
+        out = ut.SeqAllToAll4D.apply(None, x_cap, 2, 1, None, None, local)
+        total = sum(lengths)
+        self.check("capacity seq->head shape", tuple(out.shape) ==
+                   (BATCH, P * capacity, HEADS // P, HEAD_DIM), str(tuple(out.shape)))
+        self.same("capacity seq->head real rows", out[:, :total], exact)
+        self.check("capacity seq->head padding is zero", bool((out[:, total:] == 0).all()))
+        weight = self.make(out.shape, 1300 + rank, dtype)
+        (out * weight).sum().backward()
+        exact_grad = ut.SeqAllToAll4D.apply(None, weight[:, :total].contiguous(), 1, 2, lengths)
+        self.same("capacity backward real rows", x_cap.grad[:, :lengths[rank]], exact_grad)
+        self.check("capacity backward padding is zero", bool((x_cap.grad[:, lengths[rank]:] == 0).all()))
+
+        ut.set_local_length(local)
+        try:
+            y = self.make((BATCH, total, HEADS // P, HEAD_DIM), 1400 + rank, dtype)
+            y_cap = torch.zeros((BATCH, P * capacity, HEADS // P, HEAD_DIM), dtype=dtype,
+                                device=self.device)
+            y_cap[:, :total] = y
+            back = ut.SeqAllToAll4D.apply(None, y_cap, 1, 2)
+            self.same("capacity head->seq real rows (set_local_length)", back[:, :lengths[rank]],
+                      ut.SeqAllToAll4D.apply(None, y, 1, 2, lengths))
+            self.check("capacity head->seq padding is zero", bool((back[:, lengths[rank]:] == 0).all()))
+        finally:
+            ut.set_local_length(None)
+        torch.cuda.synchronize(self.device)
+        try:
+            ut.check_async_error()
+            self.check("capacity: no asynchronous error", True)
+        except self.ulysses.UlyssesError as error:
+            self.check("capacity: no asynchronous error", False, str(error))
+
+    def check_all_gather(self):
+        torch, ut, dist = self.torch, self.ut, self.dist
+        P, lengths, rank = self.n_ranks, self.lengths, self.rank
+        masks = [(self.make((BATCH, lengths[r]), 1500 + r, torch.float32) > 0) for r in range(P)]
+        out = ut.SeqAllGather.apply(None, masks[rank], lengths)
+        self.same("all-gather of a [B, L] bool mask", out, torch.cat(masks, 1))
+        xs = [self.make((BATCH, lengths[r], 4), 1600 + r, torch.float32) for r in range(P)]
+        x = xs[rank].clone().requires_grad_()
+        out = ut.SeqAllGather.apply(None, x, lengths)
+        self.same("all-gather [B, L, 4]", out, torch.cat(xs, 1))
+        weights = [self.make(out.shape, 1700 + r, torch.float32) for r in range(P)]
+        (out * weights[rank]).sum().backward()
+        summed = weights[0].clone()
+        for r in range(1, P):
+            summed += weights[r]
+        expected = summed[:, self.offset(rank):self.offset(rank) + lengths[rank]]
+        self.close("all-gather backward (sum over ranks of this rank's rows)", x.grad, expected)
+        # The reference's form: equal shapes, stacked, and the list filled in.
+        tensor = self.make((BATCH, 3), 1800 + rank, torch.float32)
+        gather_list = [torch.empty_like(tensor) for _ in range(P)]
+        stacked = ut.SeqAllGather.apply(None, (gather_list, tensor))
+        expected = [torch.empty_like(tensor) for _ in range(P)]
+        dist.all_gather(expected, tensor)
+        self.same("all-gather, the reference's (list, tensor) form", stacked, torch.stack(expected, 0))
+        self.same("all-gather fills the list", torch.stack(gather_list, 0), torch.stack(expected, 0))
+
+    def attention(self, q, k, v):
+        if k.shape[2] != q.shape[2]:
+            group = q.shape[2] // k.shape[2]
+            k, v = k.repeat_interleave(group, 2), v.repeat_interleave(group, 2)
+        scores = self.torch.einsum("blhd,bmhd->bhlm", q, k) * (q.shape[-1] ** -0.5)
+        return self.torch.einsum("bhlm,bmhd->blhd", scores.softmax(-1), v)
+
+    def check_attention(self, kv_heads):
+        torch, ut = self.torch, self.ut
+        P, rank, dtype = self.n_ranks, self.rank, torch.float32
+        query_heads = HEADS
+        name = "attention Hq=%d Hkv=%d" % (query_heads, kv_heads)
+        Ref = self.reference_function()
+        rows = self.lengths[rank]
+        q = self.make((BATCH, rows, query_heads, HEAD_DIM), 1900 + rank, dtype)
+        k = self.make((BATCH, rows, kv_heads, HEAD_DIM), 2000 + rank, dtype)
+        v = self.make((BATCH, rows, kv_heads, HEAD_DIM), 2100 + rank, dtype)
+        ours = [t.clone().requires_grad_() for t in (q, k, v)]
+        refs = [t.clone().requires_grad_() for t in (q, k, v)]
+        module = ut.UlyssesAttention(self.attention)
+        out = module(*ours, lengths=self.lengths)
+        # The reference step: expandKV, three exchanges, attention, one exchange back.
+        group = query_heads // kv_heads
+        rq, rk, rv = refs
+        if group > 1:
+            rk, rv = rk.repeat_interleave(group, 2), rv.repeat_interleave(group, 2)
+        out_ref = Ref.apply(self.attention(Ref.apply(rq, True), Ref.apply(rk, True),
+                                           Ref.apply(rv, True)), False)
+        self.same(name + " output", out, out_ref)
+        weight = self.make(out.shape, 2200 + rank, dtype)
+        loss, loss_ref = (out * weight).sum(), (out_ref * weight).sum()
+        self.same(name + " loss", loss, loss_ref)
+        loss.backward()
+        loss_ref.backward()
+        self.same(name + " dq", ours[0].grad, refs[0].grad)
+        shared = self.ulysses._planning.shares_kv_heads(kv_heads, query_heads, P)
+        for label, mine, theirs in (("dk", ours[1].grad, refs[1].grad), ("dv", ours[2].grad, refs[2].grad)):
+            if kv_heads == query_heads:
+                self.same("%s %s" % (name, label), mine, theirs)
+            else:
+                # Sums of the same terms in another order where kv heads are shared.
+                self.close("%s %s%s" % (name, label, " (kv heads shared)" if shared else ""),
+                           mine, theirs)
+
+    def check_no_host_wait(self):
+        torch, ut = self.torch, self.ut
+        x = self.make((BATCH, self.lengths[self.rank], HEADS, HEAD_DIM), 2300 + self.rank,
+                      torch.bfloat16)
+        ut.SeqAllToAll4D.apply(None, x, 2, 1, self.lengths)
+        torch.cuda.synchronize(self.device)
+        torch.cuda._sleep(2 * 10**9)  # about a second of GPU time on this stream
+        start = time.monotonic()
+        for _ in range(3):
+            ut.SeqAllToAll4D.apply(None, x, 2, 1, self.lengths)
+        spent = time.monotonic() - start
+        torch.cuda.synchronize(self.device)
+        self.check("three exchanges enqueued behind a busy stream without waiting", spent < 0.3,
+                   "they took %.3f s of host time" % spent)
+
+    def check_own_communicator(self):
+        torch, ut, dist = self.torch, self.ut, self.dist
+        self.log("default group's communicator: %s" % ut.communicator().source)
+        ut.set_comm_source("own")
+        try:
+            group = dist.new_group(list(range(self.n_ranks)))
+            made = ut.communicator(group)
+            self.check("own communicator made", made.source == "own" and made.owned, made.source)
+            x = self.make((BATCH, self.lengths[self.rank], HEADS, HEAD_DIM), 2400 + self.rank,
+                          torch.bfloat16)
+            out = ut.SeqAllToAll4D.apply(group, x, 2, 1, self.lengths)
+            self.same("seq->head on an own communicator", out, self.ref_seq_to_head(x, self.lengths))
+            ut.release(group)
+        finally:
+            ut.set_comm_source(None)
+
+    def check_capacity_overflow(self):
+        """Last: the comm keeps the device error for its life."""
+        torch, ut, dist = self.torch, self.ut, self.dist
+        group = dist.new_group(list(range(self.n_ranks)))
+        capacity = 4
+        x = self.make((BATCH, capacity, HEADS, HEAD_DIM), 2500 + self.rank, torch.bfloat16)
+        too_long = torch.tensor([capacity + 1], dtype=torch.int64, device=self.device)
+        ut.SeqAllToAll4D.apply(group, x, 2, 1, None, None, too_long)
+        torch.cuda.synchronize(self.device)
+        try:
+            ut.check_async_error(group)
+            self.check("a length above capacity is reported", False, "no error reported")
+        except self.ulysses.UlyssesError as error:
+            self.check("a length above capacity is reported",
+                       error.code == self.ulysses.Result.ERROR_LENGTH_EXCEEDS_CAPACITY, str(error))
+
+    def run_all(self):
+        torch = self.torch
+        steps = [
+            ("4D bf16", lambda: self.check_4d(torch.bfloat16)),
+            ("4D fp32", lambda: self.check_4d(torch.float32)),
+            ("uneven heads and gqa", self.check_uneven_heads_and_gqa),
+            ("5D", self.check_5d),
+            ("capacity", self.check_capacity),
+            ("all-gather", self.check_all_gather),
+            ("attention MHA", lambda: self.check_attention(HEADS)),
+            ("attention GQA 4 kv heads", lambda: self.check_attention(4)),
+            ("attention GQA 2 kv heads", lambda: self.check_attention(2)),
+            ("no host wait", self.check_no_host_wait),
+            ("own communicator", self.check_own_communicator),
+            ("capacity overflow", self.check_capacity_overflow),
+        ]
+        for name, step in steps:
+            try:
+                step()
+            except Exception:
+                self.failures.append("%s raised:\n%s" % (name, traceback.format_exc()))
+                self.log("FAIL %s raised:\n%s" % (name, traceback.format_exc()))
+                raise  # the other ranks would wait for this one's collectives
+
+
+def worker(rank, n_ranks, port, n_gpus):
+    if n_gpus < n_ranks:
+        os.environ.update(SHARED_GPU_ENV)
+        os.environ["NCCL_HOSTID"] = "ulyrank%d" % rank
+    import torch
+    import torch.distributed as dist
+    device = rank % n_gpus
+    torch.cuda.set_device(device)
+    dist.init_process_group("nccl", init_method="tcp://127.0.0.1:%d" % port, rank=rank,
+                            world_size=n_ranks, device_id=torch.device("cuda", device))
+    checks = Rank(rank, n_ranks, device)
+    checks.run_all()
+    import ulysses.torch as ut
+    ut.release_all()
+    dist.barrier()
+    dist.destroy_process_group()
+    if checks.failures:
+        raise AssertionError("rank %d of %d: %d failures:\n%s" % (
+            rank, n_ranks, len(checks.failures), "\n".join(checks.failures)))
+    print("[P=%d rank %d] all checks passed" % (n_ranks, rank), flush=True)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_ranks(n_ranks, n_gpus):
+    import torch.multiprocessing as mp
+    context = mp.start_processes(worker, args=(n_ranks, free_port(), n_gpus), nprocs=n_ranks,
+                                 join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while not context.join(timeout=5):
+            if time.monotonic() > deadline:
+                for process in context.processes:
+                    if process.is_alive():
+                        process.kill()
+                print("P=%d: timed out after %.0f s" % (n_ranks, TIMEOUT_S), flush=True)
+                return False
+    except Exception as error:  # a rank raised or died; torch stopped the others
+        print("P=%d failed: %s" % (n_ranks, error), flush=True)
+        return False
+    return True
+
+
+def main():
+    try:
+        import torch
+    except ImportError:
+        print("SKIP: torch is not installed")
+        return SKIP
+    if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
+        print("SKIP: no CUDA device")
+        return SKIP
+    import ulysses
+    try:
+        library = ulysses.library()
+    except ulysses.UlyssesLibraryError as error:
+        print("FAIL: %s" % error)
+        return 1
+    n_gpus = torch.cuda.device_count()
+    nccl = torch.cuda.nccl.version()
+    print("torch %s, CUDA %s, NCCL %s, %d GPU(s) (%s), libulysses %s at %s" % (
+        torch.__version__, torch.version.cuda,
+        ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl, n_gpus, torch.cuda.get_device_name(0), ".".join(map(str, library.version)), library.path),
+        flush=True)
+    results = {}
+    for n_ranks in RANK_COUNTS:
+        print("=== P=%d%s" % (n_ranks, " (sharing %d GPU(s) over sockets)" % n_gpus
+                              if n_gpus < n_ranks else ""), flush=True)
+        started = time.monotonic()
+        results[n_ranks] = run_ranks(n_ranks, n_gpus)
+        print("=== P=%d %s in %.1f s" % (n_ranks, "passed" if results[n_ranks] else "FAILED",
+                                        time.monotonic() - started), flush=True)
+    return 0 if all(results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The C API's constants, enums and structs, mirrored for ctypes.
+
+Every value here is copied from include/ulysses.h; tests/test_header.py parses
+the header and fails on any drift (a renumbered code, a new field, a new
+function), so this file is updated together with the header.
+"""
+
+import ctypes
+import enum
+
+# The header this package was written for (ULYSSES_MAJOR/MINOR/PATCH).
+MAJOR = 0
+MINOR = 1
+PATCH = 0
+
+
+def version_code(major, minor, patch):
+    """ULYSSES_VERSION(X, Y, Z): the integer ulyssesGetVersion reports."""
+    return major * 10000 + minor * 100 + patch
+
+
+def version_tuple(code):
+    """The (major, minor, patch) of a ULYSSES_VERSION_CODE."""
+    return code // 10000, code // 100 % 100, code % 100
+
+
+VERSION_CODE = version_code(MAJOR, MINOR, PATCH)
+
+MAX_LENGTH = 2**31 - 1             # ULYSSES_MAX_LENGTH: rows one rank may hold
+MAX_TENSORS = 8                    # ULYSSES_MAX_TENSORS: tensors one call moves
+WORKSPACE_ALIGNMENT = 16           # ULYSSES_WORKSPACE_ALIGNMENT, bytes
+CONFIG_MAGIC = 0x756C7973          # ULYSSES_CONFIG_MAGIC ("ulys")
+CONFIG_UNDEF_INT = -(2**31)        # ULYSSES_CONFIG_UNDEF_INT (INT_MIN)
+STATUS_LENGTH_ABOVE_CAPACITY = 0x1  # ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY
+STATUS_NEGATIVE_LENGTH = 0x2        # ULYSSES_STATUS_NEGATIVE_LENGTH
+
+
+class Result(enum.IntEnum):
+    """ulyssesResult_t (ulyssesErrorNullPointer is Result.ERROR_NULL_POINTER)."""
+    SUCCESS = 0
+    ERROR_INVALID_ARGUMENT = 1
+    ERROR_NULL_POINTER = 2
+    ERROR_MISALIGNED_POINTER = 3
+    ERROR_SIZE_OVERFLOW = 4
+    ERROR_INVALID_LENGTH = 5
+    ERROR_LENGTH_EXCEEDS_CAPACITY = 6
+    ERROR_UNSUPPORTED_ELEMENT_SIZE = 7
+    ERROR_LAYOUT_MISMATCH = 8
+    ERROR_COMM_MISMATCH = 9
+    ERROR_WORKSPACE_TOO_SMALL = 10
+    ERROR_BUFFER_OVERLAP = 11
+    ERROR_CUDA_ERROR = 12
+    ERROR_NCCL_ERROR = 13
+    ERROR_SYSTEM_ERROR = 14
+    ERROR_UNSUPPORTED = 15
+    ERROR_HEAD_GROUP_MISMATCH = 16
+    ERROR_PLAN_MISMATCH = 17
+    ERROR_INVALID_USAGE = 18
+
+
+NUM_RESULTS = 19  # ulyssesNumResults
+
+
+class Order(enum.IntEnum):
+    """ulyssesOrder_t: batch first [B, L, ...] or sequence first [L, B, ...]."""
+    BSHD = 0
+    SBHD = 1
+
+
+class DataType(enum.IntEnum):
+    """ulyssesDataType_t: how head -> seq reads kv replicas it sums."""
+    OPAQUE = 0
+    FLOAT32 = 1
+    FLOAT16 = 2
+    BFLOAT16 = 3
+
+
+class Op(enum.IntEnum):
+    """ulyssesOp_t."""
+    SEQ_TO_HEAD = 0
+    HEAD_TO_SEQ = 1
+    ALL_GATHER = 2
+
+
+class SegmentPlace(enum.IntEnum):
+    """ulyssesSegmentPlace_t: where a segment's offset counts from."""
+    IN_WORKSPACE = 0
+    IN_USER_BUFFER = 1
+
+
+# C enums are int-sized here (every value fits an int).
+_c_enum = ctypes.c_int
+
+
+class Layout(ctypes.Structure):
+    """ulyssesLayout_t: one tensor's shape, described on its sequence side."""
+    _fields_ = [
+        ("batch", ctypes.c_int64),
+        ("heads", ctypes.c_int64),
+        ("headDim", ctypes.c_int64),
+        ("elementSize", ctypes.c_int64),
+        ("packed", ctypes.c_int),
+        ("order", _c_enum),
+        ("queryHeads", ctypes.c_int64),
+        ("dataType", _c_enum),
+    ]
+
+    def __init__(self, batch, heads, headDim, elementSize, packed=1, order=Order.BSHD,
+                 queryHeads=0, dataType=DataType.OPAQUE):
+        super().__init__(batch, heads, headDim, elementSize, packed, int(order), queryHeads,
+                         int(dataType))
+
+    def key(self):
+        """The fields as a tuple (hashable: plans are cached by it)."""
+        return tuple(getattr(self, name) for name, _ in self._fields_)
+
+    def __eq__(self, other):
+        return isinstance(other, Layout) and self.key() == other.key()
+
+    def __hash__(self):
+        return hash(self.key())
+
+    def __repr__(self):
+        fields = ", ".join("%s=%r" % (name, getattr(self, name)) for name, _ in self._fields_)
+        return "Layout(%s)" % fields
+
+
+class Segment(ctypes.Structure):
+    """ulyssesSegment_t: where one message of one tensor lives."""
+    _fields_ = [
+        ("place", _c_enum),
+        ("offset", ctypes.c_size_t),
+        ("bytes", ctypes.c_size_t),
+    ]
+
+    def __repr__(self):
+        return "Segment(place=%s, offset=%d, bytes=%d)" % (
+            SegmentPlace(self.place).name, self.offset, self.bytes)
+
+
+class Config(ctypes.Structure):
+    """ulyssesConfig_t, filled as ULYSSES_CONFIG_INITIALIZER fills it.
+
+    checkPlans: None leaves the library's default (the ULYSSES_CHECK
+    environment variable), True or False set it.
+    """
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("magic", ctypes.c_uint),
+        ("version", ctypes.c_uint),
+        ("checkPlans", ctypes.c_int),
+    ]
+
+    def __init__(self, checkPlans=None):
+        super().__init__(ctypes.sizeof(Config), CONFIG_MAGIC, VERSION_CODE,
+                         CONFIG_UNDEF_INT if checkPlans is None else int(bool(checkPlans)))
