@@ -7,7 +7,10 @@
 
 typedef struct ulyssesPlan ulyssesPlanData;
 
-static void* at(void* workspace, size_t offset) { return (unsigned char*)workspace + offset; }
+/* A place in the workspace; none when the plan needs no workspace. */
+static void* at(void* workspace, size_t offset) {
+  return workspace == NULL ? NULL : (unsigned char*)workspace + offset;
+}
 
 /* The table kernel carries the host values of ULYSSES_TABLE_CHUNK ranks per
  * launch; each launch continues the prefix sums where the previous one,
