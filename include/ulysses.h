@@ -44,7 +44,8 @@ typedef enum {
   ulyssesErrorSizeOverflow = 4,          /* a size product overflows, or a tensor exceeds 2^56 bytes */
   ulyssesErrorInvalidLength = 5,         /* a sequence length < 0 or > ULYSSES_MAX_LENGTH */
   ulyssesErrorLengthExceedsCapacity = 6, /* a length above its capacity (reported asynchronously) */
-  ulyssesErrorUnsupportedElementSize = 7,/* element size not 1, 2, 4, 8 or 16 bytes */
+  ulyssesErrorUnsupportedElementSize = 7,/* element size not 1, 2, 4, 8 or 16 bytes, or a
+                                            dataType that does not fit it or cannot be summed */
   ulyssesErrorLayoutMismatch = 8,        /* the call's tensors disagree with the plan's */
   ulyssesErrorCommMismatch = 9,          /* the communicator's size or rank differs from the plan's */
   ulyssesErrorWorkspaceTooSmall = 10,    /* workspace smaller than ulyssesGetWorkspaceSize says */
@@ -69,8 +70,8 @@ typedef enum {
 /* Names a result code ("ulyssesErrorNullPointer"). Never NULL. */
 ULYSSES_API const char* ulyssesGetErrorString(ulyssesResult_t result);
 
-/* The calling thread's message for the last failed call: which argument and
- * why. Empty when no call of this thread has failed. Never NULL. */
+/* The message of the calling thread's most recent call, if it failed: which
+ * argument and why. Empty after a call that succeeded. Never NULL. */
 ULYSSES_API const char* ulyssesGetLastError(void);
 
 /* The version of the loaded library, as ULYSSES_VERSION_CODE. Compare it with
