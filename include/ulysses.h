@@ -297,7 +297,8 @@ ULYSSES_API ulyssesResult_t ulyssesGatherLengthsHost(int64_t localLength, int64_
  * receive segment (tensor t, from this rank), ulyssesUnpack scatters the
  * receive segments into recvbuffs. deviceLengths: capacity mode, every rank's
  * length on the device (nRanks int64_t, e.g. from ulyssesAllGatherLengths);
- * exact mode, NULL. Neither stage calls NCCL.
+ * exact mode, NULL. Both stages of one exchange take the same workspace (of
+ * ulyssesGetWorkspaceSize(plan, op) bytes). Neither stage calls NCCL.
  *----------------------------------------------------------------------*/
 typedef enum {
   ulyssesSegmentInWorkspace = 0,  /* offset is from the workspace pointer */
