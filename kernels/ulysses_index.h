@@ -195,7 +195,8 @@ ULYSSES_HD int64_t ulyssesCopyRunCount(const ulyssesCopyArgs* a, int t) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   if (!x->active) return 0;
   if (x->kind == ULYSSES_COPY_HEAD_SLICE)
-    return (int64_t)a->nRanks * x->batch * a->lengths[a->rank] * x->packed;
+    /* In the order the plan bounded the product: local runs, then peers. */
+    return x->batch * a->lengths[a->rank] * x->packed * a->nRanks;
   if (x->kind == ULYSSES_COPY_HEAD_SUM)
     return x->batch * a->lengths[a->rank] * x->packed * x->heads;
   return x->batch * a->offsets[a->nRanks];
@@ -385,6 +386,8 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
     return;
   }
   ulyssesRun r = ulyssesCopyRunAt(a, t, run);
+  /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
+  if (r.bytes == 0) return;
   unsigned char* userBytes = x->user + r.userOffset;
   unsigned char* segmentBytes = x->segments + r.segmentOffset;
   const unsigned char* src = a->toSegments ? userBytes : segmentBytes;

@@ -74,7 +74,7 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
     if (!x->active) continue;
     anyActive = 1;
     int64_t localRuns = x->batch * plan->slotLengths[plan->rank] * x->packed;
-    int64_t runs = shape.kind == ULYSSES_COPY_HEAD_SLICE ? plan->nRanks * localRuns
+    int64_t runs = shape.kind == ULYSSES_COPY_HEAD_SLICE ? localRuns * plan->nRanks
                    : shape.kind == ULYSSES_COPY_HEAD_SUM
                        ? localRuns * x->heads
                        : x->batch * plan->slotOffsets[plan->nRanks];
@@ -89,6 +89,8 @@ static const void* segmentAddress(const ulyssesPlanData* plan, ulyssesOp_t op, i
                                   size_t* bytes) {
   ulyssesSegment_t segment = ulyssesPlanSegment(plan, op, tensor, side, peer);
   *bytes = segment.bytes;
+  /* An empty segment has no address (its buffer may be NULL); it is not posted. */
+  if (segment.bytes == 0) return NULL;
   if (segment.place == ulyssesSegmentInUserBuffer)
     return (const unsigned char*)userBuffer + segment.offset;
   return (const unsigned char*)workspace + layout->regionOffset[side][tensor] + segment.offset;

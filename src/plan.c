@@ -55,6 +55,10 @@ static ulyssesResult_t checkLayout(const ulyssesLayout_t* layout, int index) {
     return ulyssesFail(ulyssesErrorInvalidArgument,
                        "layouts[%d].queryHeads is %lld; it must be 0 or a multiple of heads", index,
                        (long long)layout->queryHeads);
+  if (layout->queryHeads > ULYSSES_MAX_TENSOR_BYTES)
+    return ulyssesFail(ulyssesErrorSizeOverflow,
+                       "layouts[%d].queryHeads is %lld, above the 2^56 the library addresses",
+                       index, (long long)layout->queryHeads);
   if (layout->queryHeads % layout->heads != 0)
     return ulyssesFail(ulyssesErrorHeadGroupMismatch,
                        "layouts[%d].queryHeads is %lld, not a multiple of its %lld kv heads", index,
@@ -103,8 +107,13 @@ static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyss
                        "layouts[%d]: the tensor gathered over every rank is %lld bytes, above "
                        "the 2^56 the library addresses",
                        index, (long long)bytes);
-  ULYSSES_CHECK(checkedMul(layout->batch * plan->slotLengths[plan->rank], layout->packed,
-                           &localRuns, index, "batch * length * packed"));
+  /* Every rank must accept or refuse the same plan: bound the pack kernel's
+   * runs by the longest slot, not this rank's. */
+  int64_t longestSlot = 0;
+  for (int r = 0; r < plan->nRanks; r++)
+    if (plan->slotLengths[r] > longestSlot) longestSlot = plan->slotLengths[r];
+  ULYSSES_CHECK(checkedMul(layout->batch * longestSlot, layout->packed, &localRuns, index,
+                           "batch * length * packed"));
   ULYSSES_CHECK(checkedMul(localRuns, plan->nRanks, &runs, index,
                            "nRanks * batch * length * packed (the pack kernel's runs)"));
   /* Shared kv heads travel once per rank that needs them. */
