@@ -30,7 +30,17 @@ static __global__ void __launch_bounds__(ULYSSES_TABLE_CHUNK)
     args.offsets[0] = 0;
     args.slotOffsets[0] = 0;
   }
-  if (errorBits != 0 && args.status != NULL) atomicOr_system(args.status, errorBits);
+  /* One write per launch, by one thread, as a plain read-modify-write: the
+   * status word may be mapped host memory, where not every system has
+   * atomics. Its bits only accumulate, so a race between two launches can at
+   * worst drop one of two different error bits, never clear an error. */
+  uint32_t aboveCapacity = __syncthreads_or(errorBits & ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY);
+  uint32_t negative = __syncthreads_or(errorBits & ULYSSES_STATUS_NEGATIVE_LENGTH);
+  if (i == 0 && args.status != NULL && (aboveCapacity || negative)) {
+    volatile uint32_t* status = args.status;
+    *status |= (aboveCapacity ? ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY : 0u) |
+               (negative ? ULYSSES_STATUS_NEGATIVE_LENGTH : 0u);
+  }
 }
 
 extern "C" cudaError_t ulyssesLaunchLengthTable(const ulyssesTableArgs* args, cudaStream_t stream) {
