@@ -220,11 +220,7 @@ static int parseArgs(int argc, char** argv, const benchOp* const* ops, int nOps,
       return 1;
     }
   }
-  if (config->maxLength < config->minLength) {
-    fprintf(stderr, "%s: -e %lld is below -b %lld\n", argv[0], (long long)config->maxLength,
-            (long long)config->minLength);
-    return 1;
-  }
+  if (benchCheckSweep(argv[0], config->minLength, config->maxLength)) return 1;
   if (config->kvHeads == 0) config->kvHeads = config->heads / 4 > 0 ? config->heads / 4 : 1;
   /* Tensors with shared kv heads need a float type and whole groups. */
   ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];

@@ -146,11 +146,7 @@ static int parseArgs(int argc, char** argv, kernelConfig* config) {
       return 1;
     }
   }
-  if (config->maxLength < config->minLength) {
-    fprintf(stderr, "%s: -e %lld is below -b %lld\n", argv[0], (long long)config->maxLength,
-            (long long)config->minLength);
-    return 1;
-  }
+  if (benchCheckSweep(argv[0], config->minLength, config->maxLength)) return 1;
   return 0;
 }
 

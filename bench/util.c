@@ -151,3 +151,10 @@ void benchNcclVersionText(int code, char* text, size_t capacity) {
 void benchCudaVersionText(int code, char* text, size_t capacity) {
   snprintf(text, capacity, "%d.%d", code / 1000, code % 1000 / 10);
 }
+
+int benchCheckSweep(const char* program, int64_t minLength, int64_t maxLength) {
+  if (maxLength >= minLength) return 0;
+  fprintf(stderr, "%s: -e %lld is below -b %lld\n", program, (long long)maxLength,
+          (long long)minLength);
+  return 1;
+}

@@ -75,6 +75,8 @@ int benchCountGpus(const char* program);
 /* "64", "1K", "32k", "2M", "1G" (powers of 1024) into *value >= 0; 0 on
  * success, 1 when text is not such a number. */
 int benchParseSize(const char* text, int64_t* value);
+/* 1, after saying so, when the sweep's -e is below its -b. */
+int benchCheckSweep(const char* program, int64_t minLength, int64_t maxLength);
 /* A plain decimal integer in [min, max]; 0 on success. */
 int benchParseInt(const char* text, int64_t min, int64_t max, int64_t* value);
 /* A comma-separated list of at most maxValues integers in [min, max]; returns

@@ -187,6 +187,23 @@ static int naiveCarriesGroup(const refGqaShape *shape, int64_t q)
   return q % group == 0 || naiveQueryOwner(shape, q - 1) != naiveQueryOwner(shape, q);
 }
 
+/* The query heads rank j holds (held of them from firstQuery) and how many kv
+ * heads they carry. */
+static void naiveHeldHeads(const refGqaShape *shape, int j, int64_t *firstQuery, int64_t *held,
+                           int64_t *kvHeld)
+{
+  *firstQuery = -1;
+  *held = 0;
+  for (int64_t q = 0; q < shape->queryHeads; ++q)
+    if (naiveQueryOwner(shape, q) == j) {
+      if (*firstQuery < 0) *firstQuery = q;
+      ++*held;
+    }
+  *kvHeld = 0;
+  for (int64_t q = *firstQuery; *held > 0 && q < *firstQuery + *held; ++q)
+    *kvHeld += naiveCarriesGroup(shape, q);
+}
+
 /* The q-shaped tensor's plain shape. */
 static refShape naiveQueryShape(const refGqaShape *shape)
 {
@@ -222,14 +239,8 @@ void naiveGqaSeqToHead(const refGqaShape *shape, const void *const *inputs, void
   int64_t total = totalLengthOf(kv);
   for (int j = 0; j < nRanks; ++j) {
     /* The query heads j holds, in order, and the kv heads they carry. */
-    int64_t firstQuery = -1, held = 0;
-    for (int64_t q = 0; q < shape->queryHeads; ++q)
-      if (naiveQueryOwner(shape, q) == j) {
-        if (firstQuery < 0) firstQuery = q;
-        held++;
-      }
-    int64_t kvHeld = 0;
-    for (int64_t q = firstQuery; held > 0 && q < firstQuery + held; ++q) kvHeld += naiveCarriesGroup(shape, q);
+    int64_t firstQuery, held, kvHeld;
+    naiveHeldHeads(shape, j, &firstQuery, &held, &kvHeld);
     for (int64_t row = 0; row < naiveRows(kv, total); ++row) {
       int64_t k = 0;
       for (int64_t q = firstQuery; held > 0 && q < firstQuery + held; ++q) {
@@ -261,17 +272,11 @@ void naiveGqaHeadToSeq(const refGqaShape *shape, const void *const *inputs, void
   const void **spread = calloc((unsigned)nRanks, sizeof(void *));
   void **returned = calloc((unsigned)nRanks, sizeof(void *));
   for (int j = 0; j < nRanks; ++j) {
-    int64_t firstQuery = -1, held = 0;
-    for (int64_t q = 0; q < shape->queryHeads; ++q)
-      if (naiveQueryOwner(shape, q) == j) {
-        if (firstQuery < 0) firstQuery = q;
-        held++;
-      }
+    int64_t firstQuery, held, kvHeld;
+    naiveHeldHeads(shape, j, &firstQuery, &held, &kvHeld);
     /* Each kv gradient sits on the query head that carried its kv head; the
      * other query heads get zeros, which the sum below skips. */
     unsigned char *s = calloc(refHeadSideBytes(&query, j) + 1, 1);
-    int64_t kvHeld = 0;
-    for (int64_t q = firstQuery; held > 0 && q < firstQuery + held; ++q) kvHeld += naiveCarriesGroup(shape, q);
     for (int64_t row = 0; row < naiveRows(kv, total); ++row) {
       int64_t k = 0;
       for (int64_t q = firstQuery; held > 0 && q < firstQuery + held; ++q) {
