@@ -18,7 +18,8 @@
  *  - row scatter: the head-side (or gathered) tensor <-> one segment per peer
  *    r, holding r's rows.
  * A run is the contiguous bytes one (row, packed index, peer) moves; the
- * kernels give each run to a warp. */
+ * kernels give each run to a group of runLanes lanes of a warp, sized so that
+ * each lane has up to ULYSSES_WORDS_IN_FLIGHT words of the run to move. */
 #ifndef ULYSSES_INDEX_H_
 #define ULYSSES_INDEX_H_
 
@@ -38,6 +39,10 @@
 #endif
 
 #define ULYSSES_KERNEL_MAX_TENSORS 8
+/* Words one lane loads before it stores any: independent loads in flight
+ * are what a copy needs to reach memory bandwidth. */
+#define ULYSSES_WORDS_IN_FLIGHT 4
+#define ULYSSES_WARP_LANES 32
 /* Ranks whose host values one length-table launch carries. */
 #define ULYSSES_TABLE_CHUNK 128
 
@@ -178,6 +183,7 @@ typedef struct {
   int32_t nRanks;
   int32_t rank;
   int32_t nTensors;
+  int32_t runLanes; /* lanes per run: a power of two, 1 .. ULYSSES_WARP_LANES */
   const int64_t* lengths;
   const int64_t* offsets;
   const int64_t* slotOffsets;
@@ -377,7 +383,8 @@ typedef struct {
   uint64_t high;
 } ulyssesWord16;
 
-/* One thread's share of a run: words lane, lane + laneCount, ... */
+/* One thread's share of a run: words lane, lane + laneCount, ..., in rounds
+ * of ULYSSES_WORDS_IN_FLIGHT loads, then as many stores. */
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
                                      int laneCount) {
   const ulyssesCopyTensor* x = &a->tensors[t];
@@ -395,9 +402,18 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
   int64_t words = r.bytes / x->wordBytes;
   /* The widest type the alignment allows: 16-byte words are one vector
    * load and store per lane. */
-#define ULYSSES_COPY_WORDS(Type)                    \
-  for (int64_t w = lane; w < words; w += laneCount) \
-  ((Type*)(void*)dst)[w] = ((const Type*)(const void*)src)[w]
+#define ULYSSES_COPY_WORDS(Type)                                                      \
+  do {                                                                                \
+    const Type* from = (const Type*)(const void*)src;                                 \
+    Type* to = (Type*)(void*)dst;                                                     \
+    for (int64_t w = lane; w < words; w += ULYSSES_WORDS_IN_FLIGHT * laneCount) {     \
+      Type held[ULYSSES_WORDS_IN_FLIGHT];                                             \
+      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++)                               \
+        if (w + k * laneCount < words) held[k] = from[w + k * laneCount];             \
+      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++)                               \
+        if (w + k * laneCount < words) to[w + k * laneCount] = held[k];               \
+    }                                                                                 \
+  } while (0)
   switch (x->wordBytes) {
     case 16:
       ULYSSES_COPY_WORDS(ulyssesWord16);
@@ -415,6 +431,17 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
       ULYSSES_COPY_WORDS(uint8_t);
   }
 #undef ULYSSES_COPY_WORDS
+}
+
+/* Lanes per run for a run of at most maxWords words (elements, for a head
+ * sum): the smallest power of two that leaves each lane at most
+ * ULYSSES_WORDS_IN_FLIGHT of them, at most a warp. Short runs share a warp,
+ * so no lane idles on a 256-byte run. */
+ULYSSES_HD int ulyssesRunLanes(int64_t maxWords) {
+  int lanes = 1;
+  while (lanes < ULYSSES_WARP_LANES && (int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT < maxWords)
+    lanes *= 2;
+  return lanes;
 }
 
 #endif /* ULYSSES_INDEX_H_ */

@@ -39,6 +39,21 @@ static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan,
   return ulyssesSuccess;
 }
 
+/* The longest run of x in the units one lane moves at a time: words of
+ * wordBytes, or elements for a head sum. */
+static int64_t runWords(const ulyssesCopyTensor* x, int nRanks) {
+  if (x->kind == ULYSSES_COPY_HEAD_SUM)
+    return x->headBytes / (x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2);
+  if (x->kind == ULYSSES_COPY_ROW_SCATTER) return x->packed * x->rowHeads * x->headBytes / x->wordBytes;
+  int64_t maxHeads = 0;
+  for (int peer = 0; peer < nRanks; peer++) {
+    int64_t headBegin;
+    int64_t heads = ulyssesPeerHeads(x->heads, x->queryHeads, nRanks, peer, &headBegin);
+    if (heads > maxHeads) maxHeads = heads;
+  }
+  return maxHeads * x->headBytes / x->wordBytes;
+}
+
 /* The copy of one side of every tensor; returns whether any tensor needs it. */
 static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
                      const void* const* userBuffers, void* workspace,
@@ -53,6 +68,7 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
   args->offsets = at(workspace, layout->offsetsOffset);
   args->slotOffsets = at(workspace, layout->slotOffsetsOffset);
   *maxRuns = 0;
+  int64_t maxWords = 0;
   int anyActive = 0;
   for (int t = 0; t < plan->nTensors; t++) {
     const ulyssesLayout_t* tensorLayout = &plan->layouts[t];
@@ -79,7 +95,10 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
                        ? localRuns * x->heads
                        : x->batch * plan->slotOffsets[plan->nRanks];
     if (runs > *maxRuns) *maxRuns = runs;
+    int64_t words = runWords(x, plan->nRanks);
+    if (words > maxWords) maxWords = words;
   }
+  args->runLanes = ulyssesRunLanes(maxWords);
   return anyActive;
 }
 

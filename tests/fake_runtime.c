@@ -139,7 +139,8 @@ cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
   note(FAKE_COPY_KERNEL);
   for (int t = 0; t < args->nTensors; t++)
     for (int64_t run = 0; run < ulyssesCopyRunCount(args, t); run++)
-      for (int lane = 0; lane < 32; lane++) ulyssesCopyRunThread(args, t, run, lane, 32);
+      for (int lane = 0; lane < args->runLanes; lane++)
+        ulyssesCopyRunThread(args, t, run, lane, args->runLanes);
   return cudaSuccess;
 }
 

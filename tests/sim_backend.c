@@ -147,6 +147,13 @@ void simRunTable(const ulyssesTableArgs* args) {
 /* The copy kernel: every (tensor, run, lane) its launch would cover. */
 static int runCopy(const simOp* op, int rank, char* message, size_t messageSize) {
   const ulyssesCopyArgs* args = &op->copy;
+  /* The kernel splits each warp into groups of runLanes lanes. */
+  if (args->runLanes < 1 || args->runLanes > ULYSSES_WARP_LANES ||
+      (args->runLanes & (args->runLanes - 1)) != 0) {
+    snprintf(message, messageSize, "rank %d: %d lanes per run do not divide a warp", rank,
+             args->runLanes);
+    return 1;
+  }
   for (int t = 0; t < args->nTensors; t++) {
     int64_t runs = ulyssesCopyRunCount(args, t);
     if (runs > op->maxRuns) {
@@ -156,7 +163,8 @@ static int runCopy(const simOp* op, int rank, char* message, size_t messageSize)
       return 1;
     }
     for (int64_t run = 0; run < runs; run++)
-      for (int lane = 0; lane < 32; lane++) ulyssesCopyRunThread(args, t, run, lane, 32);
+      for (int lane = 0; lane < args->runLanes; lane++)
+        ulyssesCopyRunThread(args, t, run, lane, args->runLanes);
   }
   return 0;
 }

@@ -443,10 +443,58 @@ static void testStoreCanonicalNaN(void** state) {
   assert_true(ulyssesLoadFloat(out, ULYSSES_TYPE_BFLOAT16) == -2.5f);
 }
 
+/* The lanes of a group split a run into words, ULYSSES_WORDS_IN_FLIGHT at a
+ * time: for every group size, word size and run length, the lanes together
+ * copy each byte of the run once and nothing past it. */
+static void testRunThreadsCopyTheRunOnce(void** state) {
+  (void)state;
+  enum { MAX_WORDS = 300, GUARD = 64 };
+  static ULYSSES_ALIGNAS(16) unsigned char source[MAX_WORDS * 16 + GUARD];
+  static ULYSSES_ALIGNAS(16) unsigned char target[MAX_WORDS * 16 + GUARD];
+  int64_t lengths[1] = {1}, offsets[2] = {0, 1};
+  for (size_t i = 0; i < sizeof source; i++) source[i] = (unsigned char)(i * 7 + 1);
+  for (int wordBytes = 1; wordBytes <= 16; wordBytes *= 2)
+    for (int lanes = 1; lanes <= ULYSSES_WARP_LANES; lanes *= 2)
+      for (int64_t words = 1; words <= MAX_WORDS; words += words < 40 ? 1 : 37) {
+        ulyssesCopyArgs args = {.toSegments = 1, .nRanks = 1, .rank = 0, .nTensors = 1,
+                                .runLanes = lanes, .lengths = lengths, .offsets = offsets,
+                                .slotOffsets = offsets};
+        ulyssesCopyTensor* x = &args.tensors[0];
+        *x = (ulyssesCopyTensor){.user = source, .segments = target, .batch = 1, .packed = 1,
+                                 .heads = 1, .headBytes = words * wordBytes, .rowHeads = 1,
+                                 .kind = ULYSSES_COPY_ROW_SCATTER, .order = ULYSSES_ORDER_BSHD,
+                                 .wordBytes = wordBytes, .active = 1};
+        memset(target, 0, sizeof target);
+        for (int lane = 0; lane < lanes; lane++) ulyssesCopyRunThread(&args, 0, 0, lane, lanes);
+        size_t bytes = (size_t)(words * wordBytes);
+        if (memcmp(target, source, bytes) != 0)
+          fail_msg("%d lanes, %lld words of %d bytes: the run was not copied", lanes,
+                   (long long)words, wordBytes);
+        for (size_t b = bytes; b < sizeof target; b++)
+          if (target[b] != 0)
+            fail_msg("%d lanes, %lld words of %d bytes: byte %zu past the run written", lanes,
+                     (long long)words, wordBytes, b);
+      }
+}
+
+/* The smallest power-of-two group that leaves each lane at most
+ * ULYSSES_WORDS_IN_FLIGHT words, capped at a warp. */
+static void testRunLanes(void** state) {
+  (void)state;
+  for (int64_t words = 0; words <= 1000; words++) {
+    int lanes = ulyssesRunLanes(words);
+    assert_true(lanes >= 1 && lanes <= ULYSSES_WARP_LANES);
+    assert_int_equal(lanes & (lanes - 1), 0);
+    if (lanes < ULYSSES_WARP_LANES) assert_true((int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT >= words);
+    if (lanes > 1) assert_true((int64_t)lanes / 2 * ULYSSES_WORDS_IN_FLIGHT < words);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testHeadSplitMatchesReference), cmocka_unit_test(testKvHeadMap),
-      cmocka_unit_test(testRowOwner),
+      cmocka_unit_test(testRowOwner), cmocka_unit_test(testRunThreadsCopyTheRunOnce),
+      cmocka_unit_test(testRunLanes),
       cmocka_unit_test(testTableEntryClamps),          cmocka_unit_test(testTableAcrossChunks),
       cmocka_unit_test(testCopiesCoverEveryByteOnce),  cmocka_unit_test(testWorkspaceLayout),
       cmocka_unit_test(testSegmentsAgreeAcrossRanks),  cmocka_unit_test(testWordBytes),
