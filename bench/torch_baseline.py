@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""The side-by-side baseline: the reference exchange's local work in PyTorch.
+
+Reads the rows kernel_perf wrote (-j) and, for each (P, head dim, total
+length, op) there, times on the same GPU the local passes of the algorithm this
+library replaces, written here in its own words: pad the slice to the longest,
+reshape and transpose the head groups to the front, `contiguous`, (the
+equal-split all-to-all, left out: one process, no peers), split per rank, cut
+each piece to its real length, `cat`, transpose back, `contiguous`, with the
+lengths read to the host as that algorithm does. Rank 0 of P, every rank
+holding total / P rows, batch and layout as kernel_perf ran them. Then prints
+the ratio of that time to the time of the stages kernel_perf measured for the
+same op (a stage that kernel_perf reports as skipped costs nothing).
+
+    python3 bench/torch_baseline.py KERNEL_PERF.jsonl [-n N] [-w W] [-j OUT.jsonl]
+
+Both sides flush L2 before every timed call, outside the timed events.
+"""
+import argparse
+import json
+import sys
+
+import torch
+import torch.nn.functional as F
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def seq_to_head_local(x, lengths, nranks):
+    """x: [B, L, H, D], this rank's slice; returns [B, total, H / P, D]."""
+    batch, length, heads, dim = x.shape
+    longest = max(int(n.item()) for n in lengths)
+    padded = F.pad(x, (0, 0, 0, 0, 0, longest - length))
+    grouped = padded.reshape(batch, longest, nranks, heads // nranks, dim)
+    send = grouped.transpose(0, 2).contiguous()
+    received = send  # the all-to-all would fill a tensor of this shape
+    pieces = received.reshape(nranks * longest, batch, heads // nranks, dim).split(longest, 0)
+    real = torch.cat([piece[: int(n.item())] for piece, n in zip(pieces, lengths)])
+    return real.transpose(0, 1).contiguous()
+
+
+def head_to_seq_local(y, lengths, rank, nranks):
+    """y: [B, total, H / P, D], this rank's heads; returns [B, L_rank, H, D]."""
+    batch, _, group, dim = y.shape
+    real = [int(n.item()) for n in lengths]
+    longest = max(real)
+    pieces = y.split(real, dim=1)
+    padded = torch.cat([F.pad(p, (0, 0, 0, 0, 0, longest - p.shape[1])) for p in pieces], dim=1)
+    grouped = padded.reshape(batch, nranks, longest, group, dim)
+    send = grouped.transpose(0, 3).transpose(0, 1).contiguous()
+    received = send
+    out = received.reshape(nranks * group, longest, batch, dim)[:, : real[rank]]
+    return out.transpose(0, 2).contiguous()
+
+
+def time_calls(call, flush, iterations, warmups):
+    for _ in range(warmups):
+        call()
+    total = 0.0
+    for _ in range(iterations):
+        flush.add_(1)
+        begin = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        begin.record()
+        call()
+        end.record()
+        end.synchronize()
+        total += begin.elapsed_time(end)
+    return total * 1e3 / iterations  # microseconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("kernel_perf_jsonl")
+    parser.add_argument("-n", type=int, default=10, help="timed iterations [10]")
+    parser.add_argument("-w", type=int, default=3, help="warm-up iterations [3]")
+    parser.add_argument("-j", help="also write one JSON object per row here")
+    args = parser.parse_args()
+
+    shapes = {}
+    gpus = set()
+    with open(args.kernel_perf_jsonl) as f:
+        for line in f:
+            row = json.loads(line)
+            if row.get("bench") != "kernel_perf":
+                continue
+            gpus.add(row["gpu"])
+            key = (row["ranks"], row["head_dim"], row["total_length"], row["op"])
+            entry = shapes.setdefault(key, {"row": row, "us": 0.0, "stages": []})
+            if row["skipped"] is None:
+                entry["us"] += row["stage_us"]
+                entry["stages"].append(row["stage"])
+    if not shapes:
+        sys.exit(f"{args.kernel_perf_jsonl}: no kernel_perf rows")
+    gpu = torch.cuda.get_device_name()
+    if gpus != {gpu}:
+        sys.exit(f"kernel_perf ran on {sorted(gpus)}, this is {gpu}: not the same GPU")
+
+    props = torch.cuda.get_device_properties(0)
+    flush = torch.empty(max(256 << 20, 4 * getattr(props, "L2_cache_size", 64 << 20)) // 4, dtype=torch.int32,
+                        device="cuda")
+    out = open(args.j, "w") if args.j else None
+    print(f"# torch_baseline: the reference algorithm's local passes (PyTorch {torch.__version__})"
+          f" vs ulysses' stages from {args.kernel_perf_jsonl}")
+    print(f"# GPU: {gpu}; rank 0 of P, equal lengths; all-to-all left out; L2 flushed per call")
+    print(f"# {'P':>4} {'headDim':>7} {'totalLen':>10} {'op':>9} {'bytes':>13} "
+          f"{'torch_us':>11} {'ulysses_us':>11} {'ratio':>8}  ulysses stages")
+    ratios = []
+    for (nranks, head_dim, total, op), entry in sorted(shapes.items()):
+        row = entry["row"]
+        dtype = DTYPES[row["dtype"]]
+        batch, heads, local = row["batch"], row["heads"], row["local_length"]
+        lengths = [torch.tensor([local], dtype=torch.int64, device="cuda") for _ in range(nranks)]
+        if op == "seq2head":
+            x = torch.ones(batch, local, heads, head_dim, dtype=dtype, device="cuda")
+            call = lambda: seq_to_head_local(x, lengths, nranks)  # noqa: E731
+        else:
+            y = torch.ones(batch, local * nranks, heads // nranks, head_dim, dtype=dtype,
+                           device="cuda")
+            call = lambda: head_to_seq_local(y, lengths, 0, nranks)  # noqa: E731
+        torch_us = time_calls(call, flush, args.n, args.w)
+        ours = entry["us"]
+        ratio = torch_us / ours if ours > 0 else float("inf")
+        ratios.append(ratio)
+        stages = "+".join(entry["stages"]) or "none (direct)"
+        print(f"  {nranks:>4} {head_dim:>7} {total:>10} {op:>9} {row['bytes']:>13} "
+              f"{torch_us:>11.1f} {ours:>11.1f} {ratio:>8.2f}  {stages}")
+        if out:
+            out.write(json.dumps({"bench": "torch_baseline", "gpu": gpu, "torch": torch.__version__,
+                                  "ranks": nranks, "head_dim": head_dim, "total_length": total,
+                                  "local_length": local, "batch": batch, "heads": heads,
+                                  "dtype": row["dtype"], "op": op, "bytes": row["bytes"],
+                                  "torch_us": round(torch_us, 3), "ulysses_us": round(ours, 3),
+                                  "ratio": round(ratio, 4), "ulysses_stages": stages}) + "\n")
+        del call
+        torch.cuda.empty_cache()
+    finite = [r for r in ratios if r != float("inf")]
+    if finite:
+        print(f"# ratio torch / ulysses: min {min(finite):.2f}, max {max(finite):.2f} "
+              f"over {len(finite)} rows")
+    if out:
+        out.close()
+
+
+if __name__ == "__main__":
+    main()
