@@ -1,28 +1,40 @@
 /* Pack and unpack: one launch moves every tensor of a call, each group of
- * args.runLanes lanes one run (a contiguous block of heads of one row) at a
- * time. */
+ * args.runLanes lanes one chunk of consecutive runs (a run: a contiguous block
+ * of heads of one row) at a time. */
 #include <atomic>
 
 #include "ulysses_launch.h"
 
 #define COPY_THREADS 256
 #define MAX_DEVICES 64
+/* Blocks per multiprocessor the register budget must allow, and resident
+ * waves per launch (tuning knobs, measured by bench/kernel_perf). */
+#ifndef ULYSSES_COPY_MIN_BLOCKS
+#define ULYSSES_COPY_MIN_BLOCKS 2
+#endif
+#ifndef ULYSSES_COPY_WAVES
+#define ULYSSES_COPY_WAVES 1
+#endif
 
-static __global__ void __launch_bounds__(COPY_THREADS)
+/* One instantiation per word size: the launch's (ulyssesLaunchWordBytes) is a
+ * constant inside, so the copy loops of the other sizes are not compiled in. */
+template <int WordBytes>
+static __global__ void __launch_bounds__(COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
     segmentCopyKernel(const __grid_constant__ ulyssesCopyArgs args) {
   int tensor = blockIdx.y;
-  int64_t runs = ulyssesCopyRunCount(&args, tensor);
+  int64_t chunks = ulyssesCopyChunkCount(&args, tensor);
   int lanes = args.runLanes;
   int lane = threadIdx.x % lanes;
   int64_t groupsPerBlock = COPY_THREADS / lanes;
   int64_t group = blockIdx.x * groupsPerBlock + threadIdx.x / lanes;
-  for (int64_t run = group; run < runs; run += gridDim.x * groupsPerBlock)
-    ulyssesCopyRunThread(&args, tensor, run, lane, lanes);
+  for (int64_t chunk = group; chunk < chunks; chunk += gridDim.x * groupsPerBlock)
+    ulyssesCopyChunkThread(&args, tensor, chunk, lane, lanes, WordBytes);
 }
 
 /* Blocks of the copy kernel that the current device holds at once: one full
  * wave. A larger grid only adds a tail; the grid-stride loop covers the rest.
  * Looked up once per device. */
+template <int WordBytes>
 static cudaError_t residentBlocks(int* blocks) {
   static std::atomic<int> cached[MAX_DEVICES];
   int device;
@@ -33,26 +45,42 @@ static cudaError_t residentBlocks(int* blocks) {
   int multiprocessors = 0, perMultiprocessor = 0;
   error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
   if (error == cudaSuccess)
-    error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perMultiprocessor, segmentCopyKernel,
+    error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perMultiprocessor, segmentCopyKernel<WordBytes>,
                                                           COPY_THREADS, 0);
   if (error != cudaSuccess) return error;
-  *blocks = multiprocessors * (perMultiprocessor > 0 ? perMultiprocessor : 1);
+  *blocks = ULYSSES_COPY_WAVES * multiprocessors * (perMultiprocessor > 0 ? perMultiprocessor : 1);
   if (device < MAX_DEVICES) cached[device].store(*blocks, std::memory_order_relaxed);
   return cudaSuccess;
+}
+
+template <int WordBytes>
+static cudaError_t launchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cudaStream_t stream) {
+  int wave;
+  cudaError_t error = residentBlocks<WordBytes>(&wave);
+  if (error != cudaSuccess) return error;
+  /* Every tensor is a grid row: the rows share one wave between them. */
+  int64_t perTensor = (wave + args->nTensors - 1) / args->nTensors;
+  int64_t maxChunks = 0;
+  for (int t = 0; t < args->nTensors; t++) {
+    int64_t chunks = (maxRuns + args->tensors[t].chunkRuns - 1) / args->tensors[t].chunkRuns;
+    if (chunks > maxChunks) maxChunks = chunks;
+  }
+  int64_t groupsPerBlock = COPY_THREADS / args->runLanes;
+  int64_t blocks = (maxChunks + groupsPerBlock - 1) / groupsPerBlock;
+  if (blocks > perTensor) blocks = perTensor;
+  dim3 grid((unsigned)blocks, (unsigned)args->nTensors);
+  segmentCopyKernel<WordBytes><<<grid, COPY_THREADS, 0, stream>>>(*args);
+  return cudaGetLastError();
 }
 
 extern "C" cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns,
                                          cudaStream_t stream) {
   if (maxRuns <= 0) return cudaSuccess;
-  int wave;
-  cudaError_t error = residentBlocks(&wave);
-  if (error != cudaSuccess) return error;
-  /* Every tensor is a grid row: the rows share one wave between them. */
-  int64_t perTensor = (wave + args->nTensors - 1) / args->nTensors;
-  int64_t groupsPerBlock = COPY_THREADS / args->runLanes;
-  int64_t blocks = (maxRuns + groupsPerBlock - 1) / groupsPerBlock;
-  if (blocks > perTensor) blocks = perTensor;
-  dim3 grid((unsigned)blocks, (unsigned)args->nTensors);
-  segmentCopyKernel<<<grid, COPY_THREADS, 0, stream>>>(*args);
-  return cudaGetLastError();
+  switch (ulyssesLaunchWordBytes(args)) {
+    case 16: return launchCopy<16>(args, maxRuns, stream);
+    case 8: return launchCopy<8>(args, maxRuns, stream);
+    case 4: return launchCopy<4>(args, maxRuns, stream);
+    case 2: return launchCopy<2>(args, maxRuns, stream);
+    default: return launchCopy<1>(args, maxRuns, stream);
+  }
 }

@@ -18,8 +18,9 @@
  *  - row scatter: the head-side (or gathered) tensor <-> one segment per peer
  *    r, holding r's rows.
  * A run is the contiguous bytes one (row, packed index, peer) moves; the
- * kernels give each run to a group of runLanes lanes of a warp, sized so that
- * each lane has up to ULYSSES_WORDS_IN_FLIGHT words of the run to move. */
+ * kernels give each chunk of chunkRuns consecutive runs to a group of runLanes
+ * lanes of a warp, sized so that each lane has up to ULYSSES_WORDS_IN_FLIGHT
+ * words of a run and about ULYSSES_CHUNK_WORDS_PER_LANE of a chunk to move. */
 #ifndef ULYSSES_INDEX_H_
 #define ULYSSES_INDEX_H_
 
@@ -41,8 +42,13 @@
 #define ULYSSES_KERNEL_MAX_TENSORS 8
 /* Words one lane loads before it stores any: independent loads in flight
  * are what a copy needs to reach memory bandwidth. */
-#define ULYSSES_WORDS_IN_FLIGHT 4
+#ifndef ULYSSES_WORDS_IN_FLIGHT
+#define ULYSSES_WORDS_IN_FLIGHT 8
+#endif
 #define ULYSSES_WARP_LANES 32
+/* Words each lane of a group moves per chunk of runs (ulyssesCopyChunkThread):
+ * enough that the index arithmetic of a chunk is small against its copy. */
+#define ULYSSES_CHUNK_WORDS_PER_LANE 8
 /* Ranks whose host values one length-table launch carries. */
 #define ULYSSES_TABLE_CHUNK 128
 
@@ -176,6 +182,7 @@ typedef struct {
   int32_t order;
   int32_t wordBytes; /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
   int32_t active;    /* 0: this tensor travels straight from/to the user buffer */
+  int64_t chunkRuns; /* consecutive runs one group of lanes moves together, >= 1 */
 } ulyssesCopyTensor;
 
 typedef struct {
@@ -194,6 +201,9 @@ typedef struct {
   int64_t userOffset;
   int64_t segmentOffset;
   int64_t bytes;
+  /* Runs of one piece follow each other at fixed strides or further apart,
+   * never closer (see ulyssesCopyChunkThread); pieces increase with the run. */
+  int64_t piece;
 } ulyssesRun;
 
 /* How many runs tensor t has, from the device-side lengths. */
@@ -238,6 +248,7 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     result.segmentOffset =
         slotRows * x->packed * headPrefix * x->headBytes + rowPart * headCount * x->headBytes;
     result.bytes = headCount * x->headBytes;
+    result.piece = peer;
   } else if (x->kind == ULYSSES_COPY_HEAD_SUM) {
     /* One kv head of one row; its replicas are read by ulyssesSumRunThread. */
     int64_t rowPart =
@@ -245,6 +256,7 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     result.userOffset = (rowPart * x->heads + run % x->heads) * x->headBytes;
     result.segmentOffset = 0;
     result.bytes = x->headBytes;
+    result.piece = run;
   } else {
     int64_t totalLength = a->offsets[a->nRanks];
     int64_t b, g, userRow;
@@ -266,6 +278,8 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     result.userOffset = userRow * rowBytes;
     result.segmentOffset = (x->batch * a->slotOffsets[owner] + segmentRow) * rowBytes;
     result.bytes = rowBytes;
+    /* Batch first, the owners repeat in every batch entry. */
+    result.piece = x->order == ULYSSES_ORDER_BSHD ? b * a->nRanks + owner : owner;
   }
   return result;
 }
@@ -383,38 +397,40 @@ typedef struct {
   uint64_t high;
 } ulyssesWord16;
 
-/* One thread's share of a run: words lane, lane + laneCount, ..., in rounds
- * of ULYSSES_WORDS_IN_FLIGHT loads, then as many stores. */
-ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
-                                     int laneCount) {
-  const ulyssesCopyTensor* x = &a->tensors[t];
-  if (x->kind == ULYSSES_COPY_HEAD_SUM) {
-    ulyssesSumRunThread(a, t, run, lane, laneCount);
-    return;
-  }
-  ulyssesRun r = ulyssesCopyRunAt(a, t, run);
-  /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
-  if (r.bytes == 0) return;
-  unsigned char* userBytes = x->user + r.userOffset;
-  unsigned char* segmentBytes = x->segments + r.segmentOffset;
-  const unsigned char* src = a->toSegments ? userBytes : segmentBytes;
-  unsigned char* dst = a->toSegments ? segmentBytes : userBytes;
-  int64_t words = r.bytes / x->wordBytes;
+/* One thread's share of count runs of the same size, run k at src + k *
+ * srcStride and dst + k * dstStride: words lane, lane + laneCount, ... of
+ * their concatenation, in rounds of ULYSSES_WORDS_IN_FLIGHT loads, then as
+ * many stores, so that the loads of one round may span several runs. */
+ULYSSES_HD void ulyssesCopyRunsThread(const unsigned char* src, int64_t srcStride,
+                                      unsigned char* dst, int64_t dstStride, int64_t count,
+                                      int64_t bytes, int wordBytes, int lane, int laneCount) {
+  int64_t words = bytes / wordBytes, total = count * words;
+  if (lane >= total) return;
+  /* The word's run and place in it, advanced without a division per word;
+   * the stores retrace the loads' steps rather than hold their addresses. */
+  int64_t run0 = lane / words, word0 = lane % words;
   /* The widest type the alignment allows: 16-byte words are one vector
    * load and store per lane. */
-#define ULYSSES_COPY_WORDS(Type)                                                      \
-  do {                                                                                \
-    const Type* from = (const Type*)(const void*)src;                                 \
-    Type* to = (Type*)(void*)dst;                                                     \
-    for (int64_t w = lane; w < words; w += ULYSSES_WORDS_IN_FLIGHT * laneCount) {     \
-      Type held[ULYSSES_WORDS_IN_FLIGHT];                                             \
-      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++)                               \
-        if (w + k * laneCount < words) held[k] = from[w + k * laneCount];             \
-      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++)                               \
-        if (w + k * laneCount < words) to[w + k * laneCount] = held[k];               \
-    }                                                                                 \
+#define ULYSSES_COPY_WORDS(Type)                                                           \
+  do {                                                                                     \
+    int64_t run = run0, word = word0;                                                      \
+    for (int64_t j = lane; j < total; j += ULYSSES_WORDS_IN_FLIGHT * laneCount) {          \
+      Type held[ULYSSES_WORDS_IN_FLIGHT];                                                  \
+      int64_t roundRun = run, roundWord = word;                                            \
+      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++) {                                  \
+        if (j + k * laneCount < total)                                                     \
+          held[k] = ((const Type*)(const void*)(src + run * srcStride))[word];             \
+        for (word += laneCount; word >= words; word -= words) run++;                       \
+      }                                                                                    \
+      run = roundRun;                                                                      \
+      word = roundWord;                                                                    \
+      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++) {                                  \
+        if (j + k * laneCount < total) ((Type*)(void*)(dst + run * dstStride))[word] = held[k]; \
+        for (word += laneCount; word >= words; word -= words) run++;                       \
+      }                                                                                    \
+    }                                                                                      \
   } while (0)
-  switch (x->wordBytes) {
+  switch (wordBytes) {
     case 16:
       ULYSSES_COPY_WORDS(ulyssesWord16);
       break;
@@ -431,6 +447,90 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
       ULYSSES_COPY_WORDS(uint8_t);
   }
 #undef ULYSSES_COPY_WORDS
+}
+
+/* One thread's share of one run (a head sum: of its elements), in words of
+ * wordBytes (ulyssesLaunchWordBytes). */
+ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
+                                     int laneCount, int wordBytes) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  if (x->kind == ULYSSES_COPY_HEAD_SUM) {
+    ulyssesSumRunThread(a, t, run, lane, laneCount);
+    return;
+  }
+  ulyssesRun r = ulyssesCopyRunAt(a, t, run);
+  /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
+  if (r.bytes == 0) return;
+  unsigned char* userBytes = x->user + r.userOffset;
+  unsigned char* segmentBytes = x->segments + r.segmentOffset;
+  if (a->toSegments)
+    ulyssesCopyRunsThread(userBytes, 0, segmentBytes, 0, 1, r.bytes, wordBytes, lane, laneCount);
+  else
+    ulyssesCopyRunsThread(segmentBytes, 0, userBytes, 0, 1, r.bytes, wordBytes, lane, laneCount);
+}
+
+/* Chunks of x->chunkRuns runs that tensor t's runs make. */
+ULYSSES_HD int64_t ulyssesCopyChunkCount(const ulyssesCopyArgs* a, int t) {
+  return (ulyssesCopyRunCount(a, t) + a->tensors[t].chunkRuns - 1) / a->tensors[t].chunkRuns;
+}
+
+/* The runs of chunk `chunk` of tensor t (count of them from the first), and
+ * whether they lie at the fixed strides of consecutive runs in both buffers
+ * (one row, or one packed index, apart: userStride in the user buffer, the
+ * run's size in the segments), so that one sweep moves them all with the
+ * index arithmetic done twice per chunk rather than once per run. Inside a
+ * piece consecutive runs are at least those strides apart and pieces only grow
+ * with the run, so when the first and last run share a piece and are exactly
+ * (count - 1) strides apart, every run in between is where the sweep puts it. */
+ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t chunk, ulyssesRun* first,
+                                 int64_t* count, int64_t* userStride) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  int64_t firstRun = chunk * x->chunkRuns;
+  *count = ulyssesCopyRunCount(a, t) - firstRun;
+  if (*count > x->chunkRuns) *count = x->chunkRuns;
+  if (*count < 2 || x->kind == ULYSSES_COPY_HEAD_SUM) return 0;
+  *first = ulyssesCopyRunAt(a, t, firstRun);
+  ulyssesRun last = ulyssesCopyRunAt(a, t, firstRun + *count - 1);
+  *userStride = x->kind == ULYSSES_COPY_HEAD_SLICE ? x->heads * x->headBytes : first->bytes;
+  return first->piece == last.piece && first->bytes == last.bytes &&
+         last.userOffset - first->userOffset == (*count - 1) * *userStride &&
+         last.segmentOffset - first->segmentOffset == (*count - 1) * first->bytes;
+}
+
+/* One thread's share of chunk `chunk` of tensor t, in words of wordBytes
+ * (ulyssesLaunchWordBytes): one sweep where ulyssesChunkSweep allows it, else
+ * run by run. */
+ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t chunk, int lane,
+                                       int laneCount, int wordBytes) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  ulyssesRun r;
+  int64_t count, userStride;
+  if (ulyssesChunkSweep(a, t, chunk, &r, &count, &userStride)) {
+    /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
+    if (r.bytes == 0) return;
+    unsigned char* userBytes = x->user + r.userOffset;
+    unsigned char* segmentBytes = x->segments + r.segmentOffset;
+    if (a->toSegments)
+      ulyssesCopyRunsThread(userBytes, userStride, segmentBytes, r.bytes, count, r.bytes,
+                            wordBytes, lane, laneCount);
+    else
+      ulyssesCopyRunsThread(segmentBytes, r.bytes, userBytes, userStride, count, r.bytes,
+                            wordBytes, lane, laneCount);
+    return;
+  }
+  for (int64_t k = 0; k < count; k++)
+    ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes);
+}
+
+/* The word size of one launch: the smallest of its tensors' (each a power of
+ * two dividing the larger ones), so that the kernel is compiled for one word
+ * size and spends no registers on the others. */
+ULYSSES_HD int ulyssesLaunchWordBytes(const ulyssesCopyArgs* a) {
+  int wordBytes = 16;
+  for (int t = 0; t < a->nTensors; t++)
+    if (a->tensors[t].active && a->tensors[t].wordBytes < wordBytes)
+      wordBytes = a->tensors[t].wordBytes;
+  return wordBytes;
 }
 
 /* Lanes per run for a run of at most maxWords words (elements, for a head

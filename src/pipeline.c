@@ -99,6 +99,14 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
     if (words > maxWords) maxWords = words;
   }
   args->runLanes = ulyssesRunLanes(maxWords);
+  for (int t = 0; t < plan->nTensors; t++) {
+    ulyssesCopyTensor* x = &args->tensors[t];
+    int64_t words = runWords(x, plan->nRanks);
+    x->chunkRuns = 1;
+    if (x->kind != ULYSSES_COPY_HEAD_SUM && words > 0)
+      x->chunkRuns = (int64_t)args->runLanes * ULYSSES_CHUNK_WORDS_PER_LANE / words;
+    if (x->chunkRuns < 1) x->chunkRuns = 1;
+  }
   return anyActive;
 }
 

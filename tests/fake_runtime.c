@@ -138,9 +138,10 @@ cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
   (void)maxRuns;
   note(FAKE_COPY_KERNEL);
   for (int t = 0; t < args->nTensors; t++)
-    for (int64_t run = 0; run < ulyssesCopyRunCount(args, t); run++)
+    for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
       for (int lane = 0; lane < args->runLanes; lane++)
-        ulyssesCopyRunThread(args, t, run, lane, args->runLanes);
+        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes,
+                               ulyssesLaunchWordBytes(args));
   return cudaSuccess;
 }
 

@@ -162,9 +162,15 @@ static int runCopy(const simOp* op, int rank, char* message, size_t messageSize)
                rank, t, (long long)runs, (long long)op->maxRuns);
       return 1;
     }
-    for (int64_t run = 0; run < runs; run++)
+    if (args->tensors[t].chunkRuns < 1) {
+      snprintf(message, messageSize, "rank %d: tensor %d has %lld runs per chunk", rank, t,
+               (long long)args->tensors[t].chunkRuns);
+      return 1;
+    }
+    for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
       for (int lane = 0; lane < args->runLanes; lane++)
-        ulyssesCopyRunThread(args, t, run, lane, args->runLanes);
+        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes,
+                               ulyssesLaunchWordBytes(args));
   }
   return 0;
 }

@@ -150,6 +150,10 @@ static int segmentByteIsReal(int sequenceFirst, int64_t batch, size_t segmentByt
   return byte % (segmentBytes / (size_t)batch) < realBytes / (size_t)batch;
 }
 
+static int64_t headBytesOf(const scenario* s, int t) {
+  return s->layouts[t].headDim * s->layouts[t].elementSize;
+}
+
 static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
   const scenario* s = run->s;
   captured c;
@@ -190,6 +194,26 @@ static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
         userHits[r.userOffset + b]++;
         segmentHits[r.segmentOffset + b]++;
       }
+    }
+    /* A chunk is swept exactly when its runs lie at the strides of a sweep
+     * inside one piece: the sweep never moves a run to the wrong place, and
+     * is never missed (it is the fast path). */
+    for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(a, t); chunk++) {
+      ulyssesRun first;
+      int64_t count, userStride;
+      int sweep = ulyssesChunkSweep(a, t, chunk, &first, &count, &userStride);
+      int strided = count > 1 && x->kind != ULYSSES_COPY_HEAD_SUM;
+      ulyssesRun r0 = ulyssesCopyRunAt(a, t, chunk * x->chunkRuns);
+      int64_t stride = x->kind == ULYSSES_COPY_HEAD_SLICE ? x->heads * headBytesOf(s, t) : r0.bytes;
+      for (int64_t k = 1; k < count && strided; k++) {
+        ulyssesRun r = ulyssesCopyRunAt(a, t, chunk * x->chunkRuns + k);
+        strided = r.piece == r0.piece && r.bytes == r0.bytes &&
+                  r.userOffset == r0.userOffset + k * stride &&
+                  r.segmentOffset == r0.segmentOffset + k * r0.bytes;
+      }
+      if (sweep != strided)
+        fail_msg("rank %d tensor %d chunk %lld of %lld runs: sweep %d, runs at the strides %d",
+                 rank, t, (long long)chunk, (long long)count, sweep, strided);
     }
     /* The user side's real rows are covered once (a pack reads a kv head
      * once for every peer that needs it), its padding never. */
@@ -443,38 +467,34 @@ static void testStoreCanonicalNaN(void** state) {
   assert_true(ulyssesLoadFloat(out, ULYSSES_TYPE_BFLOAT16) == -2.5f);
 }
 
-/* The lanes of a group split a run into words, ULYSSES_WORDS_IN_FLIGHT at a
- * time: for every group size, word size and run length, the lanes together
- * copy each byte of the run once and nothing past it. */
-static void testRunThreadsCopyTheRunOnce(void** state) {
+/* The lanes of a group split a sweep of runs into words,
+ * ULYSSES_WORDS_IN_FLIGHT at a time: for every group size, word size, run
+ * length and run count, the lanes together copy each byte of every run once,
+ * from runs spaced apart to runs back to back, and write nothing else. */
+static void testRunsThreadsCopyEachRunOnce(void** state) {
   (void)state;
-  enum { MAX_WORDS = 300, GUARD = 64 };
-  static ULYSSES_ALIGNAS(16) unsigned char source[MAX_WORDS * 16 + GUARD];
-  static ULYSSES_ALIGNAS(16) unsigned char target[MAX_WORDS * 16 + GUARD];
-  int64_t lengths[1] = {1}, offsets[2] = {0, 1};
+  enum { MAX_WORDS = 70, MAX_RUNS = 5, GAP = 48, GUARD = 64 };
+  static ULYSSES_ALIGNAS(16) unsigned char source[MAX_RUNS * (MAX_WORDS * 16 + GAP) + GUARD];
+  static ULYSSES_ALIGNAS(16) unsigned char target[MAX_RUNS * MAX_WORDS * 16 + GUARD];
   for (size_t i = 0; i < sizeof source; i++) source[i] = (unsigned char)(i * 7 + 1);
   for (int wordBytes = 1; wordBytes <= 16; wordBytes *= 2)
     for (int lanes = 1; lanes <= ULYSSES_WARP_LANES; lanes *= 2)
-      for (int64_t words = 1; words <= MAX_WORDS; words += words < 40 ? 1 : 37) {
-        ulyssesCopyArgs args = {.toSegments = 1, .nRanks = 1, .rank = 0, .nTensors = 1,
-                                .runLanes = lanes, .lengths = lengths, .offsets = offsets,
-                                .slotOffsets = offsets};
-        ulyssesCopyTensor* x = &args.tensors[0];
-        *x = (ulyssesCopyTensor){.user = source, .segments = target, .batch = 1, .packed = 1,
-                                 .heads = 1, .headBytes = words * wordBytes, .rowHeads = 1,
-                                 .kind = ULYSSES_COPY_ROW_SCATTER, .order = ULYSSES_ORDER_BSHD,
-                                 .wordBytes = wordBytes, .active = 1};
-        memset(target, 0, sizeof target);
-        for (int lane = 0; lane < lanes; lane++) ulyssesCopyRunThread(&args, 0, 0, lane, lanes);
-        size_t bytes = (size_t)(words * wordBytes);
-        if (memcmp(target, source, bytes) != 0)
-          fail_msg("%d lanes, %lld words of %d bytes: the run was not copied", lanes,
-                   (long long)words, wordBytes);
-        for (size_t b = bytes; b < sizeof target; b++)
-          if (target[b] != 0)
-            fail_msg("%d lanes, %lld words of %d bytes: byte %zu past the run written", lanes,
-                     (long long)words, wordBytes, b);
-      }
+      for (int64_t words = 1; words <= MAX_WORDS; words += words < 20 ? 1 : 17)
+        for (int64_t count = 1; count <= MAX_RUNS; count++) {
+          int64_t bytes = words * wordBytes, sourceStride = bytes + GAP;
+          memset(target, 0, sizeof target);
+          for (int lane = 0; lane < lanes; lane++)
+            ulyssesCopyRunsThread(source, sourceStride, target, bytes, count, bytes, wordBytes,
+                                  lane, lanes);
+          for (int64_t k = 0; k < count; k++)
+            if (memcmp(target + k * bytes, source + k * sourceStride, (size_t)bytes) != 0)
+              fail_msg("%d lanes, %lld runs of %lld words of %d bytes: run %lld not copied",
+                       lanes, (long long)count, (long long)words, wordBytes, (long long)k);
+          for (size_t b = (size_t)(count * bytes); b < sizeof target; b++)
+            if (target[b] != 0)
+              fail_msg("%d lanes, %lld runs of %lld words of %d bytes: byte %zu written", lanes,
+                       (long long)count, (long long)words, wordBytes, b);
+        }
 }
 
 /* The smallest power-of-two group that leaves each lane at most
@@ -493,7 +513,7 @@ static void testRunLanes(void** state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testHeadSplitMatchesReference), cmocka_unit_test(testKvHeadMap),
-      cmocka_unit_test(testRowOwner), cmocka_unit_test(testRunThreadsCopyTheRunOnce),
+      cmocka_unit_test(testRowOwner), cmocka_unit_test(testRunsThreadsCopyEachRunOnce),
       cmocka_unit_test(testRunLanes),
       cmocka_unit_test(testTableEntryClamps),          cmocka_unit_test(testTableAcrossChunks),
       cmocka_unit_test(testCopiesCoverEveryByteOnce),  cmocka_unit_test(testWorkspaceLayout),
