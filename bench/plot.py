@@ -35,16 +35,18 @@ def main():
     fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4.5), squeeze=False)
     for ax, dim in zip(axes[0], dims):
         series = collections.defaultdict(list)
+        roofline = collections.defaultdict(list)  # one point per size: the mean of its runs
         for r in rows:
             if r["head_dim"] != dim:
                 continue
             label = f"ulysses {r['op']} {r['stage']} P={r['ranks']}"
             series[label].append((r["bytes"], r["stage_gbps"]))
-            series["cudaMemcpy D2D (roofline)"].append((r["bytes"], r["memcpy_gbps"]))
+            roofline[r["bytes"]].append(r["memcpy_gbps"])
         for b in base:
             if b["head_dim"] == dim:
                 series[f"PyTorch reference {b['op']} P={b['ranks']}"].append(
                     (b["bytes"], 2 * b["bytes"] / (b["torch_us"] * 1e3)))
+        series["cudaMemcpy D2D (roofline)"] = [(b, sum(v) / len(v)) for b, v in roofline.items()]
         for label, points in sorted(series.items()):
             points.sort()
             style = "k--" if label.startswith("cudaMemcpy") else (
@@ -56,8 +58,9 @@ def main():
         ax.set_ylabel("GB/s (read + written)")
         ax.set_title(f"head dim {dim}, {rows[0]['gpu']}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    fig.legend(handles, labels, loc="center right", fontsize=7)
     fig.savefig(args.o, dpi=120)
     print(f"wrote {args.o}")
 

@@ -18,10 +18,9 @@
  *  - row scatter: the head-side (or gathered) tensor <-> one segment per peer
  *    r, holding r's rows.
  * A run is the contiguous bytes one (row, packed index, peer) moves; the
- * kernels give each chunk (slices of chunkRuns consecutive runs, see
- * ulyssesChunkSlices) to a group of runLanes lanes of a warp, sized so that
- * each lane has up to ULYSSES_WORDS_IN_FLIGHT words of a run and about
- * ULYSSES_CHUNK_WORDS_PER_LANE of a chunk to move. */
+ * kernels give each chunk of chunkRuns consecutive runs to a group of runLanes
+ * lanes of a warp, sized so that each lane has up to ULYSSES_WORDS_IN_FLIGHT
+ * words of a run and about ULYSSES_CHUNK_WORDS_PER_LANE of a chunk to move. */
 #ifndef ULYSSES_INDEX_H_
 #define ULYSSES_INDEX_H_
 
@@ -183,7 +182,7 @@ typedef struct {
   int32_t order;
   int32_t wordBytes; /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
   int32_t active;    /* 0: this tensor travels straight from/to the user buffer */
-  int64_t chunkRuns; /* consecutive runs of a chunk's slice, >= 1 */
+  int64_t chunkRuns; /* consecutive runs one group of lanes moves together, >= 1 */
 } ulyssesCopyTensor;
 
 typedef struct {
@@ -470,39 +469,28 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
     ulyssesCopyRunsThread(segmentBytes, 0, userBytes, 0, 1, r.bytes, wordBytes, lane, laneCount);
 }
 
-/* Slices of a chunk. A head slice's chunk is the same rows cut for every
- * peer, one slice per peer, so that a group reads (pack) or writes (unpack)
- * whole rows of the user tensor, and neighbouring groups neighbouring rows;
- * the other copies' chunks are one slice of consecutive runs. */
-ULYSSES_HD int ulyssesChunkSlices(const ulyssesCopyArgs* a, int t) {
-  return a->tensors[t].kind == ULYSSES_COPY_HEAD_SLICE ? a->nRanks : 1;
-}
-
-/* Chunks of tensor t: each slice of x->chunkRuns runs (the last may hold fewer). */
+/* Chunks of x->chunkRuns runs that tensor t's runs make. */
 ULYSSES_HD int64_t ulyssesCopyChunkCount(const ulyssesCopyArgs* a, int t) {
-  int64_t sliceRuns = ulyssesCopyRunCount(a, t) / ulyssesChunkSlices(a, t);
-  return (sliceRuns + a->tensors[t].chunkRuns - 1) / a->tensors[t].chunkRuns;
+  return (ulyssesCopyRunCount(a, t) + a->tensors[t].chunkRuns - 1) / a->tensors[t].chunkRuns;
 }
 
-/* The runs of slice `slice` of chunk `chunk` of tensor t (count of them from
- * the first), and whether they lie at the fixed strides of consecutive runs in
- * both buffers (one row, or one packed index, apart: userStride in the user
- * buffer, the run's size in the segments), so that one sweep moves them all
- * with the index arithmetic done twice rather than once per run. Inside a
+/* The runs of chunk `chunk` of tensor t (count of them from the first), and
+ * whether they lie at the fixed strides of consecutive runs in both buffers
+ * (one row, or one packed index, apart: userStride in the user buffer, the
+ * run's size in the segments), so that one sweep moves them all with the
+ * index arithmetic done twice per chunk rather than once per run. Inside a
  * piece consecutive runs are at least those strides apart and pieces only grow
  * with the run, so when the first and last run share a piece and are exactly
  * (count - 1) strides apart, every run in between is where the sweep puts it. */
-ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t chunk, int slice,
-                                 ulyssesRun* first, int64_t* firstRun, int64_t* count,
-                                 int64_t* userStride) {
+ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t chunk, ulyssesRun* first,
+                                 int64_t* count, int64_t* userStride) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  int64_t sliceRuns = ulyssesCopyRunCount(a, t) / ulyssesChunkSlices(a, t);
-  *firstRun = slice * sliceRuns + chunk * x->chunkRuns;
-  *count = sliceRuns - chunk * x->chunkRuns;
+  int64_t firstRun = chunk * x->chunkRuns;
+  *count = ulyssesCopyRunCount(a, t) - firstRun;
   if (*count > x->chunkRuns) *count = x->chunkRuns;
   if (*count < 2 || x->kind == ULYSSES_COPY_HEAD_SUM) return 0;
-  *first = ulyssesCopyRunAt(a, t, *firstRun);
-  ulyssesRun last = ulyssesCopyRunAt(a, t, *firstRun + *count - 1);
+  *first = ulyssesCopyRunAt(a, t, firstRun);
+  ulyssesRun last = ulyssesCopyRunAt(a, t, firstRun + *count - 1);
   *userStride = x->kind == ULYSSES_COPY_HEAD_SLICE ? x->heads * x->headBytes : first->bytes;
   return first->piece == last.piece && first->bytes == last.bytes &&
          last.userOffset - first->userOffset == (*count - 1) * *userStride &&
@@ -510,30 +498,28 @@ ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t chunk,
 }
 
 /* One thread's share of chunk `chunk` of tensor t, in words of wordBytes
- * (ulyssesLaunchWordBytes), slice by slice: one sweep where ulyssesChunkSweep
- * allows it, else run by run. */
+ * (ulyssesLaunchWordBytes): one sweep where ulyssesChunkSweep allows it, else
+ * run by run. */
 ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t chunk, int lane,
                                        int laneCount, int wordBytes) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  for (int slice = 0; slice < ulyssesChunkSlices(a, t); slice++) {
-    ulyssesRun r;
-    int64_t firstRun, count, userStride;
-    if (ulyssesChunkSweep(a, t, chunk, slice, &r, &firstRun, &count, &userStride)) {
-      /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
-      if (r.bytes == 0) continue;
-      unsigned char* userBytes = x->user + r.userOffset;
-      unsigned char* segmentBytes = x->segments + r.segmentOffset;
-      if (a->toSegments)
-        ulyssesCopyRunsThread(userBytes, userStride, segmentBytes, r.bytes, count, r.bytes,
-                              wordBytes, lane, laneCount);
-      else
-        ulyssesCopyRunsThread(segmentBytes, r.bytes, userBytes, userStride, count, r.bytes,
-                              wordBytes, lane, laneCount);
-      continue;
-    }
-    for (int64_t k = 0; k < count; k++)
-      ulyssesCopyRunThread(a, t, firstRun + k, lane, laneCount, wordBytes);
+  ulyssesRun r;
+  int64_t count, userStride;
+  if (ulyssesChunkSweep(a, t, chunk, &r, &count, &userStride)) {
+    /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
+    if (r.bytes == 0) return;
+    unsigned char* userBytes = x->user + r.userOffset;
+    unsigned char* segmentBytes = x->segments + r.segmentOffset;
+    if (a->toSegments)
+      ulyssesCopyRunsThread(userBytes, userStride, segmentBytes, r.bytes, count, r.bytes,
+                            wordBytes, lane, laneCount);
+    else
+      ulyssesCopyRunsThread(segmentBytes, r.bytes, userBytes, userStride, count, r.bytes,
+                            wordBytes, lane, laneCount);
+    return;
   }
+  for (int64_t k = 0; k < count; k++)
+    ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes);
 }
 
 /* The word size of one launch: the smallest of its tensors' (each a power of

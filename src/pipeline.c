@@ -54,18 +54,6 @@ static int64_t runWords(const ulyssesCopyTensor* x, int nRanks) {
   return maxHeads * x->headBytes / x->wordBytes;
 }
 
-/* The words a chunk moves per run of one slice: a head slice's chunk holds
- * every peer's cut of its rows (ulyssesChunkSlices). */
-static int64_t chunkRowWords(const ulyssesCopyTensor* x, int nRanks) {
-  if (x->kind != ULYSSES_COPY_HEAD_SLICE) return runWords(x, nRanks);
-  int64_t heads = 0;
-  for (int peer = 0; peer < nRanks; peer++) {
-    int64_t headBegin;
-    heads += ulyssesPeerHeads(x->heads, x->queryHeads, nRanks, peer, &headBegin);
-  }
-  return heads * x->headBytes / x->wordBytes;
-}
-
 /* The copy of one side of every tensor; returns whether any tensor needs it. */
 static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
                      const void* const* userBuffers, void* workspace,
@@ -113,7 +101,7 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
   args->runLanes = ulyssesRunLanes(maxWords);
   for (int t = 0; t < plan->nTensors; t++) {
     ulyssesCopyTensor* x = &args->tensors[t];
-    int64_t words = chunkRowWords(x, plan->nRanks);
+    int64_t words = runWords(x, plan->nRanks);
     x->chunkRuns = 1;
     if (x->kind != ULYSSES_COPY_HEAD_SUM && words > 0)
       x->chunkRuns = (int64_t)args->runLanes * ULYSSES_CHUNK_WORDS_PER_LANE / words;
