@@ -263,6 +263,12 @@ static int64_t badDeviceLength(unsigned choice, int64_t capacity) {
   }
 }
 
+/* a + b, clamped to int: nRanks may itself be INT_MIN or INT_MAX. */
+static int addClamped(int a, long long b) {
+  long long sum = (long long)a + b;
+  return sum > INT_MAX ? INT_MAX : sum < INT_MIN ? INT_MIN : (int)sum;
+}
+
 static void decodeCase(reader* in, fuzzCase* c) {
   memset(c, 0, sizeof *c);
   unsigned ctl = byteOf(in);
@@ -277,8 +283,8 @@ static void decodeCase(reader* in, fuzzCase* c) {
   if (b < 240) {
     c->rank = (int)(b % (unsigned)c->nLengths);
   } else {
-    const int ranks[16] = {-1, n, n + 1, INT_MAX, INT_MIN, -2, 2 * n, n - 1,
-                           0,  n, -1,    n + 128, 128,     129, 256, 299};
+    const int ranks[16] = {-1, n,  addClamped(n, 1),   INT_MAX, INT_MIN, -2,  addClamped(n, n),
+                           addClamped(n, -1), 0,  n, -1, addClamped(n, 128), 128, 129, 256, 299};
     c->rank = ranks[b - 240];
   }
 
