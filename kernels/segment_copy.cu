@@ -45,8 +45,8 @@ static cudaError_t residentBlocks(int* blocks) {
   int multiprocessors = 0, perMultiprocessor = 0;
   error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
   if (error == cudaSuccess)
-    error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perMultiprocessor, segmentCopyKernel<WordBytes>,
-                                                          COPY_THREADS, 0);
+    error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &perMultiprocessor, segmentCopyKernel<WordBytes>, COPY_THREADS, 0);
   if (error != cudaSuccess) return error;
   *blocks = ULYSSES_COPY_WAVES * multiprocessors * (perMultiprocessor > 0 ? perMultiprocessor : 1);
   if (device < MAX_DEVICES) cached[device].store(*blocks, std::memory_order_relaxed);

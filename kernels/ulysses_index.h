@@ -202,7 +202,7 @@ typedef struct {
   int64_t segmentOffset;
   int64_t bytes;
   /* Runs of one piece follow each other at fixed strides or further apart,
-   * never closer (see ulyssesCopyChunkThread); pieces increase with the run. */
+   * never closer (see ulyssesChunkSweep); pieces increase with the run. */
   int64_t piece;
 } ulyssesRun;
 

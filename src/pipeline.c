@@ -44,7 +44,8 @@ static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan,
 static int64_t runWords(const ulyssesCopyTensor* x, int nRanks) {
   if (x->kind == ULYSSES_COPY_HEAD_SUM)
     return x->headBytes / (x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2);
-  if (x->kind == ULYSSES_COPY_ROW_SCATTER) return x->packed * x->rowHeads * x->headBytes / x->wordBytes;
+  if (x->kind == ULYSSES_COPY_ROW_SCATTER)
+    return x->packed * x->rowHeads * x->headBytes / x->wordBytes;
   int64_t maxHeads = 0;
   for (int peer = 0; peer < nRanks; peer++) {
     int64_t headBegin;
