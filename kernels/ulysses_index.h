@@ -45,6 +45,9 @@
 #ifndef ULYSSES_WORDS_IN_FLIGHT
 #define ULYSSES_WORDS_IN_FLIGHT 8
 #endif
+#if ULYSSES_WORDS_IN_FLIGHT < 1
+#error "ULYSSES_WORDS_IN_FLIGHT must be at least 1"
+#endif
 #define ULYSSES_WARP_LANES 32
 /* Words each lane of a group moves per chunk of runs (ulyssesCopyChunkThread):
  * enough that the index arithmetic of a chunk is small against its copy. */
@@ -449,6 +452,24 @@ ULYSSES_HD void ulyssesCopyRunsThread(const unsigned char* src, int64_t srcStrid
 #undef ULYSSES_COPY_WORDS
 }
 
+/* One thread's share of count runs of r.bytes from run r on, userStride
+ * apart in the user buffer and back to back in the segments, in the
+ * direction of the launch (pack: user -> segments). */
+ULYSSES_HD void ulyssesMoveRunsThread(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x,
+                                      ulyssesRun r, int64_t count, int64_t userStride,
+                                      int wordBytes, int lane, int laneCount) {
+  /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
+  if (r.bytes == 0) return;
+  unsigned char* userBytes = x->user + r.userOffset;
+  unsigned char* segmentBytes = x->segments + r.segmentOffset;
+  if (a->toSegments)
+    ulyssesCopyRunsThread(userBytes, userStride, segmentBytes, r.bytes, count, r.bytes, wordBytes,
+                          lane, laneCount);
+  else
+    ulyssesCopyRunsThread(segmentBytes, r.bytes, userBytes, userStride, count, r.bytes, wordBytes,
+                          lane, laneCount);
+}
+
 /* One thread's share of one run (a head sum: of its elements), in words of
  * wordBytes (ulyssesLaunchWordBytes). */
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
@@ -458,15 +479,7 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
     ulyssesSumRunThread(a, t, run, lane, laneCount);
     return;
   }
-  ulyssesRun r = ulyssesCopyRunAt(a, t, run);
-  /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
-  if (r.bytes == 0) return;
-  unsigned char* userBytes = x->user + r.userOffset;
-  unsigned char* segmentBytes = x->segments + r.segmentOffset;
-  if (a->toSegments)
-    ulyssesCopyRunsThread(userBytes, 0, segmentBytes, 0, 1, r.bytes, wordBytes, lane, laneCount);
-  else
-    ulyssesCopyRunsThread(segmentBytes, 0, userBytes, 0, 1, r.bytes, wordBytes, lane, laneCount);
+  ulyssesMoveRunsThread(a, x, ulyssesCopyRunAt(a, t, run), 1, 0, wordBytes, lane, laneCount);
 }
 
 /* Chunks of x->chunkRuns runs that tensor t's runs make. */
@@ -506,16 +519,7 @@ ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t 
   ulyssesRun r;
   int64_t count, userStride;
   if (ulyssesChunkSweep(a, t, chunk, &r, &count, &userStride)) {
-    /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
-    if (r.bytes == 0) return;
-    unsigned char* userBytes = x->user + r.userOffset;
-    unsigned char* segmentBytes = x->segments + r.segmentOffset;
-    if (a->toSegments)
-      ulyssesCopyRunsThread(userBytes, userStride, segmentBytes, r.bytes, count, r.bytes,
-                            wordBytes, lane, laneCount);
-    else
-      ulyssesCopyRunsThread(segmentBytes, r.bytes, userBytes, userStride, count, r.bytes,
-                            wordBytes, lane, laneCount);
+    ulyssesMoveRunsThread(a, x, r, count, userStride, wordBytes, lane, laneCount);
     return;
   }
   for (int64_t k = 0; k < count; k++)
