@@ -15,6 +15,9 @@
 #ifndef ULYSSES_COPY_WAVES
 #define ULYSSES_COPY_WAVES 1
 #endif
+#if ULYSSES_COPY_MIN_BLOCKS < 1 || ULYSSES_COPY_WAVES < 1
+#error "ULYSSES_COPY_MIN_BLOCKS and ULYSSES_COPY_WAVES must be at least 1"
+#endif
 
 /* One instantiation per word size: the launch's (ulyssesLaunchWordBytes) is a
  * constant inside, so the copy loops of the other sizes are not compiled in. */
@@ -62,6 +65,7 @@ static cudaError_t launchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
   int64_t perTensor = (wave + args->nTensors - 1) / args->nTensors;
   int64_t maxChunks = 0;
   for (int t = 0; t < args->nTensors; t++) {
+    if (!args->tensors[t].active) continue;
     int64_t chunks = (maxRuns + args->tensors[t].chunkRuns - 1) / args->tensors[t].chunkRuns;
     if (chunks > maxChunks) maxChunks = chunks;
   }
