@@ -69,7 +69,7 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
   args->offsets = at(workspace, layout->offsetsOffset);
   args->slotOffsets = at(workspace, layout->slotOffsetsOffset);
   *maxRuns = 0;
-  int64_t maxWords = 0;
+  int64_t words[ULYSSES_KERNEL_MAX_TENSORS] = {0}, maxWords = 0;
   int anyActive = 0;
   for (int t = 0; t < plan->nTensors; t++) {
     const ulyssesLayout_t* tensorLayout = &plan->layouts[t];
@@ -96,16 +96,15 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
                        ? localRuns * x->heads
                        : x->batch * plan->slotOffsets[plan->nRanks];
     if (runs > *maxRuns) *maxRuns = runs;
-    int64_t words = runWords(x, plan->nRanks);
-    if (words > maxWords) maxWords = words;
+    words[t] = runWords(x, plan->nRanks);
+    if (words[t] > maxWords) maxWords = words[t];
   }
   args->runLanes = ulyssesRunLanes(maxWords);
   for (int t = 0; t < plan->nTensors; t++) {
     ulyssesCopyTensor* x = &args->tensors[t];
-    int64_t words = runWords(x, plan->nRanks);
     x->chunkRuns = 1;
-    if (x->kind != ULYSSES_COPY_HEAD_SUM && words > 0)
-      x->chunkRuns = (int64_t)args->runLanes * ULYSSES_CHUNK_WORDS_PER_LANE / words;
+    if (x->kind != ULYSSES_COPY_HEAD_SUM && words[t] > 0)
+      x->chunkRuns = (int64_t)args->runLanes * ULYSSES_CHUNK_WORDS_PER_LANE / words[t];
     if (x->chunkRuns < 1) x->chunkRuns = 1;
   }
   return anyActive;
