@@ -92,6 +92,14 @@ static int64_t sentHeads(const ulyssesPlanData* plan, const ulyssesLayout_t* lay
  * these products; with each tensor at most ULYSSES_MAX_TENSOR_BYTES, a
  * workspace of 2 * ULYSSES_MAX_TENSORS regions plus the table stays far
  * below 2^63, so later arithmetic needs no checks. */
+/* bytes: what `what` (a phrase ending in a verb) comes to for layouts[index]. */
+static ulyssesResult_t checkAddressable(int64_t bytes, int index, const char* what) {
+  if (bytes <= ULYSSES_MAX_TENSOR_BYTES) return ulyssesSuccess;
+  return ulyssesFail(ulyssesErrorSizeOverflow,
+                     "layouts[%d]: %s %lld bytes, above the 2^56 the library addresses", index,
+                     what, (long long)bytes);
+}
+
 static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyssesLayout_t* layout,
                                         int index) {
   int64_t headBytes, rowBytes, packedHeads, rows, bytes, localRuns, runs;
@@ -102,11 +110,7 @@ static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyss
                            "packed * heads * headDim * elementSize"));
   ULYSSES_CHECK(checkedMul(layout->batch, slotTotal(plan), &rows, index, "batch * sum(lengths)"));
   ULYSSES_CHECK(checkedMul(rows, rowBytes, &bytes, index, "the gathered tensor's bytes"));
-  if (bytes > ULYSSES_MAX_TENSOR_BYTES)
-    return ulyssesFail(ulyssesErrorSizeOverflow,
-                       "layouts[%d]: the tensor gathered over every rank is %lld bytes, above "
-                       "the 2^56 the library addresses",
-                       index, (long long)bytes);
+  ULYSSES_CHECK(checkAddressable(bytes, index, "the tensor gathered over every rank is"));
   /* Every rank must accept or refuse the same plan: bound the pack kernel's
    * runs by the longest slot, not this rank's. */
   int64_t longestSlot = 0;
@@ -121,11 +125,7 @@ static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyss
   ULYSSES_CHECK(checkedMul(layout->packed * headBytes, sentHeads(plan, layout), &sentRowBytes,
                            index, "the bytes one row sends"));
   ULYSSES_CHECK(checkedMul(rows, sentRowBytes, &sentBytes, index, "the bytes the ranks send"));
-  if (sentBytes > ULYSSES_MAX_TENSOR_BYTES)
-    return ulyssesFail(ulyssesErrorSizeOverflow,
-                       "layouts[%d]: the ranks send %lld bytes, above the 2^56 the library "
-                       "addresses",
-                       index, (long long)sentBytes);
+  ULYSSES_CHECK(checkAddressable(sentBytes, index, "the ranks send"));
   return ulyssesSuccess;
 }
 
