@@ -39,20 +39,12 @@ static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan,
   return ulyssesSuccess;
 }
 
-/* The longest run of x in the units one lane moves at a time: words of
+/* The longest run of a side in the units one lane moves at a time: words of
  * wordBytes, or elements for a head sum. */
-static int64_t runWords(const ulyssesCopyTensor* x, int nRanks) {
+static int64_t runWords(const ulyssesPlanSideInfo* info, const ulyssesCopyTensor* x) {
   if (x->kind == ULYSSES_COPY_HEAD_SUM)
-    return x->headBytes / (x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2);
-  if (x->kind == ULYSSES_COPY_ROW_SCATTER)
-    return x->packed * x->rowHeads * x->headBytes / x->wordBytes;
-  int64_t maxHeads = 0;
-  for (int peer = 0; peer < nRanks; peer++) {
-    int64_t headBegin;
-    int64_t heads = ulyssesPeerHeads(x->heads, x->queryHeads, nRanks, peer, &headBegin);
-    if (heads > maxHeads) maxHeads = heads;
-  }
-  return maxHeads * x->headBytes / x->wordBytes;
+    return info->maxRunBytes / (x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2);
+  return info->maxRunBytes / x->wordBytes;
 }
 
 /* The copy of one side of every tensor; returns whether any tensor needs it. */
@@ -73,30 +65,25 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
   int anyActive = 0;
   for (int t = 0; t < plan->nTensors; t++) {
     const ulyssesLayout_t* tensorLayout = &plan->layouts[t];
-    ulyssesSideShape shape = ulyssesPlanSide(plan, op, t, side);
+    const ulyssesPlanSideInfo* info = &plan->ops[op].sides[side][t];
     ulyssesCopyTensor* x = &args->tensors[t];
-    x->kind = shape.kind == ULYSSES_SIDE_WHOLE ? ULYSSES_COPY_ROW_SCATTER : shape.kind;
+    x->kind = info->shape.kind == ULYSSES_SIDE_WHOLE ? ULYSSES_COPY_ROW_SCATTER : info->shape.kind;
     x->user = (unsigned char*)(uintptr_t)userBuffers[t];
     x->segments = at(workspace, layout->regionOffset[side][t]);
     x->batch = tensorLayout->batch;
     x->packed = tensorLayout->packed;
     x->heads = tensorLayout->heads;
     x->headBytes = tensorLayout->headDim * tensorLayout->elementSize;
-    x->rowHeads = shape.rowHeads;
+    x->rowHeads = info->shape.rowHeads;
     x->queryHeads = tensorLayout->queryHeads;
     x->dataType = (int32_t)tensorLayout->dataType;
     x->order = tensorLayout->order == ulyssesOrderSBHD ? ULYSSES_ORDER_SBHD : ULYSSES_ORDER_BSHD;
     x->wordBytes = ulyssesWordBytes(x->headBytes, x->user, x->segments);
-    x->active = !shape.direct;
+    x->active = !info->shape.direct;
     if (!x->active) continue;
     anyActive = 1;
-    int64_t localRuns = x->batch * plan->slotLengths[plan->rank] * x->packed;
-    int64_t runs = shape.kind == ULYSSES_COPY_HEAD_SLICE ? localRuns * plan->nRanks
-                   : shape.kind == ULYSSES_COPY_HEAD_SUM
-                       ? localRuns * x->heads
-                       : x->batch * plan->slotOffsets[plan->nRanks];
-    if (runs > *maxRuns) *maxRuns = runs;
-    words[t] = runWords(x, plan->nRanks);
+    if (info->maxRuns > *maxRuns) *maxRuns = info->maxRuns;
+    words[t] = runWords(info, x);
     if (words[t] > maxWords) maxWords = words[t];
   }
   args->runLanes = ulyssesRunLanes(maxWords);
@@ -151,20 +138,19 @@ ulyssesResult_t ulyssesRunExchange(const ulyssesPlanData* plan, ulyssesOp_t op,
                                    const void* const* sendbuffs, void* const* recvbuffs,
                                    void* workspace, uint32_t* status,
                                    const ulyssesBackend* backend) {
-  ulyssesWorkspaceLayout layout;
-  ulyssesPlanWorkspace(plan, op, &layout);
+  const ulyssesWorkspaceLayout* layout = &plan->ops[op].workspace;
   if (plan->mode == ULYSSES_MODE_CAPACITY)
     ULYSSES_CHECK(backend->allGather(backend->context, plan->deviceLocalLength,
-                                     at(workspace, layout.gatheredOffset), sizeof(int64_t)));
-  if (layout.needTable)
-    ULYSSES_CHECK(enqueueTable(plan, &layout, workspace, at(workspace, layout.gatheredOffset),
+                                     at(workspace, layout->gatheredOffset), sizeof(int64_t)));
+  if (layout->needTable)
+    ULYSSES_CHECK(enqueueTable(plan, layout, workspace, at(workspace, layout->gatheredOffset),
                                status, backend));
   ulyssesCopyArgs copy;
   int64_t maxRuns;
-  if (buildCopy(plan, op, ULYSSES_SEND, sendbuffs, workspace, &layout, &copy, &maxRuns))
+  if (buildCopy(plan, op, ULYSSES_SEND, sendbuffs, workspace, layout, &copy, &maxRuns))
     ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
-  ULYSSES_CHECK(postMessages(plan, op, sendbuffs, recvbuffs, workspace, &layout, backend));
-  if (buildCopy(plan, op, ULYSSES_RECV, (const void* const*)recvbuffs, workspace, &layout, &copy,
+  ULYSSES_CHECK(postMessages(plan, op, sendbuffs, recvbuffs, workspace, layout, backend));
+  if (buildCopy(plan, op, ULYSSES_RECV, (const void* const*)recvbuffs, workspace, layout, &copy,
                 &maxRuns))
     ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
   return ulyssesSuccess;
@@ -173,14 +159,13 @@ ulyssesResult_t ulyssesRunExchange(const ulyssesPlanData* plan, ulyssesOp_t op,
 ulyssesResult_t ulyssesRunStage(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
                                 const void* const* userBuffers, const int64_t* deviceLengths,
                                 void* workspace, uint32_t* status, const ulyssesBackend* backend) {
-  ulyssesWorkspaceLayout layout;
-  ulyssesPlanWorkspace(plan, op, &layout);
+  const ulyssesWorkspaceLayout* layout = &plan->ops[op].workspace;
   ulyssesCopyArgs copy;
   int64_t maxRuns;
-  int copies = buildCopy(plan, op, side, userBuffers, workspace, &layout, &copy, &maxRuns);
+  int copies = buildCopy(plan, op, side, userBuffers, workspace, layout, &copy, &maxRuns);
   /* Capacity mode checks the lengths even when this stage copies nothing. */
   if (copies || plan->mode == ULYSSES_MODE_CAPACITY)
-    ULYSSES_CHECK(enqueueTable(plan, &layout, workspace, deviceLengths, status, backend));
+    ULYSSES_CHECK(enqueueTable(plan, layout, workspace, deviceLengths, status, backend));
   if (copies) ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
   return ulyssesSuccess;
 }

@@ -129,6 +129,8 @@ static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyss
   return ulyssesSuccess;
 }
 
+static void computeOps(ulyssesPlanData* plan);
+
 static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int mode,
                                   const int64_t* lengths, const int64_t* deviceLocalLength,
                                   int nTensors, const ulyssesLayout_t* layouts) {
@@ -163,10 +165,13 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
   ulyssesPlanData* plan = calloc(1, sizeof *plan);
   int64_t* slotLengths = malloc(sizeof(int64_t) * (size_t)nRanks);
   int64_t* slotOffsets = malloc(sizeof(int64_t) * ((size_t)nRanks + 1));
-  if (plan == NULL || slotLengths == NULL || slotOffsets == NULL) {
+  ulyssesSegment_t* segmentStore = calloc(
+      (size_t)ULYSSES_OP_COUNT * 2 * (size_t)nTensors * (size_t)nRanks, sizeof(ulyssesSegment_t));
+  if (plan == NULL || slotLengths == NULL || slotOffsets == NULL || segmentStore == NULL) {
     free(plan);
     free(slotLengths);
     free(slotOffsets);
+    free(segmentStore);
     return ulyssesFail(ulyssesErrorSystemError, "out of host memory for a plan of %d ranks",
                        nRanks);
   }
@@ -176,6 +181,7 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
   plan->nTensors = nTensors;
   plan->slotLengths = slotLengths;
   plan->slotOffsets = slotOffsets;
+  plan->segmentStore = segmentStore;
   plan->deviceLocalLength = deviceLocalLength;
   memcpy(plan->layouts, layouts, sizeof(ulyssesLayout_t) * (size_t)nTensors);
   slotOffsets[0] = 0;
@@ -190,17 +196,14 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
       return result;
     }
   }
-  for (int op = 0; op < ULYSSES_OP_COUNT; op++) {
-    ulyssesWorkspaceLayout layout;
-    ulyssesPlanWorkspace(plan, (ulyssesOp_t)op, &layout);
-    plan->workspaceBytes[op] = layout.totalBytes;
-  }
+  computeOps(plan);
   ulyssesLog(ULYSSES_LOG_INFO,
              "plan: %s mode, %d rank(s), %d tensor(s), %s %lld rows in all; workspace %zu bytes "
              "(seq->head), %zu (head->seq), %zu (all-gather)",
              mode == ULYSSES_MODE_EXACT ? "exact" : "capacity", nRanks, nTensors,
              mode == ULYSSES_MODE_EXACT ? "lengths" : "capacities", (long long)slotTotal(plan),
-             plan->workspaceBytes[0], plan->workspaceBytes[1], plan->workspaceBytes[2]);
+             plan->ops[0].workspace.totalBytes, plan->ops[1].workspace.totalBytes,
+             plan->ops[2].workspace.totalBytes);
   *out = plan;
   return ulyssesSuccess;
 }
@@ -224,16 +227,17 @@ ULYSSES_API ulyssesResult_t ulyssesPlanDestroy(ulyssesPlan_t plan) {
   if (plan != NULL) {
     free(plan->slotLengths);
     free(plan->slotOffsets);
+    free(plan->segmentStore);
     free(plan);
   }
   return ulyssesSuccess;
 }
 
 /*------------------------------------------------------------------------
- * Sides, segments and the workspace.
+ * Sides, segments and the workspace, computed once when the plan is made.
  *----------------------------------------------------------------------*/
-ulyssesSideShape ulyssesPlanSide(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
-                                 ulyssesSide side) {
+static ulyssesSideShape computeSide(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+                                    ulyssesSide side) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   ulyssesSideShape shape = {ULYSSES_COPY_ROW_SCATTER, 0, 0};
   int exact = plan->mode == ULYSSES_MODE_EXACT;
@@ -269,38 +273,48 @@ ulyssesSideShape ulyssesPlanSide(const ulyssesPlanData* plan, ulyssesOp_t op, in
   return shape;
 }
 
-ulyssesSegment_t ulyssesPlanSegment(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
-                                    ulyssesSide side, int peer) {
+/* Every peer's segment of one side, in one pass: the heads of the peers
+ * before each one are carried along rather than summed per peer, so that
+ * shared kv heads cost O(nRanks), not O(nRanks^2). Also the longest run. */
+static int64_t computeSegments(const ulyssesPlanData* plan, int tensor, ulyssesSideShape shape,
+                               ulyssesSegment_t* segments) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
-  ulyssesSideShape shape = ulyssesPlanSide(plan, op, tensor, side);
   int64_t headBytes = headBytesOf(layout);
   int64_t localSlotRows = layout->batch * plan->slotLengths[plan->rank];
-  ulyssesSegment_t segment;
-  segment.place = shape.direct ? ulyssesSegmentInUserBuffer : ulyssesSegmentInWorkspace;
-  if (shape.kind == ULYSSES_SIDE_WHOLE) {
-    segment.offset = 0;
-    segment.bytes = (size_t)(localSlotRows * layout->packed * layout->heads * headBytes);
-  } else if (shape.kind == ULYSSES_COPY_HEAD_SLICE || shape.kind == ULYSSES_COPY_HEAD_SUM) {
-    int64_t headBegin;
-    int64_t headCount = peerHeads(plan, layout, peer, &headBegin);
-    int64_t headPrefix =
-        ulyssesPeerHeadPrefix(layout->heads, layout->queryHeads, plan->nRanks, peer);
-    segment.bytes = (size_t)(localSlotRows * layout->packed * headCount * headBytes);
-    /* Direct only with at most one (row, packed index), or peers taking every
-     * head or none (whose headBegin is 0): the slice starts at its first head. */
-    segment.offset =
-        (size_t)(shape.direct ? headBegin * headBytes
-                              : localSlotRows * layout->packed * headPrefix * headBytes);
-  } else {
-    int64_t rowBytes = layout->packed * shape.rowHeads * headBytes;
-    segment.bytes = (size_t)(layout->batch * plan->slotLengths[peer] * rowBytes);
-    segment.offset = (size_t)(layout->batch * plan->slotOffsets[peer] * rowBytes);
+  ulyssesSegmentPlace_t place =
+      shape.direct ? ulyssesSegmentInUserBuffer : ulyssesSegmentInWorkspace;
+  int64_t headPrefix = 0, maxRunBytes = 0;
+  for (int peer = 0; peer < plan->nRanks; peer++) {
+    ulyssesSegment_t* segment = &segments[peer];
+    segment->place = place;
+    if (shape.kind == ULYSSES_SIDE_WHOLE) {
+      segment->offset = 0;
+      segment->bytes = (size_t)(localSlotRows * layout->packed * layout->heads * headBytes);
+    } else if (shape.kind == ULYSSES_COPY_HEAD_SLICE || shape.kind == ULYSSES_COPY_HEAD_SUM) {
+      int64_t headBegin;
+      int64_t headCount = peerHeads(plan, layout, peer, &headBegin);
+      segment->bytes = (size_t)(localSlotRows * layout->packed * headCount * headBytes);
+      /* Direct only with at most one (row, packed index), or peers taking
+       * every head or none (whose headBegin is 0): the slice starts at its
+       * first head. */
+      segment->offset =
+          (size_t)(shape.direct ? headBegin * headBytes
+                                : localSlotRows * layout->packed * headPrefix * headBytes);
+      headPrefix += headCount;
+      int64_t runBytes = shape.kind == ULYSSES_COPY_HEAD_SUM ? headBytes : headCount * headBytes;
+      if (runBytes > maxRunBytes) maxRunBytes = runBytes;
+    } else {
+      int64_t rowBytes = layout->packed * shape.rowHeads * headBytes;
+      segment->bytes = (size_t)(layout->batch * plan->slotLengths[peer] * rowBytes);
+      segment->offset = (size_t)(layout->batch * plan->slotOffsets[peer] * rowBytes);
+      maxRunBytes = rowBytes;
+    }
   }
-  return segment;
+  return maxRunBytes;
 }
 
-size_t ulyssesPlanUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
-                            ulyssesSide side) {
+static size_t computeUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+                               ulyssesSide side) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   int64_t headBytes = headBytesOf(layout);
   int sequenceSide = op == ulyssesOpAllGather
@@ -315,17 +329,27 @@ size_t ulyssesPlanUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int ten
   return (size_t)(layout->batch * slotTotal(plan) * layout->packed * rowHeads * headBytes);
 }
 
+/* The copy's runs at this rank's slot length (the capacity in capacity
+ * mode): the most the device can find, whatever the real lengths. */
+static int64_t computeMaxRuns(const ulyssesPlanData* plan, int tensor, ulyssesSideShape shape) {
+  const ulyssesLayout_t* layout = &plan->layouts[tensor];
+  if (shape.direct) return 0;
+  int64_t localRuns = layout->batch * plan->slotLengths[plan->rank] * layout->packed;
+  if (shape.kind == ULYSSES_COPY_HEAD_SLICE) return localRuns * plan->nRanks;
+  if (shape.kind == ULYSSES_COPY_HEAD_SUM) return localRuns * layout->heads;
+  return layout->batch * slotTotal(plan);
+}
+
 static size_t alignUp(size_t value, size_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
 }
 
-void ulyssesPlanWorkspace(const ulyssesPlanData* plan, ulyssesOp_t op,
-                          ulyssesWorkspaceLayout* layout) {
+static void computeWorkspace(const ulyssesPlanData* plan, ulyssesPlanOp* opPlan) {
+  ulyssesWorkspaceLayout* layout = &opPlan->workspace;
   memset(layout, 0, sizeof *layout);
   int anyCopy = 0;
   for (int side = 0; side < 2; side++)
-    for (int t = 0; t < plan->nTensors; t++)
-      anyCopy |= !ulyssesPlanSide(plan, op, t, (ulyssesSide)side).direct;
+    for (int t = 0; t < plan->nTensors; t++) anyCopy |= !opPlan->sides[side][t].shape.direct;
   /* Capacity mode always builds the table: it is where a length above its
    * capacity is found, even when no kernel needs the lengths. */
   layout->needTable = anyCopy || plan->mode == ULYSSES_MODE_CAPACITY;
@@ -340,14 +364,57 @@ void ulyssesPlanWorkspace(const ulyssesPlanData* plan, ulyssesOp_t op,
   }
   for (int side = 0; side < 2; side++)
     for (int t = 0; t < plan->nTensors; t++) {
+      const ulyssesPlanSideInfo* info = &opPlan->sides[side][t];
       layout->regionOffset[side][t] = cursor;
-      if (ulyssesPlanSide(plan, op, t, (ulyssesSide)side).direct) continue;
+      if (info->shape.direct) continue;
       size_t regionBytes = 0;
-      for (int p = 0; p < plan->nRanks; p++)
-        regionBytes += ulyssesPlanSegment(plan, op, t, (ulyssesSide)side, p).bytes;
+      for (int p = 0; p < plan->nRanks; p++) regionBytes += info->segments[p].bytes;
       cursor = alignUp(cursor + regionBytes, ULYSSES_REGION_ALIGNMENT);
     }
   layout->totalBytes = cursor;
+}
+
+static uint64_t computeFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op);
+
+/* Fills plan->ops; plan->segmentStore holds ULYSSES_OP_COUNT * 2 * nTensors *
+ * nRanks segments. */
+static void computeOps(ulyssesPlanData* plan) {
+  ulyssesSegment_t* next = plan->segmentStore;
+  for (int op = 0; op < ULYSSES_OP_COUNT; op++) {
+    ulyssesPlanOp* opPlan = &plan->ops[op];
+    for (int side = 0; side < 2; side++)
+      for (int t = 0; t < plan->nTensors; t++) {
+        ulyssesPlanSideInfo* info = &opPlan->sides[side][t];
+        info->shape = computeSide(plan, (ulyssesOp_t)op, t, (ulyssesSide)side);
+        info->segments = next;
+        next += plan->nRanks;
+        info->maxRunBytes = computeSegments(plan, t, info->shape, info->segments);
+        info->userBytes = computeUserBytes(plan, (ulyssesOp_t)op, t, (ulyssesSide)side);
+        info->maxRuns = computeMaxRuns(plan, t, info->shape);
+      }
+    computeWorkspace(plan, opPlan);
+    opPlan->fingerprint = computeFingerprint(plan, (ulyssesOp_t)op);
+  }
+}
+
+ulyssesSideShape ulyssesPlanSide(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+                                 ulyssesSide side) {
+  return plan->ops[op].sides[side][tensor].shape;
+}
+
+ulyssesSegment_t ulyssesPlanSegment(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+                                    ulyssesSide side, int peer) {
+  return plan->ops[op].sides[side][tensor].segments[peer];
+}
+
+size_t ulyssesPlanUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+                            ulyssesSide side) {
+  return plan->ops[op].sides[side][tensor].userBytes;
+}
+
+void ulyssesPlanWorkspace(const ulyssesPlanData* plan, ulyssesOp_t op,
+                          ulyssesWorkspaceLayout* layout) {
+  *layout = plan->ops[op].workspace;
 }
 
 int ulyssesWordBytes(int64_t headBytes, const void* user, const void* segments) {
@@ -416,7 +483,7 @@ ulyssesResult_t ulyssesCheckBuffers(const ulyssesPlanData* plan, ulyssesOp_t op,
     }
   }
 
-  size_t needed = plan->workspaceBytes[op];
+  size_t needed = plan->ops[op].workspace.totalBytes;
   if (needed > 0) {
     if (workspace == NULL)
       return ulyssesFail(ulyssesErrorNullPointer, "workspace is NULL but %s needs %zu bytes",
@@ -460,7 +527,7 @@ static uint64_t hashInt(uint64_t hash, int64_t value) {
   return hashBytes(hash, &value, sizeof value);
 }
 
-uint64_t ulyssesPlanFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op) {
+static uint64_t computeFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op) {
   uint64_t hash = 0xcbf29ce484222325ull;
   hash = hashInt(hash, op);
   hash = hashInt(hash, plan->nRanks);
@@ -474,6 +541,10 @@ uint64_t ulyssesPlanFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op) {
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) hash = hashInt(hash, fields[i]);
   }
   return hash;
+}
+
+uint64_t ulyssesPlanFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op) {
+  return plan->ops[op].fingerprint;
 }
 
 ulyssesResult_t ulyssesCheckFingerprints(const uint64_t* fingerprints, int nRanks, ulyssesOp_t op) {
@@ -499,7 +570,7 @@ ULYSSES_API ulyssesResult_t ulyssesGetWorkspaceSize(ulyssesPlan_t plan, ulyssesO
   if (workspaceSize == NULL) return ulyssesFail(ulyssesErrorNullPointer, "workspaceSize is NULL");
   if (!ulyssesOpIsValid((int)op))
     return ulyssesFail(ulyssesErrorInvalidArgument, "op is %d; it is not a ulyssesOp_t", (int)op);
-  *workspaceSize = plan->workspaceBytes[op];
+  *workspaceSize = plan->ops[op].workspace.totalBytes;
   return ulyssesSuccess;
 }
 
@@ -528,12 +599,10 @@ ULYSSES_API ulyssesResult_t ulyssesGetSegments(ulyssesPlan_t plan, ulyssesOp_t o
     return ulyssesFail(ulyssesErrorInvalidArgument, "tensor is %d; the plan has %d", tensor,
                        plan->nTensors);
   ulyssesSide side = isSend ? ULYSSES_SEND : ULYSSES_RECV;
-  ulyssesWorkspaceLayout layout;
-  ulyssesPlanWorkspace(plan, op, &layout);
+  size_t regionOffset = plan->ops[op].workspace.regionOffset[side][tensor];
   for (int p = 0; p < plan->nRanks; p++) {
     segments[p] = ulyssesPlanSegment(plan, op, tensor, side, p);
-    if (segments[p].place == ulyssesSegmentInWorkspace)
-      segments[p].offset += layout.regionOffset[side][tensor];
+    if (segments[p].place == ulyssesSegmentInWorkspace) segments[p].offset += regionOffset;
   }
   return ulyssesSuccess;
 }

@@ -20,18 +20,6 @@ typedef enum { ULYSSES_SEND = 0, ULYSSES_RECV = 1 } ulyssesSide;
  * all-gather's send, which is the user buffer as it is. */
 enum { ULYSSES_SIDE_WHOLE = ULYSSES_COPY_HEAD_SUM + 1 };
 
-struct ulyssesPlan {
-  int nRanks;
-  int rank;
-  int mode; /* ULYSSES_MODE_EXACT or ULYSSES_MODE_CAPACITY */
-  int nTensors;
-  int64_t* slotLengths; /* exact: the lengths; capacity: the capacities */
-  int64_t* slotOffsets; /* nRanks + 1 prefix sums of slotLengths */
-  const int64_t* deviceLocalLength;
-  ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
-  size_t workspaceBytes[ULYSSES_OP_COUNT];
-};
-
 typedef struct {
   int kind;         /* ULYSSES_COPY_HEAD_SLICE, _ROW_SCATTER, _HEAD_SUM or ULYSSES_SIDE_WHOLE */
   int direct;       /* every segment is a range of the user buffer: no copy */
@@ -47,7 +35,38 @@ typedef struct {
   size_t totalBytes;
 } ulyssesWorkspaceLayout;
 
+/* One side of one tensor for one op, as the plan fixes it. */
+typedef struct {
+  ulyssesSideShape shape;
+  size_t userBytes;           /* the caller's buffer of this side */
+  int64_t maxRunBytes;        /* the longest run a copy of this side moves */
+  int64_t maxRuns;            /* the copy's runs at the longest slot: a bound from the host */
+  ulyssesSegment_t* segments; /* nRanks; a workspace segment's offset is from its region */
+} ulyssesPlanSideInfo;
+
+/* Everything an exchange of one op needs from the plan, computed when the
+ * plan is made so that a call costs O(nTensors * nRanks) on the host. */
+typedef struct {
+  ulyssesWorkspaceLayout workspace;
+  uint64_t fingerprint;
+  ulyssesPlanSideInfo sides[2][ULYSSES_MAX_TENSORS];
+} ulyssesPlanOp;
+
+struct ulyssesPlan {
+  int nRanks;
+  int rank;
+  int mode; /* ULYSSES_MODE_EXACT or ULYSSES_MODE_CAPACITY */
+  int nTensors;
+  int64_t* slotLengths; /* exact: the lengths; capacity: the capacities */
+  int64_t* slotOffsets; /* nRanks + 1 prefix sums of slotLengths */
+  const int64_t* deviceLocalLength;
+  ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
+  ulyssesPlanOp ops[ULYSSES_OP_COUNT];
+  ulyssesSegment_t* segmentStore; /* every ops[].sides[][].segments, in one allocation */
+};
+
 int ulyssesOpIsValid(int op);
+/* Lookups into what the plan computed when it was made: O(1) each. */
 ulyssesSideShape ulyssesPlanSide(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                  ulyssesSide side);
 /* The segment of (tensor, side) exchanged with peer; a workspace segment's
