@@ -136,8 +136,8 @@ static void fakeBuffers(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors, const 
   *workspace = (void*)cursor;
 }
 
-static int timeExchange(const setting* s, ulyssesPlan_t plan, ulyssesOp_t op,
-                        int64_t minIterations, double* microseconds) {
+static int timeExchange(const setting* s, ulyssesPlan_t plan, ulyssesOp_t op, int64_t minIterations,
+                        double* microseconds) {
   const void* sendbuffs[3];
   void* recvbuffs[3];
   void* workspace;
@@ -272,8 +272,8 @@ int main(int argc, char** argv) {
         ulyssesPlan_t plan = NULL;
         failed = timePlan(&s, minIterations, &planMicroseconds) || createPlan(&s, &plan);
         for (int op = 0; op < ULYSSES_OP_COUNT && !failed; op++)
-          failed = timeExchange(&s, plan, (ulyssesOp_t)op, minIterations,
-                                &exchangeMicroseconds[op]);
+          failed =
+              timeExchange(&s, plan, (ulyssesOp_t)op, minIterations, &exchangeMicroseconds[op]);
         ulyssesPlanDestroy(plan);
         free(lengths);
         if (failed) break;
@@ -284,8 +284,8 @@ int main(int argc, char** argv) {
           fprintf(json,
                   "{\"bench\":\"host_perf\",\"commit\":\"%s\",\"ranks\":%d,\"tensors\":%d,"
                   "\"op\":\"%s\",\"gqa\":%s,\"plan_us\":%.3f,\"exchange_us\":%.3f}\n",
-                  ULYSSES_HOST_PERF_COMMIT, nRanks, s.nTensors, opNames[op],
-                  gqa ? "true" : "false", planMicroseconds, exchangeMicroseconds[op]);
+                  ULYSSES_HOST_PERF_COMMIT, nRanks, s.nTensors, opNames[op], gqa ? "true" : "false",
+                  planMicroseconds, exchangeMicroseconds[op]);
       }
   if (json != NULL && fclose(json) != 0) {
     perror(jsonPath);
