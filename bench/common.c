@@ -250,6 +250,7 @@ static int parseArgs(int argc, char** argv, const benchOp* const* ops, int nOps,
 ulyssesLayout_t benchLayout(const benchConfig* config, int64_t heads, int packed) {
   ulyssesLayout_t layout;
   memset(&layout, 0, sizeof layout);
+  layout.size = sizeof layout;
   layout.batch = config->batch;
   layout.heads = heads;
   layout.headDim = config->headDim;

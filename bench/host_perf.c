@@ -78,6 +78,7 @@ static void makeSetting(setting* s, int nRanks, int nTensors, int gqa, int64_t* 
   for (int t = 0; t < nTensors; t++) {
     ulyssesLayout_t* layout = &s->layouts[t];
     memset(layout, 0, sizeof *layout);
+    layout->size = sizeof *layout;
     layout->batch = 2;
     layout->heads = t == 0 ? 32 : 8;
     layout->headDim = 128;

@@ -172,7 +172,7 @@ static void makeShape(const kernelConfig* config, int nRanks, int64_t headDim, i
     s->lengths[r] = totalLength / nRanks + (r < totalLength % nRanks ? 1 : 0);
     s->offsets[r + 1] = s->offsets[r] + s->lengths[r];
   }
-  s->layout = (ulyssesLayout_t){.batch = config->batch, .heads = config->heads, .headDim = headDim,
+  s->layout = (ulyssesLayout_t){.size = sizeof(ulyssesLayout_t), .batch = config->batch, .heads = config->heads, .headDim = headDim,
                                 .elementSize = config->elementSize, .packed = 1,
                                 .order = ulyssesOrderBSHD};
   s->shape = (refShape){.nRanks = nRanks, .lengths = s->lengths, .batch = config->batch,

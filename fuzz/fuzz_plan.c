@@ -210,6 +210,7 @@ static void decodeLayout(reader* in, ulyssesLayout_t* layout, const ulyssesLayou
   static const int64_t sizes[5] = {1, 2, 4, 8, 16};
   unsigned kind = byteOf(in);
   memset(layout, 0, sizeof *layout);
+  layout->size = sizeof *layout;
   if (previous != NULL && (kind & 3) == 1) {
     *layout = *previous;
     return;
@@ -595,6 +596,7 @@ static void checkPlan(const fuzzCase* c, ulyssesPlan_t plan, int rank, int check
       for (int side = 0; side < 2; side++) {
         if (!checkAllSegments && (unsigned)(op * 2 * T + t * 2 + side) != pick % (unsigned)(6 * T))
           continue;
+        segments[0].size = sizeof segments[0];
         CHECK(ulyssesGetSegments(plan, (ulyssesOp_t)op, t, side == ULYSSES_SEND, segments) ==
                   ulyssesSuccess, "ulyssesGetSegments(op %d, tensor %d)", op, t);
         for (int p = 0; p < n; p++) {

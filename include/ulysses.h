@@ -90,7 +90,10 @@ typedef struct ulyssesComm* ulyssesComm_t;
 /* Configuration for ulyssesCommCreate. Initialise with
  * ULYSSES_CONFIG_INITIALIZER: size, magic and version let later versions of
  * the library add fields that keep their defaults for older callers, and a
- * field left at ULYSSES_CONFIG_UNDEF_INT takes its default. */
+ * field left at ULYSSES_CONFIG_UNDEF_INT takes its default. version is the
+ * caller's ULYSSES_VERSION_CODE; a config from a newer header than the
+ * library's is read as far as the library knows it (the rest is ignored,
+ * with a warning under ULYSSES_DEBUG=WARN). */
 typedef struct {
   size_t size;
   unsigned int magic;
@@ -166,8 +169,18 @@ typedef enum {
  * tensor of rank r is [B, L_r, packed, heads, headDim] (BSHD) or
  * [L_r, B, packed, heads, headDim] (SBHD); its head side on rank j is the same
  * with Ltot rows and heads h_j .. h_{j+1}-1 only. Elements are moved as
- * elementSize opaque bytes. */
+ * elementSize opaque bytes.
+ *
+ * size: sizeof(ulyssesLayout_t) as the caller was compiled, in every entry of
+ * a layouts array (the library steps through the array by layouts[0].size).
+ * A later library that adds fields reads an older caller's smaller struct and
+ * gives the missing fields their defaults (0); a caller compiled against a
+ * newer header may pass a larger struct as long as the fields this library
+ * does not know are 0. The smallest size accepted is
+ * ULYSSES_LAYOUT_SIZE_MIN (a struct ending at order: queryHeads and dataType
+ * then take their defaults, 0 and ulyssesTypeOpaque). */
 typedef struct {
+  size_t size;
   int64_t batch;       /* B >= 1 */
   int64_t heads;       /* H >= 1; split over ranks in contiguous groups, the
                           lower ranks taking one extra head when P does not
@@ -188,6 +201,9 @@ typedef struct {
   int64_t queryHeads;
   ulyssesDataType_t dataType; /* needed where head -> seq sums replicas */
 } ulyssesLayout_t;
+
+/* The smallest ulyssesLayout_t.size accepted: the fields through order. */
+#define ULYSSES_LAYOUT_SIZE_MIN offsetof(ulyssesLayout_t, queryHeads)
 
 typedef enum {
   ulyssesOpSeqToHead = 0, /* [.., L_r, .., H] -> [.., Ltot, .., H_j] */
@@ -305,14 +321,22 @@ typedef enum {
   ulyssesSegmentInUserBuffer = 1  /* offset is from the tensor's sendbuff (send) or recvbuff (receive) */
 } ulyssesSegmentPlace_t;
 
+/* size: as in ulyssesLayout_t. The caller sets segments[0].size to
+ * sizeof(ulyssesSegment_t); the library steps through the array by it, fills
+ * the fields it knows, zeroes the rest of each entry and sets every entry's
+ * size. */
 typedef struct {
+  size_t size;
   ulyssesSegmentPlace_t place;
   size_t offset;
   size_t bytes; /* equal on both sides of every pair; 0: nothing to move */
 } ulyssesSegment_t;
 
+/* The smallest ulyssesSegment_t.size accepted: every field of this version. */
+#define ULYSSES_SEGMENT_SIZE_MIN (sizeof(ulyssesSegment_t))
+
 /* For tensor, the send (isSend = 1) or receive segments, one per peer
- * (segments: nRanks entries). */
+ * (segments: nRanks entries of segments[0].size bytes each). */
 ULYSSES_API ulyssesResult_t ulyssesGetSegments(ulyssesPlan_t plan, ulyssesOp_t op, int tensor,
                                                int isSend, ulyssesSegment_t* segments);
 

@@ -34,12 +34,12 @@ static __global__ void __launch_bounds__(ULYSSES_TABLE_CHUNK)
    * status word may be mapped host memory, where not every system has
    * atomics. Its bits only accumulate, so a race between two launches can at
    * worst drop one of two different error bits, never clear an error. */
-  uint32_t aboveCapacity = __syncthreads_or(errorBits & ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY);
-  uint32_t negative = __syncthreads_or(errorBits & ULYSSES_STATUS_NEGATIVE_LENGTH);
+  uint32_t aboveCapacity = __syncthreads_or(errorBits & ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY);
+  uint32_t negative = __syncthreads_or(errorBits & ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH);
   if (i == 0 && args.status != NULL && (aboveCapacity || negative)) {
     volatile uint32_t* status = args.status;
-    *status |= (aboveCapacity ? ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY : 0u) |
-               (negative ? ULYSSES_STATUS_NEGATIVE_LENGTH : 0u);
+    *status |= (aboveCapacity ? ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY : 0u) |
+               (negative ? ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH : 0u);
   }
 }
 

@@ -64,10 +64,10 @@ enum {
   ULYSSES_TYPE_BFLOAT16 = 3
 };
 enum { ULYSSES_ORDER_BSHD = 0, ULYSSES_ORDER_SBHD = 1 };
-/* The length table's error bits: the public header's, for ulyssesPack and
- * ulyssesUnpack (defined identically there). */
-#define ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY 0x1u
-#define ULYSSES_STATUS_NEGATIVE_LENGTH 0x2u
+/* The length table's error bits: the public header's ULYSSES_STATUS_* (which
+ * this header does not include; src/plan.c asserts that they agree). */
+#define ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY 0x1u
+#define ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH 0x2u
 
 /*------------------------------------------------------------------------
  * Head split: rank p owns heads [begin, begin + count); the first
@@ -157,11 +157,11 @@ ULYSSES_HD uint32_t ulyssesTableEntry(const ulyssesTableArgs* a, int i, int64_t*
   *slotLength = hostValue;
   if (raw < 0) {
     *length = 0;
-    return ULYSSES_STATUS_NEGATIVE_LENGTH;
+    return ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH;
   }
   if (raw > hostValue) {
     *length = hostValue;
-    return ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY;
+    return ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY;
   }
   *length = raw;
   return 0;

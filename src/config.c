@@ -4,9 +4,12 @@
 #include <string.h>
 
 #include "error.h"
+#include "log.h"
 
 /* The bytes of the first version's config: size, magic and version. */
 #define CONFIG_HEADER_BYTES (sizeof(size_t) + 2 * sizeof(unsigned int))
+/* The first version with a config. */
+#define CONFIG_FIRST_VERSION ULYSSES_VERSION(0, 1, 0)
 
 ulyssesResult_t ulyssesReadConfig(const ulyssesConfig_t* config, const char* checkEnvironment,
                                   ulyssesSettings* settings) {
@@ -19,6 +22,19 @@ ulyssesResult_t ulyssesReadConfig(const ulyssesConfig_t* config, const char* che
   if (config->size < CONFIG_HEADER_BYTES)
     return ulyssesFail(ulyssesErrorInvalidArgument,
                        "config->size is %zu, too small for any version", config->size);
+  /* The size says which fields the caller's header had; the version, which
+   * header it was, so that a config from a newer one is noticed. */
+  if (config->version < CONFIG_FIRST_VERSION)
+    return ulyssesFail(ulyssesErrorInvalidArgument,
+                       "config->version is %u; ULYSSES_CONFIG_INITIALIZER sets it to the header's "
+                       "ULYSSES_VERSION_CODE (at least %d)",
+                       config->version, CONFIG_FIRST_VERSION);
+  /* A newer header's config may carry fields this library cannot honour. */
+  if (config->version > ULYSSES_VERSION_CODE && config->size > sizeof(ulyssesConfig_t))
+    ulyssesLog(ULYSSES_LOG_WARN,
+               "config comes from ulysses %u's header, newer than this library (%d): its "
+               "fields past the first %zu bytes are ignored",
+               config->version, ULYSSES_VERSION_CODE, sizeof(ulyssesConfig_t));
   if (config->size >= offsetof(ulyssesConfig_t, checkPlans) + sizeof config->checkPlans &&
       config->checkPlans != ULYSSES_CONFIG_UNDEF_INT) {
     if (config->checkPlans != 0 && config->checkPlans != 1)

@@ -9,6 +9,24 @@
 
 typedef struct ulyssesPlan ulyssesPlanData;
 
+/* The kernels' header (ulysses_index.h, also compiled as CUDA) repeats these
+ * constants of the public header rather than include it. */
+_Static_assert(ULYSSES_KERNEL_MAX_TENSORS == ULYSSES_MAX_TENSORS, "tensor limit");
+_Static_assert(ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY == ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY &&
+                   ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH == ULYSSES_STATUS_NEGATIVE_LENGTH,
+               "status bits");
+_Static_assert((int)ulyssesTypeOpaque == ULYSSES_TYPE_OPAQUE &&
+                   (int)ulyssesTypeFloat32 == ULYSSES_TYPE_FLOAT32 &&
+                   (int)ulyssesTypeFloat16 == ULYSSES_TYPE_FLOAT16 &&
+                   (int)ulyssesTypeBfloat16 == ULYSSES_TYPE_BFLOAT16,
+               "data types");
+_Static_assert((int)ulyssesOrderBSHD == ULYSSES_ORDER_BSHD &&
+                   (int)ulyssesOrderSBHD == ULYSSES_ORDER_SBHD,
+               "orders");
+_Static_assert(ULYSSES_LAYOUT_SIZE_MIN % sizeof(int64_t) == 0 &&
+                   sizeof(ulyssesLayout_t) % sizeof(int64_t) == 0,
+               "layout sizes step by whole int64_t fields");
+
 static const char* const opNames[ULYSSES_OP_COUNT] = {"seq->head", "head->seq", "all-gather"};
 
 int ulyssesOpIsValid(int op) { return op >= 0 && op < ULYSSES_OP_COUNT; }
@@ -26,6 +44,54 @@ static ulyssesResult_t checkedMul(int64_t a, int64_t b, int64_t* product, int in
                                   const char* what) {
   if (__builtin_mul_overflow(a, b, product))
     return ulyssesFail(ulyssesErrorSizeOverflow, "layouts[%d]: %s overflows 63 bits", index, what);
+  return ulyssesSuccess;
+}
+
+/* The largest struct size the library steps by: far above any version's,
+ * small enough that index * size cannot overflow. */
+#define MAX_STRUCT_SIZE 4096
+
+/* The size field of the first entry of a struct array (name: "layouts",
+ * "segments"), which the library steps by: at least this version's minimum,
+ * whole 8-byte words, and not absurd. */
+static ulyssesResult_t checkStructSize(size_t size, size_t minimum, size_t current,
+                                       const char* name, const char* type) {
+  if (size >= minimum && size <= MAX_STRUCT_SIZE && size % sizeof(int64_t) == 0)
+    return ulyssesSuccess;
+  return ulyssesFail(ulyssesErrorInvalidArgument,
+                     "%s[0].size is %zu; set it to sizeof(%s) (%zu in this library's header)", name,
+                     size, type, current);
+}
+
+/* layouts as the caller's header laid them out (every entry layouts[0].size
+ * bytes) into this version's structs, the fields the caller's version lacks
+ * at their defaults (0). */
+static ulyssesResult_t readLayouts(const ulyssesLayout_t* layouts, int nTensors,
+                                   ulyssesLayout_t* out) {
+  const unsigned char* bytes = (const unsigned char*)layouts;
+  size_t size = layouts[0].size;
+  ULYSSES_CHECK(checkStructSize(size, ULYSSES_LAYOUT_SIZE_MIN, sizeof(ulyssesLayout_t), "layouts",
+                                "ulyssesLayout_t"));
+  for (int t = 0; t < nTensors; t++) {
+    const unsigned char* entry = bytes + (size_t)t * size;
+    size_t entrySize;
+    memcpy(&entrySize, entry, sizeof entrySize);
+    if (entrySize != size)
+      return ulyssesFail(ulyssesErrorInvalidArgument,
+                         "layouts[%d].size is %zu but layouts[0].size is %zu; every entry of the "
+                         "array must be sizeof(ulyssesLayout_t)",
+                         t, entrySize, size);
+    for (size_t i = sizeof(ulyssesLayout_t); i < size; i++)
+      if (entry[i] != 0)
+        return ulyssesFail(ulyssesErrorUnsupported,
+                           "layouts[%d] sets a field at byte %zu, beyond the %zu bytes of "
+                           "ulyssesLayout_t this library (%d.%d.%d) knows",
+                           t, i, sizeof(ulyssesLayout_t), ULYSSES_MAJOR, ULYSSES_MINOR,
+                           ULYSSES_PATCH);
+    memset(&out[t], 0, sizeof out[t]);
+    memcpy(&out[t], entry, size < sizeof out[t] ? size : sizeof out[t]);
+    out[t].size = sizeof out[t];
+  }
   return ulyssesSuccess;
 }
 
@@ -160,7 +226,9 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
     return ulyssesFail(ulyssesErrorInvalidArgument, "nTensors is %d; it must be in [1, %d]",
                        nTensors, ULYSSES_MAX_TENSORS);
   if (layouts == NULL) return ulyssesFail(ulyssesErrorNullPointer, "layouts is NULL");
-  for (int t = 0; t < nTensors; t++) ULYSSES_CHECK(checkLayout(&layouts[t], t));
+  ulyssesLayout_t known[ULYSSES_MAX_TENSORS];
+  ULYSSES_CHECK(readLayouts(layouts, nTensors, known));
+  for (int t = 0; t < nTensors; t++) ULYSSES_CHECK(checkLayout(&known[t], t));
 
   ulyssesPlanData* plan = calloc(1, sizeof *plan);
   int64_t* slotLengths = malloc(sizeof(int64_t) * (size_t)nRanks);
@@ -183,14 +251,14 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
   plan->slotOffsets = slotOffsets;
   plan->segmentStore = segmentStore;
   plan->deviceLocalLength = deviceLocalLength;
-  memcpy(plan->layouts, layouts, sizeof(ulyssesLayout_t) * (size_t)nTensors);
+  memcpy(plan->layouts, known, sizeof(ulyssesLayout_t) * (size_t)nTensors);
   slotOffsets[0] = 0;
   for (int r = 0; r < nRanks; r++) {
     slotLengths[r] = lengths[r];
     slotOffsets[r + 1] = slotOffsets[r] + lengths[r]; /* <= nRanks * INT32_MAX: no overflow */
   }
   for (int t = 0; t < nTensors; t++) {
-    ulyssesResult_t result = checkTensorSizes(plan, &layouts[t], t);
+    ulyssesResult_t result = checkTensorSizes(plan, &known[t], t);
     if (result != ulyssesSuccess) {
       ulyssesPlanDestroy(plan);
       return result;
@@ -598,11 +666,19 @@ ULYSSES_API ulyssesResult_t ulyssesGetSegments(ulyssesPlan_t plan, ulyssesOp_t o
   if (tensor < 0 || tensor >= plan->nTensors)
     return ulyssesFail(ulyssesErrorInvalidArgument, "tensor is %d; the plan has %d", tensor,
                        plan->nTensors);
+  size_t size = segments[0].size;
+  ULYSSES_CHECK(checkStructSize(size, ULYSSES_SEGMENT_SIZE_MIN, sizeof(ulyssesSegment_t),
+                                "segments", "ulyssesSegment_t"));
   ulyssesSide side = isSend ? ULYSSES_SEND : ULYSSES_RECV;
   size_t regionOffset = plan->ops[op].workspace.regionOffset[side][tensor];
-  for (int p = 0; p < plan->nRanks; p++) {
-    segments[p] = ulyssesPlanSegment(plan, op, tensor, side, p);
-    if (segments[p].place == ulyssesSegmentInWorkspace) segments[p].offset += regionOffset;
+  unsigned char* entry = (unsigned char*)segments;
+  for (int p = 0; p < plan->nRanks; p++, entry += size) {
+    ulyssesSegment_t segment = ulyssesPlanSegment(plan, op, tensor, side, p);
+    if (segment.place == ulyssesSegmentInWorkspace) segment.offset += regionOffset;
+    segment.size = size;
+    /* Fields of a newer caller's version that this library does not know: 0. */
+    memset(entry, 0, size);
+    memcpy(entry, &segment, sizeof segment);
   }
   return ulyssesSuccess;
 }

@@ -48,6 +48,7 @@ void randomScenario(scenario* s, uint64_t* random, int maxRanks, int capacityMod
   s->nTensors = 1 + (int)pick(random, 3);
   for (int t = 0; t < s->nTensors; t++) {
     ulyssesLayout_t* layout = &s->layouts[t];
+    layout->size = sizeof *layout;
     layout->batch = 1 + pick(random, 3);
     layout->heads = pick(random, 2) ? s->nRanks * (1 + pick(random, 3)) : 1 + pick(random, 2 * s->nRanks + 3);
     layout->headDim = 1 + pick(random, 5);

@@ -116,7 +116,7 @@ static void testEveryFunctionResolves(void** state) {
       (__typeof__(ulyssesGetLastError)*)dlsym(library, "ulyssesGetLastError");
   ulyssesPlan_t plan = NULL;
   int64_t lengths[2] = {1, 2};
-  ulyssesLayout_t layout = {.batch = 1, .heads = 4, .headDim = 8, .elementSize = 2, .packed = 1,
+  ulyssesLayout_t layout = {.size = sizeof(ulyssesLayout_t), .batch = 1, .heads = 4, .headDim = 8, .elementSize = 2, .packed = 1,
                             .order = ulyssesOrderBSHD};
   assert_int_equal(createExact(&plan, 0, 0, lengths, 1, &layout), ulyssesErrorInvalidArgument);
   assert_non_null(strstr(lastError(), "nRanks"));
@@ -131,6 +131,66 @@ static void testEveryFunctionResolves(void** state) {
   dlclose(library);
 }
 
+/* Struct sizes across versions, through the loaded library: a layout from a
+ * header whose ulyssesLayout_t ended at order (ULYSSES_LAYOUT_SIZE_MIN) makes
+ * the same plan as today's, and a segment array of a later header's larger
+ * entries is filled at its stride. */
+static void testStructSizesAcrossVersions(void** state) {
+  (void)state;
+  void* library = dlopen(libraryPath, RTLD_NOW | RTLD_LOCAL);
+  if (library == NULL) fail_msg("dlopen(%s): %s", libraryPath, dlerror());
+  __typeof__(ulyssesPlanCreateExact)* createExact =
+      (__typeof__(ulyssesPlanCreateExact)*)dlsym(library, "ulyssesPlanCreateExact");
+  __typeof__(ulyssesPlanDestroy)* destroy =
+      (__typeof__(ulyssesPlanDestroy)*)dlsym(library, "ulyssesPlanDestroy");
+  __typeof__(ulyssesGetSegments)* getSegments =
+      (__typeof__(ulyssesGetSegments)*)dlsym(library, "ulyssesGetSegments");
+  assert_non_null(createExact);
+  assert_non_null(destroy);
+  assert_non_null(getSegments);
+
+  struct {
+    size_t size;
+    int64_t batch, heads, headDim, elementSize;
+    int packed;
+    ulyssesOrder_t order;
+  } first = {0, 2, 6, 8, 2, 1, ulyssesOrderBSHD};
+  first.size = sizeof first;
+  assert_int_equal(sizeof first, ULYSSES_LAYOUT_SIZE_MIN);
+  ulyssesLayout_t current = {.size = sizeof current, .batch = 2, .heads = 6, .headDim = 8,
+                             .elementSize = 2, .packed = 1, .order = ulyssesOrderBSHD};
+  int64_t lengths[3] = {4, 0, 5};
+  ulyssesPlan_t firstPlan = NULL, currentPlan = NULL;
+  assert_int_equal(createExact(&firstPlan, 3, 2, lengths, 1, (const ulyssesLayout_t*)&first),
+                   ulyssesSuccess);
+  assert_int_equal(createExact(&currentPlan, 3, 2, lengths, 1, &current), ulyssesSuccess);
+
+  struct {
+    ulyssesSegment_t known;
+    uint64_t later[2];
+  } later[3];
+  ulyssesSegment_t segments[3];
+  for (int isSend = 0; isSend < 2; isSend++) {
+    memset(later, 0xee, sizeof later);
+    later[0].known.size = sizeof later[0];
+    segments[0].size = sizeof segments[0];
+    assert_int_equal(getSegments(firstPlan, ulyssesOpSeqToHead, 0, isSend, &later[0].known),
+                     ulyssesSuccess);
+    assert_int_equal(getSegments(currentPlan, ulyssesOpSeqToHead, 0, isSend, segments),
+                     ulyssesSuccess);
+    for (int p = 0; p < 3; p++) {
+      assert_int_equal(later[p].known.size, sizeof later[0]);
+      assert_int_equal(later[p].known.place, segments[p].place);
+      assert_int_equal(later[p].known.offset, segments[p].offset);
+      assert_int_equal(later[p].known.bytes, segments[p].bytes);
+      assert_int_equal(later[p].later[0] | later[p].later[1], 0);
+    }
+  }
+  destroy(firstPlan);
+  destroy(currentPlan);
+  dlclose(library);
+}
+
 int main(int argc, char** argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: %s LIBRARY.so HEADER.h\n", argv[0]);
@@ -141,6 +201,7 @@ int main(int argc, char** argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testExportsAreExactlyTheHeader),
       cmocka_unit_test(testEveryFunctionResolves),
+      cmocka_unit_test(testStructSizesAcrossVersions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

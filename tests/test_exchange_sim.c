@@ -83,7 +83,7 @@ static scenario singleTensor(int nRanks, int capacityMode, int64_t batch, int64_
     s.lengths[r] = r + 1;
     s.capacities[r] = r + 3;
   }
-  s.layouts[0] = (ulyssesLayout_t){.batch = batch, .heads = heads, .headDim = 4, .elementSize = 2, .packed = 1, .order = order};
+  s.layouts[0] = (ulyssesLayout_t){.size = sizeof(ulyssesLayout_t), .batch = batch, .heads = heads, .headDim = 4, .elementSize = 2, .packed = 1, .order = order};
   return s;
 }
 
@@ -183,6 +183,7 @@ static void testNamedGroupedQueryShapes(void** state) {
       ulyssesDataType_t type = types[(i + variant) % 3];
       for (int t = 0; t < 3; t++) {
         ulyssesLayout_t* layout = &s.layouts[t];
+        layout->size = sizeof *layout;
         layout->batch = 2;
         layout->heads = t == 0 ? shapes[i][0] : shapes[i][1];
         layout->queryHeads = t == 0 ? 0 : shapes[i][0];
@@ -320,9 +321,11 @@ static void testStagesWithOwnTransport(void** state) {
     for (int t = 0; t < s.nTensors; t++)
       for (int r = 0; r < s.nRanks; r++) {
         ulyssesSegment_t sends[HARNESS_MAX_RANKS];
+        sends[0].size = sizeof sends[0];
         assert_int_equal(ulyssesGetSegments(run.plans[r], op, t, 1, sends), ulyssesSuccess);
         for (int p = 0; p < s.nRanks; p++) {
           ulyssesSegment_t receives[HARNESS_MAX_RANKS];
+          receives[0].size = sizeof receives[0];
           assert_int_equal(ulyssesGetSegments(run.plans[p], op, t, 0, receives), ulyssesSuccess);
           assert_int_equal(sends[p].bytes, receives[r].bytes);
           const unsigned char* from = sends[p].place == ulyssesSegmentInWorkspace

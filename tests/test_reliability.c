@@ -20,7 +20,7 @@
 #include "reference.h"
 
 static const ulyssesLayout_t layout = {
-    .batch = 2, .heads = 4, .headDim = 3, .elementSize = 2, .packed = 1, .order = ulyssesOrderBSHD};
+    .size = sizeof(ulyssesLayout_t), .batch = 2, .heads = 4, .headDim = 3, .elementSize = 2, .packed = 1, .order = ulyssesOrderBSHD};
 
 static void expectCode(ulyssesResult_t got, ulyssesResult_t want, const char* words) {
   if (got != want)

@@ -8,10 +8,11 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "config.h"
 #include "exchange_run.h"
 
 static const ulyssesLayout_t goodLayout = {
-    .batch = 2, .heads = 8, .headDim = 4, .elementSize = 2, .packed = 1, .order = ulyssesOrderBSHD};
+    .size = sizeof(ulyssesLayout_t), .batch = 2, .heads = 8, .headDim = 4, .elementSize = 2, .packed = 1, .order = ulyssesOrderBSHD};
 static const int64_t goodLengths[4] = {3, 0, 5, 2};
 
 #define PLAN_SENTINEL ((ulyssesPlan_t)(uintptr_t)0x1234)
@@ -50,6 +51,143 @@ static void testPlanArguments(void** state) {
   expectExactPlanError(4, 0, goodLengths, 1, NULL, ulyssesErrorNullPointer, "layouts");
 }
 
+/* A caller compiled when ulyssesLayout_t ended at order: its struct is
+ * smaller, and the library reads queryHeads and dataType as their defaults. */
+typedef struct {
+  size_t size;
+  int64_t batch, heads, headDim, elementSize;
+  int packed;
+  ulyssesOrder_t order;
+} firstLayout;
+
+/* A caller compiled against a later header with one more field. */
+typedef struct {
+  ulyssesLayout_t known;
+  int64_t later;
+} laterLayout;
+
+static void expectSamePlan(ulyssesPlan_t a, ulyssesPlan_t b) {
+  for (int op = 0; op < ULYSSES_OP_COUNT; op++) {
+    size_t aBytes, bBytes;
+    assert_int_equal(ulyssesGetWorkspaceSize(a, (ulyssesOp_t)op, &aBytes), ulyssesSuccess);
+    assert_int_equal(ulyssesGetWorkspaceSize(b, (ulyssesOp_t)op, &bBytes), ulyssesSuccess);
+    assert_int_equal(aBytes, bBytes);
+    assert_int_equal(ulyssesPlanFingerprint(a, (ulyssesOp_t)op),
+                     ulyssesPlanFingerprint(b, (ulyssesOp_t)op));
+  }
+}
+
+static void testLayoutSizes(void** state) {
+  (void)state;
+  ulyssesPlan_t current = NULL, plan = NULL;
+  assert_int_equal(ulyssesPlanCreateExact(&current, 4, 1, goodLengths, 1, &goodLayout),
+                   ulyssesSuccess);
+
+  firstLayout first[2];
+  for (int t = 0; t < 2; t++)
+    first[t] = (firstLayout){sizeof(firstLayout), goodLayout.batch,       goodLayout.heads,
+                             goodLayout.headDim,  goodLayout.elementSize, goodLayout.packed,
+                             goodLayout.order};
+  assert_int_equal(sizeof(firstLayout), ULYSSES_LAYOUT_SIZE_MIN);
+  assert_int_equal(
+      ulyssesPlanCreateExact(&plan, 4, 1, goodLengths, 1, (const ulyssesLayout_t*)first),
+      ulyssesSuccess);
+  expectSamePlan(plan, current);
+  ulyssesPlanDestroy(plan);
+  /* Two small entries: the second is read at the caller's stride, not ours. */
+  first[1].heads = 5;
+  ulyssesLayout_t pair[2] = {goodLayout, goodLayout};
+  pair[1].heads = 5;
+  ulyssesPlan_t currentPair = NULL;
+  assert_int_equal(ulyssesPlanCreateExact(&currentPair, 4, 1, goodLengths, 2, pair),
+                   ulyssesSuccess);
+  assert_int_equal(
+      ulyssesPlanCreateExact(&plan, 4, 1, goodLengths, 2, (const ulyssesLayout_t*)first),
+      ulyssesSuccess);
+  expectSamePlan(plan, currentPair);
+  ulyssesPlanDestroy(plan);
+  ulyssesPlanDestroy(currentPair);
+
+  laterLayout later[2] = {{goodLayout, 0}, {goodLayout, 0}};
+  later[0].known.size = later[1].known.size = sizeof(laterLayout);
+  assert_int_equal(
+      ulyssesPlanCreateExact(&plan, 4, 1, goodLengths, 2, (const ulyssesLayout_t*)later),
+      ulyssesSuccess);
+  ulyssesPlanDestroy(plan);
+  later[1].later = 7; /* a later field this library cannot honour */
+  expectExactPlanError(4, 1, goodLengths, 2, (const ulyssesLayout_t*)later, ulyssesErrorUnsupported,
+                       "layouts[1]");
+
+  ulyssesLayout_t l = goodLayout;
+  l.size = 0;
+  expectLayoutError(l, ulyssesErrorInvalidArgument, "layouts[0].size");
+  l.size = ULYSSES_LAYOUT_SIZE_MIN - sizeof(int64_t);
+  expectLayoutError(l, ulyssesErrorInvalidArgument, "layouts[0].size");
+  l.size = sizeof(ulyssesLayout_t) + 4;
+  expectLayoutError(l, ulyssesErrorInvalidArgument, "layouts[0].size");
+  pair[1] = goodLayout;
+  pair[1].size = ULYSSES_LAYOUT_SIZE_MIN;
+  expectExactPlanError(4, 1, goodLengths, 2, pair, ulyssesErrorInvalidArgument, "layouts[1].size");
+  ulyssesPlanDestroy(current);
+}
+
+static void testSegmentSizes(void** state) {
+  (void)state;
+  ulyssesPlan_t plan = NULL;
+  assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 1, goodLengths, 1, &goodLayout),
+                   ulyssesSuccess);
+  ulyssesSegment_t current[4];
+  current[0].size = sizeof current[0];
+  assert_int_equal(ulyssesGetSegments(plan, ulyssesOpSeqToHead, 0, 1, current), ulyssesSuccess);
+  /* A later caller's larger entries: the known fields at its stride, the
+   * rest zeroed, every entry's size set. */
+  struct {
+    ulyssesSegment_t known;
+    uint64_t later;
+  } later[4];
+  memset(later, 0xab, sizeof later);
+  later[0].known.size = sizeof later[0];
+  assert_int_equal(ulyssesGetSegments(plan, ulyssesOpSeqToHead, 0, 1, &later[0].known),
+                   ulyssesSuccess);
+  for (int p = 0; p < 4; p++) {
+    assert_int_equal(later[p].known.size, sizeof later[0]);
+    assert_int_equal(later[p].known.place, current[p].place);
+    assert_int_equal(later[p].known.offset, current[p].offset);
+    assert_int_equal(later[p].known.bytes, current[p].bytes);
+    assert_int_equal(later[p].later, 0);
+  }
+  ulyssesSegment_t bad[4];
+  memset(bad, 0xcd, sizeof bad);
+  bad[0].size = 0;
+  expectError(ulyssesGetSegments(plan, ulyssesOpSeqToHead, 0, 1, bad), ulyssesErrorInvalidArgument,
+              "segments[0].size");
+  bad[0].size = sizeof bad[0] - sizeof(size_t);
+  expectError(ulyssesGetSegments(plan, ulyssesOpSeqToHead, 0, 1, bad), ulyssesErrorInvalidArgument,
+              "segments[0].size");
+  assert_int_equal(bad[1].size, 0xcdcdcdcdcdcdcdcdull); /* nothing written */
+  ulyssesPlanDestroy(plan);
+}
+
+/* The version says which header a config came from; a newer one's larger
+ * config is read as far as this library knows it. */
+static void testConfigVersion(void** state) {
+  (void)state;
+  ulyssesSettings settings;
+  ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
+  config.version = 0;
+  expectError(ulyssesReadConfig(&config, NULL, &settings), ulyssesErrorInvalidArgument,
+              "config->version");
+  struct {
+    ulyssesConfig_t known;
+    int later;
+  } newer = {ULYSSES_CONFIG_INITIALIZER, 5};
+  newer.known.size = sizeof newer;
+  newer.known.version = ULYSSES_VERSION_CODE + 1;
+  newer.known.checkPlans = 1;
+  assert_int_equal(ulyssesReadConfig(&newer.known, NULL, &settings), ulyssesSuccess);
+  assert_int_equal(settings.checkPlans, 1);
+}
+
 static void testLengths(void** state) {
   (void)state;
   int64_t negative[4] = {3, -1, 5, 2};
@@ -58,7 +196,7 @@ static void testLengths(void** state) {
   expectExactPlanError(4, 0, tooLong, 1, &goodLayout, ulyssesErrorInvalidLength, "lengths[2]");
   int64_t longest[4] = {ULYSSES_MAX_LENGTH, 0, 0, 0};
   ulyssesLayout_t small = {
-      .batch = 1, .heads = 1, .headDim = 1, .elementSize = 1, .packed = 1, .order = ulyssesOrderBSHD};
+      .size = sizeof(ulyssesLayout_t), .batch = 1, .heads = 1, .headDim = 1, .elementSize = 1, .packed = 1, .order = ulyssesOrderBSHD};
   ulyssesPlan_t plan = NULL;
   assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 0, longest, 1, &small), ulyssesSuccess);
   ulyssesPlanDestroy(plan);
@@ -420,6 +558,8 @@ int main(void) {
       cmocka_unit_test(testSharedKvHeadsNeedAFloatType),
       cmocka_unit_test(testStageArguments),    cmocka_unit_test(testQueries),
       cmocka_unit_test(testLastErrorIsCleared),
+      cmocka_unit_test(testLayoutSizes),       cmocka_unit_test(testSegmentSizes),
+      cmocka_unit_test(testConfigVersion),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

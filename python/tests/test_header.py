@@ -40,8 +40,13 @@ MACROS = {
     "ULYSSES_STATUS_NEGATIVE_LENGTH": "STATUS_NEGATIVE_LENGTH",
 }
 # Macros with no numeric mirror: the include guard, the export macro, the
-# version code (checked below) and the config initializer (checked below).
-NOT_NUMERIC = {"ULYSSES_H_", "ULYSSES_API", "ULYSSES_VERSION_CODE", "ULYSSES_CONFIG_INITIALIZER"}
+# version code, the config initializer and the struct sizes (checked below).
+STRUCT_SIZE_MACROS = {
+    "ULYSSES_LAYOUT_SIZE_MIN": "offsetof(ulyssesLayout_t, queryHeads)",
+    "ULYSSES_SEGMENT_SIZE_MIN": "(sizeof(ulyssesSegment_t))",
+}
+NOT_NUMERIC = {"ULYSSES_H_", "ULYSSES_API", "ULYSSES_VERSION_CODE",
+               "ULYSSES_CONFIG_INITIALIZER"} | set(STRUCT_SIZE_MACROS)
 
 HANDLES = {"ulyssesComm_t", "ulyssesPlan_t", "ncclComm_t", "cudaStream_t"}
 
@@ -118,6 +123,13 @@ class MacroTest(unittest.TestCase):
         for name in numeric:
             known[name] = cheader.evaluate(defines[name], known)
             self.assertEqual(getattr(ulysses, MACROS[name]), known[name], name)
+
+    def test_struct_size_macros(self):
+        defines = cheader.defines()
+        for name, text in STRUCT_SIZE_MACROS.items():
+            self.assertEqual(defines[name], text, name)
+        self.assertEqual(ulysses.LAYOUT_SIZE_MIN, ulysses.Layout.queryHeads.offset)
+        self.assertEqual(ulysses.SEGMENT_SIZE_MIN, ctypes.sizeof(ulysses.Segment))
 
     def test_version_code(self):
         defines = cheader.defines()

@@ -45,12 +45,14 @@ from ._planning import head_range
 from ._types import (
     CONFIG_MAGIC,
     CONFIG_UNDEF_INT,
+    LAYOUT_SIZE_MIN,
     MAJOR,
     MAX_LENGTH,
     MAX_TENSORS,
     MINOR,
     NUM_RESULTS,
     PATCH,
+    SEGMENT_SIZE_MIN,
     STATUS_LENGTH_ABOVE_CAPACITY,
     STATUS_NEGATIVE_LENGTH,
     VERSION_CODE,
@@ -68,8 +70,8 @@ from ._types import (
 __version__ = "%d.%d.%d" % (MAJOR, MINOR, PATCH)
 
 __all__ = [
-    "CONFIG_MAGIC", "CONFIG_UNDEF_INT", "MAJOR", "MAX_LENGTH", "MAX_TENSORS", "MINOR",
-    "NUM_RESULTS", "PATCH", "STATUS_LENGTH_ABOVE_CAPACITY", "STATUS_NEGATIVE_LENGTH",
+    "CONFIG_MAGIC", "CONFIG_UNDEF_INT", "LAYOUT_SIZE_MIN", "MAJOR", "MAX_LENGTH", "MAX_TENSORS", "MINOR",
+    "NUM_RESULTS", "PATCH", "SEGMENT_SIZE_MIN", "STATUS_LENGTH_ABOVE_CAPACITY", "STATUS_NEGATIVE_LENGTH",
     "VERSION_CODE", "WORKSPACE_ALIGNMENT",
     "Comm", "Config", "DataType", "Layout", "Op", "Order", "Plan", "Result", "Segment",
     "SegmentPlace", "UlyssesError", "UlyssesLibraryError",

@@ -275,6 +275,7 @@ def get_segments(plan, op, tensor, is_send):
     else:
         raise TypeError("get_segments needs a ulysses.Plan (it reads the plan's rank count)")
     segments = (Segment * max(n_ranks, 1))()
+    segments[0].size = ctypes.sizeof(Segment)
     _check(_lib().ulyssesGetSegments(_handle(plan, "plan"), int(op), _c_int(tensor, "tensor"),
                                      1 if is_send else 0, segments))
     return list(segments)[:n_ranks]

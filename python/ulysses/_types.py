@@ -93,8 +93,13 @@ _c_enum = ctypes.c_int
 
 
 class Layout(ctypes.Structure):
-    """ulyssesLayout_t: one tensor's shape, described on its sequence side."""
+    """ulyssesLayout_t: one tensor's shape, described on its sequence side.
+
+    size is filled in (sizeof(ulyssesLayout_t) as ctypes lays it out); the
+    positional arguments are the fields after it.
+    """
     _fields_ = [
+        ("size", ctypes.c_size_t),
         ("batch", ctypes.c_int64),
         ("heads", ctypes.c_int64),
         ("headDim", ctypes.c_int64),
@@ -107,12 +112,13 @@ class Layout(ctypes.Structure):
 
     def __init__(self, batch, heads, headDim, elementSize, packed=1, order=Order.BSHD,
                  queryHeads=0, dataType=DataType.OPAQUE):
-        super().__init__(batch, heads, headDim, elementSize, packed, int(order), queryHeads,
-                         int(dataType))
+        super().__init__(ctypes.sizeof(Layout), batch, heads, headDim, elementSize, packed,
+                         int(order), queryHeads, int(dataType))
 
     def key(self):
-        """The fields as a tuple (hashable: plans are cached by it)."""
-        return tuple(getattr(self, name) for name, _ in self._fields_)
+        """The fields after size as a tuple, in the constructor's order
+        (hashable: plans are cached by it)."""
+        return tuple(getattr(self, name) for name, _ in self._fields_[1:])
 
     def __eq__(self, other):
         return isinstance(other, Layout) and self.key() == other.key()
@@ -121,13 +127,14 @@ class Layout(ctypes.Structure):
         return hash(self.key())
 
     def __repr__(self):
-        fields = ", ".join("%s=%r" % (name, getattr(self, name)) for name, _ in self._fields_)
+        fields = ", ".join("%s=%r" % (name, getattr(self, name)) for name, _ in self._fields_[1:])
         return "Layout(%s)" % fields
 
 
 class Segment(ctypes.Structure):
     """ulyssesSegment_t: where one message of one tensor lives."""
     _fields_ = [
+        ("size", ctypes.c_size_t),
         ("place", _c_enum),
         ("offset", ctypes.c_size_t),
         ("bytes", ctypes.c_size_t),
@@ -136,6 +143,12 @@ class Segment(ctypes.Structure):
     def __repr__(self):
         return "Segment(place=%s, offset=%d, bytes=%d)" % (
             SegmentPlace(self.place).name, self.offset, self.bytes)
+
+
+# ULYSSES_LAYOUT_SIZE_MIN: the smallest ulyssesLayout_t.size (the fields through order).
+LAYOUT_SIZE_MIN = Layout.queryHeads.offset
+# ULYSSES_SEGMENT_SIZE_MIN: the smallest ulyssesSegment_t.size.
+SEGMENT_SIZE_MIN = ctypes.sizeof(Segment)
 
 
 class Config(ctypes.Structure):

@@ -620,7 +620,7 @@ static void makeLengths(LengthPattern pattern, int64_t base, int64_t* lengths) {
 #define SBHD ulyssesOrderSBHD
 /* {batch, heads, headDim, elementSize, packed, order} */
 #define LAYOUT(b, h, d, e, p, o) \
-  {.batch = (b), .heads = (h), .headDim = (d), .elementSize = (e), .packed = (p), .order = (o)}
+  {.size = sizeof(ulyssesLayout_t), .batch = (b), .heads = (h), .headDim = (d), .elementSize = (e), .packed = (p), .order = (o)}
 
 typedef struct {
   const char* name;
@@ -908,6 +908,7 @@ static ulyssesLayout_t gqaLayout(int64_t batch, int64_t heads, int64_t headDim, 
                                  int64_t queryHeads, ulyssesDataType_t type) {
   ulyssesLayout_t l;
   memset(&l, 0, sizeof l);
+  l.size = sizeof l;
   l.batch = batch;
   l.heads = heads;
   l.headDim = headDim;
@@ -1586,6 +1587,7 @@ static ulyssesLayout_t stressPlainLayout(uint64_t* state) {
   static const int64_t sizes[5] = {1, 2, 4, 8, 16};
   ulyssesLayout_t l;
   memset(&l, 0, sizeof l);
+  l.size = sizeof l;
   l.batch = 1 + pick(state, 2);
   l.heads = 1 + pick(state, 8);
   l.headDim = pickHeadDim(state);
