@@ -213,7 +213,10 @@ typedef enum {
 
 /* A plan: the ranks' lengths and the tensors' layouts. Pure host data (no
  * CUDA or NCCL call, cheap enough to make every step); immutable, so one plan
- * serves concurrent calls that each have their own workspace. */
+ * serves concurrent calls that each have their own workspace. Making it
+ * computes every op's messages and workspace layout once, in O(nTensors *
+ * nRanks) time and memory, so that an exchange costs the host O(nTensors *
+ * nRanks) (bench/host_perf measures both). */
 typedef struct ulyssesPlan* ulyssesPlan_t;
 
 /* Exact mode: the host knows every rank's length; only real rows cross the
