@@ -105,7 +105,9 @@ ULYSSES_API ulyssesResult_t ulyssesGetVersion(int* version);
  *    communicator must outlive those calls (destroy it after they return).
  * Plans are immutable: any number of threads may use one plan at once, each
  * call with its own workspace. ulyssesPlanDestroy must not run while a call
- * uses the plan. ulyssesGetLastError is per thread.
+ * uses the plan. The calls without a comm (plan creation and queries,
+ * ulyssesPack and ulyssesUnpack, the version and error strings) may run on
+ * any thread; ulyssesGetLastError is per thread.
  *----------------------------------------------------------------------*/
 typedef struct ulyssesComm* ulyssesComm_t;
 
@@ -182,10 +184,11 @@ ULYSSES_API ulyssesResult_t ulyssesCommGetAsyncError(ulyssesComm_t comm, ulysses
 /* Clears the device errors of comm (a capacity-mode length outside
  * [0, capacity]) once the caller has handled them, so that
  * ulyssesCommGetAsyncError reports only later ones. Call it when the work
- * that reported them has completed (e.g. after cudaStreamSynchronize): a
- * kernel of comm running at that moment may set its error after the clear
- * (a new report, never a lost one). NCCL's errors cannot be cleared: a
- * communicator with one must be aborted. Also allowed after an abort. */
+ * of comm enqueued so far has completed (e.g. after cudaStreamSynchronize):
+ * the host's clear is not atomic against a kernel's update, so an error a
+ * kernel reports while the clear runs may be erased, or keep the cleared
+ * bits alive. NCCL's errors cannot be cleared: a communicator with one must
+ * be aborted. Also allowed after an abort. */
 ULYSSES_API ulyssesResult_t ulyssesCommClearAsyncError(ulyssesComm_t comm);
 
 /*------------------------------------------------------------------------

@@ -20,7 +20,8 @@ struct ulyssesComm {
   /* Pinned, mapped: the host reads it without synchronising. Only the
    * kernels of this comm's one device write it (atomicOr, which is atomic
    * among that device's threads even on a link without host-native atomics);
-   * the host only reads it, except in ulyssesCommClearAsyncError. */
+   * the host only reads it, except in ulyssesCommClearAsyncError, which the
+   * caller calls once the kernels that could write it have completed. */
   uint32_t* hostStatus;
   uint32_t* deviceStatus; /* the same word as the kernels address it */
   int64_t* lengthScratch; /* device: nRanks + 1 entries for ulyssesGatherLengthsHost and

@@ -163,7 +163,7 @@ def comm_get_async_error(comm):
 
 def comm_clear_async_error(comm):
     """ulyssesCommClearAsyncError: forgets the device errors (a capacity-mode length out of
-    range) once handled; call it when the work that reported them has completed."""
+    range) once handled; call it once the comm's work enqueued so far has completed."""
     _check(_lib().ulyssesCommClearAsyncError(_handle(comm, "comm")))
 
 
