@@ -2031,6 +2031,15 @@ static void runAbortScenario(ncclComm_t nccl, ulyssesComm_t mainComm) {
     reportFailure("ulyssesCommAbort returned %s (%s)", ulyssesGetErrorString(aborted),
                   ulyssesGetLastError());
 
+  /* The aborted NCCL communicator is freed: not asked again; it had no error. */
+  setScenario("abort: ulyssesCommGetAsyncError after the abort");
+  ulyssesResult_t afterAbort = ulyssesErrorCudaError;
+  ULY_CHECK(ulyssesCommGetAsyncError(comm, &afterAbort));
+  gChecks++;
+  if (afterAbort != ulyssesSuccess)
+    reportFailure("after a clean abort, ulyssesCommGetAsyncError reports %s (%s)",
+                  ulyssesGetErrorString(afterAbort), ulyssesGetLastError());
+
   setScenario("abort: seq->head on the aborted comm");
   memset(recv.image + recv.before, OUTPUT_FILL, recv.bytes);
   workspaceCreate(&ws, plan, ulyssesOpSeqToHead);
