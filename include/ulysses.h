@@ -34,8 +34,11 @@
 extern "C" {
 #endif
 
-/* Result codes. Every bad-input class has its own code; a call that returns
- * anything but ulyssesSuccess has enqueued nothing and written nothing. */
+/* Result codes. Every bad-input class has its own code. A call that fails
+ * on its arguments or its comm (every code but ulyssesErrorCudaError,
+ * ulyssesErrorNcclError and ulyssesErrorPlanMismatch) has enqueued nothing
+ * and written nothing: every check runs before the first enqueue. What a
+ * late failure leaves behind is said under "Exchanges" below. */
 typedef enum {
   ulyssesSuccess = 0,
   ulyssesErrorInvalidArgument = 1,       /* a value out of its documented range */
@@ -56,7 +59,8 @@ typedef enum {
   ulyssesErrorUnsupported = 15,          /* e.g. an NCCL older than the library needs */
   ulyssesErrorHeadGroupMismatch = 16,    /* queryHeads is not a multiple of heads */
   ulyssesErrorPlanMismatch = 17,         /* the ranks' plans disagree (checkPlans) */
-  ulyssesErrorInvalidUsage = 18,         /* a comm that was destroyed or aborted */
+  ulyssesErrorInvalidUsage = 18,         /* a comm that was destroyed or aborted, or a call
+                                            that waits for a stream being captured */
   ulyssesNumResults = 19
 } ulyssesResult_t;
 
@@ -80,6 +84,30 @@ ULYSSES_API ulyssesResult_t ulyssesGetVersion(int* version);
 
 /*------------------------------------------------------------------------
  * Communicator: wraps, never owns, the caller's NCCL communicator.
+ *
+ * Threads, with NCCL's rules as the model. Calls on different comms are
+ * independent. On one comm:
+ *  - the calls that enqueue work (the exchanges, ulyssesAllGatherLengths,
+ *    ulyssesGatherLengthsHost) must not run concurrently from several
+ *    threads, as NCCL requires of its communicator: one thread at a time;
+ *  - ulyssesCommGetAsyncError, ulyssesCommClearAsyncError,
+ *    ulyssesCommCount, ulyssesCommUserRank and ulyssesCommAbort may be
+ *    called from any thread at any time, also while another thread is inside
+ *    an exchange on comm (a watchdog): the abort never frees the NCCL
+ *    communicator under a ulyssesCommGetAsyncError, and a call that starts
+ *    after the abort returns ulyssesErrorInvalidUsage. A call already past
+ *    that check is inside NCCL on the communicator being aborted, where
+ *    NCCL's own rules apply (its abort is what unblocks a call waiting for a
+ *    dead peer);
+ *  - ulyssesCommDestroy may run while other threads are inside calls on
+ *    comm: they finish with the memory they hold (the last one frees it)
+ *    and calls that start after it return ulyssesErrorInvalidUsage. The NCCL
+ *    communicator must outlive those calls (destroy it after they return).
+ * Plans are immutable: any number of threads may use one plan at once, each
+ * call with its own workspace. ulyssesPlanDestroy must not run while a call
+ * uses the plan. The calls without a comm (plan creation and queries,
+ * ulyssesPack and ulyssesUnpack, the version and error strings) may run on
+ * any thread; ulyssesGetLastError is per thread.
  *----------------------------------------------------------------------*/
 typedef struct ulyssesComm* ulyssesComm_t;
 
@@ -102,9 +130,12 @@ typedef struct {
    * the plan (operation, layouts, every rank's lengths or capacities) and,
    * where the ranks' plans differ, returns ulyssesErrorPlanMismatch on every
    * rank instead of hanging or mixing data. Costs one small all-gather and a
-   * host synchronisation per call; skipped while the stream is being
-   * captured. 0: off. Default: the environment variable ULYSSES_CHECK (1 to
-   * turn it on), else off. */
+   * host synchronisation per call. A capture cannot synchronise: there an
+   * exchange whose plan (and op) passed the check eagerly on this comm before
+   * goes ahead unchecked, as the graph replays exactly that plan, and any
+   * other returns ulyssesErrorInvalidUsage before enqueuing anything (run it
+   * once eagerly first, as NCCL needs anyway). 0: off. Default: the
+   * environment variable ULYSSES_CHECK (1 to turn it on), else off. */
   int checkPlans;
 } ulyssesConfig_t;
 
@@ -123,29 +154,45 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
                                               const ulyssesConfig_t* config);
 
 /* Frees what ulyssesCommCreate allocated. Work enqueued with comm must have
- * completed. Does not touch the NCCL communicator. comm may be NULL. A call
- * with a destroyed comm returns ulyssesErrorInvalidUsage (as far as the
- * library can tell: a new comm may be given the same address). */
+ * completed on the device. Does not touch the NCCL communicator. comm may be
+ * NULL. Never waits for calls in progress on other threads: the last of them
+ * to return frees comm. A call with a destroyed comm returns
+ * ulyssesErrorInvalidUsage (as far as the library can tell: a new comm may be
+ * given the same address once the old one is freed). */
 ULYSSES_API ulyssesResult_t ulyssesCommDestroy(ulyssesComm_t comm);
 
 /* Aborts the NCCL communicator comm wraps (ncclCommAbort: its pending work
  * is cancelled and it is freed; the caller must not use or destroy it
- * afterwards), for a job that has hit an error and must not hang. Later
- * exchanges on comm return ulyssesErrorInvalidUsage; ulyssesCommDestroy still
- * frees comm itself. */
+ * afterwards), for a job that has hit an error and must not hang. May be
+ * called from another thread while an exchange is in progress. Later calls
+ * on comm that enqueue work return ulyssesErrorInvalidUsage, and a second
+ * abort too; ulyssesCommDestroy still frees comm itself. */
 ULYSSES_API ulyssesResult_t ulyssesCommAbort(ulyssesComm_t comm);
 
 /* The communicator's size and this process's rank in it. */
 ULYSSES_API ulyssesResult_t ulyssesCommCount(ulyssesComm_t comm, int* nRanks);
 ULYSSES_API ulyssesResult_t ulyssesCommUserRank(ulyssesComm_t comm, int* rank);
 
-/* Without blocking: the first error that a kernel of this communicator found
- * on the device (ulyssesErrorLengthExceedsCapacity or
+/* Without blocking: the NCCL communicator's asynchronous error as
+ * ulyssesErrorNcclError (NCCL is asked on every call, so a watchdog sees an
+ * ncclRemoteError however late it comes; after ulyssesCommAbort, the error
+ * NCCL reported just before the abort), its message naming the device error
+ * too if there is one; else the error a kernel of this communicator found
+ * on the device (ulyssesErrorLengthExceedsCapacity, else
  * ulyssesErrorInvalidLength: a capacity-mode length outside [0, capacity];
- * the kernels clamped it and wrote nothing outside the buffers), else the
- * NCCL communicator's asynchronous error as ulyssesErrorNcclError, else
- * ulyssesSuccess. Device errors stay set for the life of comm. */
+ * the kernels clamped it and wrote nothing outside the buffers); else
+ * ulyssesSuccess. Device errors stay set until ulyssesCommClearAsyncError. */
 ULYSSES_API ulyssesResult_t ulyssesCommGetAsyncError(ulyssesComm_t comm, ulyssesResult_t* asyncError);
+
+/* Clears the device errors of comm (a capacity-mode length outside
+ * [0, capacity]) once the caller has handled them, so that
+ * ulyssesCommGetAsyncError reports only later ones. Call it when the work
+ * of comm enqueued so far has completed (e.g. after cudaStreamSynchronize):
+ * the host's clear is not atomic against a kernel's update, so an error a
+ * kernel reports while the clear runs may be erased, or keep the cleared
+ * bits alive. NCCL's errors cannot be cleared: a communicator with one must
+ * be aborted. Also allowed after an abort. */
+ULYSSES_API ulyssesResult_t ulyssesCommClearAsyncError(ulyssesComm_t comm);
 
 /*------------------------------------------------------------------------
  * Layouts and plans.
@@ -269,6 +316,21 @@ ULYSSES_API ulyssesResult_t ulyssesGetWorkspaceSize(ulyssesPlan_t plan, ulyssesO
  * synchronisation, no allocation: capturable in a CUDA graph (run once
  * eagerly first, so that NCCL connects its peers).
  *
+ * A failure: every argument, the comm and (with the plan check) the ranks'
+ * agreement are checked before the first enqueue, so such a failure has
+ * enqueued nothing and written nothing (ulyssesErrorPlanMismatch: only the
+ * check's own all-gather ran, into the comm's memory, and has completed).
+ * Only ulyssesErrorCudaError (a launch or CUDA call failed) and
+ * ulyssesErrorNcclError (an NCCL call failed, or its group did) can come
+ * after some stages were enqueued; those stages stay enqueued and run. They
+ * may have written the workspace and any bytes of the recvbuffs (within
+ * their ulyssesGetBufferSizes bytes), and (capacity mode) set the comm's
+ * device error; never the sendbuffs or any byte outside the caller's
+ * buffers. The recvbuffs' contents are then undefined: synchronise the
+ * stream before reusing the workspace (that may report the CUDA error
+ * again), and after ulyssesErrorNcclError treat the communicator as broken
+ * (ulyssesCommGetAsyncError, then ulyssesCommAbort on every rank).
+ *
  * sendbuff/recvbuff: device buffers shaped as the plan's layout says, of
  * ulyssesGetBufferSizes bytes (NULL is accepted only for a buffer of zero
  * bytes), of any alignment (16-byte aligned ones move fastest). Outputs must
@@ -304,7 +366,9 @@ ULYSSES_API ulyssesResult_t ulyssesAllGatherLengths(const int64_t* deviceLocalLe
 /* The one explicit, synchronising length exchange, for exact mode: gathers
  * every rank's localLength into hostLengths (nRanks entries) and waits for
  * stream. Call it once per step, not per exchange. Not for concurrent use on
- * one comm. */
+ * one comm. While stream is being captured it returns
+ * ulyssesErrorInvalidUsage before enqueuing anything (waiting would break
+ * the capture). hostLengths is written only on success. */
 ULYSSES_API ulyssesResult_t ulyssesGatherLengthsHost(int64_t localLength, int64_t* hostLengths,
                                                      ulyssesComm_t comm, cudaStream_t stream);
 
@@ -349,7 +413,11 @@ ULYSSES_API ulyssesResult_t ulyssesGetSegments(ulyssesPlan_t plan, ulyssesOp_t o
 #define ULYSSES_STATUS_NEGATIVE_LENGTH 0x2u
 
 /* deviceStatus: capacity mode, one uint32_t of device (or mapped host) memory
- * that the caller zeroes and reads; exact mode, NULL. */
+ * that the caller zeroes and reads; exact mode, NULL. The stages OR into it
+ * with device-scope atomics (atomic among the threads of the stream's
+ * device, not against the host). A failure is as for the exchanges: CUDA
+ * errors only after the checks; the enqueued stages may then have written
+ * the workspace, the recvbuffs and deviceStatus. */
 ULYSSES_API ulyssesResult_t ulyssesPack(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
                                         const void* const* sendbuffs, const int64_t* deviceLengths,
                                         uint32_t* deviceStatus, void* workspace,

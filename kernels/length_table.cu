@@ -30,17 +30,18 @@ static __global__ void __launch_bounds__(ULYSSES_TABLE_CHUNK)
     args.offsets[0] = 0;
     args.slotOffsets[0] = 0;
   }
-  /* One write per launch, by one thread, as a plain read-modify-write: the
-   * status word may be mapped host memory, where not every system has
-   * atomics. Its bits only accumulate, so a race between two launches can at
-   * worst drop one of two different error bits, never clear an error. */
+  /* One atomicOr per launch, by one thread. Device scope is enough: the
+   * word's writers are the threads of this one device (a comm belongs to one
+   * device; a ulyssesPack caller's word too), and an atomic on mapped host
+   * memory is atomic among them even where the link has no host-native
+   * atomics (it is not atomic against the host, which only reads the word
+   * or, in ulyssesCommClearAsyncError, zeroes it). Two launches that find
+   * different errors both keep their bits. */
   uint32_t aboveCapacity = __syncthreads_or(errorBits & ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY);
   uint32_t negative = __syncthreads_or(errorBits & ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH);
-  if (i == 0 && args.status != NULL && (aboveCapacity || negative)) {
-    volatile uint32_t* status = args.status;
-    *status |= (aboveCapacity ? ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY : 0u) |
-               (negative ? ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH : 0u);
-  }
+  if (i == 0 && args.status != NULL && (aboveCapacity || negative))
+    atomicOr(args.status, (aboveCapacity ? ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY : 0u) |
+                              (negative ? ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH : 0u));
 }
 
 extern "C" cudaError_t ulyssesLaunchLengthTable(const ulyssesTableArgs* args, cudaStream_t stream) {

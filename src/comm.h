@@ -3,19 +3,44 @@
 #ifndef ULYSSES_COMM_H_
 #define ULYSSES_COMM_H_
 
+#include <pthread.h>
+#include <stdatomic.h>
+
 #include "pipeline.h"
+
+/* Plans whose check passed eagerly, remembered so that a capture of the same
+ * plan may go ahead without the check's host synchronisation. */
+#define ULYSSES_CHECKED_PLANS 64
 
 struct ulyssesComm {
   ncclComm_t nccl;
   int nRanks;
   int rank;
   int cudaDevice;
-  uint32_t* hostStatus;   /* pinned, mapped: read without synchronising */
+  /* Pinned, mapped: the host reads it without synchronising. Only the
+   * kernels of this comm's one device write it (atomicOr, which is atomic
+   * among that device's threads even on a link without host-native atomics);
+   * the host only reads it, except in ulyssesCommClearAsyncError, which the
+   * caller calls once the kernels that could write it have completed. */
+  uint32_t* hostStatus;
   uint32_t* deviceStatus; /* the same word as the kernels address it */
   int64_t* lengthScratch; /* device: nRanks + 1 entries for ulyssesGatherLengthsHost and
                              the plan check */
   int checkPlans;
-  int aborted;
+  /* Read by every call without a lock: a watchdog thread may abort while
+   * another thread is inside an exchange. */
+  atomic_int aborted;
+  /* Held around every use of nccl that may run on another thread than the
+   * exchanges (ncclCommGetAsyncError, ncclCommAbort), so that the abort never
+   * frees the NCCL communicator under a query; and around checked[]. Never
+   * held across a call that can block. */
+  pthread_mutex_t lock;
+  ncclResult_t abortedWith; /* NCCL's asynchronous error just before the abort */
+  uint64_t checked[ULYSSES_CHECKED_PLANS];
+  int checkedCount, checkedNext;
+  /* The registry's reference while the comm is live, plus one per public call
+   * in progress; under the registry's lock. The last release frees. */
+  int references;
 };
 
 typedef struct {

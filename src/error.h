@@ -10,9 +10,10 @@ ulyssesResult_t ulyssesFail(ulyssesResult_t code, const char* format, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* What ulyssesCommGetAsyncError reports for the device status bits and
- * NCCL's asynchronous state (ncclErrorName: ncclGetErrorString's): the first
- * device error, else NCCL's error (ncclInProgress is no error), else
- * ulyssesSuccess. Sets the message. */
+ * NCCL's asynchronous state (ncclErrorName: ncclGetErrorString's): NCCL's
+ * error (ncclInProgress is no error), its message naming the device error
+ * too if there is one; else the device error; else ulyssesSuccess. Sets the
+ * message. */
 ulyssesResult_t ulyssesAsyncResult(uint32_t deviceStatus, ncclResult_t ncclAsync,
                                    const char* ncclErrorName);
 

@@ -1,8 +1,11 @@
 #include "fake_runtime.h"
 
 #include <cuda_runtime.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ulysses_launch.h"
 
@@ -10,11 +13,24 @@ fakeSettings fake;
 
 #define MAX_EVENTS 4096
 #define MAX_MESSAGES 256
+/* Messages in flight from one paired rank to another. */
+#define MAX_MAIL 64
+/* A paired rank that waits this long for its peers reports a violation
+ * instead of hanging the test. */
+#define PAIR_TIMEOUT_SECONDS 20
 
+/* Guards the events, the communicators' state and the violations. */
+static pthread_mutex_t fakeLock = PTHREAD_MUTEX_INITIALIZER;
 static fakeEvent events[MAX_EVENTS];
 static int eventCount;
 static int pendingPolls;
+static int violations;
 static struct ncclComm* const theComm = (struct ncclComm*)(uintptr_t)0x5eed;
+static char rankHandles[FAKE_MAX_RANKS];
+/* Per communicator (the paired ranks', then theComm's): calls in progress,
+ * and whether it was aborted. */
+static int inProgress[FAKE_MAX_RANKS + 1];
+static int aborted[FAKE_MAX_RANKS + 1];
 
 typedef struct {
   const void* sendbuff;
@@ -23,37 +39,236 @@ typedef struct {
   int peer;
 } message;
 
-static message sends[MAX_MESSAGES], receives[MAX_MESSAGES];
-static int sendCount, receiveCount;
+/* The group being built on this thread, as NCCL keeps it per thread. */
+static _Thread_local message sends[MAX_MESSAGES], receives[MAX_MESSAGES];
+static _Thread_local int sendCount, receiveCount, groupRank;
 
 static void note(fakeEvent event) {
+  pthread_mutex_lock(&fakeLock);
   if (eventCount < MAX_EVENTS) events[eventCount++] = event;
+  pthread_mutex_unlock(&fakeLock);
+}
+
+static void violation(void) {
+  pthread_mutex_lock(&fakeLock);
+  violations++;
+  pthread_mutex_unlock(&fakeLock);
 }
 
 ncclComm_t fakeComm(void) { return theComm; }
+ncclComm_t fakeRankComm(int rank) { return (ncclComm_t)(void*)&rankHandles[rank]; }
+
+/* The communicator's slot in inProgress and aborted; -1 for a stranger. */
+static int slotOf(ncclComm_t comm) {
+  if (comm == theComm) return FAKE_MAX_RANKS;
+  uintptr_t at = (uintptr_t)(void*)comm, base = (uintptr_t)rankHandles;
+  if (fake.paired && at >= base && at < base + (uintptr_t)fake.nRanks) return (int)(at - base);
+  return -1;
+}
+
+static int rankOf(ncclComm_t comm) {
+  int slot = slotOf(comm);
+  return slot == FAKE_MAX_RANKS ? fake.rank : slot;
+}
+
+/* A call on comm begins: a stranger or an aborted communicator is misuse. */
+static int enter(ncclComm_t comm) {
+  int slot = slotOf(comm);
+  pthread_mutex_lock(&fakeLock);
+  if (slot < 0 || aborted[slot])
+    violations++;
+  else
+    inProgress[slot]++;
+  pthread_mutex_unlock(&fakeLock);
+  return slot >= 0;
+}
+
+static void leave(ncclComm_t comm) {
+  int slot = slotOf(comm);
+  if (slot < 0) return;
+  pthread_mutex_lock(&fakeLock);
+  inProgress[slot]--;
+  pthread_mutex_unlock(&fakeLock);
+}
+
+/*------------------------------------------------------------------------
+ * The gate.
+ *----------------------------------------------------------------------*/
+static pthread_mutex_t gateLock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gateChanged = PTHREAD_COND_INITIALIZER;
+static fakeEvent gateEvent;
+static int gateArmed, gateHeld, gateOpened;
+
+void fakeGateArm(fakeEvent event) {
+  pthread_mutex_lock(&gateLock);
+  gateEvent = event;
+  gateArmed = 1;
+  gateOpened = 0;
+  pthread_mutex_unlock(&gateLock);
+}
+
+void fakeGateWaitHeld(void) {
+  pthread_mutex_lock(&gateLock);
+  while (!gateHeld) pthread_cond_wait(&gateChanged, &gateLock);
+  pthread_mutex_unlock(&gateLock);
+}
+
+void fakeGateOpen(void) {
+  pthread_mutex_lock(&gateLock);
+  gateOpened = 1;
+  pthread_cond_broadcast(&gateChanged);
+  pthread_mutex_unlock(&gateLock);
+}
+
+static void gatePass(fakeEvent event) {
+  pthread_mutex_lock(&gateLock);
+  if (gateArmed && event == gateEvent) {
+    gateArmed = 0;
+    gateHeld = 1;
+    pthread_cond_broadcast(&gateChanged);
+    while (!gateOpened) pthread_cond_wait(&gateChanged, &gateLock);
+    gateHeld = 0;
+  }
+  pthread_mutex_unlock(&gateLock);
+}
+
+/*------------------------------------------------------------------------
+ * Paired ranks: an all-gather is a barrier; a message waits in its
+ * (sender, receiver) mailbox until the receiver's group takes it, and a
+ * sender's group ends once its messages were taken.
+ *----------------------------------------------------------------------*/
+static pthread_mutex_t pairLock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pairChanged = PTHREAD_COND_INITIALIZER;
+static int barrierArrived;
+static unsigned barrierGeneration;
+static const void* gatherSources[FAKE_MAX_RANKS];
+static message mail[FAKE_MAX_RANKS][FAKE_MAX_RANKS][MAX_MAIL];
+static int mailPosted[FAKE_MAX_RANKS][FAKE_MAX_RANKS], mailTaken[FAKE_MAX_RANKS][FAKE_MAX_RANKS];
+
+/* Waits on pairChanged (pairLock held); 0 after PAIR_TIMEOUT_SECONDS. */
+static int pairWait(const struct timespec* deadline) {
+  if (pthread_cond_timedwait(&pairChanged, &pairLock, deadline) != ETIMEDOUT) return 1;
+  violation();
+  return 0;
+}
+
+static struct timespec pairDeadline(void) {
+  struct timespec deadline;
+  clock_gettime(CLOCK_REALTIME, &deadline);
+  deadline.tv_sec += PAIR_TIMEOUT_SECONDS;
+  return deadline;
+}
+
+/* Every paired rank arrives before any leaves (pairLock held). */
+static int pairBarrier(void) {
+  struct timespec deadline = pairDeadline();
+  unsigned generation = barrierGeneration;
+  if (++barrierArrived == fake.nRanks) {
+    barrierArrived = 0;
+    barrierGeneration++;
+    pthread_cond_broadcast(&pairChanged);
+    return 1;
+  }
+  while (generation == barrierGeneration)
+    if (!pairWait(&deadline)) return 0;
+  return 1;
+}
+
+static ncclResult_t pairedAllGather(const void* sendbuff, void* recvbuff, size_t count, int me) {
+  pthread_mutex_lock(&pairLock);
+  gatherSources[me] = sendbuff;
+  int together = pairBarrier();
+  for (int r = 0; r < fake.nRanks && together; r++)
+    memmove((unsigned char*)recvbuff + (size_t)r * count, gatherSources[r], count);
+  /* No rank may reuse its source before every rank has read it. */
+  together = together && pairBarrier();
+  pthread_mutex_unlock(&pairLock);
+  return together ? ncclSuccess : ncclSystemError;
+}
+
+static ncclResult_t pairedGroupEnd(int me) {
+  ncclResult_t result = ncclSuccess;
+  struct timespec deadline = pairDeadline();
+  pthread_mutex_lock(&pairLock);
+  for (int s = 0; s < sendCount; s++) {
+    int peer = sends[s].peer;
+    if (peer == me) continue;
+    if (mailPosted[me][peer] - mailTaken[me][peer] == MAX_MAIL) {
+      result = ncclInternalError;
+      break;
+    }
+    mail[me][peer][mailPosted[me][peer]++ % MAX_MAIL] = sends[s];
+  }
+  pthread_cond_broadcast(&pairChanged);
+  for (int v = 0; v < receiveCount && result == ncclSuccess; v++) {
+    int peer = receives[v].peer;
+    if (peer == me) continue;
+    while (mailPosted[peer][me] == mailTaken[peer][me] && result == ncclSuccess)
+      if (!pairWait(&deadline)) result = ncclSystemError;
+    if (result != ncclSuccess) break;
+    const message* m = &mail[peer][me][mailTaken[peer][me]++ % MAX_MAIL];
+    if (m->bytes != receives[v].bytes)
+      result = ncclInvalidUsage;
+    else
+      memmove(receives[v].recvbuff, m->sendbuff, m->bytes);
+    pthread_cond_broadcast(&pairChanged);
+  }
+  for (int peer = 0; peer < fake.nRanks && result == ncclSuccess; peer++)
+    while (mailTaken[me][peer] < mailPosted[me][peer] && result == ncclSuccess)
+      if (!pairWait(&deadline)) result = ncclSystemError;
+  pthread_mutex_unlock(&pairLock);
+  return result;
+}
 
 void fakeReset(int nRanks, int rank) {
+  pthread_mutex_lock(&fakeLock);
   memset(&fake, 0, sizeof fake);
   fake.nRanks = nRanks;
   fake.rank = rank;
   eventCount = 0;
   pendingPolls = 0;
+  violations = 0;
+  memset(inProgress, 0, sizeof inProgress);
+  memset(aborted, 0, sizeof aborted);
+  pthread_mutex_unlock(&fakeLock);
+  pthread_mutex_lock(&pairLock);
+  barrierArrived = 0;
+  memset(mailPosted, 0, sizeof mailPosted);
+  memset(mailTaken, 0, sizeof mailTaken);
+  pthread_mutex_unlock(&pairLock);
   sendCount = receiveCount = 0;
 }
 
-int fakeEventCount(void) { return eventCount; }
+int fakeViolations(void) {
+  pthread_mutex_lock(&fakeLock);
+  int count = violations;
+  pthread_mutex_unlock(&fakeLock);
+  return count;
+}
+
+int fakeEventCount(void) {
+  pthread_mutex_lock(&fakeLock);
+  int count = eventCount;
+  pthread_mutex_unlock(&fakeLock);
+  return count;
+}
+
 fakeEvent fakeEventAt(int index) { return events[index]; }
 
 int fakeCount(fakeEvent event) {
+  pthread_mutex_lock(&fakeLock);
   int count = 0;
   for (int i = 0; i < eventCount; i++) count += events[i] == event;
+  pthread_mutex_unlock(&fakeLock);
   return count;
 }
 
 /* A call on a non-blocking communicator: in progress for a few polls. */
 static ncclResult_t started(void) {
   if (fake.inProgressPolls == 0) return ncclSuccess;
+  pthread_mutex_lock(&fakeLock);
   pendingPolls = fake.inProgressPolls;
+  pthread_mutex_unlock(&fakeLock);
   return ncclInProgress;
 }
 
@@ -110,8 +325,12 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, enum cudaStreamCaptureSta
   return cudaSuccess;
 }
 
-const char* cudaGetErrorName(cudaError_t error) { return error == cudaSuccess ? "cudaSuccess" : "cudaErrorFake"; }
-const char* cudaGetErrorString(cudaError_t error) { return error == cudaSuccess ? "no error" : "a fake error"; }
+const char* cudaGetErrorName(cudaError_t error) {
+  return error == cudaSuccess ? "cudaSuccess" : "cudaErrorFake";
+}
+const char* cudaGetErrorString(cudaError_t error) {
+  return error == cudaSuccess ? "no error" : "a fake error";
+}
 
 /*------------------------------------------------------------------------
  * The kernels, on the CPU.
@@ -125,7 +344,7 @@ cudaError_t ulyssesLaunchLengthTable(const ulyssesTableArgs* args, cudaStream_t 
   for (int i = 0; i < args->chunkCount; i++) {
     int64_t length, slotLength;
     uint32_t bits = ulyssesTableEntry(args, i, &length, &slotLength);
-    if (bits != 0 && args->status != NULL) *args->status |= bits;
+    if (bits != 0 && args->status != NULL) __atomic_fetch_or(args->status, bits, __ATOMIC_RELAXED);
     args->lengths[args->chunkBegin + i] = length;
     args->offsets[args->chunkBegin + i + 1] = lengthSum += length;
     args->slotOffsets[args->chunkBegin + i + 1] = slotSum += slotLength;
@@ -137,11 +356,14 @@ cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
   (void)stream;
   (void)maxRuns;
   note(FAKE_COPY_KERNEL);
+  pthread_mutex_lock(&fakeLock);
+  int fails = fake.failCopyLaunch > 0 && --fake.failCopyLaunch == 0;
+  pthread_mutex_unlock(&fakeLock);
+  if (fails) return cudaErrorLaunchFailure;
   for (int t = 0; t < args->nTensors; t++)
     for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
       for (int lane = 0; lane < args->runLanes; lane++)
-        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes,
-                               ulyssesLaunchWordBytes(args));
+        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes, ulyssesLaunchWordBytes(args));
   return cudaSuccess;
 }
 
@@ -155,55 +377,79 @@ ncclResult_t ncclGetVersion(int* version) {
 
 ncclResult_t ncclCommCount(const ncclComm_t comm, int* count) {
   *count = fake.nRanks;
-  return comm == theComm ? ncclSuccess : ncclInvalidArgument;
+  return slotOf(comm) >= 0 ? ncclSuccess : ncclInvalidArgument;
 }
 
 ncclResult_t ncclCommUserRank(const ncclComm_t comm, int* rank) {
-  *rank = fake.rank;
-  return comm == theComm ? ncclSuccess : ncclInvalidArgument;
+  *rank = rankOf(comm);
+  return slotOf(comm) >= 0 ? ncclSuccess : ncclInvalidArgument;
 }
 
 ncclResult_t ncclCommCuDevice(const ncclComm_t comm, int* device) {
   *device = 0;
-  return comm == theComm ? ncclSuccess : ncclInvalidArgument;
+  return slotOf(comm) >= 0 ? ncclSuccess : ncclInvalidArgument;
 }
 
 ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* state) {
-  (void)comm;
   note(FAKE_ASYNC_POLL);
+  if (!enter(comm)) return ncclInvalidArgument;
+  gatePass(FAKE_ASYNC_POLL);
+  pthread_mutex_lock(&fakeLock);
   if (pendingPolls > 0) {
     pendingPolls--;
     *state = ncclInProgress;
   } else {
     *state = fake.asyncError;
   }
+  pthread_mutex_unlock(&fakeLock);
+  leave(comm);
   return ncclSuccess;
 }
 
-const char* ncclGetErrorString(ncclResult_t result) { return result == ncclSuccess ? "no error" : "fake NCCL error"; }
+const char* ncclGetErrorString(ncclResult_t result) {
+  return result == ncclSuccess ? "no error" : "fake NCCL error";
+}
 const char* ncclGetLastError(ncclComm_t comm) {
   (void)comm;
   return "the fake's last error";
 }
 
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
-  (void)comm;
   note(FAKE_COMM_ABORT);
+  int slot = slotOf(comm);
+  pthread_mutex_lock(&fakeLock);
+  /* NCCL frees the communicator: a call still inside it would read freed
+   * memory. */
+  if (slot < 0 || aborted[slot] || inProgress[slot] > 0)
+    violations++;
+  else
+    aborted[slot] = 1;
+  pthread_mutex_unlock(&fakeLock);
   return ncclSuccess;
 }
 
 ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t type,
                            ncclComm_t comm, cudaStream_t stream) {
-  (void)comm;
   (void)stream;
   (void)type;
   note(FAKE_ALL_GATHER);
-  for (int r = 0; r < fake.nRanks; r++) {
-    unsigned char* part = (unsigned char*)recvbuff + (size_t)r * count;
-    if (r == fake.rank) memmove(part, sendbuff, count);
-    else memset(part, fake.peerAllGatherByte, count);
+  if (!enter(comm)) return ncclInvalidArgument;
+  gatePass(FAKE_ALL_GATHER);
+  int me = rankOf(comm);
+  ncclResult_t result = ncclSuccess;
+  if (fake.paired) {
+    result = pairedAllGather(sendbuff, recvbuff, count, me);
+  } else {
+    for (int r = 0; r < fake.nRanks; r++) {
+      unsigned char* part = (unsigned char*)recvbuff + (size_t)r * count;
+      if (r != me && !fake.peersEcho)
+        memset(part, fake.peerAllGatherByte, count);
+      else if (part != sendbuff)
+        memmove(part, sendbuff, count);
+    }
   }
-  return started();
+  leave(comm);
+  return result != ncclSuccess ? result : started();
 }
 
 ncclResult_t ncclGroupStart(void) {
@@ -212,16 +458,21 @@ ncclResult_t ncclGroupStart(void) {
   return ncclSuccess;
 }
 
-/* Self messages pair up in order, as NCCL pairs them. */
+/* Self messages pair up in order, as NCCL pairs them; a paired rank's
+ * messages to others go through the mailboxes. */
 ncclResult_t ncclGroupEnd(void) {
   note(FAKE_GROUP_END);
   int s = 0;
   for (int v = 0; v < receiveCount; v++) {
-    if (receives[v].peer != fake.rank) continue;
-    while (s < sendCount && sends[s].peer != fake.rank) s++;
+    if (receives[v].peer != groupRank) continue;
+    while (s < sendCount && sends[s].peer != groupRank) s++;
     if (s == sendCount || sends[s].bytes != receives[v].bytes) return ncclInvalidUsage;
     memmove(receives[v].recvbuff, sends[s].sendbuff, sends[s].bytes);
     s++;
+  }
+  if (fake.paired && sendCount + receiveCount > 0) {
+    ncclResult_t result = pairedGroupEnd(groupRank);
+    if (result != ncclSuccess) return result;
   }
   return started();
 }
@@ -229,14 +480,16 @@ ncclResult_t ncclGroupEnd(void) {
 ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t type, int peer,
                       ncclComm_t comm, cudaStream_t stream) {
   (void)type;
-  (void)comm;
   (void)stream;
   note(FAKE_SEND);
-  if (fake.failNextSend != ncclSuccess) {
-    ncclResult_t result = fake.failNextSend;
-    fake.failNextSend = ncclSuccess;
-    return result;
-  }
+  if (!enter(comm)) return ncclInvalidArgument;
+  leave(comm);
+  groupRank = rankOf(comm);
+  pthread_mutex_lock(&fakeLock);
+  ncclResult_t failure = fake.failNextSend;
+  fake.failNextSend = ncclSuccess;
+  pthread_mutex_unlock(&fakeLock);
+  if (failure != ncclSuccess) return failure;
   if (sendCount == MAX_MESSAGES) return ncclInternalError;
   sends[sendCount++] = (message){sendbuff, NULL, count, peer};
   return ncclSuccess;
@@ -245,9 +498,11 @@ ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t type, i
 ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t type, int peer, ncclComm_t comm,
                       cudaStream_t stream) {
   (void)type;
-  (void)comm;
   (void)stream;
   note(FAKE_RECV);
+  if (!enter(comm)) return ncclInvalidArgument;
+  leave(comm);
+  groupRank = rankOf(comm);
   if (receiveCount == MAX_MESSAGES) return ncclInternalError;
   receives[receiveCount++] = (message){NULL, recvbuff, count, peer};
   return ncclSuccess;

@@ -5,13 +5,19 @@
  * of one simulated rank are recorded. A communicator of one rank executes
  * its messages (self send and receive, all-gather); with more ranks, an
  * all-gather fills the other ranks' parts with fakePeerAllGatherByte and
- * messages to others are only recorded. */
+ * messages to others are only recorded. With paired set, the ranks are
+ * threads of the test, each with its communicator fakeRankComm(rank): an
+ * all-gather waits for every rank and each group's messages are matched
+ * with its peers' and copied, as NCCL would. Every work item runs when it is
+ * enqueued (a stream is always idle). */
 #ifndef ULYSSES_TESTS_FAKE_RUNTIME_H_
 #define ULYSSES_TESTS_FAKE_RUNTIME_H_
 
 #include <stddef.h>
 
 #include <nccl.h>
+
+#define FAKE_MAX_RANKS 16
 
 typedef enum {
   FAKE_ALL_GATHER, FAKE_GROUP_START, FAKE_GROUP_END, FAKE_SEND, FAKE_RECV, FAKE_ASYNC_POLL,
@@ -26,20 +32,41 @@ typedef struct {
   int inProgressPolls;
   /* Returned by the next ncclSend, then reset. */
   ncclResult_t failNextSend;
+  /* The n-th copy-kernel launch from now fails (0: none). */
+  int failCopyLaunch;
   /* Answered by ncclCommGetAsyncError once no call is in progress. */
   ncclResult_t asyncError;
   /* cudaStreamIsCapturing says the stream is being captured. */
   int capturing;
-  /* What the other ranks contribute to an all-gather, byte by byte. */
+  /* What the other ranks contribute to an all-gather, byte by byte... */
   unsigned char peerAllGatherByte;
+  /* ...unless they echo this rank's contribution (ranks that agree). */
+  int peersEcho;
+  /* The ranks are threads (see above); set after fakeReset. */
+  int paired;
 } fakeSettings;
 
 extern fakeSettings fake;
-/* A communicator handle to pass as ncclComm_t. */
+/* A communicator handle to pass as ncclComm_t: rank fake.rank's. */
 ncclComm_t fakeComm(void);
+/* Rank rank's communicator when fake.paired is set. */
+ncclComm_t fakeRankComm(int rank);
 void fakeReset(int nRanks, int rank);
 int fakeEventCount(void);
 fakeEvent fakeEventAt(int index);
 int fakeCount(fakeEvent event);
+
+/* A gate: the next ncclAllGather or ncclCommGetAsyncError (event), on any
+ * thread, stops once it has been recorded until fakeGateOpen; meanwhile the
+ * call counts as in progress on its communicator. fakeGateWaitHeld returns
+ * once a thread stops there. */
+void fakeGateArm(fakeEvent event);
+void fakeGateWaitHeld(void);
+void fakeGateOpen(void);
+
+/* Misuses of NCCL seen since fakeReset: ncclCommAbort while another call on
+ * the communicator was in progress, a call on an aborted communicator, a
+ * paired rank left waiting for its peers. */
+int fakeViolations(void);
 
 #endif /* ULYSSES_TESTS_FAKE_RUNTIME_H_ */

@@ -1,7 +1,11 @@
 /* Errors that are not bad arguments: a destroyed or aborted comm, ranks
- * whose plans disagree, NCCL errors, non-blocking communicators, device-side
- * length errors, and the logging and configuration behind them. The public
- * entry points run against tests/fake_runtime.c in place of CUDA and NCCL. */
+ * whose plans disagree, NCCL errors, late failures, non-blocking
+ * communicators, device-side length errors and their clearing, graph
+ * capture, and the logging and configuration behind them; a comm destroyed
+ * or aborted from another thread during a call; and several ranks, each a
+ * thread, exchanging through the public API. The public entry points run
+ * against tests/fake_runtime.c in place of CUDA and NCCL. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +22,9 @@
 #include "log.h"
 #include "plan.h"
 #include "reference.h"
+
+/* A result no call returns: what a job holds until its thread has run. */
+#define ulyssesErrorInternalForTest ulyssesNumResults
 
 static const ulyssesLayout_t layout = {
     .size = sizeof(ulyssesLayout_t), .batch = 2, .heads = 4, .headDim = 3, .elementSize = 2, .packed = 1, .order = ulyssesOrderBSHD};
@@ -43,18 +50,23 @@ static ulyssesComm_t createComm(int nRanks, int rank, int checkPlans) {
 typedef struct {
   ulyssesPlan_t plan;
   unsigned char *send, *recv, *workspace;
-  size_t workspaceBytes;
+  size_t sendBytes, recvBytes, workspaceBytes;
 } call;
+
+enum { SEND_GUARD = 0xa5, RECV_GUARD = 0x5a };
 
 static void callSetup(call* c, int nRanks, int rank, const int64_t* lengths, ulyssesOp_t op) {
   assert_int_equal(ulyssesPlanCreateExact(&c->plan, nRanks, rank, lengths, 1, &layout), ulyssesSuccess);
-  size_t sendBytes, recvBytes;
-  assert_int_equal(ulyssesGetBufferSizes(c->plan, op, 0, &sendBytes, &recvBytes), ulyssesSuccess);
+  assert_int_equal(ulyssesGetBufferSizes(c->plan, op, 0, &c->sendBytes, &c->recvBytes),
+                   ulyssesSuccess);
   assert_int_equal(ulyssesGetWorkspaceSize(c->plan, op, &c->workspaceBytes), ulyssesSuccess);
-  c->send = malloc(sendBytes + 1);
-  c->recv = calloc(recvBytes + 1, 1);
+  /* One guard byte after each buffer, which no call may write. */
+  c->send = malloc(c->sendBytes + 1);
+  c->recv = calloc(c->recvBytes + 1, 1);
   c->workspace = aligned_alloc(256, c->workspaceBytes / 256 * 256 + 256);
-  refFillPattern(c->send, sendBytes, 42);
+  refFillPattern(c->send, c->sendBytes, 42);
+  c->send[c->sendBytes] = SEND_GUARD;
+  c->recv[c->recvBytes] = RECV_GUARD;
 }
 
 static void callTeardown(call* c) {
@@ -146,8 +158,14 @@ static void testAsyncResults(void** state) {
   expectCode(ulyssesAsyncResult(0, ncclInProgress, "x"), ulyssesSuccess, NULL);
   expectCode(ulyssesAsyncResult(ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY, ncclSuccess, "x"),
              ulyssesErrorLengthExceedsCapacity, "capacity");
-  expectCode(ulyssesAsyncResult(ULYSSES_STATUS_NEGATIVE_LENGTH, ncclRemoteError, "x"),
+  expectCode(ulyssesAsyncResult(ULYSSES_STATUS_NEGATIVE_LENGTH, ncclSuccess, "x"),
              ulyssesErrorInvalidLength, "negative");
+  /* NCCL's error wins, and the message names the device's too. */
+  expectCode(ulyssesAsyncResult(ULYSSES_STATUS_NEGATIVE_LENGTH, ncclRemoteError, "remote exited"),
+             ulyssesErrorNcclError,
+             "remote exited; on the device, also: a capacity-mode length was negative");
+  expectCode(ulyssesAsyncResult(ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY, ncclSystemError, "x"),
+             ulyssesErrorNcclError, "above its capacity");
   expectCode(ulyssesAsyncResult(0, ncclRemoteError, "remote process exited"), ulyssesErrorNcclError,
              "remote process exited");
 }
@@ -235,6 +253,28 @@ static void testDeviceLengthErrorIsReported(void** state) {
   ulyssesResult_t asyncError;
   assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
   assert_int_equal(asyncError, ulyssesErrorLengthExceedsCapacity);
+  /* NCCL is still asked: its later error wins, and both are named. */
+  int polls = fakeCount(FAKE_ASYNC_POLL);
+  fake.asyncError = ncclRemoteError;
+  assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
+  expectCode(asyncError, ulyssesErrorNcclError, "above its capacity");
+  assert_int_equal(fakeCount(FAKE_ASYNC_POLL), polls + 1);
+  fake.asyncError = ncclSuccess;
+  /* Cleared once handled: gone, until a kernel finds a bad length again. */
+  assert_int_equal(ulyssesCommClearAsyncError(comm), ulyssesSuccess);
+  assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
+  assert_int_equal(asyncError, ulyssesSuccess);
+  deviceLength = 4;
+  assert_int_equal(ulyssesSeqToHead(plan, send, recv, workspace, workspaceBytes, comm, NULL),
+                   ulyssesSuccess);
+  assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
+  assert_int_equal(asyncError, ulyssesSuccess);
+  deviceLength = -1;
+  assert_int_equal(ulyssesSeqToHead(plan, send, recv, workspace, workspaceBytes, comm, NULL),
+                   ulyssesSuccess);
+  assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
+  assert_int_equal(asyncError, ulyssesErrorInvalidLength);
+  expectCode(ulyssesCommClearAsyncError(NULL), ulyssesErrorNullPointer, "comm");
   free(send);
   free(recv);
   free(workspace);
@@ -264,14 +304,26 @@ static void testAbortedCommIsRefused(void** state) {
   int64_t lengths[1] = {3};
   call c;
   callSetup(&c, 1, 0, lengths, ulyssesOpSeqToHead);
+  /* The watchdog aborts because NCCL reports a dead peer. */
+  fake.asyncError = ncclRemoteError;
   assert_int_equal(ulyssesCommAbort(comm), ulyssesSuccess);
   assert_int_equal(fakeCount(FAKE_COMM_ABORT), 1);
   int before = fakeEventCount();
   expectCode(seqToHead(&c, comm), ulyssesErrorInvalidUsage, "aborted");
   expectCode(ulyssesCommAbort(comm), ulyssesErrorInvalidUsage, "aborted");
+  int64_t hostLengths[1];
+  expectCode(ulyssesGatherLengthsHost(3, hostLengths, comm, NULL), ulyssesErrorInvalidUsage,
+             "aborted");
   assert_int_equal(fakeEventCount(), before);
-  ulyssesResult_t asyncError;
+  /* The freed NCCL communicator is not asked again (the fake would answer
+   * ncclSuccess now), yet the error it gave before the abort stays visible. */
+  fake.asyncError = ncclSuccess;
+  ulyssesResult_t asyncError = ulyssesSuccess;
   assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
+  assert_int_equal(asyncError, ulyssesErrorNcclError);
+  assert_non_null(strstr(ulyssesGetLastError(), "fake NCCL error"));
+  assert_int_equal(fakeEventCount(), before);
+  assert_int_equal(fakeViolations(), 0);
   assert_int_equal(ulyssesCommDestroy(comm), ulyssesSuccess);
   callTeardown(&c);
 }
@@ -291,13 +343,30 @@ static void testPlanCheck(void** state) {
   assert_int_equal(fakeCount(FAKE_SYNCHRONIZE), 1);
   assert_int_equal(fakeCount(FAKE_SEND) + fakeCount(FAKE_RECV) + fakeCount(FAKE_COPY_KERNEL), 0);
   ulyssesCommDestroy(comm);
-  /* While the stream is captured the check cannot synchronise: skipped. */
+  /* While the stream is captured the check cannot synchronise: a plan that
+   * never passed it on this comm is refused before anything is enqueued... */
   comm = createComm(2, 0, 1);
   fake.capturing = 1;
-  fake.peerAllGatherByte = (unsigned char)~(mine & 0xff);
+  int before = fakeEventCount();
+  expectCode(seqToHead(&c, comm), ulyssesErrorInvalidUsage, "once eagerly");
+  assert_int_equal(fakeEventCount(), before);
+  /* ...one that passed it eagerly (the ranks agree) is captured unchecked... */
+  fake.capturing = 0;
+  fake.peersEcho = 1;
   assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
-  assert_int_equal(fakeCount(FAKE_SYNCHRONIZE), 0);
+  assert_int_equal(fakeCount(FAKE_SYNCHRONIZE), 1);
+  fakeReset(2, 0);
+  fake.capturing = 1;
+  assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
+  assert_int_equal(fakeCount(FAKE_SYNCHRONIZE) + fakeCount(FAKE_ALL_GATHER), 0);
   assert_true(fakeCount(FAKE_SEND) > 0);
+  /* ...but not its other op, nor the same plan on a comm that never checked it. */
+  expectCode(ulyssesHeadToSeq(c.plan, c.send, c.recv, c.workspace, c.workspaceBytes, comm, NULL),
+             ulyssesErrorInvalidUsage, "once eagerly");
+  ulyssesCommDestroy(comm);
+  comm = createComm(2, 0, 1);
+  fake.capturing = 1;
+  expectCode(seqToHead(&c, comm), ulyssesErrorInvalidUsage, "once eagerly");
   ulyssesCommDestroy(comm);
   /* Off: no all-gather, no synchronisation. */
   comm = createComm(2, 0, 0);
@@ -332,8 +401,26 @@ static void testNonBlockingCommunicator(void** state) {
   ulyssesCommDestroy(comm);
 }
 
-/* An NCCL error names the call and NCCL's message, and the group that was
- * started is still ended. */
+/* A failure after the pack was enqueued (armed in the fake by the caller):
+ * code, with words in its message, after copyLaunches copy launches, the
+ * group that was started still ended; and what a late failure may leave
+ * (the workspace and recvbuff written), never sendbuff or a byte outside
+ * the caller's buffers. */
+static void expectLateFailure(call* c, ulyssesComm_t comm, ulyssesResult_t code, const char* words,
+                              int copyLaunches) {
+  unsigned char* sent = malloc(c->sendBytes);
+  memcpy(sent, c->send, c->sendBytes);
+  expectCode(seqToHead(c, comm), code, words);
+  assert_int_equal(fakeCount(FAKE_COPY_KERNEL), copyLaunches);
+  assert_int_equal(fakeCount(FAKE_GROUP_START), 1);
+  assert_int_equal(fakeCount(FAKE_GROUP_END), 1);
+  assert_memory_equal(c->send, sent, c->sendBytes);
+  assert_int_equal(c->send[c->sendBytes], SEND_GUARD);
+  assert_int_equal(c->recv[c->recvBytes], RECV_GUARD);
+  free(sent);
+}
+
+/* An NCCL error names the call and NCCL's message. */
 static void testNcclErrorClosesTheGroup(void** state) {
   (void)state;
   ulyssesComm_t comm = createComm(2, 0, 0);
@@ -341,16 +428,382 @@ static void testNcclErrorClosesTheGroup(void** state) {
   call c;
   callSetup(&c, 2, 0, lengths, ulyssesOpSeqToHead);
   fake.failNextSend = ncclRemoteError;
-  expectCode(seqToHead(&c, comm), ulyssesErrorNcclError, "ncclSend failed: fake NCCL error (the fake's last error)");
-  assert_int_equal(fakeCount(FAKE_GROUP_START), 1);
-  assert_int_equal(fakeCount(FAKE_GROUP_END), 1);
-  assert_int_equal(fakeCount(FAKE_COPY_KERNEL), 1); /* the pack; no unpack after the error */
+  /* The pack ran; no unpack after the error. */
+  expectLateFailure(&c, comm, ulyssesErrorNcclError,
+                    "ncclSend failed: fake NCCL error (the fake's last error)", 1);
   fake.asyncError = ncclRemoteError;
   ulyssesResult_t asyncError;
   assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
   assert_int_equal(asyncError, ulyssesErrorNcclError);
   callTeardown(&c);
   ulyssesCommDestroy(comm);
+}
+
+/* A launch that fails after the pack and the group were enqueued:
+ * ulyssesErrorCudaError, naming the launch. */
+static void testLateCudaErrorStaysInTheBuffers(void** state) {
+  (void)state;
+  ulyssesComm_t comm = createComm(2, 0, 0);
+  int64_t lengths[2] = {3, 2};
+  call c;
+  callSetup(&c, 2, 0, lengths, ulyssesOpSeqToHead);
+  fake.failCopyLaunch = 2; /* the unpack */
+  expectLateFailure(&c, comm, ulyssesErrorCudaError, "the unpack kernel launch failed", 2);
+  callTeardown(&c);
+  ulyssesCommDestroy(comm);
+}
+
+/* ulyssesGatherLengthsHost waits for its stream: under capture it is
+ * refused before anything is enqueued, and hostLengths is not written. */
+static void testGatherLengthsHostRefusesCapture(void** state) {
+  (void)state;
+  ulyssesComm_t comm = createComm(2, 1, 0);
+  fake.capturing = 1;
+  int64_t hostLengths[2] = {-7, -7};
+  int before = fakeEventCount();
+  expectCode(ulyssesGatherLengthsHost(5, hostLengths, comm, NULL), ulyssesErrorInvalidUsage,
+             "being captured");
+  assert_int_equal(fakeEventCount(), before);
+  assert_int_equal(hostLengths[0], -7);
+  assert_int_equal(hostLengths[1], -7);
+  fake.capturing = 0;
+  fake.peerAllGatherByte = 0;
+  assert_int_equal(ulyssesGatherLengthsHost(5, hostLengths, comm, NULL), ulyssesSuccess);
+  assert_int_equal(hostLengths[0], 0);
+  assert_int_equal(hostLengths[1], 5);
+  assert_int_equal(fakeCount(FAKE_SYNCHRONIZE), 1);
+  ulyssesCommDestroy(comm);
+}
+
+/*------------------------------------------------------------------------
+ * Threads.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  call* c;
+  ulyssesComm_t comm;
+  ulyssesResult_t result;
+} seqToHeadJob;
+
+static void* runSeqToHead(void* argument) {
+  seqToHeadJob* job = argument;
+  job->result = seqToHead(job->c, job->comm);
+  return NULL;
+}
+
+typedef struct {
+  ulyssesComm_t comm;
+  ulyssesResult_t result, asyncError;
+} commJob;
+
+static void* runGetAsyncError(void* argument) {
+  commJob* job = argument;
+  job->result = ulyssesCommGetAsyncError(job->comm, &job->asyncError);
+  return NULL;
+}
+
+static void* runAbort(void* argument) {
+  commJob* job = argument;
+  job->result = ulyssesCommAbort(job->comm);
+  return NULL;
+}
+
+/* ulyssesCommDestroy while another thread is inside an exchange on the comm
+ * (held in the capacity all-gather): destroy returns at once, new calls are
+ * refused, and the exchange finishes on memory that is still its own (the
+ * sanitizer build would report a use after free, and the fake a call on a
+ * communicator that is not one). */
+static void testDestroyWhileACallIsInProgress(void** state) {
+  (void)state;
+  ulyssesComm_t comm = createComm(1, 0, 0);
+  int64_t capacities[1] = {3}, deviceLength = 3;
+  call c;
+  assert_int_equal(ulyssesPlanCreateCapacity(&c.plan, 1, 0, capacities, &deviceLength, 1, &layout),
+                   ulyssesSuccess);
+  assert_int_equal(ulyssesGetBufferSizes(c.plan, ulyssesOpSeqToHead, 0, &c.sendBytes, &c.recvBytes),
+                   ulyssesSuccess);
+  assert_int_equal(ulyssesGetWorkspaceSize(c.plan, ulyssesOpSeqToHead, &c.workspaceBytes),
+                   ulyssesSuccess);
+  c.send = malloc(c.sendBytes);
+  c.recv = calloc(c.recvBytes, 1);
+  c.workspace = aligned_alloc(256, c.workspaceBytes / 256 * 256 + 256);
+  refFillPattern(c.send, c.sendBytes, 7);
+  fakeGateArm(FAKE_ALL_GATHER);
+  seqToHeadJob job = {&c, comm, ulyssesErrorInternalForTest};
+  pthread_t thread;
+  assert_int_equal(pthread_create(&thread, NULL, runSeqToHead, &job), 0);
+  fakeGateWaitHeld();
+  assert_int_equal(ulyssesCommDestroy(comm), ulyssesSuccess);
+  int nRanks;
+  expectCode(ulyssesCommCount(comm, &nRanks), ulyssesErrorInvalidUsage, "destroyed");
+  expectCode(ulyssesCommDestroy(comm), ulyssesErrorInvalidUsage, "destroyed twice");
+  fakeGateOpen();
+  assert_int_equal(pthread_join(thread, NULL), 0);
+  assert_int_equal(job.result, ulyssesSuccess);
+  assert_memory_equal(c.recv, c.send, c.sendBytes); /* one rank: the identity */
+  assert_true(fakeCount(FAKE_SEND) > 0);
+  assert_int_equal(fakeViolations(), 0);
+  callTeardown(&c);
+}
+
+/* A watchdog aborts while another thread polls ulyssesCommGetAsyncError
+ * (held inside ncclCommGetAsyncError): ncclCommAbort must wait until the
+ * poll has left the NCCL communicator it frees. */
+static void testAbortWaitsForAnAsyncErrorPoll(void** state) {
+  (void)state;
+  ulyssesComm_t comm = createComm(2, 1, 0);
+  fakeGateArm(FAKE_ASYNC_POLL);
+  commJob poll = {comm, ulyssesErrorInternalForTest, ulyssesErrorInternalForTest};
+  commJob abort = poll;
+  pthread_t poller, aborter;
+  assert_int_equal(pthread_create(&poller, NULL, runGetAsyncError, &poll), 0);
+  fakeGateWaitHeld();
+  assert_int_equal(pthread_create(&aborter, NULL, runAbort, &abort), 0);
+  /* Time for the abort to reach ncclCommAbort, were nothing holding it. */
+  usleep(100 * 1000);
+  fakeGateOpen();
+  assert_int_equal(pthread_join(poller, NULL), 0);
+  assert_int_equal(pthread_join(aborter, NULL), 0);
+  assert_int_equal(poll.result, ulyssesSuccess);
+  assert_int_equal(poll.asyncError, ulyssesSuccess);
+  assert_int_equal(abort.result, ulyssesSuccess);
+  assert_int_equal(fakeCount(FAKE_COMM_ABORT), 1);
+  assert_int_equal(fakeViolations(), 0);
+  assert_int_equal(ulyssesCommDestroy(comm), ulyssesSuccess);
+}
+
+/*------------------------------------------------------------------------
+ * Several ranks, each a thread with its own comm, through the public API
+ * (fake.paired): every pass runs and NCCL's messages really pair up.
+ *----------------------------------------------------------------------*/
+enum { PAIRED_RANKS = 3, PAIRED_TENSORS = 2 };
+
+static const ulyssesLayout_t pairedLayouts[PAIRED_TENSORS] = {{.size = sizeof(ulyssesLayout_t),
+                                                               .batch = 2,
+                                                               .heads = 5,
+                                                               .headDim = 3,
+                                                               .elementSize = 2,
+                                                               .packed = 1,
+                                                               .order = ulyssesOrderBSHD},
+                                                              {.size = sizeof(ulyssesLayout_t),
+                                                               .batch = 2,
+                                                               .heads = 4,
+                                                               .headDim = 2,
+                                                               .elementSize = 4,
+                                                               .packed = 3,
+                                                               .order = ulyssesOrderSBHD}};
+
+typedef struct {
+  ulyssesComm_t comm;
+  ulyssesPlan_t plan;
+  ulyssesOp_t op;
+  const void* sendbuffs[PAIRED_TENSORS];
+  void* recvbuffs[PAIRED_TENSORS];
+  void* workspace;
+  size_t workspaceBytes;
+  int64_t localLength, hostLengths[PAIRED_RANKS];
+  ulyssesResult_t result, asyncError;
+  char message[512];
+} rankCall;
+
+static void* runRankExchange(void* argument) {
+  rankCall* r = argument;
+  r->result = ulyssesExchangeMulti(r->plan, r->op, PAIRED_TENSORS, r->sendbuffs, r->recvbuffs,
+                                   r->workspace, r->workspaceBytes, r->comm, NULL);
+  snprintf(r->message, sizeof r->message, "%s", ulyssesGetLastError());
+  if (r->result == ulyssesSuccess) r->result = ulyssesCommGetAsyncError(r->comm, &r->asyncError);
+  return NULL;
+}
+
+static void* runRankGatherLengths(void* argument) {
+  rankCall* r = argument;
+  r->result = ulyssesGatherLengthsHost(r->localLength, r->hostLengths, r->comm, NULL);
+  snprintf(r->message, sizeof r->message, "%s", ulyssesGetLastError());
+  return NULL;
+}
+
+static void runRanks(rankCall* calls, void* (*run)(void*)) {
+  pthread_t threads[PAIRED_RANKS];
+  for (int r = 0; r < PAIRED_RANKS; r++)
+    assert_int_equal(pthread_create(&threads[r], NULL, run, &calls[r]), 0);
+  for (int r = 0; r < PAIRED_RANKS; r++) assert_int_equal(pthread_join(threads[r], NULL), 0);
+  for (int r = 0; r < PAIRED_RANKS; r++)
+    if (calls[r].result != ulyssesSuccess)
+      fail_msg("rank %d: %s (%s)", r, ulyssesGetErrorString(calls[r].result), calls[r].message);
+}
+
+static void pairedComms(ulyssesComm_t* comms) {
+  fakeReset(PAIRED_RANKS, 0);
+  fake.paired = 1;
+  for (int r = 0; r < PAIRED_RANKS; r++)
+    assert_int_equal(ulyssesCommCreate(&comms[r], fakeRankComm(r), NULL), ulyssesSuccess);
+}
+
+static refShape pairedShape(int tensor, const int64_t* lengths) {
+  const ulyssesLayout_t* l = &pairedLayouts[tensor];
+  refShape shape = {PAIRED_RANKS, lengths,        l->batch,  l->heads,
+                    l->headDim,   l->elementSize, l->packed, l->order == ulyssesOrderSBHD};
+  return shape;
+}
+
+/* Every op of both tensors in one call per rank, exact and capacity mode,
+ * against the CPU reference byte for byte. */
+static void testRanksThroughThePublicApi(void** state) {
+  (void)state;
+  ulyssesComm_t comms[PAIRED_RANKS];
+  pairedComms(comms);
+  int64_t lengths[PAIRED_RANKS] = {3, 0, 2};
+  /* The one synchronising length exchange, first. */
+  rankCall calls[PAIRED_RANKS];
+  memset(calls, 0, sizeof calls);
+  for (int r = 0; r < PAIRED_RANKS; r++) {
+    calls[r].comm = comms[r];
+    calls[r].localLength = lengths[r];
+  }
+  runRanks(calls, runRankGatherLengths);
+  for (int r = 0; r < PAIRED_RANKS; r++)
+    assert_memory_equal(calls[r].hostLengths, lengths, sizeof lengths);
+
+  int64_t deviceLengths[PAIRED_RANKS];
+  memcpy(deviceLengths, lengths, sizeof lengths);
+  for (int capacity = 0; capacity <= 1; capacity++)
+    for (int op = 0; op < 3; op++) {
+      unsigned char *inputs[PAIRED_TENSORS][PAIRED_RANKS], *outputs[PAIRED_TENSORS][PAIRED_RANKS],
+          *expected[PAIRED_TENSORS][PAIRED_RANKS];
+      for (int r = 0; r < PAIRED_RANKS; r++) {
+        rankCall* call = &calls[r];
+        memset(call, 0, sizeof *call);
+        call->comm = comms[r];
+        call->op = (ulyssesOp_t)op;
+        /* Capacities equal to the lengths: the buffers are exact mode's. */
+        if (capacity)
+          assert_int_equal(
+              ulyssesPlanCreateCapacity(&call->plan, PAIRED_RANKS, r, lengths, &deviceLengths[r],
+                                        PAIRED_TENSORS, pairedLayouts),
+              ulyssesSuccess);
+        else
+          assert_int_equal(ulyssesPlanCreateExact(&call->plan, PAIRED_RANKS, r, lengths,
+                                                  PAIRED_TENSORS, pairedLayouts),
+                           ulyssesSuccess);
+        assert_int_equal(ulyssesGetWorkspaceSize(call->plan, call->op, &call->workspaceBytes),
+                         ulyssesSuccess);
+        call->workspace = aligned_alloc(256, call->workspaceBytes / 256 * 256 + 256);
+      }
+      for (int t = 0; t < PAIRED_TENSORS; t++) {
+        refShape shape = pairedShape(t, lengths);
+        for (int r = 0; r < PAIRED_RANKS; r++) {
+          size_t inBytes =
+              op == ulyssesOpHeadToSeq ? refHeadSideBytes(&shape, r) : refSeqBytes(&shape, r);
+          size_t outBytes = op == ulyssesOpSeqToHead   ? refHeadSideBytes(&shape, r)
+                            : op == ulyssesOpHeadToSeq ? refSeqBytes(&shape, r)
+                                                       : refGatherBytes(&shape);
+          size_t sendBytes, recvBytes;
+          assert_int_equal(
+              ulyssesGetBufferSizes(calls[r].plan, (ulyssesOp_t)op, t, &sendBytes, &recvBytes),
+              ulyssesSuccess);
+          assert_int_equal(sendBytes, inBytes);
+          assert_int_equal(recvBytes, outBytes);
+          inputs[t][r] = malloc(inBytes + 1);
+          refFillPattern(inputs[t][r], inBytes,
+                         1000u * (unsigned)op + 10u * (unsigned)t + (unsigned)r);
+          outputs[t][r] = malloc(outBytes + 1);
+          memset(outputs[t][r], 0xee, outBytes + 1);
+          expected[t][r] = malloc(outBytes + 1);
+          calls[r].sendbuffs[t] = inputs[t][r];
+          calls[r].recvbuffs[t] = outputs[t][r];
+        }
+        void (*reference)(const refShape*, const void* const*, void* const*) =
+            op == ulyssesOpSeqToHead   ? refSeqToHead
+            : op == ulyssesOpHeadToSeq ? refHeadToSeq
+                                       : refAllGather;
+        reference(&shape, (const void* const*)inputs[t], (void* const*)expected[t]);
+      }
+      int copiesBefore = fakeCount(FAKE_COPY_KERNEL);
+      runRanks(calls, runRankExchange);
+      /* Both tensors are shaped so that every op packs or unpacks. */
+      assert_true(fakeCount(FAKE_COPY_KERNEL) > copiesBefore);
+      for (int t = 0; t < PAIRED_TENSORS; t++) {
+        refShape shape = pairedShape(t, lengths);
+        for (int r = 0; r < PAIRED_RANKS; r++) {
+          size_t outBytes = op == ulyssesOpSeqToHead   ? refHeadSideBytes(&shape, r)
+                            : op == ulyssesOpHeadToSeq ? refSeqBytes(&shape, r)
+                                                       : refGatherBytes(&shape);
+          if (outBytes > 0 && memcmp(outputs[t][r], expected[t][r], outBytes) != 0)
+            fail_msg("%s mode, op %d, tensor %d, rank %d: the output differs from the reference",
+                     capacity ? "capacity" : "exact", op, t, r);
+          assert_int_equal(outputs[t][r][outBytes], 0xee);
+          free(inputs[t][r]);
+          free(outputs[t][r]);
+          free(expected[t][r]);
+        }
+      }
+      for (int r = 0; r < PAIRED_RANKS; r++) {
+        assert_int_equal(calls[r].asyncError, ulyssesSuccess);
+        ulyssesPlanDestroy(calls[r].plan);
+        free(calls[r].workspace);
+      }
+    }
+  assert_true(fakeCount(FAKE_SEND) > 0);
+  for (int r = 0; r < PAIRED_RANKS; r++)
+    assert_int_equal(ulyssesCommDestroy(comms[r]), ulyssesSuccess);
+  assert_int_equal(fakeViolations(), 0);
+}
+
+/* One rank's capacity-mode length above its capacity: every rank's kernels
+ * see it (the lengths are all-gathered), every rank reports it, and each
+ * rank's clear forgets it; NCCL's error still wins over it. */
+static void testRanksSeeOneRanksBadLength(void** state) {
+  (void)state;
+  ulyssesComm_t comms[PAIRED_RANKS];
+  pairedComms(comms);
+  int64_t capacities[PAIRED_RANKS] = {3, 1, 2}, deviceLengths[PAIRED_RANKS] = {3, 4, 2};
+  rankCall calls[PAIRED_RANKS];
+  memset(calls, 0, sizeof calls);
+  unsigned char *inputs[PAIRED_RANKS][PAIRED_TENSORS], *outputs[PAIRED_RANKS][PAIRED_TENSORS];
+  for (int r = 0; r < PAIRED_RANKS; r++) {
+    rankCall* call = &calls[r];
+    call->comm = comms[r];
+    call->op = ulyssesOpSeqToHead;
+    assert_int_equal(ulyssesPlanCreateCapacity(&call->plan, PAIRED_RANKS, r, capacities,
+                                               &deviceLengths[r], PAIRED_TENSORS, pairedLayouts),
+                     ulyssesSuccess);
+    assert_int_equal(ulyssesGetWorkspaceSize(call->plan, call->op, &call->workspaceBytes),
+                     ulyssesSuccess);
+    call->workspace = aligned_alloc(256, call->workspaceBytes / 256 * 256 + 256);
+    for (int t = 0; t < PAIRED_TENSORS; t++) {
+      size_t sendBytes, recvBytes;
+      assert_int_equal(ulyssesGetBufferSizes(call->plan, call->op, t, &sendBytes, &recvBytes),
+                       ulyssesSuccess);
+      inputs[r][t] = calloc(sendBytes, 1);
+      outputs[r][t] = calloc(recvBytes, 1);
+      call->sendbuffs[t] = inputs[r][t];
+      call->recvbuffs[t] = outputs[r][t];
+    }
+  }
+  runRanks(calls, runRankExchange);
+  for (int r = 0; r < PAIRED_RANKS; r++)
+    assert_int_equal(calls[r].asyncError, ulyssesErrorLengthExceedsCapacity);
+  fake.asyncError = ncclRemoteError;
+  for (int r = 0; r < PAIRED_RANKS; r++) {
+    ulyssesResult_t asyncError;
+    assert_int_equal(ulyssesCommGetAsyncError(comms[r], &asyncError), ulyssesSuccess);
+    expectCode(asyncError, ulyssesErrorNcclError, "above its capacity");
+  }
+  fake.asyncError = ncclSuccess;
+  for (int r = 0; r < PAIRED_RANKS; r++)
+    assert_int_equal(ulyssesCommClearAsyncError(comms[r]), ulyssesSuccess);
+  deviceLengths[1] = 1;
+  runRanks(calls, runRankExchange);
+  for (int r = 0; r < PAIRED_RANKS; r++) assert_int_equal(calls[r].asyncError, ulyssesSuccess);
+  for (int r = 0; r < PAIRED_RANKS; r++) {
+    for (int t = 0; t < PAIRED_TENSORS; t++) {
+      free(inputs[r][t]);
+      free(outputs[r][t]);
+    }
+    free(calls[r].workspace);
+    ulyssesPlanDestroy(calls[r].plan);
+    assert_int_equal(ulyssesCommDestroy(comms[r]), ulyssesSuccess);
+  }
+  assert_int_equal(fakeViolations(), 0);
 }
 
 int main(void) {
@@ -369,6 +822,12 @@ int main(void) {
       cmocka_unit_test(testPlanCheck),
       cmocka_unit_test(testNonBlockingCommunicator),
       cmocka_unit_test(testNcclErrorClosesTheGroup),
+      cmocka_unit_test(testLateCudaErrorStaysInTheBuffers),
+      cmocka_unit_test(testGatherLengthsHostRefusesCapture),
+      cmocka_unit_test(testDestroyWhileACallIsInProgress),
+      cmocka_unit_test(testAbortWaitsForAnAsyncErrorPoll),
+      cmocka_unit_test(testRanksThroughThePublicApi),
+      cmocka_unit_test(testRanksSeeOneRanksBadLength),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

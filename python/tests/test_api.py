@@ -122,6 +122,7 @@ class CommWithoutGpuTest(FailureAssertions):
         self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.comm_count, None)
         self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.comm_user_rank, None)
         self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.comm_get_async_error, None)
+        self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.comm_clear_async_error, None)
         self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.comm_abort, None)
         ulysses.comm_destroy(None)  # NULL is allowed, as free(NULL)
 

@@ -161,6 +161,12 @@ def comm_get_async_error(comm):
         return error.value
 
 
+def comm_clear_async_error(comm):
+    """ulyssesCommClearAsyncError: forgets the device errors (a capacity-mode length out of
+    range) once handled; call it once the comm's work enqueued so far has completed."""
+    _check(_lib().ulyssesCommClearAsyncError(_handle(comm, "comm")))
+
+
 class Comm:
     """A ulyssesComm_t wrapping (never owning) an NCCL communicator.
 
@@ -189,6 +195,9 @@ class Comm:
 
     def get_async_error(self):
         return comm_get_async_error(self)
+
+    def clear_async_error(self):
+        comm_clear_async_error(self)
 
     def check_async_error(self):
         """Raises UlyssesError if the device or NCCL has reported an error."""

@@ -40,6 +40,7 @@ PROTOTYPES = {
     "ulyssesCommCount": (_result, [_ptr, ctypes.POINTER(_int)]),
     "ulyssesCommUserRank": (_result, [_ptr, ctypes.POINTER(_int)]),
     "ulyssesCommGetAsyncError": (_result, [_ptr, ctypes.POINTER(_result)]),
+    "ulyssesCommClearAsyncError": (_result, [_ptr]),
     "ulyssesPlanCreateExact": (_result, [ctypes.POINTER(_ptr), _int, _int,
                                          ctypes.POINTER(_int64), _int, ctypes.POINTER(Layout)]),
     "ulyssesPlanCreateCapacity": (_result, [ctypes.POINTER(_ptr), _int, _int,

@@ -26,9 +26,11 @@
  * so those inputs are finite floats of the layout's dataType.
  *
  * After the table: the plan check (ranks whose plans disagree all get
- * ulyssesErrorPlanMismatch), a non-blocking NCCL communicator, a stress run
- * of random exchanges on three streams, the capacity-length errors and, last
- * of all, ulyssesCommAbort on a communicator of its own.
+ * ulyssesErrorPlanMismatch), what a capture refuses (a call that would wait
+ * for the stream) and allows (a plan checked eagerly), a non-blocking NCCL
+ * communicator, a stress run of random exchanges on three streams, the
+ * capacity-length errors (each cleared once seen) and, last of all,
+ * ulyssesCommAbort on a communicator of its own.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1296,8 +1298,30 @@ static void runBadLengthScenario(int negative, ncclComm_t nccl, ulyssesComm_t ma
     if (asyncError != want)
       reportFailure("after %s, ulyssesCommGetAsyncError reports %s, not %s", opName(op),
                     ulyssesGetErrorString(asyncError), ulyssesGetErrorString(want));
+    /* Handled: cleared, so that the next op has to report it again. */
+    CUDA_CHECK(cudaStreamSynchronize(gStream));
+    ULY_CHECK(ulyssesCommClearAsyncError(comm));
+    ULY_CHECK(ulyssesCommGetAsyncError(comm, &asyncError));
+    gChecks++;
+    if (asyncError != ulyssesSuccess)
+      reportFailure("after ulyssesCommClearAsyncError, ulyssesCommGetAsyncError reports %s",
+                    ulyssesGetErrorString(asyncError));
     bufFree(&send);
     bufFree(&recv);
+  }
+  /* Every rank's length in range again: nothing more to report. */
+  deviceLengthSet(deviceLength, clamped[gRank]);
+  {
+    DevBuf send, recv, ws;
+    bufCreate(&send, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 1), GUARD_BYTES, 0, 0);
+    bufCreate(&recv, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 0), GUARD_BYTES, 0, OUTPUT_FILL);
+    workspaceCreate(&ws, plan, ulyssesOpSeqToHead);
+    ULY_CHECK(ulyssesSeqToHead(plan, send.user, recv.user, ws.user, ws.bytes, comm, gStream));
+    CUDA_CHECK(cudaStreamSynchronize(gStream));
+    checkNoAsyncError(comm);
+    bufFree(&send);
+    bufFree(&recv);
+    bufFree(&ws);
   }
   freePerRank(seqIn);
   freePerRank(headIn);
@@ -1309,6 +1333,96 @@ static void runBadLengthScenario(int negative, ncclComm_t nccl, ulyssesComm_t ma
   CUDA_CHECK(cudaFree(deviceLength));
   ULY_CHECK(ulyssesCommDestroy(comm));
   if (gRank == 0) printf("rank 0: scenario %s: done\n", gScenario);
+}
+
+/*------------------------------------------------------------------------
+ * Under capture, what would wait for the stream is refused before it
+ * enqueues anything, and the capture survives: ulyssesGatherLengthsHost, and
+ * the plan check of a plan that never passed it eagerly. After an eager,
+ * checked run, the same plan is captured without the check and its replay
+ * writes what the eager run wrote.
+ *----------------------------------------------------------------------*/
+static void runCaptureScenario(ncclComm_t nccl) {
+  setScenario("capture: refusals");
+  double started = nowMs();
+  ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
+  config.checkPlans = 1;
+  ulyssesComm_t comm = NULL;
+  ULY_CHECK(ulyssesCommCreate(&comm, nccl, &config));
+  const ulyssesLayout_t layout = LAYOUT(2, 4, 8, 2, 1, BSHD);
+  int64_t lengths[MAX_RANKS];
+  for (int r = 0; r < gRanks; r++) lengths[r] = r % 3 + 1;
+  Case c;
+  caseInit(&c, 1, &layout, lengths, lengths, 0);
+  ulyssesPlan_t plan = makePlan(&c, NULL);
+  DevBuf send, recv, ws;
+  bufCreate(&send, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 1), GUARD_BYTES, 0, 0);
+  refFillPattern(send.image + send.before, send.bytes, mixSeed(4000, (uint64_t)gRank));
+  bufCreate(&recv, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 0), GUARD_BYTES, 0, OUTPUT_FILL);
+  workspaceCreate(&ws, plan, ulyssesOpSeqToHead);
+  bufUpload(&send);
+  bufUpload(&recv);
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+
+  int64_t hostLengths[MAX_RANKS];
+  cudaGraph_t graph = NULL;
+  CUDA_CHECK(cudaStreamBeginCapture(gStream, cudaStreamCaptureModeThreadLocal));
+  ulyssesResult_t gathered = ulyssesGatherLengthsHost(1, hostLengths, comm, gStream);
+  ulyssesResult_t unchecked =
+      ulyssesSeqToHead(plan, send.user, recv.user, ws.user, ws.bytes, comm, gStream);
+  cudaError_t ended = cudaStreamEndCapture(gStream, &graph); /* always leave capture mode */
+  gChecks += 3;
+  if (gathered != ulyssesErrorInvalidUsage)
+    reportFailure(
+        "ulyssesGatherLengthsHost under capture returned %s, not ulyssesErrorInvalidUsage",
+        ulyssesGetErrorString(gathered));
+  if (unchecked != ulyssesErrorInvalidUsage)
+    reportFailure(
+        "an exchange whose plan was never checked returned %s under capture, not "
+        "ulyssesErrorInvalidUsage",
+        ulyssesGetErrorString(unchecked));
+  if (ended != cudaSuccess)
+    reportFailure("the refusals broke the capture: cudaStreamEndCapture returned %s",
+                  cudaGetErrorName(ended));
+  if (graph != NULL) {
+    size_t nodes = 0;
+    CUDA_CHECK(cudaGraphGetNodes(graph, NULL, &nodes));
+    gChecks++;
+    if (nodes != 0) reportFailure("the refused calls enqueued %zu graph node(s)", nodes);
+    CUDA_CHECK(cudaGraphDestroy(graph));
+  }
+
+  setScenario("capture: a plan checked eagerly first");
+  ULY_CHECK(ulyssesSeqToHead(plan, send.user, recv.user, ws.user, ws.bytes, comm, gStream));
+  bufDownload(&recv);
+  unsigned char* eager = xmalloc(bufTotal(&recv));
+  memcpy(eager, recv.actual, bufTotal(&recv));
+  bufUpload(&recv); /* back to the fill */
+  graph = NULL;
+  cudaGraphExec_t exec = NULL;
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  CUDA_CHECK(cudaStreamBeginCapture(gStream, cudaStreamCaptureModeThreadLocal));
+  ulyssesResult_t captured =
+      ulyssesSeqToHead(plan, send.user, recv.user, ws.user, ws.bytes, comm, gStream);
+  ended = cudaStreamEndCapture(gStream, &graph);
+  ULY_CHECK(captured);
+  CUDA_CHECK(ended);
+  CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_CHECK(cudaGraphLaunch(exec, gStream));
+  bufDownload(&recv);
+  gChecks++;
+  if (memcmp(recv.actual, eager, bufTotal(&recv)) != 0)
+    reportFailure("the replay of the captured exchange differs from the eager run");
+  CUDA_CHECK(cudaGraphExecDestroy(exec));
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  checkNoAsyncError(comm);
+  free(eager);
+  bufFree(&send);
+  bufFree(&recv);
+  bufFree(&ws);
+  ULY_CHECK(ulyssesPlanDestroy(plan));
+  ULY_CHECK(ulyssesCommDestroy(comm));
+  if (gRank == 0) printf("rank 0: scenario capture: done in %.0f ms\n", nowMs() - started);
 }
 
 /*------------------------------------------------------------------------
@@ -1919,6 +2033,15 @@ static void runAbortScenario(ncclComm_t nccl, ulyssesComm_t mainComm) {
     reportFailure("ulyssesCommAbort returned %s (%s)", ulyssesGetErrorString(aborted),
                   ulyssesGetLastError());
 
+  /* The aborted NCCL communicator is freed: not asked again; it had no error. */
+  setScenario("abort: ulyssesCommGetAsyncError after the abort");
+  ulyssesResult_t afterAbort = ulyssesErrorCudaError;
+  ULY_CHECK(ulyssesCommGetAsyncError(comm, &afterAbort));
+  gChecks++;
+  if (afterAbort != ulyssesSuccess)
+    reportFailure("after a clean abort, ulyssesCommGetAsyncError reports %s (%s)",
+                  ulyssesGetErrorString(afterAbort), ulyssesGetLastError());
+
   setScenario("abort: seq->head on the aborted comm");
   memset(recv.image + recv.before, OUTPUT_FILL, recv.bytes);
   workspaceCreate(&ws, plan, ulyssesOpSeqToHead);
@@ -2005,6 +2128,7 @@ static int rankMain(const launcherRank* me) {
     runReplayScenario(REPLAY_NO_HIDDEN_SYNC, capacity, comm);
   }
   runPlanCheckScenario(nccl);
+  runCaptureScenario(nccl);
   runNonBlockingScenario(nccl);
   runStressScenario(nccl, comm);
   /* Then those that leave sticky errors (on comms of their own). */
