@@ -31,6 +31,7 @@ import socket
 import sys
 import time
 import traceback
+import types
 
 SKIP = 77
 RANK_COUNTS = tuple(int(p) for p in os.environ.get("ULYSSES_GPU_CHECK_RANKS", "1,2,4").split(","))
@@ -558,7 +559,6 @@ class VilaRank(Checks):
                                 "from ulysses.torch import SeqAllToAll4D")
         if switched == text:
             raise AssertionError("the stand-in's import line was not found")
-        import types
         self.switched = types.ModuleType("llava.train.sequence_parallel.ulysses_attn_switched")
         self.switched.__package__ = "llava.train.sequence_parallel"
         exec(compile(switched, attention_module.__file__ + " (import switched)", "exec"),
