@@ -13,6 +13,14 @@ Each rank compares, byte for byte, forward and backward, with uneven lengths:
     expandKV, three exchanges, attention, one exchange back): same outputs,
     loss and gradients;
   - that an exchange does not wait for the GPU, and the own-communicator path.
+Then VILA's path with no lengths passed anywhere, P = 2, 3 and 4: the stand-in
+attention module (vila_standin/llava, VILA's module paths and globals API)
+runs q/k/v seq -> head, SDPA, head -> seq and backward three times: with the
+stand-in's reference all_to_all, with only its import line switched to
+ulysses.torch, and after ulysses.vila.apply(). Lengths by VILA's rule
+(floor(L/P) each, the remainder on the last rank) and a skewed pattern, bf16,
+batch 1 and 2, plain and grouped-query kv heads; outputs, gradients and the
+globals (set_ulysses_seq_len) must equal the reference's bit for bit.
 
 Exit status: 0 all passed, 1 a failure, 77 (skipped) without torch or a GPU.
 Run: ULYSSES_LIBRARY=build/libulysses.so PYTHONPATH=python python3 python/tests/gpu_torch_check.py
@@ -23,9 +31,13 @@ import socket
 import sys
 import time
 import traceback
+import types
 
 SKIP = 77
 RANK_COUNTS = tuple(int(p) for p in os.environ.get("ULYSSES_GPU_CHECK_RANKS", "1,2,4").split(","))
+VILA_RANK_COUNTS = tuple(int(p) for p in
+                         os.environ.get("ULYSSES_GPU_CHECK_VILA_RANKS", "2,3,4").split(",") if p)
+STANDIN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vila_standin")
 TIMEOUT_S = float(os.environ.get("ULYSSES_GPU_CHECK_TIMEOUT", "240"))
 
 # Several ranks on one GPU: one process and one host id per rank, sockets over loopback.
@@ -39,23 +51,14 @@ LENGTHS = {1: [5], 2: [5, 3], 3: [4, 0, 6], 4: [5, 0, 7, 2]}
 BATCH, HEADS, HEAD_DIM = 2, 8, 16
 
 
-class Rank:
-    """One rank's checks; failures are collected, the rank raises at the end."""
+class Checks:
+    """One rank's checks: each failure is collected and logged, the rank raises
+    at the end."""
 
-    def __init__(self, rank, n_ranks, device):
-        import torch
-        import torch.distributed as dist
-        import torch.nn.functional as F
-        import ulysses
-        import ulysses.torch as ut
-        self.torch, self.dist, self.F, self.ulysses, self.ut = torch, dist, F, ulysses, ut
-        self.rank, self.n_ranks = rank, n_ranks
-        self.device = torch.device("cuda", device)
-        self.lengths = LENGTHS[n_ranks]
+    def __init__(self, torch, rank, n_ranks):
+        self.torch, self.rank, self.n_ranks = torch, rank, n_ranks
         self.failures = []
-        self.group = dist.group.WORLD
 
-    # -- helpers -----------------------------------------------------------------
     def log(self, text):
         print("[P=%d rank %d] %s" % (self.n_ranks, self.rank, text), flush=True)
 
@@ -77,6 +80,23 @@ class Rank:
         differ = int((a != b).sum().item()) if a.numel() else 0
         self.check(name, differ == 0, "%d bytes differ" % differ)
 
+
+class Rank(Checks):
+    """The checks of ulysses.torch on one rank."""
+
+    def __init__(self, rank, n_ranks, device):
+        import torch
+        import torch.distributed as dist
+        import torch.nn.functional as F
+        import ulysses
+        import ulysses.torch as ut
+        super().__init__(torch, rank, n_ranks)
+        self.dist, self.F, self.ulysses, self.ut = dist, F, ulysses, ut
+        self.device = torch.device("cuda", device)
+        self.lengths = LENGTHS[n_ranks]
+        self.group = dist.group.WORLD
+
+    # -- helpers -----------------------------------------------------------------
     def close(self, name, actual, expected, rtol=1e-5, atol=1e-6):
         torch = self.torch
         exact = torch.equal(actual, expected)
@@ -243,7 +263,7 @@ class Rank:
         (out * weight).sum().backward()
         self.same("5D backward (equal lengths)", x.grad, self.ref_5d_head_to_seq(weight))
         y = self.make(out.shape, 900 + self.rank, dtype)
-        self.same("5D head->seq (no lengths given: equal ones)", ut.SeqAllToAll5D.apply(None, y, 1, 3),
+        self.same("5D head->seq (no lengths given: the last seq->head's)", ut.SeqAllToAll5D.apply(None, y, 1, 3),
                   self.ref_5d_head_to_seq(y))
         # Uneven lengths (the reference refuses them): each packed slice is the 4-D exchange.
         x = self.make((BATCH, self.lengths[self.rank], 3, HEADS, HEAD_DIM), 1000 + self.rank,
@@ -383,6 +403,50 @@ class Rank:
         self.check("three exchanges enqueued behind a busy stream without waiting", spent < 0.3,
                    "they took %.3f s of host time" % spent)
 
+    def check_default_lengths(self):
+        """No lengths given: seq -> head learns them, head -> seq reuses them."""
+        torch, ut, dist = self.torch, self.ut, self.dist
+        P, lengths, rank, dtype = self.n_ranks, self.lengths, self.rank, torch.bfloat16
+        group = dist.new_group(list(range(P)))  # nothing learned on it yet
+        y = self.make((BATCH, sum(lengths), HEADS // P, HEAD_DIM), 2600 + rank, dtype)
+        try:
+            ut.SeqAllToAll4D.apply(group, y, 1, 2)
+            self.check("head->seq before any seq->head is refused", False, "it ran")
+        except ValueError as error:
+            self.check("head->seq before any seq->head is refused",
+                       "no seq -> head on this group" in str(error), str(error))
+        seen = []
+        handle = ut.add_lengths_hook(lambda g, learned, device: seen.append((learned, device)))
+        try:
+            x = self.make((BATCH, lengths[rank], HEADS, HEAD_DIM), 2700 + rank, dtype)
+            out = ut.SeqAllToAll4D.apply(group, x, 2, 1)
+        finally:
+            handle.remove()
+        self.same("seq->head with no lengths learns them", out, self.ref_seq_to_head(x, lengths))
+        self.check("the lengths hook got every rank's length",
+                   seen == [(tuple(lengths), self.device)], str(seen))
+        self.check("last_lengths", ut.last_lengths(group) == tuple(lengths),
+                   str(ut.last_lengths(group)))
+        self.same("head->seq with no lengths uses the last seq->head's",
+                  ut.SeqAllToAll4D.apply(group, out, 1, 2), x)
+        self.same("yunchang's use_sync in the fifth position",
+                  ut.SeqAllToAll4D.apply(group, x, 2, 1, True), out)
+        globals_format = [torch.tensor([n], dtype=torch.int64, device=self.device) for n in lengths]
+        self.same("lengths as VILA's one-element device tensors",
+                  ut.SeqAllToAll4D.apply(group, x, 2, 1, globals_format), out)
+        self.same("lengths as one device tensor",
+                  ut.SeqAllToAll4D.apply(group, x, 2, 1, torch.tensor(lengths, device=self.device)),
+                  out)
+        x5 = self.make((BATCH, lengths[rank], 3, HEADS, HEAD_DIM), 2800 + rank, dtype)
+        out5 = ut.SeqAllToAll5D.apply(group, x5, 3, 1)
+        slices = [self.ref_seq_to_head(x5[:, :, i].contiguous(), lengths) for i in range(3)]
+        self.same("5D seq->head with no lengths", out5, torch.stack(slices, 2))
+        self.same("5D head->seq with no lengths", ut.SeqAllToAll5D.apply(group, out5, 1, 3), x5)
+        masks = [(self.make((BATCH, lengths[r]), 2900 + r, torch.float32) > 0) for r in range(P)]
+        self.same("all-gather of a [B, L] mask with no lengths",
+                  ut.SeqAllGather.apply(group, masks[rank]), torch.cat(masks, 1))
+        ut.release(group)
+
     def check_own_communicator(self):
         torch, ut, dist = self.torch, self.ut, self.dist
         self.log("default group's communicator: %s" % ut.communicator().source)
@@ -424,6 +488,7 @@ class Rank:
             ("5D", self.check_5d),
             ("capacity", self.check_capacity),
             ("all-gather", self.check_all_gather),
+            ("no lengths given", self.check_default_lengths),
             ("attention MHA", lambda: self.check_attention(HEADS)),
             ("attention GQA 4 kv heads", lambda: self.check_attention(4)),
             ("attention GQA 2 kv heads", lambda: self.check_attention(2)),
@@ -440,7 +505,8 @@ class Rank:
                 raise  # the other ranks would wait for this one's collectives
 
 
-def worker(rank, n_ranks, port, n_gpus):
+def worker(rank, n_ranks, port, n_gpus, kind="binding"):
+    """One rank process: kind "binding" runs Rank's checks, "vila" VilaRank's."""
     if n_gpus < n_ranks:
         os.environ.update(SHARED_GPU_ENV)
         os.environ["NCCL_HOSTID"] = "ulyrank%d" % rank
@@ -450,7 +516,7 @@ def worker(rank, n_ranks, port, n_gpus):
     torch.cuda.set_device(device)
     dist.init_process_group("nccl", init_method="tcp://127.0.0.1:%d" % port, rank=rank,
                             world_size=n_ranks, device_id=torch.device("cuda", device))
-    checks = Rank(rank, n_ranks, device)
+    checks = (Rank if kind == "binding" else VilaRank)(rank, n_ranks, device)
     checks.run_all()
     import ulysses.torch as ut
     ut.release_all()
@@ -459,7 +525,110 @@ def worker(rank, n_ranks, port, n_gpus):
     if checks.failures:
         raise AssertionError("rank %d of %d: %d failures:\n%s" % (
             rank, n_ranks, len(checks.failures), "\n".join(checks.failures)))
-    print("[P=%d rank %d] all checks passed" % (n_ranks, rank), flush=True)
+    print("[P=%d rank %d] all %s checks passed" % (n_ranks, rank, kind), flush=True)
+
+
+# -- VILA's path with only the import switched ------------------------------------
+VILA_TOTAL_ROWS = 19   # VILA's rule: floor(19 / P) rows per rank, the rest on the last
+VILA_SKEWED = {2: [1, 12], 3: [0, 3, 14], 4: [2, 0, 1, 13]}
+VILA_QUERY_HEADS, VILA_HEAD_DIM = 12, 16  # 12 heads split evenly over 2, 3 and 4 ranks
+
+
+def vila_rule_lengths(total, n_ranks):
+    """LongVILA's split of the packed sequence: floor(L/P) rows per rank, the
+    remainder on the last rank (for example 4, 4, 4, 7)."""
+    share = total // n_ranks
+    return [share] * (n_ranks - 1) + [total - share * (n_ranks - 1)]
+
+
+class VilaRank(Checks):
+    """One rank's run of the stand-in VILA attention three ways."""
+
+    def __init__(self, rank, n_ranks, device):
+        import torch
+        sys.path.insert(0, STANDIN_PATH)
+        import llava.train.sequence_parallel.globals as vila_globals
+        import llava.train.sequence_parallel.ulysses_attn as attention_module
+        import ulysses.vila
+        super().__init__(torch, rank, n_ranks)
+        self.globals, self.module, self.vila = vila_globals, attention_module, ulysses.vila
+        self.device = torch.device("cuda", device)
+        with open(attention_module.__file__) as source:
+            text = source.read()
+        switched = text.replace("from .all_to_all import SeqAllToAll4D",
+                                "from ulysses.torch import SeqAllToAll4D")
+        if switched == text:
+            raise AssertionError("the stand-in's import line was not found")
+        self.switched = types.ModuleType("llava.train.sequence_parallel.ulysses_attn_switched")
+        self.switched.__package__ = "llava.train.sequence_parallel"
+        exec(compile(switched, attention_module.__file__ + " (import switched)", "exec"),
+             self.switched.__dict__)
+
+    def make(self, shape, seed):
+        generator = self.torch.Generator().manual_seed(seed)
+        return self.torch.randn(shape, generator=generator).to(self.torch.bfloat16).to(self.device)
+
+    def sdpa(self, q, k, v):
+        """SDPA on [B, L, H, D] with kv heads repeated to the query heads, on the
+        math backend, whose backward is deterministic."""
+        torch = self.torch
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        group = q.shape[2] // k.shape[2]
+        k, v = k.repeat_interleave(group, 2), v.repeat_interleave(group, 2)
+        with sdpa_kernel(SDPBackend.MATH):
+            out = torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+        return out.transpose(1, 2)
+
+    def step(self, module, q, k, v, weight):
+        """One attention step through module; (output, dq, dk, dv, globals' lengths
+        as read back by the module, the globals' tensors)."""
+        self.globals.set_ulysses_seq_len(None)
+        inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        output, lengths = module.ulysses_attention(*inputs, self.sdpa)
+        (output.float() * weight).sum().backward()
+        stored = self.globals.get_ulysses_seq_len()
+        return [output.detach()] + [t.grad for t in inputs] + [lengths, stored]
+
+    def run_all(self):
+        patterns = [("VILA's rule", vila_rule_lengths(VILA_TOTAL_ROWS, self.n_ranks)),
+                    ("skewed", VILA_SKEWED[self.n_ranks])]
+        for pattern, lengths in patterns:
+            for batch in (1, 2):
+                for kv_heads in (VILA_QUERY_HEADS, 2):
+                    name = "VILA %s %s B=%d Hkv=%d" % (pattern, lengths, batch, kv_heads)
+                    rows, seed = lengths[self.rank], 10000 + 100 * batch + kv_heads
+                    q = self.make((batch, rows, VILA_QUERY_HEADS, VILA_HEAD_DIM), seed + self.rank)
+                    k = self.make((batch, rows, kv_heads, VILA_HEAD_DIM), seed + 7 + self.rank)
+                    v = self.make((batch, rows, kv_heads, VILA_HEAD_DIM), seed + 13 + self.rank)
+                    weight = self.make((batch, rows, VILA_QUERY_HEADS, VILA_HEAD_DIM),
+                                       seed + 17 + self.rank).float()
+                    reference = self.step(self.module, q, k, v, weight)
+                    self.check(name + " reference learned the lengths", reference[4] == lengths,
+                                str(reference[4]))
+                    self.vila.detach_globals()
+                    switched = self.step(self.switched, q, k, v, weight)
+                    self.compare(name + " (import switched)", switched, reference)
+                    self.vila.apply()
+                    try:
+                        self.check(name + " apply() switched the stand-in",
+                                    self.module.SeqAllToAll4D is self.switched.SeqAllToAll4D)
+                        applied = self.step(self.module, q, k, v, weight)
+                    finally:
+                        self.vila.revert()
+                    self.compare(name + " (apply())", applied, reference)
+
+    def compare(self, name, ours, reference):
+        for label, mine, theirs in zip(("output", "dq", "dk", "dv"), ours[:4], reference[:4]):
+            self.same("%s %s" % (name, label), mine, theirs)
+        self.check(name + " globals read back", ours[4] == reference[4],
+                    "%s vs %s" % (ours[4], reference[4]))
+        stored, expected = ours[5], reference[5]
+        same_format = (isinstance(stored, list) and len(stored) == len(expected) and all(
+            a.dtype == b.dtype and tuple(a.shape) == tuple(b.shape) and a.device == b.device
+            and int(a.item()) == int(b.item()) for a, b in zip(stored, expected)))
+        self.check(name + " globals in the reference's format", same_format,
+                    "%r vs %r" % (stored, expected))
 
 
 def free_port():
@@ -468,10 +637,10 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def run_ranks(n_ranks, n_gpus):
+def run_ranks(n_ranks, n_gpus, kind="binding"):
     import torch.multiprocessing as mp
-    context = mp.start_processes(worker, args=(n_ranks, free_port(), n_gpus), nprocs=n_ranks,
-                                 join=False, start_method="spawn")
+    context = mp.start_processes(worker, args=(n_ranks, free_port(), n_gpus, kind),
+                                 nprocs=n_ranks, join=False, start_method="spawn")
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while not context.join(timeout=5):
@@ -516,6 +685,12 @@ def main():
         results[n_ranks] = run_ranks(n_ranks, n_gpus)
         print("=== P=%d %s in %.1f s" % (n_ranks, "passed" if results[n_ranks] else "FAILED",
                                         time.monotonic() - started), flush=True)
+    for n_ranks in VILA_RANK_COUNTS:
+        print("=== VILA, only the import switched, P=%d" % n_ranks, flush=True)
+        started = time.monotonic()
+        results["vila %d" % n_ranks] = passed = run_ranks(n_ranks, n_gpus, "vila")
+        print("=== VILA P=%d %s in %.1f s" % (n_ranks, "passed" if passed else "FAILED",
+                                             time.monotonic() - started), flush=True)
     return 0 if all(results.values()) else 1
 
 

@@ -7,6 +7,8 @@ search path). The PyTorch drop-in lives in ulysses.torch, imported on demand:
 
     from ulysses.torch import SeqAllToAll4D
 
+and ulysses.vila switches VILA's modules to it in one call (ulysses.vila.apply()).
+
 Pointers and streams are ints (tensor.data_ptr(), stream.cuda_stream).
 """
 

@@ -60,23 +60,48 @@ def local_kv_counts(kv_heads, query_heads, n_ranks, rank):
     return counts
 
 
-def host_lengths(lengths, n_ranks):
-    """lengths as a tuple of n_ranks ints, checked. Refuses device tensors: reading
-    them would synchronise the host (use capacity mode or one explicit gather)."""
+def host_lengths(lengths, n_ranks, read_device=None):
+    """lengths as a tuple of n_ranks ints, checked. lengths: host ints, a list of
+    one-element tensors (VILA's globals) or one tensor of n_ranks lengths.
+    Device tensors are read with read_device(tensors) -> their values as one
+    list of ints, one synchronisation for all of them; without read_device they
+    are refused, as reading them would synchronise the host."""
     if getattr(lengths, "is_cuda", False):
-        raise TypeError("lengths is a device tensor; host lengths are needed (a list of ints): "
-                        "gather them once per step, or use capacity mode with a device length")
-    values = []
-    for i, value in enumerate(lengths):
-        if getattr(value, "is_cuda", False):
-            raise TypeError("lengths[%d] is a device tensor; host lengths are needed" % i)
-        values.append(operator.index(value))
+        values = _read_device("lengths is a device tensor", read_device, [lengths])
+    else:
+        values = list(lengths)
+        on_device = [i for i, value in enumerate(values) if getattr(value, "is_cuda", False)]
+        if on_device:
+            _need_reader("lengths[%d] is a device tensor" % on_device[0], read_device)
+            for i in on_device:
+                if values[i].numel() != 1:
+                    raise ValueError("lengths[%d] has %d elements; each element is one rank's "
+                                     "length" % (i, values[i].numel()))
+            read = _read_device("lengths", read_device, [values[i] for i in on_device])
+            for i, value in zip(on_device, read):
+                values[i] = value
+    values = [operator.index(value) for value in values]
     if len(values) != n_ranks:
         raise ValueError("%d lengths for %d ranks" % (len(values), n_ranks))
     for i, value in enumerate(values):
         if not 0 <= value <= MAX_LENGTH:
             raise ValueError("lengths[%d] is %d; it must be in [0, %d]" % (i, value, MAX_LENGTH))
     return tuple(values)
+
+
+def _need_reader(what, read_device):
+    if read_device is None:
+        raise TypeError("%s; host lengths are needed (a list of ints): gather them once per "
+                        "step, or use capacity mode with a device length" % what)
+
+
+def _read_device(what, read_device, tensors):
+    _need_reader(what, read_device)
+    values = list(read_device(tensors))
+    expected = sum(tensor.numel() for tensor in tensors)
+    if len(values) != expected:
+        raise RuntimeError("reading %d device lengths gave %d values" % (expected, len(values)))
+    return values
 
 
 def exact_rows(op, lengths, rank, input_rows):

@@ -10,17 +10,27 @@ function (q/k/v seq -> head in one call, attention, output head -> seq), with
 grouped-query kv heads moved without an expandKV copy.
 
 Lengths, per call, first found wins:
-  1. exact mode, host lengths of every rank: the optional `lengths` argument,
-     else those set for the group with set_lengths() / sequence_lengths() (once
-     per step; gather_lengths() learns them with one explicit, synchronising
-     exchange when a rank only knows its own);
+  1. exact mode, host lengths of every rank: the optional `lengths` argument
+     (host ints, a list of one-element tensors such as VILA's globals, or one
+     tensor of P lengths; lengths on a GPU cost one synchronisation to read),
+     else those set for the group with set_lengths() / sequence_lengths();
   2. capacity mode, this rank's real length as a device tensor (`local_length`
      argument, else the one set with set_local_length()): every rank's tensor
      has the same number of rows C (the capacity; the head side has P * C), the
      real rows lead, nothing is read on the host, and the rows after the real
      ones are zero in every output and gradient;
-  3. neither: every rank holds as many rows as this one (the reference's
-     equal-length case), exact mode with P equal lengths.
+  3. set_equal_lengths() (an explicit opt-in): every rank holds as many rows as
+     this one, the reference's equal case, with nothing exchanged;
+  4. none of these, the reference's behaviour: seq -> head (and the all-gather
+     of a [B, L, ...] tensor) learns every rank's length with one all-gather of
+     the lengths on the stream and one host read (ulyssesGatherLengthsHost: no
+     barrier, no padding, but the host waits for the stream once per call);
+     head -> seq uses the group's last seq -> head lengths, as the reference's
+     does, and raises ValueError where there were none.
+Every seq -> head whose lengths the host knows records them for the group
+(last_lengths()) and hands them to the hooks of add_lengths_hook(); ulysses.vila
+keeps VILA's globals (set_ulysses_seq_len) up to date this way.
+
 Nothing checks across ranks that they agree (that would cost a host
 synchronisation per call); ULYSSES_CHECK=1 makes the library compare the
 ranks' plans on every call and fail with ulyssesErrorPlanMismatch instead of
@@ -41,15 +51,16 @@ from collections import OrderedDict
 import torch
 import torch.distributed as dist
 
-from . import _api, _nccl, _planning
+from . import _api, _lengths, _nccl, _planning
+from . import vila as _vila
 from ._types import DataType, Layout, Op, Order
 
 __all__ = [
     "SeqAllToAll4D", "SeqAllToAll5D", "SeqAllGather", "UlyssesAttention", "ulysses_attention",
     "seq_all_to_all_4d", "seq_all_to_all_5d", "seq_all_gather",
-    "set_lengths", "set_local_length", "sequence_lengths", "gather_lengths",
-    "communicator", "set_comm_source", "check_async_error", "release", "release_all",
-    "element_type",
+    "set_lengths", "set_local_length", "set_equal_lengths", "sequence_lengths",
+    "gather_lengths", "last_lengths", "add_lengths_hook", "communicator", "set_comm_source",
+    "check_async_error", "release", "release_all", "element_type",
 ]
 
 COMM_SOURCE_ENV = "ULYSSES_TORCH_COMM"
@@ -213,51 +224,85 @@ def release_all():
 # ---------------------------------------------------------------------------
 # Lengths of the step.
 # ---------------------------------------------------------------------------
-class _StepLengths:
-    def __init__(self):
-        self.lengths = None
-        self.local_length = None
+_groups = {}
 
 
-_steps = {}
-
-
-def _step(group):
+def _group_lengths(group):
+    """group's _lengths.GroupLengths, made on first use."""
     group = _group_or_world(group)
-    entry = _steps.get(id(group))
+    entry = _groups.get(id(group))
     if entry is None:
-        entry = _steps[id(group)] = (group, _StepLengths())
+        entry = _groups[id(group)] = (group, _lengths.GroupLengths())
     return entry[1]
 
 
+def _read_device_lengths(tensors):
+    """Device lengths on the host, all of them in one copy: one synchronisation."""
+    for tensor in tensors:
+        if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+            raise TypeError("lengths must be integers; got a %s tensor" % tensor.dtype)
+    device = tensors[0].device
+    return torch.cat([t.detach().reshape(-1).to(device=device, dtype=torch.int64)
+                      for t in tensors]).tolist()
+
+
+def _host_lengths(lengths, n_ranks):
+    return _planning.host_lengths(lengths, n_ranks, _read_device_lengths)
+
+
 def set_lengths(lengths, group=None):
-    """Every rank's sequence length (host ints) for the exchanges on group from now
-    on (exact mode); None forgets them."""
-    step = _step(group)
+    """Every rank's sequence length for the exchanges on group from now on (exact
+    mode): host ints, a list of one-element tensors (VILA's globals) or one
+    tensor of P lengths; lengths on a GPU cost one synchronisation, here. None
+    forgets them."""
+    state = _group_lengths(group)
     if lengths is None:
-        step.lengths = None
+        state.lengths = None
     else:
-        step.lengths = _planning.host_lengths(lengths, dist.get_world_size(_group_or_world(group)))
+        state.lengths = _host_lengths(lengths, dist.get_world_size(_group_or_world(group)))
 
 
 def set_local_length(local_length, group=None):
     """This rank's real length as a one-element device tensor, for capacity-mode
     exchanges on group from now on; None forgets it."""
-    _step(group).local_length = local_length
+    _group_lengths(group).local_length = local_length
+
+
+def set_equal_lengths(equal=True, group=None):
+    """The opt-in to the reference's equal case without any exchange of lengths:
+    with no other lengths, every rank of group holds as many rows as this one."""
+    _group_lengths(group).equal = bool(equal)
+
+
+def last_lengths(group=None):
+    """The lengths of group's last seq -> head (a tuple of host ints, rank
+    order), which head -> seq uses when given none; None before the first or
+    after a capacity-mode one."""
+    entry = _groups.get(id(_group_or_world(group)))
+    return entry[1].last if entry is not None else None
+
+
+def add_lengths_hook(hook):
+    """hook(group, lengths, device) is called on each seq -> head whose lengths
+    the host knows (every mode but capacity), before it is enqueued, with every
+    rank's length in rank order as a tuple of ints and the input's device.
+    Returns a handle; handle.remove() unregisters it. ulysses.vila keeps VILA's
+    globals this way."""
+    return _lengths.hooks.add(hook)
 
 
 @contextlib.contextmanager
 def sequence_lengths(lengths=None, local_length=None, group=None):
     """with sequence_lengths([5, 3]): ... -- the lengths (or the device local
     length) for the exchanges on group inside the block."""
-    step = _step(group)
-    saved = step.lengths, step.local_length
+    state = _group_lengths(group)
+    saved = state.lengths, state.local_length
     try:
         set_lengths(lengths, group)
         set_local_length(local_length, group)
         yield
     finally:
-        step.lengths, step.local_length = saved
+        state.lengths, state.local_length = saved
 
 
 def gather_lengths(local_length, group=None):
@@ -269,17 +314,23 @@ def gather_lengths(local_length, group=None):
                                     torch.cuda.current_stream(made.device).cuda_stream)
 
 
-def _resolve_lengths(group, n_ranks, lengths, local_length):
-    """(host lengths or None, device local length or None)."""
-    if lengths is not None:
-        return _planning.host_lengths(lengths, n_ranks), None
-    entry = _steps.get(id(group))
-    step = entry[1] if entry is not None else None
-    if step is not None and step.lengths is not None:
-        return step.lengths, None
-    if local_length is None and step is not None:
-        local_length = step.local_length
-    return None, local_length
+def _call_lengths(group_comm, op, input_rows, lengths, local_length, device):
+    """(host lengths or None, device local length or None) of one call, learning
+    them where none are given (_lengths.decide), and a seq -> head's recorded
+    for the group and its hooks."""
+    state = _group_lengths(group_comm.group)
+    lengths, _ = _lengths.split_use_sync(lengths)
+    given = None if lengths is None else _host_lengths(lengths, group_comm.size)
+    mode, host, local_length = _lengths.decide(op, group_comm.size, input_rows, given,
+                                               local_length, state)
+    if mode == _lengths.LEARN:
+        gathered = _api.gather_lengths_host(input_rows, group_comm.comm,
+                                            torch.cuda.current_stream(device).cuda_stream)
+        host = _lengths.learned(gathered, group_comm.size, group_comm.rank, input_rows,
+                                _planning.host_lengths)
+    _vila.attach_if_loaded()
+    _lengths.record(state, _lengths.hooks, op, host, group_comm.group, device)
+    return host, local_length
 
 
 # ---------------------------------------------------------------------------
@@ -339,10 +390,8 @@ class _Exchanger:
         self.dtypes = list(dtypes)
         self.device = device
         n_ranks, rank = group_comm.size, group_comm.rank
-        host, local_length = _resolve_lengths(group_comm.group, n_ranks, lengths, local_length)
-        if host is None and local_length is None:
-            rows_per_rank = _planning.capacity_rows(op, n_ranks, input_rows)[0]
-            host = (rows_per_rank,) * n_ranks
+        host, local_length = _call_lengths(group_comm, op, input_rows, lengths, local_length,
+                                           device)
         self.lengths = host
         if host is not None:
             self.seq_rows, self.head_rows = _planning.exact_rows(op, host, rank, input_rows)
@@ -503,29 +552,23 @@ def _seq_exchanger(group, tensor, op, packed, lengths, heads, local_length, quer
                                 [packing + (my_heads, head_dim)])
 
 
-def _op_of(scatter_idx, gather_idx, seq_to_head, head_to_seq):
-    if (scatter_idx, gather_idx) == seq_to_head:
-        return Op.SEQ_TO_HEAD
-    if (scatter_idx, gather_idx) == head_to_seq:
-        return Op.HEAD_TO_SEQ
-    raise RuntimeError("scatter_idx and gather_idx must be %s (seq -> head) or %s (head -> seq); "
-                       "got %s" % (seq_to_head, head_to_seq, (scatter_idx, gather_idx)))
-
-
 class SeqAllToAll4D(torch.autograd.Function):
     """SeqAllToAll4D.apply(group, input, scatter_idx, gather_idx[, lengths, heads,
     local_length, query_heads]).
 
-    (2, 1): [B, L_r, H, D] -> [B, Ltot, H_j, D]; (1, 2): the inverse. heads: the
-    total head count for (1, 2) when the ranks hold different counts (default
-    H_j * P); query_heads: the query head count when input holds kv heads.
-    Backward: the reverse exchange with the same lengths.
+    (2, 1): [B, L_r, H, D] -> [B, Ltot, H_j, D]; (1, 2): the inverse. lengths:
+    every rank's (host ints, one-element tensors or one tensor; see the module's
+    docstring for what is used without them); a bool there is yunchang's
+    use_sync, accepted and not needed (the exchange is ordered on the stream).
+    heads: the total head count for (1, 2) when the ranks hold different counts
+    (default H_j * P); query_heads: the query head count when input holds kv
+    heads. Backward: the reverse exchange with the same lengths.
     """
 
     @staticmethod
     def forward(ctx, group, input, scatter_idx=2, gather_idx=1, lengths=None, heads=None,
                 local_length=None, query_heads=None):
-        op = _op_of(scatter_idx, gather_idx, (2, 1), (1, 2))
+        op = _lengths.reference_op(scatter_idx, gather_idx, (2, 1), (1, 2))
         exchanger = _seq_exchanger(group, input, op, 1, lengths, heads, local_length, query_heads)
         ctx.exchanger, ctx.op = exchanger, op
         return exchanger.run(op, [input])[0]
@@ -541,13 +584,14 @@ class SeqAllToAll5D(torch.autograd.Function):
     heads, local_length]): packed q/k/v.
 
     (3, 1): [B, L_r, 3, H, D] -> [B, Ltot, 3, H_j, D]; (1, 3): the inverse. Any
-    lengths (the reference needs equal ones).
+    lengths (the reference needs equal ones), found as SeqAllToAll4D's are; a
+    bool in the lengths' place is yunchang's use_sync, as there.
     """
 
     @staticmethod
     def forward(ctx, group, input, scatter_idx=3, gather_idx=1, lengths=None, heads=None,
                 local_length=None):
-        op = _op_of(scatter_idx, gather_idx, (3, 1), (1, 3))
+        op = _lengths.reference_op(scatter_idx, gather_idx, (3, 1), (1, 3))
         exchanger = _seq_exchanger(group, input, op, 3, lengths, heads, local_length, None)
         ctx.exchanger, ctx.op = exchanger, op
         return exchanger.run(op, [input])[0]
