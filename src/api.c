@@ -7,6 +7,7 @@
 #include "config.h"
 #include "error.h"
 #include "log.h"
+#include "one_pass.h"
 
 #define MIN_NCCL_VERSION 21800
 
@@ -118,6 +119,7 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
     return ulyssesFail(ulyssesErrorNcclError, "ncclComm could not be queried: %s",
                        ncclGetLastError(ncclComm));
   }
+  ULYSSES_CHECK_GOTO(ulyssesOnePassCreate(c, ncclVersion), result, failed);
   deviceGuard guard;
   ULYSSES_CHECK_GOTO(enterDevice(c->cudaDevice, &guard), result, failed);
   ULYSSES_CHECK_GOTO(
@@ -135,6 +137,7 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
                      result, restore);
   leaveDevice(&guard);
   if (!registerComm(c)) {
+    ulyssesOnePassDestroy(c);
     cudaFree(c->lengthScratch);
     cudaFreeHost(c->hostStatus);
     free(c);
@@ -148,6 +151,7 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
 restore:
   leaveDevice(&guard);
 failed:
+  ulyssesOnePassDestroy(c);
   if (c->hostStatus != NULL) cudaFreeHost(c->hostStatus);
   free(c);
   return result;
@@ -163,6 +167,7 @@ ULYSSES_API ulyssesResult_t ulyssesCommDestroy(ulyssesComm_t comm) {
   ulyssesResult_t result = ulyssesSuccess;
   deviceGuard guard;
   if (enterDevice(comm->cudaDevice, &guard) == ulyssesSuccess) {
+    result = ulyssesOnePassDestroy(comm);
     if (cudaFree(comm->lengthScratch) != cudaSuccess ||
         cudaFreeHost(comm->hostStatus) != cudaSuccess)
       result = ulyssesFail(ulyssesErrorCudaError, "freeing the comm's memory failed");
@@ -261,6 +266,11 @@ ULYSSES_API ulyssesResult_t ulyssesExchangeMulti(ulyssesPlan_t plan, ulyssesOp_t
   ULYSSES_CHECK(checkComm(comm, 0));
   ULYSSES_CHECK(ulyssesCheckExchange(plan, comm->nRanks, comm->rank, op, nTensors, sendbuffs,
                                      recvbuffs, workspace, workspaceSize));
+  /* The path is chosen (and logged) on every call; until the one-pass kernel
+   * exists the choice is always the staged path run below. */
+  int path;
+  const char* pathReason;
+  ULYSSES_CHECK(ulyssesOnePassPath(comm, plan, op, recvbuffs, &path, &pathReason));
   deviceGuard guard;
   ULYSSES_CHECK(enterDevice(comm->cudaDevice, &guard));
   ulyssesCudaContext context = {comm, stream};
@@ -378,4 +388,8 @@ ULYSSES_API ulyssesResult_t ulyssesUnpack(ulyssesPlan_t plan, ulyssesOp_t op, in
                                           size_t workspaceSize, cudaStream_t stream) {
   return runStage(plan, op, ULYSSES_RECV, nTensors, (const void* const*)recvbuffs, deviceLengths,
                   deviceStatus, workspace, workspaceSize, stream);
+}
+
+ulyssesResult_t ulyssesCheckLiveComm(const struct ulyssesComm* comm, int allowAborted) {
+  return checkComm(comm, allowAborted);
 }

@@ -16,6 +16,7 @@ struct ulyssesComm {
                              the plan check */
   int checkPlans;
   int aborted;
+  struct ulyssesOnePassState* onePass; /* src/one_pass.h */
 };
 
 typedef struct {
@@ -32,5 +33,9 @@ ulyssesResult_t ulyssesCudaCheck(cudaError_t error, const char* what);
  * communicator first waits, on the host, until NCCL has finished enqueuing
  * (ncclInProgress), so that what follows on the stream comes after NCCL's work. */
 ulyssesResult_t ulyssesNcclCheck(ncclResult_t result, ncclComm_t comm, const char* what);
+
+/* checkComm of src/api.c for the entry points of other files: comm is a live
+ * ulyssesComm_t (and not aborted, unless allowAborted). */
+ulyssesResult_t ulyssesCheckLiveComm(const struct ulyssesComm* comm, int allowAborted);
 
 #endif /* ULYSSES_COMM_H_ */

@@ -79,8 +79,11 @@ int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
                               void* const* recvbuffs, const char** reason) {
   if (!support->enabled)
     return choose(ULYSSES_PATH_STAGED,
-                  "one pass is off (the default; ULYSSES_ONE_PASS=1 or ulyssesConfig_t.onePass=1 "
-                  "turns it on)",
+                  "one pass is off (the default; ULYSSES_ONE_PASS=1 turns it on)", reason);
+  if (!support->kernelReady)
+    return choose(ULYSSES_PATH_STAGED,
+                  "this build has no one-pass kernel yet (docs/one-pass.md: it has not run on a "
+                  "GPU)",
                   reason);
   if (support->compiledNcclVersion < ULYSSES_ONE_PASS_MIN_NCCL)
     return choose(ULYSSES_PATH_STAGED,

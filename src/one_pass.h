@@ -43,7 +43,8 @@ void ulyssesSymmetricClear(ulyssesSymmetricRegistry* registry);
 
 /* What the comm knows about one-pass support, fixed when it is created. */
 typedef struct {
-  int enabled;             /* ULYSSES_ONE_PASS=1 or the config field */
+  int enabled;             /* ULYSSES_ONE_PASS=1 */
+  int kernelReady;         /* the library has the one-pass kernel and its launch */
   int compiledNcclVersion; /* NCCL_VERSION_CODE the library was built with */
   int runtimeNcclVersion;  /* ncclGetVersion */
   int devCommReady;        /* ncclDevCommCreate succeeded */
@@ -68,5 +69,24 @@ void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
                         const void* const* sendbuffs, unsigned char* const* const* peerOutputs,
                         const int64_t* lengths, const int64_t* offsets, const int64_t* slotOffsets,
                         ulyssesOnePassArgs* args);
+
+/* The comm's one-pass state (struct ulyssesComm.onePass). */
+struct ulyssesOnePassState {
+  ulyssesOnePassSupport support;
+  ulyssesSymmetricRegistry registry;
+};
+
+struct ulyssesComm;
+/* At ulyssesCommCreate, after the comm's size is known: reads
+ * ULYSSES_ONE_PASS and what the comm supports. */
+ulyssesResult_t ulyssesOnePassCreate(struct ulyssesComm* comm, int runtimeNcclVersion);
+/* At ulyssesCommDestroy (collective then): frees the symmetric allocations
+ * left, in allocation order. comm->onePass may be NULL. */
+ulyssesResult_t ulyssesOnePassDestroy(struct ulyssesComm* comm);
+/* The path of an exchange whose arguments have been checked, logged under
+ * ULYSSES_DEBUG=INFO. */
+ulyssesResult_t ulyssesOnePassPath(const struct ulyssesComm* comm, const struct ulyssesPlan* plan,
+                                   ulyssesOp_t op, void* const* recvbuffs, int* path,
+                                   const char** reason);
 
 #endif /* ULYSSES_ONE_PASS_H_ */

@@ -32,6 +32,14 @@ typedef struct {
   int capturing;
   /* What the other ranks contribute to an all-gather, byte by byte. */
   unsigned char peerAllGatherByte;
+  /* Symmetric memory: returned by the next ncclMemAlloc or
+   * ncclCommWindowRegister, then reset; windows registered and not
+   * deregistered, allocations not freed, and the flags of the last window. */
+  ncclResult_t failNextMemAlloc;
+  ncclResult_t failNextWindowRegister;
+  int liveWindows;
+  int liveAllocations;
+  int lastWindowFlags;
 } fakeSettings;
 
 extern fakeSettings fake;

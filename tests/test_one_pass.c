@@ -307,7 +307,7 @@ static void pathSetup(pathCase* c) {
                    ulyssesSuccess);
   c->outputs[0] = c->pool;
   c->outputs[1] = c->pool + c->poolBytes / 2;
-  ulyssesOnePassSupport support = {1, 22809, 22809, 1, 4, 4};
+  ulyssesOnePassSupport support = {1, 1, 22809, 22809, 1, 4, 4};
   c->support = support;
 }
 
@@ -351,6 +351,11 @@ static void testPathFallbackReasons(void** state) {
   expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "one pass is off");
   c.support.lsaRanks = 2; /* two broken: the first is said */
   expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "one pass is off");
+  pathTeardown(&c);
+
+  pathSetup(&c);
+  c.support.kernelReady = 0;
+  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "no one-pass kernel");
   pathTeardown(&c);
 
   pathSetup(&c);
@@ -413,7 +418,7 @@ static void testPathEmptyOutputQualifies(void** state) {
   assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 1, lengths, 1, &layout), ulyssesSuccess);
   ulyssesSymmetricRegistry registry;
   memset(&registry, 0, sizeof registry);
-  ulyssesOnePassSupport support = {1, 22809, 22809, 1, 4, 4};
+  ulyssesOnePassSupport support = {1, 1, 22809, 22809, 1, 4, 4};
   void* outputs[1] = {NULL};
   const char* reason;
   assert_int_equal(
