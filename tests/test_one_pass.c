@@ -14,38 +14,7 @@
 /* cmocka.h needs the headers above. */
 #include <cmocka.h>
 
-#include "exchange_run.h"
-#include "one_pass.h"
-
-/* What the one-pass kernel leaves alone reads back as this. */
-#define UNTOUCHED 0xC3
-
-/* The length table as the one-pass kernel builds it from the lengths every
- * rank published (capacity mode: the raw device lengths, clamped). */
-typedef struct {
-  int64_t lengths[HARNESS_MAX_RANKS];
-  int64_t offsets[HARNESS_MAX_RANKS + 1];
-  int64_t slotOffsets[HARNESS_MAX_RANKS + 1];
-  uint32_t status;
-} lengthTable;
-
-static void buildTable(const exchangeRun* run, lengthTable* table) {
-  const scenario* s = run->s;
-  ulyssesTableArgs args;
-  memset(&args, 0, sizeof args);
-  memset(table, 0, sizeof *table);
-  args.mode = s->capacityMode ? ULYSSES_MODE_CAPACITY : ULYSSES_MODE_EXACT;
-  args.nRanks = s->nRanks;
-  args.chunkCount = s->nRanks;
-  memcpy(args.hostValues, s->capacityMode ? s->capacities : s->lengths,
-         sizeof(int64_t) * (size_t)s->nRanks);
-  args.gatheredLengths = s->capacityMode ? run->deviceLengths : NULL;
-  args.lengths = table->lengths;
-  args.offsets = table->offsets;
-  args.slotOffsets = table->slotOffsets;
-  args.status = &table->status;
-  simRunTable(&args);
-}
+#include "one_pass_run.h"
 
 /* How the launch is driven: as the fill sets it, or with other chunk sizes
  * and lane counts, which must not change a byte. */
@@ -85,15 +54,6 @@ static void runOnePass(const exchangeRun* run, const lengthTable* table, launchS
   }
 }
 
-/* 1 for each byte of rank p's output of tensor t that a real row holds, else 0. */
-static unsigned char* realBytesOf(const exchangeRun* run, const lengthTable* table, int p, int t) {
-  sideRows out = exchangeSideRows(run, t, p, 0, table->lengths);
-  unsigned char* real = calloc(run->recv[p][t].bytes + 1, 1);
-  for (int64_t i = 0; i < out.batch * out.realRows; i++)
-    memset(real + rowOffset(&out, i), 1, out.rowBytes);
-  return real;
-}
-
 /* The runs of every rank together cover each real byte of every output
  * exactly once and nothing else, and read only inside the inputs. */
 static void checkRunsCoverOnce(const exchangeRun* run, const lengthTable* table) {
@@ -118,7 +78,7 @@ static void checkRunsCoverOnce(const exchangeRun* run, const lengthTable* table)
       }
     }
     for (int p = 0; p < s->nRanks; p++) {
-      unsigned char* real = realBytesOf(run, table, p, t);
+      unsigned char* real = onePassRealBytes(run, table, p, t);
       for (size_t k = 0; k < run->recv[p][t].bytes; k++)
         if (counts[p][k] != real[k])
           fail_msg("op %d, rank %d's output of tensor %d, byte %zu: written %d times, expected %d",
@@ -127,27 +87,6 @@ static void checkRunsCoverOnce(const exchangeRun* run, const lengthTable* table)
       free(counts[p]);
     }
   }
-}
-
-/* Padding rows of the outputs (capacity mode) still hold what was there. */
-static void checkPaddingUntouched(const exchangeRun* run, const lengthTable* table) {
-  const scenario* s = run->s;
-  for (int p = 0; p < s->nRanks; p++)
-    for (int t = 0; t < s->nTensors; t++) {
-      unsigned char* real = realBytesOf(run, table, p, t);
-      for (size_t k = 0; k < run->recv[p][t].bytes; k++)
-        if (!real[k] && run->recv[p][t].data[k] != UNTOUCHED)
-          fail_msg("rank %d, tensor %d: padding byte %zu was written", p, t, k);
-      free(real);
-    }
-}
-
-/* Whether op with s needs the head sum, which stays on the staged path. */
-static int needsHeadSum(const exchangeRun* run) {
-  for (int t = 0; t < run->s->nTensors; t++)
-    if (ulyssesPlanSide(run->plans[0], run->op, t, ULYSSES_RECV).kind == ULYSSES_COPY_HEAD_SUM)
-      return 1;
-  return 0;
 }
 
 /* One scenario and op, every launch shape; deviceLengths (capacity mode: the
@@ -159,7 +98,7 @@ static int checkOnePass(const scenario* s, ulyssesOp_t op, uint64_t seed,
   for (size_t v = 0; v < sizeof shapes / sizeof shapes[0]; v++) {
     exchangeRun run;
     exchangeSetup(&run, s, op, seed);
-    if (needsHeadSum(&run)) {
+    if (onePassNeedsHeadSum(&run)) {
       exchangeTeardown(&run);
       return 0;
     }
@@ -167,39 +106,17 @@ static int checkOnePass(const scenario* s, ulyssesOp_t op, uint64_t seed,
       memcpy(run.deviceLengths, deviceLengths, sizeof(int64_t) * (size_t)s->nRanks);
     for (int p = 0; p < s->nRanks; p++)
       for (int t = 0; t < s->nTensors; t++)
-        memset(run.recv[p][t].data, UNTOUCHED, run.recv[p][t].bytes);
+        memset(run.recv[p][t].data, ONE_PASS_UNTOUCHED, run.recv[p][t].bytes);
     lengthTable table;
-    buildTable(&run, &table);
+    onePassBuildTable(&run, &table);
     assert_int_equal(table.status, expectedStatus);
     if (v == 0) checkRunsCoverOnce(&run, &table);
     runOnePass(&run, &table, shapes[v]);
     exchangeCheck(&run, table.lengths);
-    checkPaddingUntouched(&run, &table);
+    onePassCheckPadding(&run, &table);
     exchangeTeardown(&run);
   }
   return 1;
-}
-
-static ulyssesLayout_t layoutOf(int64_t batch, int64_t heads, int64_t headDim, int64_t elementSize,
-                                int packed, ulyssesOrder_t order) {
-  ulyssesLayout_t layout;
-  memset(&layout, 0, sizeof layout);
-  layout.size = sizeof layout;
-  layout.batch = batch;
-  layout.heads = heads;
-  layout.headDim = headDim;
-  layout.elementSize = elementSize;
-  layout.packed = packed;
-  layout.order = order;
-  return layout;
-}
-
-static ulyssesLayout_t kvLayoutOf(int64_t batch, int64_t kvHeads, int64_t queryHeads,
-                                  ulyssesOrder_t order) {
-  ulyssesLayout_t layout = layoutOf(batch, kvHeads, 4, 2, 1, order);
-  layout.queryHeads = queryHeads;
-  layout.dataType = ulyssesTypeBfloat16;
-  return layout;
 }
 
 static void setLengths(scenario* s, int nRanks, const int64_t* lengths, int slack) {
@@ -228,15 +145,16 @@ static void testOnePassMatchesReference(void** state) {
           s.capacityMode = capacityMode;
           ulyssesOrder_t o = order ? ulyssesOrderSBHD : ulyssesOrderBSHD;
           s.nTensors = 4;
-          s.layouts[0] = layoutOf(batch, 2 * nRanks + 1, 3, 2, 1, o); /* uneven head split */
-          s.layouts[1] = layoutOf(batch, nRanks, 2, 4, 3, o);         /* packed q/k/v */
-          s.layouts[2] = kvLayoutOf(batch, 1, 2 * nRanks, o);         /* one kv head, every rank */
-          s.layouts[3] = layoutOf(batch, 1, 5, 1, 1, o);              /* fewer heads than ranks */
+          s.layouts[0] = onePassLayout(batch, 2 * nRanks + 1, 3, 2, 1, o); /* uneven head split */
+          s.layouts[1] = onePassLayout(batch, nRanks, 2, 4, 3, o);         /* packed q/k/v */
+          s.layouts[2] = onePassKvLayout(batch, 1, 2 * nRanks, 4, o); /* one kv head, every rank */
+          s.layouts[3] = onePassLayout(batch, 1, 5, 1, 1, o);         /* fewer heads than ranks */
           for (int op = 0; op < ULYSSES_OP_COUNT; op++)
             checked += checkOnePass(&s, (ulyssesOp_t)op, (uint64_t)(n * 97 + (size_t)op), NULL, 0);
           /* head -> seq without the shared kv tensor takes one pass too. */
           s.nTensors = 2;
-          s.layouts[1] = kvLayoutOf(batch, nRanks, 2 * nRanks, o); /* one kv head per rank */
+          s.layouts[1] =
+              onePassKvLayout(batch, nRanks, 2 * nRanks, 4, o); /* one kv head per rank */
           checked += checkOnePass(&s, ulyssesOpHeadToSeq, (uint64_t)n, NULL, 0);
         }
   /* Every (P, mode, batch, order): seq -> head, all-gather, plain head -> seq. */
@@ -261,8 +179,8 @@ static void testOnePassClampsLengths(void** state) {
     }
     ulyssesOrder_t o = order ? ulyssesOrderSBHD : ulyssesOrderBSHD;
     s.nTensors = 2;
-    s.layouts[0] = layoutOf(2, 8, 4, 2, 1, o);
-    s.layouts[1] = kvLayoutOf(2, 2, 8, o);
+    s.layouts[0] = onePassLayout(2, 8, 4, 2, 1, o);
+    s.layouts[1] = onePassKvLayout(2, 2, 8, 4, o);
     for (int op = 0; op < ULYSSES_OP_COUNT; op++)
       checkOnePass(&s, (ulyssesOp_t)op, 11, raw,
                    ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY | ULYSSES_STATUS_NEGATIVE_LENGTH);
@@ -298,8 +216,8 @@ typedef struct {
 static void pathSetup(pathCase* c) {
   memset(c, 0, sizeof *c);
   static const int64_t lengths[4] = {3, 0, 2, 5};
-  ulyssesLayout_t layouts[2] = {layoutOf(1, 8, 4, 2, 1, ulyssesOrderBSHD),
-                                kvLayoutOf(1, 1, 8, ulyssesOrderBSHD)};
+  ulyssesLayout_t layouts[2] = {onePassLayout(1, 8, 4, 2, 1, ulyssesOrderBSHD),
+                                onePassKvLayout(1, 1, 8, 4, ulyssesOrderBSHD)};
   assert_int_equal(ulyssesPlanCreateExact(&c->plan, 4, 1, lengths, 2, layouts), ulyssesSuccess);
   c->poolBytes = 1 << 16;
   c->pool = malloc(c->poolBytes);
@@ -413,7 +331,7 @@ static void testPathFallbackReasons(void** state) {
 static void testPathEmptyOutputQualifies(void** state) {
   (void)state;
   static const int64_t lengths[4] = {0, 0, 0, 0};
-  ulyssesLayout_t layout = layoutOf(1, 8, 4, 2, 1, ulyssesOrderBSHD);
+  ulyssesLayout_t layout = onePassLayout(1, 8, 4, 2, 1, ulyssesOrderBSHD);
   ulyssesPlan_t plan;
   assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 1, lengths, 1, &layout), ulyssesSuccess);
   ulyssesSymmetricRegistry registry;
