@@ -263,46 +263,27 @@ static void testPathOnePassWhenEverythingQualifies(void** state) {
  * first in the documented order. */
 static void testPathFallbackReasons(void** state) {
   (void)state;
+  /* Fields: enabled, kernelReady, compiled and runtime NCCL, devCommReady, LSA ranks, ranks. */
+  static const struct {
+    ulyssesOnePassSupport support;
+    const char* phrase;
+  } cases[] = {
+      {{0, 1, 22809, 22809, 1, 4, 4}, "one pass is off"},
+      {{0, 1, 22809, 22809, 1, 2, 4}, "one pass is off"}, /* two broken: the first is said */
+      {{1, 0, 22809, 22809, 1, 4, 4}, "no one-pass kernel"},
+      {{1, 1, 22703, 22703, 1, 4, 4}, "without the device API"},
+      {{1, 1, 22809, 22900, 1, 4, 4}, "not the version"},
+      {{1, 1, 22809, 22808, 1, 4, 4}, "not the version"},
+      {{1, 1, 22809, 22809, 1, 1, 1}, "single rank"},
+      {{1, 1, 22809, 22809, 0, 4, 4}, "ncclDevCommCreate failed"},
+      {{1, 1, 22809, 22809, 1, 2, 4}, "LSA team is smaller"}, /* two nodes of two GPUs */
+  };
   pathCase c;
   pathSetup(&c);
-  c.support.enabled = 0;
-  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "one pass is off");
-  c.support.lsaRanks = 2; /* two broken: the first is said */
-  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "one pass is off");
-  pathTeardown(&c);
-
-  pathSetup(&c);
-  c.support.kernelReady = 0;
-  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "no one-pass kernel");
-  pathTeardown(&c);
-
-  pathSetup(&c);
-  c.support.compiledNcclVersion = 22703;
-  c.support.runtimeNcclVersion = 22703;
-  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "without the device API");
-  pathTeardown(&c);
-
-  pathSetup(&c);
-  c.support.runtimeNcclVersion = 22900;
-  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "not the version");
-  c.support.runtimeNcclVersion = 22808;
-  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "not the version");
-  pathTeardown(&c);
-
-  pathSetup(&c);
-  c.support.commRanks = 1;
-  c.support.lsaRanks = 1;
-  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "single rank");
-  pathTeardown(&c);
-
-  pathSetup(&c);
-  c.support.devCommReady = 0;
-  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "ncclDevCommCreate failed");
-  pathTeardown(&c);
-
-  pathSetup(&c);
-  c.support.lsaRanks = 2; /* two nodes of two GPUs */
-  expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, "LSA team is smaller");
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    c.support = cases[i].support;
+    expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, cases[i].phrase);
+  }
   pathTeardown(&c);
 
   pathSetup(&c);
