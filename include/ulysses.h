@@ -427,6 +427,41 @@ ULYSSES_API ulyssesResult_t ulyssesUnpack(ulyssesPlan_t plan, ulyssesOp_t op, in
                                           uint32_t* deviceStatus, void* workspace,
                                           size_t workspaceSize, cudaStream_t stream);
 
+/*------------------------------------------------------------------------
+ * One pass over NVLink (experimental; docs/one-pass.md). An exchange whose
+ * outputs all lie in memory from ulyssesMemAlloc, on a comm whose ranks all
+ * reach each other by load and store, may move its data in one kernel that
+ * writes straight into the peers' outputs, instead of pack, NCCL and unpack.
+ * Off by default: ULYSSES_ONE_PASS=1 in every rank's environment when the
+ * comm is created turns it on. In this version no exchange takes it yet:
+ * its kernel has not run on a GPU. ulyssesGetExchangePath says which path a
+ * call takes and why.
+ *----------------------------------------------------------------------*/
+typedef enum {
+  ulyssesPathStaged = 0, /* pack, one NCCL group, unpack (the exchanges above) */
+  ulyssesPathOnePass = 1 /* one kernel writing into the peers' symmetric outputs */
+} ulyssesPath_t;
+
+/* Collective: every rank of comm calls it, with the same size, in the same
+ * order as its other ulyssesMemAlloc and ulyssesMemFree calls on comm.
+ * Allocates size bytes of device memory on comm's device that the peers can
+ * address (ncclMemAlloc, registered as an NCCL symmetric window). Not for
+ * concurrent use with other calls on comm. */
+ULYSSES_API ulyssesResult_t ulyssesMemAlloc(ulyssesComm_t comm, size_t size, void** ptr);
+
+/* Collective, like ulyssesMemAlloc: frees ptr, which ulyssesMemAlloc on comm
+ * returned; work that uses it must have completed. ptr may be NULL.
+ * ulyssesCommDestroy frees what is left (so call it on every rank). */
+ULYSSES_API ulyssesResult_t ulyssesMemFree(ulyssesComm_t comm, void* ptr);
+
+/* The path that ulyssesExchangeMulti(plan, op, nTensors, ..., recvbuffs, ...,
+ * comm, ...) takes, and why (*reason: a static string; reason may be NULL).
+ * The arguments are checked as the exchange checks them (the buffers' sizes
+ * and overlaps excepted). */
+ULYSSES_API ulyssesResult_t ulyssesGetExchangePath(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
+                                                   void* const* recvbuffs, ulyssesComm_t comm,
+                                                   ulyssesPath_t* path, const char** reason);
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "error.h"
 #include "log.h"
+#include "one_pass.h"
 
 #define MIN_NCCL_VERSION 21800
 
@@ -90,7 +91,8 @@ static int freeComm(struct ulyssesComm* comm) {
   int freed = 0;
   deviceGuard guard;
   if (enterDevice(comm->cudaDevice, &guard) == ulyssesSuccess) {
-    freed = cudaFree(comm->lengthScratch) == cudaSuccess;
+    freed = ulyssesOnePassDestroy(comm) == ulyssesSuccess;
+    freed = cudaFree(comm->lengthScratch) == cudaSuccess && freed;
     freed = cudaFreeHost(comm->hostStatus) == cudaSuccess && freed;
     leaveDevice(&guard);
   }
@@ -164,6 +166,7 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
                          ncclGetLastError(ncclComm));
     goto failed;
   }
+  ULYSSES_CHECK_GOTO(ulyssesOnePassCreate(c, ncclVersion), result, failed);
   deviceGuard guard;
   ULYSSES_CHECK_GOTO(enterDevice(c->cudaDevice, &guard), result, failed);
   ULYSSES_CHECK_GOTO(
@@ -181,6 +184,7 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
                      result, restore);
   leaveDevice(&guard);
   if (!registerComm(c)) {
+    ulyssesOnePassDestroy(c);
     cudaFree(c->lengthScratch);
     cudaFreeHost(c->hostStatus);
     pthread_mutex_destroy(&c->lock);
@@ -195,6 +199,7 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
 restore:
   leaveDevice(&guard);
 failed:
+  ulyssesOnePassDestroy(c);
   if (c->hostStatus != NULL) cudaFreeHost(c->hostStatus);
   pthread_mutex_destroy(&c->lock);
   free(c);
@@ -386,6 +391,11 @@ static ulyssesResult_t exchangeOnComm(struct ulyssesComm* comm, ulyssesPlan_t pl
                                       cudaStream_t stream) {
   ULYSSES_CHECK(ulyssesCheckExchange(plan, comm->nRanks, comm->rank, op, nTensors, sendbuffs,
                                      recvbuffs, workspace, workspaceSize));
+  /* The path is chosen (and logged) on every call; until the one-pass kernel
+   * exists the choice is always the staged path run below. */
+  int path;
+  const char* pathReason;
+  ULYSSES_CHECK(ulyssesOnePassPath(comm, plan, op, recvbuffs, &path, &pathReason));
   deviceGuard guard;
   ULYSSES_CHECK(enterDevice(comm->cudaDevice, &guard));
   ulyssesCudaContext context = {comm, stream};
@@ -545,3 +555,9 @@ ULYSSES_API ulyssesResult_t ulyssesUnpack(ulyssesPlan_t plan, ulyssesOp_t op, in
   return runStage(plan, op, ULYSSES_RECV, nTensors, (const void* const*)recvbuffs, deviceLengths,
                   deviceStatus, workspace, workspaceSize, stream);
 }
+
+ulyssesResult_t ulyssesAcquireComm(struct ulyssesComm* comm, int allowAborted) {
+  return acquireComm(comm, allowAborted);
+}
+
+void ulyssesReleaseComm(struct ulyssesComm* comm) { releaseComm(comm); }

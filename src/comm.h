@@ -41,6 +41,7 @@ struct ulyssesComm {
   /* The registry's reference while the comm is live, plus one per public call
    * in progress; under the registry's lock. The last release frees. */
   int references;
+  struct ulyssesOnePassState* onePass; /* src/one_pass.h */
 };
 
 typedef struct {
@@ -57,5 +58,12 @@ ulyssesResult_t ulyssesCudaCheck(cudaError_t error, const char* what);
  * communicator first waits, on the host, until NCCL has finished enqueuing
  * (ncclInProgress), so that what follows on the stream comes after NCCL's work. */
 ulyssesResult_t ulyssesNcclCheck(ncclResult_t result, ncclComm_t comm, const char* what);
+
+/* For the entry points of other files, as src/api.c's own: a call takes a
+ * reference to a live comm (refused if aborted, unless allowAborted) and
+ * gives it back when it returns, so that a concurrent ulyssesCommDestroy
+ * frees nothing in use. */
+ulyssesResult_t ulyssesAcquireComm(struct ulyssesComm* comm, int allowAborted);
+void ulyssesReleaseComm(struct ulyssesComm* comm);
 
 #endif /* ULYSSES_COMM_H_ */

@@ -507,3 +507,46 @@ ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t type, int pee
   receives[receiveCount++] = (message){NULL, recvbuff, count, peer};
   return ncclSuccess;
 }
+
+/*------------------------------------------------------------------------
+ * NCCL symmetric memory: host memory, and windows that only count.
+ *----------------------------------------------------------------------*/
+/* Returns the setting's failure once, then success. */
+static ncclResult_t takeFailure(ncclResult_t* setting) {
+  ncclResult_t result = *setting;
+  *setting = ncclSuccess;
+  return result;
+}
+
+ncclResult_t ncclMemAlloc(void** ptr, size_t size) {
+  ncclResult_t result = takeFailure(&fake.failNextMemAlloc);
+  if (result != ncclSuccess) return result;
+  *ptr = aligned_alloc(256, (size + 255) / 256 * 256);
+  if (*ptr == NULL) return ncclSystemError;
+  fake.liveAllocations++;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclMemFree(void* ptr) {
+  free(ptr);
+  fake.liveAllocations--;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommWindowRegister(ncclComm_t comm, void* buff, size_t size, ncclWindow_t* win,
+                                    int winFlags) {
+  (void)size;
+  if (comm != theComm || buff == NULL) return ncclInvalidArgument;
+  ncclResult_t result = takeFailure(&fake.failNextWindowRegister);
+  if (result != ncclSuccess) return result;
+  *win = (ncclWindow_t)buff;
+  fake.lastWindowFlags = winFlags;
+  fake.liveWindows++;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommWindowDeregister(ncclComm_t comm, ncclWindow_t win) {
+  if (comm != theComm || win == NULL) return ncclInvalidArgument;
+  fake.liveWindows--;
+  return ncclSuccess;
+}

@@ -44,6 +44,14 @@ typedef struct {
   int peersEcho;
   /* The ranks are threads (see above); set after fakeReset. */
   int paired;
+  /* Symmetric memory: returned by the next ncclMemAlloc or
+   * ncclCommWindowRegister, then reset; windows registered and not
+   * deregistered, allocations not freed, and the flags of the last window. */
+  ncclResult_t failNextMemAlloc;
+  ncclResult_t failNextWindowRegister;
+  int liveWindows;
+  int liveAllocations;
+  int lastWindowFlags;
 } fakeSettings;
 
 extern fakeSettings fake;

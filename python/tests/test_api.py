@@ -141,6 +141,15 @@ class CommWithoutGpuTest(FailureAssertions):
                          FAKE_DEVICE, FAKE_DEVICE + 64, None, 0)
         self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.gather_lengths_host, 3, None, 0)
 
+    def test_one_pass_calls_need_a_comm(self):
+        self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.mem_alloc, None, 4096)
+        self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.mem_free, None, FAKE_DEVICE)
+        with ulysses.Plan.exact(2, 0, [3, 5], layout()) as plan:
+            self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.get_exchange_path, plan,
+                             Op.SEQ_TO_HEAD, [FAKE_DEVICE], None)
+        self.assertFails(Result.ERROR_INVALID_USAGE, ["not a live ulyssesComm_t"],
+                         ulysses.mem_alloc, FAKE_DEVICE, 4096)
+
     def test_config_defaults_are_the_initializers(self):
         config = ulysses.Config()
         self.assertEqual((config.size, config.magic, config.version, config.checkPlans),

@@ -17,6 +17,7 @@ ENUMS = {
     "ulyssesDataType_t": (ulysses.DataType, "ulyssesType"),
     "ulyssesOp_t": (ulysses.Op, "ulyssesOp"),
     "ulyssesSegmentPlace_t": (ulysses.SegmentPlace, "ulyssesSegment"),
+    "ulyssesPath_t": (ulysses.Path, "ulyssesPath"),
 }
 # Enumerators that count rather than name a value: module constants.
 ENUM_CONSTANTS = {"ulyssesNumResults": "NUM_RESULTS"}
@@ -84,7 +85,8 @@ def expected_ctype(ctype, name, enum_names):
         return ctypes.POINTER(ctypes.c_int64 if "int64" in ctype else ctypes.c_uint32)
     scalars = {"int": ctypes.c_int, "int64_t": ctypes.c_int64, "size_t": ctypes.c_size_t,
                "int*": ctypes.POINTER(ctypes.c_int), "size_t*": ctypes.POINTER(ctypes.c_size_t),
-               "const char*": ctypes.c_char_p}
+               "const char*": ctypes.c_char_p, "void* *": ctypes.POINTER(ctypes.c_void_p),
+               "const char* *": ctypes.POINTER(ctypes.c_char_p)}
     if ctype in scalars:
         return scalars[ctype]
     raise AssertionError("no ctypes mapping for the C type %r (parameter %s)" % (ctype, name))

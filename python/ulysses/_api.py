@@ -12,7 +12,7 @@ import operator
 
 from ._errors import UlyssesError
 from ._lib import library
-from ._types import Config, Layout, Op, Result, Segment, version_tuple
+from ._types import Config, Layout, Op, Path, Result, Segment, version_tuple
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -446,3 +446,29 @@ def reverse(op):
     if op == Op.ALL_GATHER:
         raise ValueError("the all-gather has no reverse exchange")
     return Op.HEAD_TO_SEQ if op == Op.SEQ_TO_HEAD else Op.SEQ_TO_HEAD
+
+
+# ---------------------------------------------------------------------------
+# One pass over NVLink (experimental, off by default; docs/one-pass.md).
+# ---------------------------------------------------------------------------
+def mem_alloc(comm, size):
+    """ulyssesMemAlloc, collective: size bytes of symmetric device memory (an int address)."""
+    ptr = ctypes.c_void_p()
+    _check(_lib().ulyssesMemAlloc(_handle(comm, "comm"), _size_t(size, "size"), ctypes.byref(ptr)))
+    return ptr.value
+
+
+def mem_free(comm, ptr):
+    """ulyssesMemFree, collective: frees what mem_alloc returned (None: nothing)."""
+    _check(_lib().ulyssesMemFree(_handle(comm, "comm"), _pointer(ptr, "ptr")))
+
+
+def get_exchange_path(plan, op, recvbuffs, comm):
+    """ulyssesGetExchangePath: (Path, reason) of an exchange into recvbuffs."""
+    recvbuffs = list(recvbuffs)
+    path = ctypes.c_int()
+    reason = ctypes.c_char_p()
+    _check(_lib().ulyssesGetExchangePath(
+        _handle(plan, "plan"), int(op), len(recvbuffs), _pointer_array(recvbuffs, "recvbuffs"),
+        _handle(comm, "comm"), ctypes.byref(path), ctypes.byref(reason)))
+    return Path(path.value), reason.value.decode()

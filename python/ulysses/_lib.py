@@ -62,6 +62,11 @@ PROTOTYPES = {
                               _size, _ptr]),
     "ulyssesUnpack": (_result, [_ptr, _result, _int, ctypes.POINTER(_ptr), _ptr, _ptr, _ptr,
                                 _size, _ptr]),
+    "ulyssesMemAlloc": (_result, [_ptr, _size, ctypes.POINTER(_ptr)]),
+    "ulyssesMemFree": (_result, [_ptr, _ptr]),
+    "ulyssesGetExchangePath": (_result, [_ptr, _result, _int, ctypes.POINTER(_ptr), _ptr,
+                                         ctypes.POINTER(_result),
+                                         ctypes.POINTER(ctypes.c_char_p)]),
 }
 
 

@@ -88,6 +88,12 @@ class SegmentPlace(enum.IntEnum):
     IN_USER_BUFFER = 1
 
 
+class Path(enum.IntEnum):
+    """ulyssesPath_t: how an exchange moves its data (get_exchange_path)."""
+    STAGED = 0
+    ONE_PASS = 1
+
+
 # C enums are int-sized here (every value fits an int).
 _c_enum = ctypes.c_int
 

@@ -1,0 +1,177 @@
+#include "one_pass.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+_Static_assert((int)ulyssesOpSeqToHead == ULYSSES_ONE_PASS_SEQ_TO_HEAD &&
+                   (int)ulyssesOpHeadToSeq == ULYSSES_ONE_PASS_HEAD_TO_SEQ &&
+                   (int)ulyssesOpAllGather == ULYSSES_ONE_PASS_ALL_GATHER,
+               "one-pass ops");
+
+/*------------------------------------------------------------------------
+ * The registry of symmetric allocations.
+ *----------------------------------------------------------------------*/
+ulyssesResult_t ulyssesSymmetricAdd(ulyssesSymmetricRegistry* registry, const void* base,
+                                    size_t bytes, void* window) {
+  const unsigned char* begin = base;
+  for (int i = 0; i < registry->count; i++) {
+    const ulyssesSymmetricBuffer* b = &registry->buffers[i];
+    if (begin < b->base + b->bytes && b->base < begin + bytes)
+      return ulyssesFail(ulyssesErrorInvalidArgument,
+                         "symmetric allocation %p (%zu bytes) overlaps one already recorded", base,
+                         bytes);
+  }
+  if (registry->count == registry->capacity) {
+    int capacity = registry->capacity == 0 ? 8 : 2 * registry->capacity;
+    ulyssesSymmetricBuffer* grown =
+        realloc(registry->buffers, sizeof(ulyssesSymmetricBuffer) * (size_t)capacity);
+    if (grown == NULL)
+      return ulyssesFail(ulyssesErrorSystemError, "out of host memory recording an allocation");
+    registry->buffers = grown;
+    registry->capacity = capacity;
+  }
+  ulyssesSymmetricBuffer entry = {begin, bytes, registry->nextSerial++, window};
+  registry->buffers[registry->count++] = entry;
+  return ulyssesSuccess;
+}
+
+int ulyssesSymmetricRemove(ulyssesSymmetricRegistry* registry, const void* base, void** window) {
+  for (int i = 0; i < registry->count; i++)
+    if (registry->buffers[i].base == base) {
+      *window = registry->buffers[i].window;
+      registry->buffers[i] = registry->buffers[--registry->count];
+      return 1;
+    }
+  return 0;
+}
+
+const ulyssesSymmetricBuffer* ulyssesSymmetricFind(const ulyssesSymmetricRegistry* registry,
+                                                   const void* begin, size_t bytes) {
+  const unsigned char* p = begin;
+  for (int i = 0; i < registry->count; i++) {
+    const ulyssesSymmetricBuffer* b = &registry->buffers[i];
+    /* Compared as offsets, so that begin + bytes never overflows. */
+    if (p >= b->base && (size_t)(p - b->base) <= b->bytes &&
+        bytes <= b->bytes - (size_t)(p - b->base))
+      return b;
+  }
+  return NULL;
+}
+
+void ulyssesSymmetricClear(ulyssesSymmetricRegistry* registry) {
+  free(registry->buffers);
+  memset(registry, 0, sizeof *registry);
+}
+
+/*------------------------------------------------------------------------
+ * The path choice.
+ *----------------------------------------------------------------------*/
+static int choose(int path, const char* why, const char** reason) {
+  *reason = why;
+  return path;
+}
+
+int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
+                              const ulyssesSymmetricRegistry* registry,
+                              const struct ulyssesPlan* plan, ulyssesOp_t op,
+                              void* const* recvbuffs, const char** reason) {
+  if (!support->enabled)
+    return choose(ULYSSES_PATH_STAGED,
+                  "one pass is off (the default; ULYSSES_ONE_PASS=1 turns it on)", reason);
+  if (!support->kernelReady)
+    return choose(ULYSSES_PATH_STAGED,
+                  "this build has no one-pass kernel yet (docs/one-pass.md: it has not run on a "
+                  "GPU)",
+                  reason);
+  if (support->compiledNcclVersion < ULYSSES_ONE_PASS_MIN_NCCL)
+    return choose(ULYSSES_PATH_STAGED,
+                  "the library was built against an NCCL without the device API (before 2.28)",
+                  reason);
+  if (support->runtimeNcclVersion != support->compiledNcclVersion)
+    return choose(ULYSSES_PATH_STAGED,
+                  "the loaded NCCL is not the version the library was built against (NCCL's "
+                  "device API has no ABI promise across releases)",
+                  reason);
+  if (support->commRanks < 2)
+    return choose(ULYSSES_PATH_STAGED, "a single rank: there is no peer to write to", reason);
+  if (!support->devCommReady)
+    return choose(ULYSSES_PATH_STAGED,
+                  "ncclDevCommCreate failed when the comm was created (no symmetric memory "
+                  "support: cuMem off, or no CUDA P2P between the ranks)",
+                  reason);
+  if (support->lsaRanks != support->commRanks)
+    return choose(ULYSSES_PATH_STAGED,
+                  "not every rank of the comm is reachable by load and store (several nodes, or "
+                  "GPUs without P2P): NCCL's LSA team is smaller than the comm",
+                  reason);
+  for (int t = 0; t < plan->nTensors; t++)
+    if (ulyssesPlanSide(plan, op, t, ULYSSES_RECV).kind == ULYSSES_COPY_HEAD_SUM)
+      return choose(ULYSSES_PATH_STAGED,
+                    "head -> seq of kv heads shared by several ranks sums their replicas, which "
+                    "one pass cannot do before every replica has arrived",
+                    reason);
+  for (int t = 0; t < plan->nTensors; t++) {
+    size_t bytes = ulyssesPlanUserBytes(plan, op, t, ULYSSES_RECV);
+    if (bytes > 0 && ulyssesSymmetricFind(registry, recvbuffs[t], bytes) == NULL)
+      return choose(ULYSSES_PATH_STAGED,
+                    "an output is not inside memory from ulyssesMemAlloc on this comm", reason);
+  }
+  return choose(ULYSSES_PATH_ONE_PASS,
+                "one pass: every rank reachable by load and store, every output in symmetric "
+                "memory",
+                reason);
+}
+
+/*------------------------------------------------------------------------
+ * The launch's arguments.
+ *----------------------------------------------------------------------*/
+void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
+                        const void* const* sendbuffs, unsigned char* const* const* peerOutputs,
+                        const int64_t* lengths, const int64_t* offsets, const int64_t* slotOffsets,
+                        ulyssesOnePassArgs* args) {
+  memset(args, 0, sizeof *args);
+  args->op = (int32_t)op;
+  args->nRanks = plan->nRanks;
+  args->rank = plan->rank;
+  args->nTensors = plan->nTensors;
+  args->lengths = lengths;
+  args->offsets = offsets;
+  args->slotOffsets = slotOffsets;
+  int64_t words[ULYSSES_KERNEL_MAX_TENSORS] = {0}, maxWords = 0;
+  for (int t = 0; t < plan->nTensors; t++) {
+    const ulyssesLayout_t* layout = &plan->layouts[t];
+    ulyssesOnePassTensor* x = &args->tensors[t];
+    x->input = sendbuffs[t];
+    x->peerOutputs = peerOutputs == NULL ? NULL : peerOutputs[t];
+    x->batch = layout->batch;
+    x->packed = layout->packed;
+    x->heads = layout->heads;
+    x->headBytes = layout->headDim * layout->elementSize;
+    x->queryHeads = layout->queryHeads;
+    x->order = layout->order == ulyssesOrderSBHD ? ULYSSES_ORDER_SBHD : ULYSSES_ORDER_BSHD;
+    x->wordBytes = ulyssesWordBytes(x->headBytes, x->input, x->input);
+    for (int p = 0; x->peerOutputs != NULL && p < plan->nRanks; p++) {
+      int word = ulyssesWordBytes(x->headBytes, x->peerOutputs[p], x->peerOutputs[p]);
+      if (word < x->wordBytes) x->wordBytes = word;
+    }
+    /* The longest run: the widest peer's heads (every head in the
+     * all-gather), or this rank's own heads in head -> seq. */
+    int64_t begin, maxHeads = 0;
+    for (int p = 0; p < plan->nRanks; p++) {
+      if (op == ulyssesOpHeadToSeq && p != plan->rank) continue;
+      int64_t count = ulyssesOnePassPeerHeads(args, x, p, &begin);
+      if (count > maxHeads) maxHeads = count;
+    }
+    words[t] = maxHeads * x->headBytes / x->wordBytes;
+    if (words[t] > maxWords) maxWords = words[t];
+  }
+  args->runLanes = ulyssesRunLanes(maxWords);
+  for (int t = 0; t < plan->nTensors; t++) {
+    ulyssesOnePassTensor* x = &args->tensors[t];
+    x->chunkRuns =
+        words[t] > 0 ? (int64_t)args->runLanes * ULYSSES_CHUNK_WORDS_PER_LANE / words[t] : 1;
+    if (x->chunkRuns < 1) x->chunkRuns = 1;
+  }
+}
