@@ -1,0 +1,63 @@
+/* launch.h's MPI part: compiled with ULYSSES_BENCH_MPI where Meson found MPI,
+ * else functions that say MPI is missing. Kept apart so that launch.c and its
+ * tests never need mpi.h. */
+#include <stdio.h>
+
+#include "launch.h"
+
+#ifdef ULYSSES_BENCH_MPI
+#include <mpi.h>
+
+static int checkMpi(int code, const char* call) {
+  if (code == MPI_SUCCESS) return 0;
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) snprintf(text, sizeof text, "?");
+  fprintf(stderr, "%s failed: %s\n", call, text);
+  return 1;
+}
+
+int benchMpiBuilt(void) { return 1; }
+
+int benchMpiInit(int* argc, char*** argv, benchLaunch* launch) {
+  if (checkMpi(MPI_Init(argc, argv), "MPI_Init") ||
+      checkMpi(MPI_Comm_rank(MPI_COMM_WORLD, &launch->rank), "MPI_Comm_rank") ||
+      checkMpi(MPI_Comm_size(MPI_COMM_WORLD, &launch->nRanks), "MPI_Comm_size"))
+    return 1;
+  MPI_Comm local;
+  if (checkMpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, launch->rank,
+                                   MPI_INFO_NULL, &local),
+               "MPI_Comm_split_type") ||
+      checkMpi(MPI_Comm_rank(local, &launch->localRank), "MPI_Comm_rank (local)") ||
+      checkMpi(MPI_Comm_size(local, &launch->localSize), "MPI_Comm_size (local)"))
+    return 1;
+  return checkMpi(MPI_Comm_free(&local), "MPI_Comm_free");
+}
+
+int benchMpiBroadcast(void* bytes, size_t count) {
+  return checkMpi(MPI_Bcast(bytes, (int)count, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast");
+}
+
+void benchMpiFinalize(void) { MPI_Finalize(); }
+
+#else
+
+int benchMpiBuilt(void) { return 0; }
+
+int benchMpiInit(int* argc, char*** argv, benchLaunch* launch) {
+  (void)argc;
+  (void)argv;
+  (void)launch;
+  fprintf(stderr, "this ulysses_perf was built without MPI (meson setup -Dmpi=enabled)\n");
+  return 1;
+}
+
+int benchMpiBroadcast(void* bytes, size_t count) {
+  (void)bytes;
+  (void)count;
+  return 1;
+}
+
+void benchMpiFinalize(void) {}
+
+#endif
