@@ -903,8 +903,9 @@ static int timeNccl(benchContext* c, double rankBytes, double* microseconds, dou
   b.chunkBytes = (size_t)(rankBytes / c->nRanks / (double)elementSize) * elementSize;
   int allGather = c->config->op->direction == ulyssesOpAllGather;
   size_t sendBytes = b.chunkBytes * (allGather ? 1 : (size_t)c->nRanks);
-  BENCHCHECK(deviceAlloc(&b.sendbuff, sendBytes));
-  BENCHCHECK(deviceAlloc(&b.recvbuff, b.chunkBytes * (size_t)c->nRanks));
+  /* Never NULL, even for an empty chunk, so NCCL's argument checks always pass. */
+  BENCHCHECK(deviceAlloc(&b.sendbuff, sendBytes > 0 ? sendBytes : 16));
+  BENCHCHECK(deviceAlloc(&b.recvbuff, b.chunkBytes > 0 ? b.chunkBytes * (size_t)c->nRanks : 16));
   if (sendBytes > 0) CUDACHECK(cudaMemsetAsync(b.sendbuff, 0, sendBytes, c->stream));
   BENCHCHECK(timeCalls(c, enqueueNccl, &b, microseconds));
   CUDACHECK(cudaFree(b.sendbuff));
