@@ -459,6 +459,8 @@ typedef struct {
 } benchContext;
 
 #define BENCH_STATS 4
+/* "0000:00:00.0" with room to spare. */
+#define BENCH_BUS_ID_BYTES 64
 
 /* values[0..count) reduced over every rank with op, in place. Synchronises. */
 static int allReduce(benchContext* c, double* values, int count, ncclRedOp_t op) {
@@ -1115,8 +1117,7 @@ static int runRow(benchContext* c, int64_t totalLength) {
   }
   if (c->rank == 0) {
     char wrongText[32];
-    if (r.checked)
-      snprintf(wrongText, sizeof wrongText, "%.0f", r.wrong);
+    if (r.checked) snprintf(wrongText, sizeof wrongText, "%.0f", r.wrong);
     else snprintf(wrongText, sizeof wrongText, "%s", config->check ? "skip" : "N/A");
     printf(" %11lld %14.0f %12.0f %6s %10.1f %9.1f %9.1f %12.2f %12.2f %14.0f %14.0f %10.1f %7.3f",
            (long long)totalLength, r.bytes, r.bytes / config->elementSize, config->typeName,
@@ -1162,6 +1163,14 @@ static int initLaunchedComm(benchContext* c, const benchLaunch* launch) {
                         error, sizeof error) != 0) {
     benchReportFailure(__FILE__, __LINE__, "local rank %d: %s", launch->localRank, error);
     return 1;
+  }
+  if (launch->mode == BENCH_LAUNCH_MPI) {
+    /* A launcher that gives each rank its own GPU (srun --gpus-per-task 1)
+     * leaves every rank one device 0: only the bus ids tell whether they differ. */
+    char busId[BENCH_BUS_ID_BYTES];
+    memset(busId, 0, sizeof busId);
+    CUDACHECK(cudaDeviceGetPCIBusId(busId, sizeof busId - 1, c->device));
+    BENCHCHECK(benchMpiLocalDuplicates(busId, sizeof busId, &shared));
   }
   if (shared && benchLaunchShareGpu(c->rank) != 0) {
     benchReportFailure(__FILE__, __LINE__, "cannot set NCCL's socket-mode variables");

@@ -50,7 +50,8 @@ int benchLaunchDetect(char* const* environment, benchLaunchMode requested, int m
  * i. With more local ranks than devices (localSize known) they share them
  * round robin and *shared is 1: the one-GPU socket mode of shared/GPU.md.
  * localSize 0 (unknown) and localRank >= deviceCount is an error (the ranks
- * of this host could not agree on sharing). Returns 0, or 1 with a message. */
+ * of this host could not agree on sharing). Returns 0, or 1 with a message.
+ * (MPI mode then asks the bus ids: benchMpiLocalDuplicates.) */
 int benchLaunchDevice(int localRank, int localSize, int deviceCount, int* device, int* shared,
                       char* error, size_t errorSize);
 
@@ -89,6 +90,9 @@ int benchMpiBuilt(void);
  * this host (MPI_Comm_split_type, as nccl-tests counts them) into *launch.
  * Returns 0, or 1 after saying why on stderr. */
 int benchMpiInit(int* argc, char*** argv, benchLaunch* launch);
+/* *duplicates = 1 when another rank of this host passed the same key
+ * (keyBytes bytes, the same on every rank): the ranks share a GPU. */
+int benchMpiLocalDuplicates(const void* key, size_t keyBytes, int* duplicates);
 /* bytes from rank 0 to every rank (the ncclUniqueId). */
 int benchMpiBroadcast(void* bytes, size_t count);
 /* After the last NCCL call; errors are ignored (the run is over). */
