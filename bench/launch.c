@@ -21,6 +21,9 @@
 /* The same limit as -p. */
 #define MAX_RANKS 4096
 #define POLL_MILLISECONDS 10
+/* How long rank 0 waits for one connection's 16-byte request: a connection
+ * that says nothing (a port scanner) must not hold up the ranks behind it. */
+#define REQUEST_SECONDS 3.0
 /* What a peer sends first, so that a stray connection or another program on
  * the port is not handed the id. */
 static const char handoffMagic[8] = {'U', 'L', 'Y', 'S', 'I', 'D', '0', '1'};
@@ -308,7 +311,9 @@ int benchIdServe(int listener, int nRanks, const void* id, size_t bytes, int tim
     if (peer < 0) continue; /* the peer may have gone already: it retries */
     handoffRequest request;
     /* A connection that is not a rank (a port scanner, a health check) is dropped. */
-    if (transferAll(peer, &request, sizeof request, 0, deadline) != 0 ||
+    double requestDeadline = nowSeconds() + REQUEST_SECONDS;
+    if (requestDeadline > deadline) requestDeadline = deadline;
+    if (transferAll(peer, &request, sizeof request, 0, requestDeadline) != 0 ||
         memcmp(request.magic, handoffMagic, sizeof handoffMagic) != 0) {
       close(peer);
       continue;
