@@ -1,11 +1,15 @@
 #include "common.h"
 
+#include <dlfcn.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "launcher.h"
+
+extern char** environ;
 
 /* -c 1 checks a row only when its tensors, gathered over every rank, total at
  * most this: each rank process then builds every rank's input and output on
@@ -23,12 +27,18 @@
  *----------------------------------------------------------------------*/
 static void printUsage(FILE* out, const char* program, const benchOp* const* ops, int nOps) {
   fprintf(out,
-          "Usage: %s [flags]\n"
+          "Usage: %s [flags]                       (fork mode: starts P ranks itself)\n"
+          "       mpirun -np N %s [flags]          (MPI mode)\n"
+          "       torchrun --nproc-per-node N --no-python %s [flags]\n"
+          "                                         (env mode: any launcher that sets RANK,\n"
+          "                                         WORLD_SIZE and LOCAL_RANK)\n"
           "Times one ulysses exchange over P rank processes, one row per total sequence\n"
-          "length, the way nccl-tests times a collective. Flags (defaults in brackets):\n"
-          "  -p P        rank processes [the number of GPUs]; with fewer GPUs than ranks the\n"
-          "              ranks share GPUs over NCCL's socket transport: that measures\n"
-          "              correctness, not speed\n"
+          "length, the way nccl-tests times a collective, and NCCL's own all-to-all (or\n"
+          "all-gather) of the same bytes beside it. Flags (defaults in brackets):\n"
+          "  -p P        fork mode: rank processes [the number of GPUs]; with fewer GPUs than\n"
+          "              ranks the ranks share GPUs over NCCL's socket transport: that\n"
+          "              measures correctness, not speed (MPI and env modes: the launcher's\n"
+          "              rank count; -p, if given, must equal it)\n"
           "  -b LEN      smallest total sequence length Ltot, all ranks together [1K]\n"
           "              (K, M, G: powers of 1024)\n"
           "  -e LEN      largest total sequence length [64K]\n"
@@ -43,7 +53,7 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "              tensors' dataType, which gqa_bwd sums replicas in); all names:\n"
           "              %s\n"
           "  -o OP       operation [seq2head]:\n",
-          program, benchTypeNames);
+          program, program, program, benchTypeNames);
   for (int i = 0; i < nOps; i++)
     fprintf(out, "              %-10s %s\n", ops[i]->name, ops[i]->summary);
   fprintf(out,
@@ -75,8 +85,29 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "              plan and buffers), and adds the columns check and ratio; -c 1 then\n"
           "              compares the outputs of both\n"
           "  -j FILE     also write one JSON object per row to FILE (JSON lines)\n"
-          "  -T SEC      kill every rank after SEC seconds [300]\n"
+          "  -T SEC      kill every rank after SEC seconds [300] (MPI and env modes: each\n"
+          "              rank ends itself)\n"
+          "  -L MODE     launch mode [auto]: auto, fork, mpi or env (below)\n"
           "  -h          this help\n"
+          "\n"
+          "Launch modes (-L auto: env when RANK and WORLD_SIZE are set, else mpi when an\n"
+          "MPI launcher's variables are, else fork):\n"
+          "  fork  this process starts P rank processes on this host and hands them the\n"
+          "        NCCL id through a file; one host only\n"
+          "  mpi   under mpirun or srun --mpi (built with Meson's -Dmpi): rank and size from\n"
+          "        MPI, the NCCL id broadcast through MPI, local rank i of a host on its GPU\n"
+          "        i (as nccl-tests; i modulo the GPUs it sees); across nodes\n"
+          "  env   RANK, WORLD_SIZE and LOCAL_RANK (torchrun sets them; under srun:\n"
+          "        RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID),\n"
+          "        LOCAL_WORLD_SIZE if known, local rank i on GPU i; the NCCL id from rank 0\n"
+          "        over TCP at MASTER_ADDR, port MASTER_PORT + 1 (torchrun's own store holds\n"
+          "        MASTER_PORT; ULYSSES_ID_PORT overrides), or, with ULYSSES_ID_FILE set,\n"
+          "        through that file on a file system every rank sees (it must not exist\n"
+          "        before the run; rank 0 removes it once all ranks have joined)\n"
+          "  Ranks of a host that land on one GPU share it over NCCL's socket transport (one\n"
+          "  NCCL host id per rank), as fork mode does: correctness, not speed. mpi: ranks\n"
+          "  whose devices have the same PCI bus id; env: more ranks (LOCAL_WORLD_SIZE)\n"
+          "  than visible GPUs, so every rank must see all of its host's GPUs.\n"
           "\n"
           "Columns, one row per Ltot:\n"
           "  length   Ltot, the total sequence length\n"
@@ -90,6 +121,8 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "  count    size / element size\n"
           "  time     microseconds per call: -n calls back to back after -w warm-ups,\n"
           "           timed with CUDA events on each rank; the slowest rank's time\n"
+          "  min avg  the fastest rank's time and the mean over ranks (nccl-tests' -a 2 and\n"
+          "           -a 1); time - min is how long ranks wait for the slowest\n"
           "  algbw    size / time, GB/s (1e9 bytes)\n"
           "  busbw    algbw * (P-1)/P, nccl-tests' bus bandwidth for all-to-all and\n"
           "           all-gather: a rank's own share never leaves its GPU\n"
@@ -100,6 +133,14 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "  padded   the same for the padded PyTorch reference, which pads every slice\n"
           "           to the longest and sends P*maxLen rows (the same heads, kv replicas\n"
           "           included); padded - wire is what the padding costs on the wire\n"
+          "  nccl     NCCL's own collective of the size column's bytes per rank, equal\n"
+          "           split, timed the same way (slowest rank): ncclAlltoAll where the\n"
+          "           runtime has it, else grouped ncclSend/ncclRecv per peer (what\n"
+          "           nccl-tests' alltoall_perf times); ncclAllGather for -o allgather;\n"
+          "           each rank's share rounded down to whole elements\n"
+          "  xnccl    time / nccl: what the exchange costs over NCCL's raw collective of\n"
+          "           the same bytes (its local passes, several tensors, unequal lengths);\n"
+          "           1.0 would be no cost at all\n"
           "  expandKV gqa and gqa_bwd only: wire for the same call with k and v expanded\n"
           "           to H heads first (repeat_kv / expandKV to Hq, then the plain split\n"
           "           of H heads: each kv head travels H/G times); expandKV - wire is what\n"
@@ -178,6 +219,7 @@ static int setFlag(benchConfig* config, char flag, const char* value, const benc
       return 0;
     case 'j': config->jsonPath = value; return 0;
     case 'T': return benchParseInt(value, 1, 7 * 24 * 3600, &config->timeoutSeconds);
+    case 'L': return benchLaunchParseMode(value, &config->launchMode);
     default: return 1;
   }
 }
@@ -195,7 +237,7 @@ static int parseArgs(int argc, char** argv, const benchOp* const* ops, int nOps,
       .heads = 32, .headDim = 128, .kvHeads = 0, .typeName = "bf16", .elementSize = 2,
       .op = ops[0], .capacityMode = 0, .pattern = BENCH_LENGTHS_EQUAL, .seed = 1, .sbhd = 0,
       .iterations = 20, .warmups = 5, .check = 1, .checkPlans = 0, .jsonPath = NULL,
-      .timeoutSeconds = 300};
+      .timeoutSeconds = 300, .launchMode = BENCH_LAUNCH_AUTO};
   for (int i = 1; i < argc; i++) {
     const char* arg = argv[i];
     if (isLauncherFlag(arg)) {
@@ -411,9 +453,16 @@ typedef struct {
   double wrongTotal;
   double checkOverheadSum; /* -k 2: microseconds per call, summed over rows */
   double checkRatioSum;
+  double ncclRatioSum;
+  benchLaunchMode launchMode; /* fork, mpi or env */
+  /* ncclAlltoAll where the loaded NCCL exports it (2.28 and later), else NULL. */
+  ncclResult_t (*ncclAlltoAll)(const void*, void*, size_t, ncclDataType_t, ncclComm_t,
+                               cudaStream_t);
 } benchContext;
 
 #define BENCH_STATS 4
+/* "0000:00:00.0" with room to spare. */
+#define BENCH_BUS_ID_BYTES 64
 
 /* values[0..count) reduced over every rank with op, in place. Synchronises. */
 static int allReduce(benchContext* c, double* values, int count, ncclRedOp_t op) {
@@ -477,6 +526,11 @@ static int opGrouped(const benchConfig* config) {
   return 0;
 }
 
+static const char* ncclBaselineName(const benchContext* c) {
+  if (c->config->op->direction == ulyssesOpAllGather) return "ncclAllGather";
+  return c->ncclAlltoAll != NULL ? "ncclAlltoAll" : "ncclSend/ncclRecv";
+}
+
 static int printHeader(benchContext* c) {
   const benchConfig* config = c->config;
   int ulyssesVersion = 0, driver = 0, runtime = 0, deviceCount = 0;
@@ -514,12 +568,16 @@ static int printHeader(benchContext* c) {
     for (int i = 0; i < c->nRanks; i++)
       printf("#  Rank %3d Pid %7d on %10s device %2d [%s] %s\n", i, (int)all[i].pid, all[i].host,
              (int)all[i].device, all[i].busId, all[i].name);
-    printf("# %d rank(s); one-GPU shared mode: %s\n", c->nRanks, c->sharedGpu ? "yes" : "no");
+    printf("# %d rank(s); launch mode: %s; one-GPU shared mode: %s\n", c->nRanks,
+           benchLaunchModeName(c->launchMode), c->sharedGpu ? "yes" : "no");
+    printf("# NCCL baseline (nccl, xnccl): %s of the size column's bytes per rank\n",
+           ncclBaselineName(c));
     if (c->sharedGpu)
       printf("# NOTE: several ranks share one GPU and talk over NCCL's socket transport:\n"
              "#       these figures measure correctness over sockets, not speed.\n");
-    printf("#\n#%11s %14s %12s %6s %10s %12s %12s %14s %14s", "length", "size(B)", "count",
-           "type", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire(B)", "padded(B)");
+    printf("#\n#%11s %14s %12s %6s %10s %9s %9s %12s %12s %14s %14s %10s %7s", "length", "size(B)",
+           "count", "type", "time(us)", "min(us)", "avg(us)", "algbw(GB/s)", "busbw(GB/s)",
+           "wire(B)", "padded(B)", "nccl(us)", "xnccl");
     if (opGrouped(config)) printf(" %14s", "expandKV(B)");
     if (config->checkPlans == 2) printf(" %10s %7s", "check(us)", "ratio");
     printf(" %8s\n", "#wrong");
@@ -750,7 +808,8 @@ static int setupRow(benchContext* c, int64_t totalLength, benchRow* row) {
   return fillInputs(c, row);
 }
 
-static int freeRow(benchRow* row) {
+/* The row's device buffers and plan; its host arrays stay for the table. */
+static int freeRowDevice(benchRow* row) {
   for (int t = 0; t < row->nTensors; t++) {
     CUDACHECK(cudaFree((void*)(uintptr_t)row->call.sendbuffs[t]));
     CUDACHECK(cudaFree(row->call.recvbuffs[t]));
@@ -758,23 +817,27 @@ static int freeRow(benchRow* row) {
   CUDACHECK(cudaFree(row->call.workspace));
   CUDACHECK(cudaFree(row->deviceLocalLength));
   ULYSSESCHECK(ulyssesPlanDestroy(row->call.plan));
-  free(row->lengths);
-  free(row->slots);
   return 0;
 }
 
-/* Microseconds per call on this rank through comm: -n calls back to back
- * after -w warm-ups, between two CUDA events; the ranks start together. */
-static int timeRow(benchContext* c, benchRow* row, ulyssesComm_t comm, double* microseconds) {
+static void freeRowHost(benchRow* row) {
+  free(row->lengths);
+  free(row->slots);
+}
+
+/* Microseconds per call of enqueue(argument) on this rank: -n calls back to
+ * back after -w warm-ups, between two CUDA events; the ranks start together.
+ * enqueue returns 0 or 1, as a CHECK macro does. */
+static int timeCalls(benchContext* c, int (*enqueue)(void* argument), void* argument,
+                     double* microseconds) {
   const benchConfig* config = c->config;
-  row->call.comm = comm;
-  for (int64_t i = 0; i < config->warmups; i++) ULYSSESCHECK(config->op->run(&row->call));
+  for (int64_t i = 0; i < config->warmups; i++) BENCHCHECK(enqueue(argument));
   BENCHCHECK(barrier(c));
   cudaEvent_t start, stop;
   CUDACHECK(cudaEventCreate(&start));
   CUDACHECK(cudaEventCreate(&stop));
   CUDACHECK(cudaEventRecord(start, c->stream));
-  for (int64_t i = 0; i < config->iterations; i++) ULYSSESCHECK(config->op->run(&row->call));
+  for (int64_t i = 0; i < config->iterations; i++) BENCHCHECK(enqueue(argument));
   CUDACHECK(cudaEventRecord(stop, c->stream));
   CUDACHECK(cudaEventSynchronize(stop));
   float milliseconds = 0;
@@ -782,6 +845,76 @@ static int timeRow(benchContext* c, benchRow* row, ulyssesComm_t comm, double* m
   CUDACHECK(cudaEventDestroy(start));
   CUDACHECK(cudaEventDestroy(stop));
   *microseconds = (double)milliseconds * 1000.0 / (double)config->iterations;
+  return 0;
+}
+
+typedef struct {
+  const benchOp* op;
+  const benchCall* call;
+} timedExchange;
+
+static int enqueueExchange(void* argument) {
+  const timedExchange* exchange = argument;
+  ULYSSESCHECK(exchange->op->run(exchange->call));
+  return 0;
+}
+
+/* The library call of the row through comm, timed. */
+static int timeRow(benchContext* c, benchRow* row, ulyssesComm_t comm, double* microseconds) {
+  row->call.comm = comm;
+  timedExchange exchange = {c->config->op, &row->call};
+  return timeCalls(c, enqueueExchange, &exchange, microseconds);
+}
+
+/* NCCL's own collective of the same bytes: the baseline of the xnccl column. */
+typedef struct {
+  const benchContext* context;
+  void* sendbuff;
+  void* recvbuff;
+  size_t chunkBytes; /* what each rank sends each peer (all-gather: contributes) */
+} ncclBaseline;
+
+static int enqueueNccl(void* argument) {
+  const ncclBaseline* b = argument;
+  const benchContext* c = b->context;
+  if (c->config->op->direction == ulyssesOpAllGather) {
+    NCCLCHECK(
+        ncclAllGather(b->sendbuff, b->recvbuff, b->chunkBytes, ncclUint8, c->nccl, c->stream));
+  } else if (c->ncclAlltoAll != NULL) {
+    NCCLCHECK(
+        c->ncclAlltoAll(b->sendbuff, b->recvbuff, b->chunkBytes, ncclUint8, c->nccl, c->stream));
+  } else {
+    /* alltoall_perf's fallback: one group of a send and a receive per peer. */
+    NCCLCHECK(ncclGroupStart());
+    for (int p = 0; p < c->nRanks; p++) {
+      size_t offset = (size_t)p * b->chunkBytes;
+      NCCLCHECK(ncclSend((const unsigned char*)b->sendbuff + offset, b->chunkBytes, ncclUint8, p,
+                         c->nccl, c->stream));
+      NCCLCHECK(ncclRecv((unsigned char*)b->recvbuff + offset, b->chunkBytes, ncclUint8, p, c->nccl,
+                         c->stream));
+    }
+    NCCLCHECK(ncclGroupEnd());
+  }
+  return 0;
+}
+
+/* NCCL's collective of rankBytes per rank (the size column), split equally
+ * into nRanks chunks of whole elements, timed as the exchange is; *sentBytes
+ * gets what one rank actually sends (or contributes). */
+static int timeNccl(benchContext* c, double rankBytes, double* microseconds, double* sentBytes) {
+  size_t elementSize = (size_t)c->config->elementSize;
+  ncclBaseline b = {c, NULL, NULL, 0};
+  b.chunkBytes = (size_t)(rankBytes / c->nRanks / (double)elementSize) * elementSize;
+  int allGather = c->config->op->direction == ulyssesOpAllGather;
+  size_t sendBytes = b.chunkBytes * (allGather ? 1 : (size_t)c->nRanks);
+  /* Never NULL, even for an empty chunk, so NCCL's argument checks always pass. */
+  BENCHCHECK(deviceAlloc(&b.sendbuff, sendBytes > 0 ? sendBytes : 16));
+  BENCHCHECK(deviceAlloc(&b.recvbuff, b.chunkBytes > 0 ? b.chunkBytes * (size_t)c->nRanks : 16));
+  if (sendBytes > 0) CUDACHECK(cudaMemsetAsync(b.sendbuff, 0, sendBytes, c->stream));
+  BENCHCHECK(timeCalls(c, enqueueNccl, &b, microseconds));
+  CUDACHECK(cudaFree(b.sendbuff));
+  CUDACHECK(cudaFree(b.recvbuff));
+  *sentBytes = (double)sendBytes;
   return 0;
 }
 
@@ -858,19 +991,35 @@ static int checkRow(benchContext* c, benchRow* row, const ulyssesComm_t* comms, 
   return 0;
 }
 
-static void writeJson(benchContext* c, const benchRow* row, double bytes, double microseconds,
-                      double algbw, double busbw, double wire, double padded,
-                      double expandWire, double checkedMicroseconds, int checked,
-                      double wrong) {
+/* What runRow reduced over the ranks, for the table and the JSON line. */
+typedef struct {
+  double bytes;
+  double minTime;        /* microseconds per call: the fastest rank's */
+  double avgTime;        /* the mean over ranks */
+  double slowest;        /* the slowest rank's: the time column */
+  double slowestChecked; /* -k 2: the slowest rank's with the plan check on */
+  double algbw;
+  double busbw;
+  double wire;
+  double padded;
+  double expandWire;
+  double ncclTime;  /* the slowest rank's */
+  double ncclBytes; /* what one rank sent (all-gather: contributed) in it */
+  int checked;
+  double wrong;
+} rowResult;
+
+static void writeJson(benchContext* c, const benchRow* row, const rowResult* r) {
   const benchConfig* config = c->config;
   FILE* f = c->json;
   char ncclText[32];
   benchNcclVersionText(c->ncclVersion, ncclText, sizeof ncclText);
-  fprintf(f, "{\"bench\":\"ulysses_perf\",\"op\":\"%s\",\"mode\":\"%s\",\"pattern\":\"%s\","
-             "\"order\":\"%s\",\"ranks\":%d,\"shared_gpu\":%s,\"gpu\":",
+  fprintf(f,
+          "{\"bench\":\"ulysses_perf\",\"op\":\"%s\",\"mode\":\"%s\",\"pattern\":\"%s\","
+          "\"order\":\"%s\",\"ranks\":%d,\"launch\":\"%s\",\"shared_gpu\":%s,\"gpu\":",
           config->op->name, config->capacityMode ? "capacity" : "exact",
           patternName(config->pattern), config->sbhd ? "sbhd" : "bshd", c->nRanks,
-          c->sharedGpu ? "true" : "false");
+          benchLaunchModeName(c->launchMode), c->sharedGpu ? "true" : "false");
   benchJsonString(f, c->info.name);
   fprintf(f, ",\"nccl\":\"%s\",\"batch\":%lld,\"heads\":%lld,", ncclText, (long long)config->batch,
           (long long)config->heads);
@@ -880,22 +1029,28 @@ static void writeJson(benchContext* c, const benchRow* row, double bytes, double
              "\"max_length\":%lld,\"lengths\":[",
           (long long)config->headDim, config->typeName, config->elementSize,
           (long long)row->totalLength, (long long)row->maxLength);
-  for (int r = 0; r < c->nRanks; r++)
-    fprintf(f, "%s%lld", r ? "," : "", (long long)row->lengths[r]);
-  fprintf(f, "],\"bytes\":%.1f,\"count\":%.1f,\"iterations\":%lld,\"warmups\":%lld,"
-             "\"time_us\":%.3f,\"algbw_gbps\":%.4f,\"busbw_gbps\":%.4f,\"wire_bytes\":%.1f,"
-             "\"padded_bytes\":%.1f,",
-          bytes, bytes / config->elementSize, (long long)config->iterations,
-          (long long)config->warmups, microseconds, algbw, busbw, wire, padded);
-  if (row->grouped) fprintf(f, "\"expand_kv_bytes\":%.1f,", expandWire);
+  for (int rank = 0; rank < c->nRanks; rank++)
+    fprintf(f, "%s%lld", rank ? "," : "", (long long)row->lengths[rank]);
+  fprintf(f,
+          "],\"bytes\":%.1f,\"count\":%.1f,\"iterations\":%lld,\"warmups\":%lld,"
+          "\"time_us\":%.3f,\"time_min_us\":%.3f,\"time_avg_us\":%.3f,\"time_max_us\":%.3f,"
+          "\"algbw_gbps\":%.4f,\"busbw_gbps\":%.4f,\"wire_bytes\":%.1f,"
+          "\"padded_bytes\":%.1f,",
+          r->bytes, r->bytes / config->elementSize, (long long)config->iterations,
+          (long long)config->warmups, r->slowest, r->minTime, r->avgTime, r->slowest, r->algbw,
+          r->busbw, r->wire, r->padded);
+  fprintf(f, "\"nccl_op\":\"%s\",\"nccl_bytes\":%.1f,\"nccl_time_us\":%.3f,\"nccl_ratio\":%.4f,",
+          ncclBaselineName(c), r->ncclBytes, r->ncclTime,
+          r->ncclTime > 0 ? r->slowest / r->ncclTime : 0.0);
+  if (row->grouped) fprintf(f, "\"expand_kv_bytes\":%.1f,", r->expandWire);
   fprintf(f, "\"check_plans\":%d,", config->checkPlans);
   if (config->checkPlans == 2)
     fprintf(f, "\"time_checked_us\":%.3f,\"check_overhead_us\":%.3f,\"check_ratio\":%.4f,",
-            checkedMicroseconds, checkedMicroseconds - microseconds,
-            microseconds > 0 ? checkedMicroseconds / microseconds : 0.0);
-  fprintf(f, "\"checked\":%s,\"wrong\":", checked ? "true" : "false");
-  if (checked)
-    fprintf(f, "%.0f}\n", wrong);
+            r->slowestChecked, r->slowestChecked - r->slowest,
+            r->slowest > 0 ? r->slowestChecked / r->slowest : 0.0);
+  fprintf(f, "\"checked\":%s,\"wrong\":", r->checked ? "true" : "false");
+  if (r->checked)
+    fprintf(f, "%.0f}\n", r->wrong);
   else
     fprintf(f, "null}\n");
   fflush(f);
@@ -923,58 +1078,154 @@ static int runRow(benchContext* c, int64_t totalLength) {
   BENCHCHECK(setupRow(c, totalLength, &row));
   double times[BENCH_MAX_COMMS] = {0, 0}; /* check off, on (-k 2) */
   for (int k = 0; k < nComms; k++) BENCHCHECK(timeRow(c, &row, comms[k], &times[k]));
-  int checked = config->check && row.gatheredBytes <= BENCH_CHECK_MAX_BYTES;
-  double wrong = 0;
-  if (checked) BENCHCHECK(checkRow(c, &row, comms, nComms, &wrong));
+  rowResult r;
+  memset(&r, 0, sizeof r);
+  r.checked = config->check && row.gatheredBytes <= BENCH_CHECK_MAX_BYTES;
+  if (r.checked) BENCHCHECK(checkRow(c, &row, comms, nComms, &r.wrong));
   for (int k = 0; k < nComms; k++) BENCHCHECK(checkAsyncError(comms[k], totalLength));
+  r.bytes = config->op->bytes(row.gatheredBytes, c->nRanks);
+  r.padded = config->op->bytes(row.paddedGatheredBytes, c->nRanks);
+  /* The exchange's buffers go before NCCL's are made: the peak is one set. */
+  BENCHCHECK(freeRowDevice(&row));
+  double ncclTime = 0;
+  BENCHCHECK(timeNccl(c, r.bytes, &ncclTime, &r.ncclBytes));
 
-  BENCHCHECK(allReduce(c, times, BENCH_MAX_COMMS, ncclMax)); /* the slowest rank's, each */
-  double slowest = times[0], slowestChecked = times[1];
-  double sums[3] = {wrong, row.wireBytes, row.expandWireBytes};
-  BENCHCHECK(allReduce(c, sums, 3, ncclSum));
-  wrong = sums[0];
-  double wire = sums[1] / c->nRanks;
-  double expandWire = sums[2] / c->nRanks;
-  double bytes = config->op->bytes(row.gatheredBytes, c->nRanks);
-  double padded = config->op->bytes(row.paddedGatheredBytes, c->nRanks);
-  double algbw = slowest > 0 ? bytes / (slowest * 1e-6) / 1e9 : 0;
-  double busbw = algbw * (double)(c->nRanks - 1) / (double)c->nRanks;
-  double overhead = slowestChecked - slowest;
-  double ratio = slowest > 0 ? slowestChecked / slowest : 0;
+  /* Maxima of the times and of their negatives (the minimum), one reduction. */
+  double maxima[4] = {times[0], times[1], ncclTime, -times[0]};
+  BENCHCHECK(allReduce(c, maxima, 4, ncclMax));
+  r.slowest = maxima[0];
+  r.slowestChecked = maxima[1];
+  r.ncclTime = maxima[2];
+  r.minTime = -maxima[3];
+  double sums[4] = {r.wrong, row.wireBytes, row.expandWireBytes, times[0]};
+  BENCHCHECK(allReduce(c, sums, 4, ncclSum));
+  r.wrong = sums[0];
+  r.wire = sums[1] / c->nRanks;
+  r.expandWire = sums[2] / c->nRanks;
+  r.avgTime = sums[3] / c->nRanks;
+  r.algbw = r.slowest > 0 ? r.bytes / (r.slowest * 1e-6) / 1e9 : 0;
+  r.busbw = r.algbw * (double)(c->nRanks - 1) / (double)c->nRanks;
+  double overhead = r.slowestChecked - r.slowest;
+  double ratio = r.slowest > 0 ? r.slowestChecked / r.slowest : 0;
+  double ncclRatio = r.ncclTime > 0 ? r.slowest / r.ncclTime : 0;
   c->rows++;
-  c->busBandwidthSum += busbw;
+  c->busBandwidthSum += r.busbw;
   c->checkOverheadSum += overhead;
   c->checkRatioSum += ratio;
-  if (checked) {
+  c->ncclRatioSum += ncclRatio;
+  if (r.checked) {
     c->rowsChecked++;
-    c->wrongTotal += wrong;
+    c->wrongTotal += r.wrong;
   }
   if (c->rank == 0) {
     char wrongText[32];
-    if (checked) snprintf(wrongText, sizeof wrongText, "%.0f", wrong);
+    if (r.checked) snprintf(wrongText, sizeof wrongText, "%.0f", r.wrong);
     else snprintf(wrongText, sizeof wrongText, "%s", config->check ? "skip" : "N/A");
-    printf(" %11lld %14.0f %12.0f %6s %10.1f %12.2f %12.2f %14.0f %14.0f",
-           (long long)totalLength, bytes, bytes / config->elementSize, config->typeName,
-           slowest, algbw, busbw, wire, padded);
-    if (row.grouped) printf(" %14.0f", expandWire);
+    printf(" %11lld %14.0f %12.0f %6s %10.1f %9.1f %9.1f %12.2f %12.2f %14.0f %14.0f %10.1f %7.3f",
+           (long long)totalLength, r.bytes, r.bytes / config->elementSize, config->typeName,
+           r.slowest, r.minTime, r.avgTime, r.algbw, r.busbw, r.wire, r.padded, r.ncclTime,
+           ncclRatio);
+    if (row.grouped) printf(" %14.0f", r.expandWire);
     if (both) printf(" %10.1f %7.3f", overhead, ratio);
     printf(" %8s\n", wrongText);
-    if (c->json != NULL)
-      writeJson(c, &row, bytes, slowest, algbw, busbw, wire, padded, expandWire, slowestChecked,
-                checked, wrong);
+    if (c->json != NULL) writeJson(c, &row, &r);
   }
-  return freeRow(&row);
+  freeRowHost(&row);
+  return 0;
 }
 
-static int runRank(const benchConfig* config, const launcherRank* launched) {
+/* How this rank came to be: forked by ulysses_perf, or one of an MPI or env
+ * launch. */
+typedef struct {
+  benchLaunchMode mode;
+  launcherRank forked; /* fork mode */
+  benchLaunch launch;  /* mpi and env modes */
+} rankStart;
+
+/* -T in the MPI and env modes, where no parent watches the ranks. */
+static void timeoutExpired(int signal) {
+  (void)signal;
+  static const char message[] = "ulysses_perf: -T seconds passed: this rank ends itself\n";
+  ssize_t ignored = write(STDERR_FILENO, message, sizeof message - 1);
+  (void)ignored;
+  _exit(1);
+}
+
+/* The GPU of this rank (the one-GPU socket mode where its host has more ranks
+ * than GPUs), the ncclUniqueId from rank 0 by MPI, TCP or file, and the
+ * communicator. MPI and env modes; fork mode has launcherInitComm. */
+static int initLaunchedComm(benchContext* c, const benchLaunch* launch) {
+  const benchConfig* config = c->config;
+  int timeout = (int)config->timeoutSeconds;
+  int shared = 0;
+  char error[256];
+  int deviceCount = benchCountGpus("ulysses_perf");
+  if (deviceCount == 0) return BENCH_EXIT_NO_GPU;
+  if (benchLaunchDevice(launch->localRank, launch->localSize, deviceCount, &c->device, &shared,
+                        error, sizeof error) != 0) {
+    benchReportFailure(__FILE__, __LINE__, "local rank %d: %s", launch->localRank, error);
+    return 1;
+  }
+  if (launch->mode == BENCH_LAUNCH_MPI) {
+    /* A launcher that gives each rank its own GPU (srun --gpus-per-task 1)
+     * leaves every rank one device 0: only the bus ids tell whether they differ. */
+    char busId[BENCH_BUS_ID_BYTES];
+    memset(busId, 0, sizeof busId);
+    CUDACHECK(cudaDeviceGetPCIBusId(busId, sizeof busId - 1, c->device));
+    BENCHCHECK(benchMpiLocalDuplicates(busId, sizeof busId, &shared));
+  }
+  if (shared && benchLaunchShareGpu(c->rank) != 0) {
+    benchReportFailure(__FILE__, __LINE__, "cannot set NCCL's socket-mode variables");
+    return 1;
+  }
+  CUDACHECK(cudaSetDevice(c->device));
+  ncclUniqueId id;
+  memset(&id, 0, sizeof id);
+  if (c->rank == 0) NCCLCHECK(ncclGetUniqueId(&id));
+  if (launch->mode == BENCH_LAUNCH_MPI) {
+    BENCHCHECK(benchMpiBroadcast(&id, sizeof id));
+  } else if (launch->idSource == BENCH_ID_FILE) {
+    if (c->rank == 0)
+      BENCHCHECK(benchIdWriteFile(launch->idFile, c->nRanks, &id, sizeof id));
+    else
+      BENCHCHECK(benchIdReadFile(launch->idFile, c->nRanks, &id, sizeof id, timeout));
+  } else if (c->rank == 0) {
+    int port = launch->idPort;
+    int listener = benchIdListen(&port);
+    if (listener < 0) return 1;
+    BENCHCHECK(benchIdServe(listener, c->nRanks, &id, sizeof id, timeout));
+  } else {
+    BENCHCHECK(
+        benchIdFetch(launch->idHost, launch->idPort, c->rank, c->nRanks, &id, sizeof id, timeout));
+  }
+  NCCLCHECK(ncclCommInitRank(&c->nccl, c->nRanks, id, c->rank));
+  /* Every rank has joined, so every rank has read the file. */
+  if (c->rank == 0 && launch->mode == BENCH_LAUNCH_ENV && launch->idSource == BENCH_ID_FILE)
+    BENCHCHECK(benchIdRemoveFile(launch->idFile));
+  return 0;
+}
+
+static int runRank(const benchConfig* config, const rankStart* start) {
   benchContext c;
   memset(&c, 0, sizeof c);
   c.config = config;
-  c.rank = launched->rank;
-  c.nRanks = launched->nRanks;
-  c.device = launched->device;
-  benchRank = c.rank;
-  if (launcherInitComm(launched, &c.nccl, (int)config->timeoutSeconds) != 0) return 1;
+  c.launchMode = start->mode;
+  if (start->mode == BENCH_LAUNCH_FORK) {
+    c.rank = start->forked.rank;
+    c.nRanks = start->forked.nRanks;
+    c.device = start->forked.device;
+    benchRank = c.rank;
+    if (launcherInitComm(&start->forked, &c.nccl, (int)config->timeoutSeconds) != 0) return 1;
+  } else {
+    c.rank = start->launch.rank;
+    c.nRanks = start->launch.nRanks;
+    benchRank = c.rank;
+    int initialised = initLaunchedComm(&c, &start->launch);
+    if (initialised != 0) return initialised;
+  }
+  /* Resolved at run time: the NCCL loaded may be older than the header. */
+  void* alltoall = dlsym(RTLD_DEFAULT, "ncclAlltoAll");
+  memcpy(&c.ncclAlltoAll, &alltoall, sizeof alltoall);
   CUDACHECK(cudaSetDevice(c.device));
   CUDACHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
   CUDACHECK(cudaMalloc((void**)&c.deviceStats, sizeof(double) * BENCH_STATS));
@@ -1004,6 +1255,8 @@ static int runRank(const benchConfig* config, const launcherRank* launched) {
       printf("# Rows checked         : %d of %d\n# Wrong elements       : %.0f %s\n", c.rowsChecked,
              c.rows, c.wrongTotal, c.wrongTotal == 0 ? "OK" : "FAILED");
     printf("# Avg bus bandwidth    : %g\n", c.rows > 0 ? c.busBandwidthSum / c.rows : 0.0);
+    printf("# Avg time / NCCL's    : %g (%s)\n", c.rows > 0 ? c.ncclRatioSum / c.rows : 0.0,
+           ncclBaselineName(&c));
     if (config->checkPlans == 2)
       printf("# Avg plan check       : %g us per call, ratio %g\n",
              c.rows > 0 ? c.checkOverheadSum / c.rows : 0.0,
@@ -1048,8 +1301,33 @@ int benchMain(int argc, char** argv, const benchOp* const* ops, int nOps) {
   int parsed = parseArgs(argc, argv, ops, nOps, &config);
   if (parsed == 2) return 0;
   if (parsed != 0) return 1;
-  launcherRank launched;
-  if (!launcherParseRank(argc, argv, &launched)) return launchRanks(&config, argv);
-  config.nRanks = launched.nRanks;
-  return runRank(&config, &launched);
+  rankStart start;
+  memset(&start, 0, sizeof start);
+  start.mode = BENCH_LAUNCH_FORK;
+  if (launcherParseRank(argc, argv, &start.forked)) { /* a rank of fork mode */
+    config.nRanks = start.forked.nRanks;
+    return runRank(&config, &start);
+  }
+  char error[512];
+  if (benchLaunchDetect(environ, config.launchMode, benchMpiBuilt(), &start.launch, error,
+                        sizeof error) != 0) {
+    fprintf(stderr, "%s: %s launch: %s\n", argv[0], benchLaunchModeName(start.launch.mode), error);
+    return 1;
+  }
+  start.mode = start.launch.mode;
+  if (start.mode == BENCH_LAUNCH_FORK) return launchRanks(&config, argv);
+  if (start.mode == BENCH_LAUNCH_MPI && benchMpiInit(&argc, &argv, &start.launch) != 0) return 1;
+  if (config.nRanks > 0 && config.nRanks != start.launch.nRanks) {
+    fprintf(stderr, "%s: -p %d, but the %s launch has %d rank(s)\n", argv[0], config.nRanks,
+            benchLaunchModeName(start.mode), start.launch.nRanks);
+    return 1;
+  }
+  config.nRanks = start.launch.nRanks;
+  signal(SIGALRM, timeoutExpired);
+  alarm((unsigned)config.timeoutSeconds);
+  int status = runRank(&config, &start);
+  alarm(0);
+  /* After a failure, mpirun ends the other ranks; MPI_Finalize could wait for them. */
+  if (start.mode == BENCH_LAUNCH_MPI && status == 0) benchMpiFinalize();
+  return status;
 }

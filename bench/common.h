@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 
+#include "launch.h"
 #include "reference.h"
 #include "reference_gqa.h"
 #include "ulysses.h"
@@ -44,6 +45,7 @@ typedef struct {
   int checkPlans;             /* -k: 0 off, 1 on (config.checkPlans), 2 both, timed apart */
   const char* jsonPath;       /* -j */
   int64_t timeoutSeconds;     /* -T */
+  benchLaunchMode launchMode; /* -L */
 } benchConfig;
 
 /* Everything one timed library call needs. */
