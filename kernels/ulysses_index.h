@@ -167,6 +167,26 @@ ULYSSES_HD uint32_t ulyssesTableEntry(const ulyssesTableArgs* a, int i, int64_t*
   return 0;
 }
 
+/* Thread i's writes of one table launch, given the inclusive prefix sums of
+ * the launch's lengths and slot lengths up to i (the block scan's). Launches
+ * of ULYSSES_TABLE_CHUNK ranks run in order on one stream, so each continues
+ * the sums from the last entry the previous one wrote, at chunkBegin; no
+ * thread of this launch writes that entry, so reading it races with nothing. */
+ULYSSES_HD void ulyssesTableStore(const ulyssesTableArgs* a, int i, int64_t length,
+                                  int64_t lengthPrefix, int64_t slotPrefix) {
+  if (i == 0 && a->chunkBegin == 0) {
+    a->offsets[0] = 0;
+    a->slotOffsets[0] = 0;
+  }
+  if (i >= a->chunkCount) return;
+  int64_t lengthCarry = a->chunkBegin == 0 ? 0 : a->offsets[a->chunkBegin];
+  int64_t slotCarry = a->chunkBegin == 0 ? 0 : a->slotOffsets[a->chunkBegin];
+  int rank = a->chunkBegin + i;
+  a->lengths[rank] = length;
+  a->offsets[rank + 1] = lengthCarry + lengthPrefix;
+  a->slotOffsets[rank + 1] = slotCarry + slotPrefix;
+}
+
 /*------------------------------------------------------------------------
  * The pack / unpack copy.
  *----------------------------------------------------------------------*/

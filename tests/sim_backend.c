@@ -123,25 +123,22 @@ int simCountLaunches(const simWorld* world, int rank) {
 
 int simCountCalls(const simWorld* world, int rank) { return world->programs[rank].count; }
 
-/* The table kernel, one chunk: the same per-thread entry function, and the
- * block scan done sequentially. */
+/* The table kernel, one chunk: the same per-thread functions, with the
+ * block scan done sequentially between them. */
 void simRunTable(const ulyssesTableArgs* args) {
-  int64_t lengthSum = args->chunkBegin == 0 ? 0 : args->offsets[args->chunkBegin];
-  int64_t slotSum = args->chunkBegin == 0 ? 0 : args->slotOffsets[args->chunkBegin];
-  if (args->chunkBegin == 0) {
-    args->offsets[0] = 0;
-    args->slotOffsets[0] = 0;
-  }
+  int64_t lengths[ULYSSES_TABLE_CHUNK], lengthPrefix = 0, slotPrefix = 0;
+  int64_t lengthPrefixes[ULYSSES_TABLE_CHUNK], slotPrefixes[ULYSSES_TABLE_CHUNK];
   for (int i = 0; i < args->chunkCount; i++) {
-    int64_t length, slotLength;
-    uint32_t errorBits = ulyssesTableEntry(args, i, &length, &slotLength);
+    int64_t slotLength;
+    uint32_t errorBits = ulyssesTableEntry(args, i, &lengths[i], &slotLength);
     if (errorBits != 0 && args->status != NULL) *args->status |= errorBits;
-    lengthSum += length;
-    slotSum += slotLength;
-    args->lengths[args->chunkBegin + i] = length;
-    args->offsets[args->chunkBegin + i + 1] = lengthSum;
-    args->slotOffsets[args->chunkBegin + i + 1] = slotSum;
+    lengthPrefix += lengths[i];
+    slotPrefix += slotLength;
+    lengthPrefixes[i] = lengthPrefix;
+    slotPrefixes[i] = slotPrefix;
   }
+  for (int i = 0; i < args->chunkCount; i++)
+    ulyssesTableStore(args, i, lengths[i], lengthPrefixes[i], slotPrefixes[i]);
 }
 
 /* The copy kernel: every (tensor, run, lane) its launch would cover. */

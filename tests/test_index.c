@@ -91,45 +91,17 @@ static void testTableEntryClamps(void** state) {
   assert_int_equal(slot, 7);
 }
 
-/* The table over several chunks: prefix sums carry from launch to launch. */
-static void testTableAcrossChunks(void** state) {
-  (void)state;
-  enum { RANKS = 3 * ULYSSES_TABLE_CHUNK + 5 };
-  static int64_t lengths[RANKS], offsets[RANKS + 1], slotOffsets[RANKS + 1], tableLengths[RANKS];
-  uint64_t random = 7;
-  for (int r = 0; r < RANKS; r++) lengths[r] = (int64_t)(refRandom(&random) % 9);
-  for (int chunkBegin = 0; chunkBegin < RANKS; chunkBegin += ULYSSES_TABLE_CHUNK) {
-    ulyssesTableArgs args;
-    memset(&args, 0, sizeof args);
-    args.mode = ULYSSES_MODE_EXACT;
-    args.nRanks = RANKS;
-    args.chunkBegin = chunkBegin;
-    args.chunkCount = RANKS - chunkBegin < ULYSSES_TABLE_CHUNK ? RANKS - chunkBegin : ULYSSES_TABLE_CHUNK;
-    memcpy(args.hostValues, lengths + chunkBegin, sizeof(int64_t) * (size_t)args.chunkCount);
-    args.lengths = tableLengths;
-    args.offsets = offsets;
-    args.slotOffsets = slotOffsets;
-    simRunTable(&args);
-  }
-  int64_t sum = 0;
-  for (int r = 0; r < RANKS; r++) {
-    assert_int_equal(offsets[r], sum);
-    assert_int_equal(slotOffsets[r], sum);
-    assert_int_equal(tableLengths[r], lengths[r]);
-    sum += lengths[r];
-  }
-  assert_int_equal(offsets[RANKS], sum);
-}
-
 /* A backend that runs the table and keeps the copy launch for inspection. */
 typedef struct {
   ulyssesCopyArgs copy;
   int64_t maxRuns;
   int copies;
+  int tables;
 } captured;
 
 static ulyssesResult_t captureTable(void* context, const ulyssesTableArgs* args) {
-  (void)context;
+  captured* c = context;
+  c->tables++;
   simRunTable(args);
   return ulyssesSuccess;
 }
@@ -140,6 +112,64 @@ static ulyssesResult_t captureCopy(void* context, const ulyssesCopyArgs* args, i
   c->maxRuns = maxRuns;
   c->copies++;
   return ulyssesSuccess;
+}
+
+/* The table of more ranks than one launch holds, as the pipeline enqueues it
+ * and the kernel's per-thread functions write it: each launch continues the
+ * previous one's prefix sums. Capacity mode keeps the real and the slot sums
+ * apart (lengths clamped to their capacities), so a carry of the wrong sum
+ * shows too. */
+static void testTableAcrossChunks(void** state) {
+  (void)state;
+  enum { RANKS = 3 * ULYSSES_TABLE_CHUNK + 5 };
+  static int64_t lengths[RANKS], capacities[RANKS], clamped[RANKS];
+  uint64_t random = 7;
+  ulyssesLayout_t layout = {.batch = 1, .heads = RANKS, .headDim = 1, .elementSize = 1, .packed = 1,
+                            .order = ulyssesOrderBSHD};
+  for (int capacityMode = 0; capacityMode <= 1; capacityMode++) {
+    for (int r = 0; r < RANKS; r++) {
+      lengths[r] = (int64_t)(refRandom(&random) % 9);
+      capacities[r] = capacityMode ? (int64_t)(refRandom(&random) % 9) : lengths[r];
+      clamped[r] = lengths[r] < capacities[r] ? lengths[r] : capacities[r];
+    }
+    ulyssesPlan_t plan;
+    int64_t deviceLength = 0;
+    assert_int_equal(capacityMode ? ulyssesPlanCreateCapacity(&plan, RANKS, 1, capacities,
+                                                              &deviceLength, 1, &layout)
+                                  : ulyssesPlanCreateExact(&plan, RANKS, 1, lengths, 1, &layout),
+                     ulyssesSuccess);
+    ulyssesWorkspaceLayout workspaceLayout;
+    ulyssesPlanWorkspace(plan, ulyssesOpSeqToHead, &workspaceLayout);
+    unsigned char* workspace = calloc(workspaceLayout.totalBytes, 1);
+    unsigned char user[8 * RANKS];
+    const void* buffers[1] = {user};
+    uint32_t status = 0;
+    captured c;
+    memset(&c, 0, sizeof c);
+    ulyssesBackend backend = {&c, NULL, NULL, NULL, NULL, NULL, captureTable, captureCopy};
+    assert_int_equal(ulyssesRunStage(plan, ulyssesOpSeqToHead, ULYSSES_SEND, buffers,
+                                     capacityMode ? lengths : NULL, workspace, &status, &backend),
+                     ulyssesSuccess);
+    assert_int_equal(c.tables, (RANKS + ULYSSES_TABLE_CHUNK - 1) / ULYSSES_TABLE_CHUNK);
+    const int64_t* tableLengths = (const int64_t*)(workspace + workspaceLayout.lengthsOffset);
+    const int64_t* offsets = (const int64_t*)(workspace + workspaceLayout.offsetsOffset);
+    const int64_t* slotOffsets = (const int64_t*)(workspace + workspaceLayout.slotOffsetsOffset);
+    int64_t sum = 0, slotSum = 0;
+    for (int r = 0; r < RANKS; r++) {
+      if (offsets[r] != sum || slotOffsets[r] != slotSum || tableLengths[r] != clamped[r])
+        fail_msg("capacity mode %d, rank %d: offset %lld, slot offset %lld, length %lld; "
+                 "expected %lld, %lld, %lld", capacityMode, r, (long long)offsets[r],
+                 (long long)slotOffsets[r], (long long)tableLengths[r], (long long)sum,
+                 (long long)slotSum, (long long)clamped[r]);
+      sum += clamped[r];
+      slotSum += capacities[r];
+    }
+    assert_int_equal(offsets[RANKS], sum);
+    assert_int_equal(slotOffsets[RANKS], slotSum);
+    assert_int_equal(status, capacityMode ? ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY : 0);
+    free(workspace);
+    ulyssesPlanDestroy(plan);
+  }
 }
 
 /* A segment holds batch entries of equal size whose real bytes lead
