@@ -19,9 +19,11 @@
 #error "ULYSSES_COPY_MIN_BLOCKS and ULYSSES_COPY_WAVES must be at least 1"
 #endif
 
-/* One instantiation per word size: the launch's (ulyssesLaunchWordBytes) is a
- * constant inside, so the copy loops of the other sizes are not compiled in. */
-template <int WordBytes>
+/* One instantiation per word size and per presence of a head sum: the
+ * launch's word size (ulyssesLaunchWordBytes) and ulyssesLaunchSums are
+ * constants inside, so neither the copy loops of the other sizes nor, in a
+ * launch without one, the head sum are compiled in (nor take registers). */
+template <int WordBytes, int Sums>
 static __global__ void __launch_bounds__(COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
     segmentCopyKernel(const __grid_constant__ ulyssesCopyArgs args) {
   int tensor = blockIdx.y;
@@ -31,13 +33,13 @@ static __global__ void __launch_bounds__(COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
   int64_t groupsPerBlock = COPY_THREADS / lanes;
   int64_t group = blockIdx.x * groupsPerBlock + threadIdx.x / lanes;
   for (int64_t chunk = group; chunk < chunks; chunk += gridDim.x * groupsPerBlock)
-    ulyssesCopyChunkThread(&args, tensor, chunk, lane, lanes, WordBytes);
+    ulyssesCopyChunkThread(&args, tensor, chunk, lane, lanes, WordBytes, Sums);
 }
 
 /* Blocks of the copy kernel that the current device holds at once: one full
  * wave. A larger grid only adds a tail; the grid-stride loop covers the rest.
  * Looked up once per device. */
-template <int WordBytes>
+template <int WordBytes, int Sums>
 static cudaError_t residentBlocks(int* blocks) {
   static std::atomic<int> cached[MAX_DEVICES];
   int device;
@@ -49,17 +51,17 @@ static cudaError_t residentBlocks(int* blocks) {
   error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
   if (error == cudaSuccess)
     error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &perMultiprocessor, segmentCopyKernel<WordBytes>, COPY_THREADS, 0);
+        &perMultiprocessor, segmentCopyKernel<WordBytes, Sums>, COPY_THREADS, 0);
   if (error != cudaSuccess) return error;
   *blocks = ULYSSES_COPY_WAVES * multiprocessors * (perMultiprocessor > 0 ? perMultiprocessor : 1);
   if (device < MAX_DEVICES) cached[device].store(*blocks, std::memory_order_relaxed);
   return cudaSuccess;
 }
 
-template <int WordBytes>
+template <int WordBytes, int Sums>
 static cudaError_t launchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cudaStream_t stream) {
   int wave;
-  cudaError_t error = residentBlocks<WordBytes>(&wave);
+  cudaError_t error = residentBlocks<WordBytes, Sums>(&wave);
   if (error != cudaSuccess) return error;
   /* Every tensor is a grid row: the rows share one wave between them. */
   int64_t perTensor = (wave + args->nTensors - 1) / args->nTensors;
@@ -73,18 +75,19 @@ static cudaError_t launchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
   int64_t blocks = (maxChunks + groupsPerBlock - 1) / groupsPerBlock;
   if (blocks > perTensor) blocks = perTensor;
   dim3 grid((unsigned)blocks, (unsigned)args->nTensors);
-  segmentCopyKernel<WordBytes><<<grid, COPY_THREADS, 0, stream>>>(*args);
+  segmentCopyKernel<WordBytes, Sums><<<grid, COPY_THREADS, 0, stream>>>(*args);
   return cudaGetLastError();
 }
 
 extern "C" cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns,
                                          cudaStream_t stream) {
   if (maxRuns <= 0) return cudaSuccess;
+  int sums = ulyssesLaunchSums(args);
   switch (ulyssesLaunchWordBytes(args)) {
-    case 16: return launchCopy<16>(args, maxRuns, stream);
-    case 8: return launchCopy<8>(args, maxRuns, stream);
-    case 4: return launchCopy<4>(args, maxRuns, stream);
-    case 2: return launchCopy<2>(args, maxRuns, stream);
-    default: return launchCopy<1>(args, maxRuns, stream);
+    case 16: return sums ? launchCopy<16, 1>(args, maxRuns, stream) : launchCopy<16, 0>(args, maxRuns, stream);
+    case 8: return sums ? launchCopy<8, 1>(args, maxRuns, stream) : launchCopy<8, 0>(args, maxRuns, stream);
+    case 4: return sums ? launchCopy<4, 1>(args, maxRuns, stream) : launchCopy<4, 0>(args, maxRuns, stream);
+    case 2: return sums ? launchCopy<2, 1>(args, maxRuns, stream) : launchCopy<2, 0>(args, maxRuns, stream);
+    default: return sums ? launchCopy<1, 1>(args, maxRuns, stream) : launchCopy<1, 0>(args, maxRuns, stream);
   }
 }

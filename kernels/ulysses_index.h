@@ -108,6 +108,40 @@ ULYSSES_HD int64_t ulyssesPeerHeadPrefix(int64_t heads, int64_t queryHeads, int 
   return prefix;
 }
 
+/* The rank that owns head `head` of `heads` in the plain split (the inverse
+ * of ulyssesHeadBegin / ulyssesHeadCount). */
+ULYSSES_HD int ulyssesHeadOwner(int64_t heads, int nRanks, int64_t head) {
+  int64_t base = heads / nRanks, extra = heads % nRanks;
+  if (head < extra * (base + 1)) return (int)(head / (base + 1));
+  return (int)(extra + (head - extra * (base + 1)) / base);
+}
+
+/* The peers that hold kv head `head` (grouped-query: every peer whose query
+ * heads read it; plain: its owner) are the consecutive ranks first .. last,
+ * each holding at least that head; *prefix: ulyssesPeerHeadPrefix of first,
+ * where first's slices start among a row's segments. Found once per run so
+ * that the head sum's per-element work does not grow with the rank count. */
+typedef struct {
+  int first, last;
+  int64_t prefix;
+} ulyssesHolders;
+
+ULYSSES_HD ulyssesHolders ulyssesHeadHolders(int64_t heads, int64_t queryHeads, int nRanks,
+                                             int64_t head) {
+  ulyssesHolders h;
+  if (queryHeads == 0) {
+    h.first = h.last = ulyssesHeadOwner(heads, nRanks, head);
+  } else {
+    /* A peer reads kv head `head` when its query heads meet [head * G,
+     * head * G + G): the owners of the two ends and the ranks between. */
+    int64_t group = queryHeads / heads;
+    h.first = ulyssesHeadOwner(queryHeads, nRanks, head * group);
+    h.last = ulyssesHeadOwner(queryHeads, nRanks, head * group + group - 1);
+  }
+  h.prefix = ulyssesPeerHeadPrefix(heads, queryHeads, nRanks, h.first);
+  return h;
+}
+
 /* The rank whose rows hold global position g: the largest r with
  * offsets[r] <= g (ranks of length zero own nothing: a later rank with the
  * same offset wins). Requires 0 <= g < offsets[nRanks]. */
@@ -358,8 +392,8 @@ ULYSSES_HD uint32_t ulyssesFloatToBfloat16(float value) {
   return (bits + 0x7fffu + (bits >> 16 & 1u)) >> 16;
 }
 
-/* Elements are read and written a byte at a time: the caller's buffers may
- * have any alignment. */
+/* An element from or to bytes of any alignment (the head sum's words, read
+ * whole by ulyssesLoadWord). */
 ULYSSES_HD float ulyssesLoadFloat(const unsigned char* p, int dataType) {
   if (dataType == ULYSSES_TYPE_FLOAT32)
     return ulyssesFloatFromBits((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
@@ -383,9 +417,119 @@ ULYSSES_HD void ulyssesStoreFloat(unsigned char* p, float value, int dataType) {
   for (int i = 0; i < bytes; i++) p[i] = (unsigned char)(bits >> (8 * i));
 }
 
+typedef struct {
+  ULYSSES_ALIGNAS(16) uint64_t low;
+  uint64_t high;
+} ulyssesWord16;
+
+/* Accumulators one lane of a head sum holds at a time: a round of loads of
+ * every replica's units, summed in registers, then one round of stores. */
+#define ULYSSES_SUM_ELEMENTS_IN_FLIGHT 8
+
+/* One aligned load or store of wordBytes (1, 2, 4, 8 or 16) between memory
+ * and a byte buffer: the widest the buffers' alignment allows. */
+ULYSSES_HD void ulyssesLoadWord(const unsigned char* p, int wordBytes, unsigned char* out) {
+  if (wordBytes == 16) {
+    ulyssesWord16 w = *(const ulyssesWord16*)(const void*)p;
+    memcpy(out, &w, 16);
+  } else if (wordBytes == 8) {
+    uint64_t w = *(const uint64_t*)(const void*)p;
+    memcpy(out, &w, 8);
+  } else if (wordBytes == 4) {
+    uint32_t w = *(const uint32_t*)(const void*)p;
+    memcpy(out, &w, 4);
+  } else if (wordBytes == 2) {
+    uint16_t w = *(const uint16_t*)(const void*)p;
+    memcpy(out, &w, 2);
+  } else {
+    out[0] = p[0];
+  }
+}
+
+ULYSSES_HD void ulyssesStoreWord(unsigned char* p, int wordBytes, const unsigned char* in) {
+  if (wordBytes == 16) {
+    ulyssesWord16 w;
+    memcpy(&w, in, 16);
+    *(ulyssesWord16*)(void*)p = w;
+  } else if (wordBytes == 8) {
+    uint64_t w;
+    memcpy(&w, in, 8);
+    *(uint64_t*)(void*)p = w;
+  } else if (wordBytes == 4) {
+    uint32_t w;
+    memcpy(&w, in, 4);
+    *(uint32_t*)(void*)p = w;
+  } else if (wordBytes == 2) {
+    uint16_t w;
+    memcpy(&w, in, 2);
+    *(uint16_t*)(void*)p = w;
+  } else {
+    p[0] = in[0];
+  }
+}
+
+/* What one lane of a head sum loads and stores at once: a word of the
+ * tensor's wordBytes (every replica and the output are wordBytes-aligned,
+ * their offsets being multiples of headBytes), or one element read in words
+ * where the alignment allows less than an element. */
+ULYSSES_HD int ulyssesSumUnitBytes(const ulyssesCopyTensor* x) {
+  int elementSize = x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2;
+  return x->wordBytes > elementSize ? x->wordBytes : elementSize;
+}
+
+/* One thread's units of a head-sum run, for one unit size and element size
+ * (constants where ulyssesSumRunThread calls it, so that the accumulators
+ * and the unit's bytes stay in registers): lane l takes units l, l +
+ * laneCount, ... (coalesced across the lanes), up to
+ * ULYSSES_SUM_ELEMENTS_IN_FLIGHT elements per round. Each element is the
+ * first replica, then the next ones added in increasing rank order; the
+ * holders are found once per run, so an element costs one load and one add
+ * per replica whatever the rank count. */
+ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesCopyTensor* x, ulyssesHolders holders,
+                                      int nRanks, int64_t head, int64_t rowPart, int64_t slotRows,
+                                      int unitBytes, int elementSize, int lane, int laneCount) {
+  int wordBytes = x->wordBytes < unitBytes ? x->wordBytes : unitBytes;
+  int unitElements = unitBytes / elementSize;
+  int roundUnits = ULYSSES_SUM_ELEMENTS_IN_FLIGHT / unitElements;
+  int64_t units = x->headBytes / unitBytes;
+  unsigned char* out = x->user + (rowPart * x->heads + head) * x->headBytes;
+  for (int64_t unit0 = lane; unit0 < units; unit0 += (int64_t)roundUnits * laneCount) {
+    float sum[ULYSSES_SUM_ELEMENTS_IN_FLIGHT] = {0};
+    int64_t headPrefix = holders.prefix;
+    for (int peer = holders.first; peer <= holders.last; peer++) {
+      int64_t headBegin;
+      int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, nRanks, peer, &headBegin);
+      const unsigned char* replica = x->segments +
+                                     slotRows * x->packed * headPrefix * x->headBytes +
+                                     (rowPart * headCount + head - headBegin) * x->headBytes;
+      headPrefix += headCount;
+      for (int k = 0; k < roundUnits; k++) {
+        if (unit0 + k * laneCount >= units) break;
+        const unsigned char* unit = replica + (unit0 + k * laneCount) * unitBytes;
+        unsigned char bytes[16];
+        for (int w = 0; w < unitBytes; w += wordBytes)
+          ulyssesLoadWord(unit + w, wordBytes, bytes + w);
+        for (int e = 0; e < unitElements; e++) {
+          float value = ulyssesLoadFloat(bytes + e * elementSize, x->dataType);
+          sum[k * unitElements + e] =
+              peer == holders.first ? value : sum[k * unitElements + e] + value;
+        }
+      }
+    }
+    for (int k = 0; k < roundUnits; k++) {
+      if (unit0 + k * laneCount >= units) break;
+      unsigned char bytes[16];
+      for (int e = 0; e < unitElements; e++)
+        ulyssesStoreFloat(bytes + e * elementSize, sum[k * unitElements + e], x->dataType);
+      unsigned char* unit = out + (unit0 + k * laneCount) * unitBytes;
+      for (int w = 0; w < unitBytes; w += wordBytes) ulyssesStoreWord(unit + w, wordBytes, bytes + w);
+    }
+  }
+}
+
 /* One thread's elements of a head-sum run: each element of one kv head of
  * one local row is the sum of the replicas the peers that need that head
- * sent back, the first replica, then the next ones in increasing rank order. */
+ * sent back (ulyssesSumUnitsThread, in units of ulyssesSumUnitBytes). */
 ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
                                     int laneCount) {
   const ulyssesCopyTensor* x = &a->tensors[t];
@@ -393,32 +537,23 @@ ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run
   int64_t rowPart =
       ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
   int64_t slotRows = x->batch * (a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank]);
-  int64_t elementSize = x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2;
-  unsigned char* out = x->user + (rowPart * x->heads + head) * x->headBytes;
-  for (int64_t e = lane; e < x->headBytes / elementSize; e += laneCount) {
-    float sum = 0.0f;
-    int replicas = 0;
-    int64_t headPrefix = 0;
-    for (int peer = 0; peer < a->nRanks; peer++) {
-      int64_t headBegin;
-      int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
-      if (head >= headBegin && head < headBegin + headCount) {
-        const unsigned char* replica =
-            x->segments + slotRows * x->packed * headPrefix * x->headBytes +
-            (rowPart * headCount + head - headBegin) * x->headBytes + e * elementSize;
-        float value = ulyssesLoadFloat(replica, x->dataType);
-        sum = replicas++ == 0 ? value : sum + value;
-      }
-      headPrefix += headCount;
-    }
-    ulyssesStoreFloat(out + e * elementSize, sum, x->dataType);
+  ulyssesHolders holders = ulyssesHeadHolders(x->heads, x->queryHeads, a->nRanks, head);
+  int unitBytes = ulyssesSumUnitBytes(x);
+#define ULYSSES_SUM_UNITS(UnitBytes, ElementSize)                                              \
+  ulyssesSumUnitsThread(x, holders, a->nRanks, head, rowPart, slotRows, UnitBytes, ElementSize, \
+                        lane, laneCount)
+  if (x->dataType == ULYSSES_TYPE_FLOAT32) {
+    if (unitBytes == 16) ULYSSES_SUM_UNITS(16, 4);
+    else if (unitBytes == 8) ULYSSES_SUM_UNITS(8, 4);
+    else ULYSSES_SUM_UNITS(4, 4);
+  } else {
+    if (unitBytes == 16) ULYSSES_SUM_UNITS(16, 2);
+    else if (unitBytes == 8) ULYSSES_SUM_UNITS(8, 2);
+    else if (unitBytes == 4) ULYSSES_SUM_UNITS(4, 2);
+    else ULYSSES_SUM_UNITS(2, 2);
   }
+#undef ULYSSES_SUM_UNITS
 }
-
-typedef struct {
-  ULYSSES_ALIGNAS(16) uint64_t low;
-  uint64_t high;
-} ulyssesWord16;
 
 /* One thread's share of count runs of the same size, run k at src + k *
  * srcStride and dst + k * dstStride: words lane, lane + laneCount, ... of
@@ -491,11 +626,13 @@ ULYSSES_HD void ulyssesMoveRunsThread(const ulyssesCopyArgs* a, const ulyssesCop
 }
 
 /* One thread's share of one run (a head sum: of its elements), in words of
- * wordBytes (ulyssesLaunchWordBytes). */
+ * wordBytes (ulyssesLaunchWordBytes). sums: whether the launch has a head
+ * sum (ulyssesLaunchSums); a constant in each kernel, so that a kernel
+ * without one carries none of the sum's code or registers. */
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
-                                     int laneCount, int wordBytes) {
+                                     int laneCount, int wordBytes, int sums) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  if (x->kind == ULYSSES_COPY_HEAD_SUM) {
+  if (sums && x->kind == ULYSSES_COPY_HEAD_SUM) {
     ulyssesSumRunThread(a, t, run, lane, laneCount);
     return;
   }
@@ -534,7 +671,7 @@ ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t chunk,
  * (ulyssesLaunchWordBytes): one sweep where ulyssesChunkSweep allows it, else
  * run by run. */
 ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t chunk, int lane,
-                                       int laneCount, int wordBytes) {
+                                       int laneCount, int wordBytes, int sums) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesRun r;
   int64_t count, userStride;
@@ -543,7 +680,7 @@ ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t 
     return;
   }
   for (int64_t k = 0; k < count; k++)
-    ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes);
+    ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes, sums);
 }
 
 /* The word size of one launch: the smallest of its tensors' (each a power of
@@ -555,6 +692,13 @@ ULYSSES_HD int ulyssesLaunchWordBytes(const ulyssesCopyArgs* a) {
     if (a->tensors[t].active && a->tensors[t].wordBytes < wordBytes)
       wordBytes = a->tensors[t].wordBytes;
   return wordBytes;
+}
+
+/* Whether any tensor of the launch is a head sum. */
+ULYSSES_HD int ulyssesLaunchSums(const ulyssesCopyArgs* a) {
+  for (int t = 0; t < a->nTensors; t++)
+    if (a->tensors[t].active && a->tensors[t].kind == ULYSSES_COPY_HEAD_SUM) return 1;
+  return 0;
 }
 
 /* Lanes per run for a run of at most maxWords words (elements, for a head

@@ -40,10 +40,9 @@ static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan,
 }
 
 /* The longest run of x in the units one lane moves at a time: words of
- * wordBytes, or elements for a head sum. */
+ * wordBytes, or for a head sum its units (ulyssesSumUnitBytes). */
 static int64_t runWords(const ulyssesCopyTensor* x, int nRanks) {
-  if (x->kind == ULYSSES_COPY_HEAD_SUM)
-    return x->headBytes / (x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2);
+  if (x->kind == ULYSSES_COPY_HEAD_SUM) return x->headBytes / ulyssesSumUnitBytes(x);
   if (x->kind == ULYSSES_COPY_ROW_SCATTER)
     return x->packed * x->rowHeads * x->headBytes / x->wordBytes;
   int64_t maxHeads = 0;

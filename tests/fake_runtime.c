@@ -141,7 +141,7 @@ cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
     for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
       for (int lane = 0; lane < args->runLanes; lane++)
         ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes,
-                               ulyssesLaunchWordBytes(args));
+                               ulyssesLaunchWordBytes(args), ulyssesLaunchSums(args));
   return cudaSuccess;
 }
 

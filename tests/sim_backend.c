@@ -167,7 +167,7 @@ static int runCopy(const simOp* op, int rank, char* message, size_t messageSize)
     for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
       for (int lane = 0; lane < args->runLanes; lane++)
         ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes,
-                               ulyssesLaunchWordBytes(args));
+                               ulyssesLaunchWordBytes(args), ulyssesLaunchSums(args));
   }
   return 0;
 }

@@ -22,6 +22,8 @@ static void testHeadSplitMatchesReference(void** state) {
       for (int r = 0; r < nRanks; r++) {
         assert_int_equal(ulyssesHeadBegin(heads, nRanks, r), refHeadBegin(&shape, r));
         assert_int_equal(ulyssesHeadCount(heads, nRanks, r), refHeadCount(&shape, r));
+        for (int64_t h = refHeadBegin(&shape, r); h < refHeadBegin(&shape, r) + refHeadCount(&shape, r); h++)
+          assert_int_equal(ulyssesHeadOwner(heads, nRanks, h), r);
       }
     }
 }
@@ -43,6 +45,19 @@ static void testKvHeadMap(void** state) {
           if (count > 0) assert_int_equal(begin, refKvBegin(&shape, r));
           assert_int_equal(ulyssesPeerHeadPrefix(kvHeads, queryHeads, nRanks, r), prefix);
           prefix += count;
+        }
+        /* The holders of each kv head: exactly the ranks whose slice has it. */
+        for (int64_t head = 0; head < kvHeads; head++) {
+          ulyssesHolders holders = ulyssesHeadHolders(kvHeads, queryHeads, nRanks, head);
+          assert_int_equal(holders.prefix, ulyssesPeerHeadPrefix(kvHeads, queryHeads, nRanks, holders.first));
+          for (int r = 0; r < nRanks; r++) {
+            int64_t begin, count = ulyssesPeerHeads(kvHeads, queryHeads, nRanks, r, &begin);
+            int holds = count > 0 && head >= begin && head < begin + count;
+            if (holds != (r >= holders.first && r <= holders.last))
+              fail_msg("Hq %lld, Hkv %lld, P %d: kv head %lld held by rank %d: %d, holders %d .. %d",
+                       (long long)queryHeads, (long long)kvHeads, nRanks, (long long)head, r, holds,
+                       holders.first, holders.last);
+          }
         }
       }
     }
