@@ -17,10 +17,23 @@
  *    every local row cut to p's heads;
  *  - row scatter: the head-side (or gathered) tensor <-> one segment per peer
  *    r, holding r's rows.
- * A run is the contiguous bytes one (row, packed index, peer) moves; the
- * kernels give each chunk of chunkRuns consecutive runs to a group of runLanes
- * lanes of a warp, sized so that each lane has up to ULYSSES_WORDS_IN_FLIGHT
- * words of a run and about ULYSSES_CHUNK_WORDS_PER_LANE of a chunk to move. */
+ * A run is the contiguous bytes one (row, packed index, peer) moves.
+ *
+ * How the work is split (the launch parameters, chosen on the host by
+ * ulyssesGroupLanes and ulyssesChunkRuns at the end of this file):
+ *  - a group of runLanes lanes of a warp takes a chunk of chunkRuns
+ *    consecutive runs of one tensor, found by a grid-stride loop;
+ *  - if the chunk's runs lie at fixed strides (ulyssesChunkSweep), the group
+ *    sweeps them as one list of words, lane l taking words l, l + runLanes,
+ *    ..., ULYSSES_WORDS_IN_FLIGHT loads before as many stores; else run by
+ *    run, the index arithmetic once per run;
+ *  - long runs: lanes so that each has up to ULYSSES_WORDS_IN_FLIGHT words of
+ *    a run, chunks of ULYSSES_CHUNK_WORDS_PER_LANE words per lane (one run);
+ *  - short runs (below ULYSSES_SHORT_RUN_BYTES): at least a cache line per
+ *    round of the group's loads and ULYSSES_SHORT_CHUNK_WORDS_PER_LANE words
+ *    per lane per chunk, as long as the chunks still give
+ *    ULYSSES_FILL_THREADS threads work;
+ *  - a head sum: one run per group, lanes over the head's aligned words. */
 #ifndef ULYSSES_INDEX_H_
 #define ULYSSES_INDEX_H_
 
@@ -51,7 +64,31 @@
 #define ULYSSES_WARP_LANES 32
 /* Words each lane of a group moves per chunk of runs (ulyssesCopyChunkThread):
  * enough that the index arithmetic of a chunk is small against its copy. */
+#ifndef ULYSSES_CHUNK_WORDS_PER_LANE
 #define ULYSSES_CHUNK_WORDS_PER_LANE 8
+#endif
+/* Runs shorter than this get groups of at least a cache line per round of
+ * loads and longer chunks: measured on an H200, 256-byte runs one per pair
+ * of lanes reached 0.71-0.79 of a copy, against 0.90-0.94 for runs of 2 KiB
+ * and more (bench/RESULTS.md). */
+#ifndef ULYSSES_SHORT_RUN_BYTES
+#define ULYSSES_SHORT_RUN_BYTES 1024
+#endif
+#ifndef ULYSSES_SHORT_CHUNK_WORDS_PER_LANE
+#define ULYSSES_SHORT_CHUNK_WORDS_PER_LANE 32
+#endif
+#define ULYSSES_LINE_BYTES 128
+/* Threads the chunks of a launch must keep busy before they may grow: a few
+ * waves of the largest GPU (an H200 holds 132 x 2 blocks of 256), so that
+ * longer chunks never leave multiprocessors idle (the whole-row chunks of
+ * 2f341a6 did, at P = 16 below 256 MiB). */
+#ifndef ULYSSES_FILL_THREADS
+#define ULYSSES_FILL_THREADS (1 << 18)
+#endif
+#if ULYSSES_CHUNK_WORDS_PER_LANE < 1 || ULYSSES_SHORT_CHUNK_WORDS_PER_LANE < 1 || \
+    ULYSSES_FILL_THREADS < 1
+#error "the chunk knobs must be at least 1"
+#endif
 /* Ranks whose host values one length-table launch carries. */
 #define ULYSSES_TABLE_CHUNK 128
 
@@ -701,15 +738,35 @@ ULYSSES_HD int ulyssesLaunchSums(const ulyssesCopyArgs* a) {
   return 0;
 }
 
-/* Lanes per run for a run of at most maxWords words (elements, for a head
- * sum): the smallest power of two that leaves each lane at most
- * ULYSSES_WORDS_IN_FLIGHT of them, at most a warp. Short runs share a warp,
- * so no lane idles on a 256-byte run. */
-ULYSSES_HD int ulyssesRunLanes(int64_t maxWords) {
+/* Lanes per group for a tensor whose longest run has `words` words of
+ * wordBytes (for a head sum: units of ulyssesSumUnitBytes): the smallest
+ * power of two that leaves each lane at most ULYSSES_WORDS_IN_FLIGHT of them,
+ * at most a warp, so that short runs share a warp; for a run shorter than
+ * ULYSSES_SHORT_RUN_BYTES, at least the lanes whose words make a cache line,
+ * so that a round of a group's loads reads whole lines. The launch takes the
+ * largest over its tensors. */
+ULYSSES_HD int ulyssesGroupLanes(int64_t words, int wordBytes) {
   int lanes = 1;
-  while (lanes < ULYSSES_WARP_LANES && (int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT < maxWords)
-    lanes *= 2;
+  while (lanes < ULYSSES_WARP_LANES && (int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT < words) lanes *= 2;
+  if (words * wordBytes < ULYSSES_SHORT_RUN_BYTES)
+    while (lanes < ULYSSES_WARP_LANES && lanes * wordBytes < ULYSSES_LINE_BYTES) lanes *= 2;
   return lanes;
+}
+
+/* Consecutive runs per chunk for a tensor of `runs` runs of at most `words`
+ * words of wordBytes, moved by groups of `lanes` lanes: about
+ * ULYSSES_CHUNK_WORDS_PER_LANE words per lane (runs below
+ * ULYSSES_SHORT_RUN_BYTES: ULYSSES_SHORT_CHUNK_WORDS_PER_LANE), but never so
+ * many that fewer than ULYSSES_FILL_THREADS threads get a chunk; at least 1. */
+ULYSSES_HD int64_t ulyssesChunkRuns(int64_t words, int wordBytes, int64_t runs, int lanes) {
+  if (words < 1) return 1;
+  int64_t perLane = words * wordBytes < ULYSSES_SHORT_RUN_BYTES
+                        ? ULYSSES_SHORT_CHUNK_WORDS_PER_LANE
+                        : ULYSSES_CHUNK_WORDS_PER_LANE;
+  int64_t chunkRuns = (int64_t)lanes * perLane / words;
+  int64_t fillRuns = runs / (ULYSSES_FILL_THREADS / lanes > 0 ? ULYSSES_FILL_THREADS / lanes : 1);
+  if (chunkRuns > fillRuns) chunkRuns = fillRuns;
+  return chunkRuns < 1 ? 1 : chunkRuns;
 }
 
 #endif /* ULYSSES_INDEX_H_ */

@@ -39,19 +39,17 @@ static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan,
   return ulyssesSuccess;
 }
 
-/* The longest run of x in the units one lane moves at a time: words of
- * wordBytes, or for a head sum its units (ulyssesSumUnitBytes). */
-static int64_t runWords(const ulyssesCopyTensor* x, int nRanks) {
-  if (x->kind == ULYSSES_COPY_HEAD_SUM) return x->headBytes / ulyssesSumUnitBytes(x);
-  if (x->kind == ULYSSES_COPY_ROW_SCATTER)
-    return x->packed * x->rowHeads * x->headBytes / x->wordBytes;
+/* The bytes of x's longest run. */
+static int64_t longestRunBytes(const ulyssesCopyTensor* x, int nRanks) {
+  if (x->kind == ULYSSES_COPY_HEAD_SUM) return x->headBytes;
+  if (x->kind == ULYSSES_COPY_ROW_SCATTER) return x->packed * x->rowHeads * x->headBytes;
   int64_t maxHeads = 0;
   for (int peer = 0; peer < nRanks; peer++) {
     int64_t headBegin;
     int64_t heads = ulyssesPeerHeads(x->heads, x->queryHeads, nRanks, peer, &headBegin);
     if (heads > maxHeads) maxHeads = heads;
   }
-  return maxHeads * x->headBytes / x->wordBytes;
+  return maxHeads * x->headBytes;
 }
 
 /* The copy of one side of every tensor; returns whether any tensor needs it. */
@@ -68,7 +66,7 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
   args->offsets = at(workspace, layout->offsetsOffset);
   args->slotOffsets = at(workspace, layout->slotOffsetsOffset);
   *maxRuns = 0;
-  int64_t words[ULYSSES_KERNEL_MAX_TENSORS] = {0}, maxWords = 0;
+  int64_t runBytes[ULYSSES_KERNEL_MAX_TENSORS] = {0}, runs[ULYSSES_KERNEL_MAX_TENSORS] = {0};
   int anyActive = 0;
   for (int t = 0; t < plan->nTensors; t++) {
     const ulyssesLayout_t* tensorLayout = &plan->layouts[t];
@@ -90,21 +88,30 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
     if (!x->active) continue;
     anyActive = 1;
     int64_t localRuns = x->batch * plan->slotLengths[plan->rank] * x->packed;
-    int64_t runs = shape.kind == ULYSSES_COPY_HEAD_SLICE ? localRuns * plan->nRanks
-                   : shape.kind == ULYSSES_COPY_HEAD_SUM
-                       ? localRuns * x->heads
-                       : x->batch * plan->slotOffsets[plan->nRanks];
-    if (runs > *maxRuns) *maxRuns = runs;
-    words[t] = runWords(x, plan->nRanks);
-    if (words[t] > maxWords) maxWords = words[t];
+    runs[t] = shape.kind == ULYSSES_COPY_HEAD_SLICE ? localRuns * plan->nRanks
+              : shape.kind == ULYSSES_COPY_HEAD_SUM
+                  ? localRuns * x->heads
+                  : x->batch * plan->slotOffsets[plan->nRanks];
+    if (runs[t] > *maxRuns) *maxRuns = runs[t];
+    runBytes[t] = longestRunBytes(x, plan->nRanks);
   }
-  args->runLanes = ulyssesRunLanes(maxWords);
+  /* The launch parameters (ulysses_index.h): lanes for the tensor that
+   * needs the most, then each tensor's chunk for those lanes. */
+  int wordBytes = ulyssesLaunchWordBytes(args);
+  args->runLanes = 1;
   for (int t = 0; t < plan->nTensors; t++) {
     ulyssesCopyTensor* x = &args->tensors[t];
-    x->chunkRuns = 1;
-    if (x->kind != ULYSSES_COPY_HEAD_SUM && words[t] > 0)
-      x->chunkRuns = (int64_t)args->runLanes * ULYSSES_CHUNK_WORDS_PER_LANE / words[t];
-    if (x->chunkRuns < 1) x->chunkRuns = 1;
+    if (!x->active) continue;
+    int unitBytes = x->kind == ULYSSES_COPY_HEAD_SUM ? ulyssesSumUnitBytes(x) : wordBytes;
+    int lanes = ulyssesGroupLanes(runBytes[t] / unitBytes, unitBytes);
+    if (lanes > args->runLanes) args->runLanes = lanes;
+  }
+  for (int t = 0; t < plan->nTensors; t++) {
+    ulyssesCopyTensor* x = &args->tensors[t];
+    x->chunkRuns = x->kind == ULYSSES_COPY_HEAD_SUM
+                       ? 1
+                       : ulyssesChunkRuns(runBytes[t] / wordBytes, wordBytes, runs[t],
+                                          args->runLanes);
   }
   return anyActive;
 }

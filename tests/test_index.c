@@ -187,6 +187,40 @@ static void testTableAcrossChunks(void** state) {
   }
 }
 
+/* Rank's stage on side through the pipeline, its copy launch kept in *c. */
+static void captureStage(const exchangeRun* run, int rank, ulyssesSide side, captured* c) {
+  const scenario* s = run->s;
+  memset(c, 0, sizeof *c);
+  ulyssesBackend backend = {c, NULL, NULL, NULL, NULL, NULL, captureTable, captureCopy};
+  const void* buffers[ULYSSES_MAX_TENSORS];
+  for (int t = 0; t < s->nTensors; t++)
+    buffers[t] = side == ULYSSES_SEND ? (const void*)run->send[rank][t].data : run->recv[rank][t].data;
+  assert_int_equal(ulyssesRunStage(run->plans[rank], run->op, side, buffers,
+                                   s->capacityMode ? s->lengths : NULL, run->workspace[rank].data,
+                                   NULL, &backend),
+                   ulyssesSuccess);
+}
+
+/* check on both sides of every rank of `scenarios` random scenarios, each op. */
+static void forEachStage(uint64_t seed, int scenarios,
+                         void (*check)(const exchangeRun* run, int rank, ulyssesSide side)) {
+  static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq, ulyssesOpAllGather};
+  uint64_t random = seed;
+  for (int i = 0; i < scenarios; i++) {
+    scenario s;
+    randomScenario(&s, &random, HARNESS_MAX_RANKS, i % 2);
+    for (int k = 0; k < 3; k++) {
+      exchangeRun run;
+      exchangeSetup(&run, &s, ops[k], (uint64_t)i);
+      for (int r = 0; r < s.nRanks; r++) {
+        check(&run, r, ULYSSES_SEND);
+        check(&run, r, ULYSSES_RECV);
+      }
+      exchangeTeardown(&run);
+    }
+  }
+}
+
 /* A segment holds batch entries of equal size whose real bytes lead
  * (batch first), or its real bytes lead the whole (sequence first). */
 static int segmentByteIsReal(int sequenceFirst, int64_t batch, size_t segmentBytes,
@@ -202,15 +236,7 @@ static int64_t headBytesOf(const scenario* s, int t) {
 static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
   const scenario* s = run->s;
   captured c;
-  memset(&c, 0, sizeof c);
-  ulyssesBackend backend = {&c, NULL, NULL, NULL, NULL, NULL, captureTable, captureCopy};
-  const void* buffers[ULYSSES_MAX_TENSORS];
-  for (int t = 0; t < s->nTensors; t++)
-    buffers[t] = side == ULYSSES_SEND ? (const void*)run->send[rank][t].data : run->recv[rank][t].data;
-  assert_int_equal(ulyssesRunStage(run->plans[rank], run->op, side, buffers,
-                                   s->capacityMode ? s->lengths : NULL, run->workspace[rank].data,
-                                   NULL, &backend),
-                   ulyssesSuccess);
+  captureStage(run, rank, side, &c);
   if (c.copies == 0) return;
   const ulyssesCopyArgs* a = &c.copy;
   for (int t = 0; t < s->nTensors; t++) {
@@ -310,21 +336,7 @@ static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
 
 static void testCopiesCoverEveryByteOnce(void** state) {
   (void)state;
-  static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq, ulyssesOpAllGather};
-  uint64_t random = 0xc0ffee;
-  for (int i = 0; i < 300; i++) {
-    scenario s;
-    randomScenario(&s, &random, HARNESS_MAX_RANKS, i % 2);
-    for (int k = 0; k < 3; k++) {
-      exchangeRun run;
-      exchangeSetup(&run, &s, ops[k], (uint64_t)i);
-      for (int r = 0; r < s.nRanks; r++) {
-        checkCoverage(&run, r, ULYSSES_SEND);
-        checkCoverage(&run, r, ULYSSES_RECV);
-      }
-      exchangeTeardown(&run);
-    }
-  }
+  forEachStage(0xc0ffee, 300, checkCoverage);
 }
 
 static void testWorkspaceLayout(void** state) {
@@ -542,24 +554,107 @@ static void testRunsThreadsCopyEachRunOnce(void** state) {
         }
 }
 
-/* The smallest power-of-two group that leaves each lane at most
- * ULYSSES_WORDS_IN_FLIGHT words, capped at a warp. */
-static void testRunLanes(void** state) {
+/* The launch rules: the smallest power-of-two group that leaves each lane
+ * at most ULYSSES_WORDS_IN_FLIGHT words and, for short runs, reads at least
+ * a cache line per round, capped at a warp; chunks as long as the words per
+ * lane allow while enough threads get one; long runs keep one run per group. */
+static void testLaunchRules(void** state) {
   (void)state;
-  for (int64_t words = 0; words <= 1000; words++) {
-    int lanes = ulyssesRunLanes(words);
-    assert_true(lanes >= 1 && lanes <= ULYSSES_WARP_LANES);
-    assert_int_equal(lanes & (lanes - 1), 0);
-    if (lanes < ULYSSES_WARP_LANES) assert_true((int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT >= words);
-    if (lanes > 1) assert_true((int64_t)lanes / 2 * ULYSSES_WORDS_IN_FLIGHT < words);
+  for (int wordBytes = 1; wordBytes <= 16; wordBytes *= 2)
+    for (int64_t words = 0; words <= 1000; words++) {
+      int lanes = ulyssesGroupLanes(words, wordBytes);
+      int isShort = words * wordBytes < ULYSSES_SHORT_RUN_BYTES;
+      assert_true(lanes >= 1 && lanes <= ULYSSES_WARP_LANES);
+      assert_int_equal(lanes & (lanes - 1), 0);
+      if (lanes < ULYSSES_WARP_LANES) {
+        assert_true((int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT >= words);
+        if (isShort) assert_true(lanes * wordBytes >= ULYSSES_LINE_BYTES);
+      }
+      if (lanes > 1)
+        assert_true((int64_t)lanes / 2 * ULYSSES_WORDS_IN_FLIGHT < words ||
+                    (isShort && lanes / 2 * wordBytes < ULYSSES_LINE_BYTES));
+      for (int64_t runs = 1; runs <= (int64_t)1 << 24; runs *= 5) {
+        int64_t chunkRuns = ulyssesChunkRuns(words, wordBytes, runs, lanes);
+        int64_t perLane = isShort ? ULYSSES_SHORT_CHUNK_WORDS_PER_LANE : ULYSSES_CHUNK_WORDS_PER_LANE;
+        int64_t groups = ULYSSES_FILL_THREADS / lanes;
+        assert_true(chunkRuns >= 1);
+        if (chunkRuns > 1) {
+          assert_true(chunkRuns * words <= lanes * perLane);
+          assert_true(runs / chunkRuns >= groups);
+          /* The longest chunk that both limits allow. */
+          assert_true((chunkRuns + 1) * words > lanes * perLane || runs / (chunkRuns + 1) < groups);
+        } else if (words > 0) {
+          assert_true(2 * words > lanes * perLane || runs / 2 < groups);
+        }
+        if (!isShort) assert_int_equal(chunkRuns, 1);
+      }
+    }
+  /* The H200's slowest rows (bench/RESULTS.md): 256-byte runs of 16-byte
+   * words, P = 16, 2^20 and 2^16 tokens, 32 heads of 64 bf16. */
+  assert_int_equal(ulyssesGroupLanes(16, 16), 8);
+  assert_int_equal(ulyssesChunkRuns(16, 16, (int64_t)1 << 20, 8), 16);
+  assert_int_equal(ulyssesChunkRuns(16, 16, (int64_t)1 << 16, 8), 2);
+  /* 2 KiB runs keep one run per group of 16 lanes. */
+  assert_int_equal(ulyssesGroupLanes(128, 16), 16);
+  assert_int_equal(ulyssesChunkRuns(128, 16, (int64_t)1 << 20, 16), 1);
+}
+
+/* Every chunk length and group size moves the same bytes as the runs one by
+ * one: a launch of rank r's stage is replayed with chunkRuns 1, 2, 3, 7 and 16
+ * and every power-of-two group size, each against a plain copy of every run
+ * (ulyssesCopyRunAt, which testCopiesCoverEveryByteOnce checks), so that
+ * whatever the launch rules choose, the sweep and the run paths are right. */
+static void checkChunkVariants(const exchangeRun* run, int rank, ulyssesSide side) {
+  const scenario* s = run->s;
+  captured c;
+  captureStage(run, rank, side, &c);
+  if (c.copies == 0 || ulyssesLaunchSums(&c.copy)) return;
+  static const int64_t chunkRuns[] = {1, 2, 3, 7, 16};
+  for (int t = 0; t < s->nTensors; t++) {
+    ulyssesCopyArgs a = c.copy;
+    ulyssesCopyTensor* x = &a.tensors[t];
+    if (!x->active) continue;
+    const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
+    size_t bytes = side == ULYSSES_SEND ? 0 : exchangeBufferBytes(s, run->op, t, rank, 0, slots);
+    for (int p = 0; p < s->nRanks && side == ULYSSES_SEND; p++)
+      bytes += ulyssesPlanSegment(run->plans[rank], run->op, t, side, p).bytes;
+    unsigned char* target = side == ULYSSES_SEND ? x->segments : x->user;
+    unsigned char* expected = malloc(bytes + 1);
+    memset(target, 0x5a, bytes);
+    int wordBytes = ulyssesLaunchWordBytes(&a);
+    for (int64_t i = 0; i < ulyssesCopyRunCount(&a, t); i++) {
+      ulyssesRun r = ulyssesCopyRunAt(&a, t, i);
+      if (r.bytes == 0) continue;
+      if (side == ULYSSES_SEND) memcpy(x->segments + r.segmentOffset, x->user + r.userOffset, (size_t)r.bytes);
+      else memcpy(x->user + r.userOffset, x->segments + r.segmentOffset, (size_t)r.bytes);
+    }
+    memcpy(expected, target, bytes);
+    for (int k = 0; k < 5; k++)
+      for (int lanes = 1; lanes <= ULYSSES_WARP_LANES; lanes *= 2) {
+        x->chunkRuns = chunkRuns[k];
+        memset(target, 0x5a, bytes);
+        for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(&a, t); chunk++)
+          for (int lane = 0; lane < lanes; lane++)
+            ulyssesCopyChunkThread(&a, t, chunk, lane, lanes, wordBytes, 0);
+        if (memcmp(target, expected, bytes) != 0)
+          fail_msg("rank %d tensor %d side %d: %lld runs per chunk, %d lanes, %d-byte words "
+                   "move other bytes than the runs", rank, t, (int)side, (long long)chunkRuns[k],
+                   lanes, wordBytes);
+      }
+    free(expected);
   }
+}
+
+static void testChunkVariantsCopyLikeRuns(void** state) {
+  (void)state;
+  forEachStage(0xc4c4, 80, checkChunkVariants);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testHeadSplitMatchesReference), cmocka_unit_test(testKvHeadMap),
       cmocka_unit_test(testRowOwner), cmocka_unit_test(testRunsThreadsCopyEachRunOnce),
-      cmocka_unit_test(testRunLanes),
+      cmocka_unit_test(testLaunchRules), cmocka_unit_test(testChunkVariantsCopyLikeRuns),
       cmocka_unit_test(testTableEntryClamps),          cmocka_unit_test(testTableAcrossChunks),
       cmocka_unit_test(testCopiesCoverEveryByteOnce),  cmocka_unit_test(testWorkspaceLayout),
       cmocka_unit_test(testSegmentsAgreeAcrossRanks),  cmocka_unit_test(testWordBytes),
