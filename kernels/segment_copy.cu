@@ -5,7 +5,6 @@
 
 #include "ulysses_launch.h"
 
-#define COPY_THREADS 256
 #define MAX_DEVICES 64
 /* Blocks per multiprocessor the register budget must allow, and resident
  * waves per launch (tuning knobs, measured by bench/kernel_perf). */
@@ -24,13 +23,13 @@
  * constants inside, so neither the copy loops of the other sizes nor, in a
  * launch without one, the head sum are compiled in (nor take registers). */
 template <int WordBytes, int Sums>
-static __global__ void __launch_bounds__(COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
+static __global__ void __launch_bounds__(ULYSSES_COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
     segmentCopyKernel(const __grid_constant__ ulyssesCopyArgs args) {
   int tensor = blockIdx.y;
   int64_t chunks = ulyssesCopyChunkCount(&args, tensor);
   int lanes = args.runLanes;
   int lane = threadIdx.x % lanes;
-  int64_t groupsPerBlock = COPY_THREADS / lanes;
+  int64_t groupsPerBlock = ULYSSES_COPY_THREADS / lanes;
   int64_t group = blockIdx.x * groupsPerBlock + threadIdx.x / lanes;
   for (int64_t chunk = group; chunk < chunks; chunk += gridDim.x * groupsPerBlock)
     ulyssesCopyChunkThread(&args, tensor, chunk, lane, lanes, WordBytes, Sums);
@@ -51,7 +50,7 @@ static cudaError_t residentBlocks(int* blocks) {
   error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
   if (error == cudaSuccess)
     error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &perMultiprocessor, segmentCopyKernel<WordBytes, Sums>, COPY_THREADS, 0);
+        &perMultiprocessor, segmentCopyKernel<WordBytes, Sums>, ULYSSES_COPY_THREADS, 0);
   if (error != cudaSuccess) return error;
   *blocks = ULYSSES_COPY_WAVES * multiprocessors * (perMultiprocessor > 0 ? perMultiprocessor : 1);
   if (device < MAX_DEVICES) cached[device].store(*blocks, std::memory_order_relaxed);
@@ -63,19 +62,9 @@ static cudaError_t launchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
   int wave;
   cudaError_t error = residentBlocks<WordBytes, Sums>(&wave);
   if (error != cudaSuccess) return error;
-  /* Every tensor is a grid row: the rows share one wave between them. */
-  int64_t perTensor = (wave + args->nTensors - 1) / args->nTensors;
-  int64_t maxChunks = 0;
-  for (int t = 0; t < args->nTensors; t++) {
-    if (!args->tensors[t].active) continue;
-    int64_t chunks = (maxRuns + args->tensors[t].chunkRuns - 1) / args->tensors[t].chunkRuns;
-    if (chunks > maxChunks) maxChunks = chunks;
-  }
-  int64_t groupsPerBlock = COPY_THREADS / args->runLanes;
-  int64_t blocks = (maxChunks + groupsPerBlock - 1) / groupsPerBlock;
-  if (blocks > perTensor) blocks = perTensor;
+  int64_t blocks = ulyssesCopyGridBlocks(args, maxRuns, ULYSSES_COPY_THREADS, wave);
   dim3 grid((unsigned)blocks, (unsigned)args->nTensors);
-  segmentCopyKernel<WordBytes, Sums><<<grid, COPY_THREADS, 0, stream>>>(*args);
+  segmentCopyKernel<WordBytes, Sums><<<grid, ULYSSES_COPY_THREADS, 0, stream>>>(*args);
   return cudaGetLastError();
 }
 

@@ -62,6 +62,8 @@
 #error "ULYSSES_WORDS_IN_FLIGHT must be at least 1"
 #endif
 #define ULYSSES_WARP_LANES 32
+/* Threads of a copy kernel's block. */
+#define ULYSSES_COPY_THREADS 256
 /* Words each lane of a group moves per chunk of runs (ulyssesCopyChunkThread):
  * enough that the index arithmetic of a chunk is small against its copy. */
 #ifndef ULYSSES_CHUNK_WORDS_PER_LANE
@@ -767,6 +769,25 @@ ULYSSES_HD int64_t ulyssesChunkRuns(int64_t words, int wordBytes, int64_t runs, 
   int64_t fillRuns = runs / (ULYSSES_FILL_THREADS / lanes > 0 ? ULYSSES_FILL_THREADS / lanes : 1);
   if (chunkRuns > fillRuns) chunkRuns = fillRuns;
   return chunkRuns < 1 ? 1 : chunkRuns;
+}
+
+/* Blocks of blockThreads threads per grid row (one row per tensor) of a copy
+ * launch: enough for the tensor with the most chunks (from maxRuns, the
+ * host's bound of every tensor's runs), at most a 1 / nTensors share of a
+ * wave of `wave` resident blocks, so that the rows together fill the GPU
+ * once and the grid-stride loop covers the rest. */
+ULYSSES_HD int64_t ulyssesCopyGridBlocks(const ulyssesCopyArgs* a, int64_t maxRuns,
+                                         int blockThreads, int64_t wave) {
+  int64_t perTensor = (wave + a->nTensors - 1) / a->nTensors;
+  int64_t maxChunks = 0;
+  for (int t = 0; t < a->nTensors; t++) {
+    if (!a->tensors[t].active) continue;
+    int64_t chunks = (maxRuns + a->tensors[t].chunkRuns - 1) / a->tensors[t].chunkRuns;
+    if (chunks > maxChunks) maxChunks = chunks;
+  }
+  int64_t groupsPerBlock = blockThreads / a->runLanes;
+  int64_t blocks = (maxChunks + groupsPerBlock - 1) / groupsPerBlock;
+  return blocks < perTensor ? blocks : perTensor;
 }
 
 #endif /* ULYSSES_INDEX_H_ */
