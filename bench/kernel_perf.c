@@ -1,11 +1,12 @@
 /* kernel_perf: the local stages alone (ulyssesPack, ulyssesUnpack), one
  * process, no NCCL, at LongVILA-like shapes: rank 0 of P simulated ranks,
- * each holding totalLength / P rows, timed against cudaMemcpyAsync
+ * the total length split by a pattern (-l), timed against cudaMemcpyAsync
  * device-to-device of the same bytes between the same buffers, in the same
  * run, with L2 flushed before every timed call (-h for the flags). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline.h"
 #include "reference.h"
 #include "ulysses.h"
 #include "util.h"
@@ -22,6 +23,7 @@ typedef struct {
   int64_t headDims[MAX_LIST];               /* -D */
   int nHeadDims;
   int64_t heads;                            /* -H */
+  int pattern;                              /* -l */
   int64_t batch;                            /* -B */
   const char* typeName;                     /* -d */
   int elementSize;
@@ -45,13 +47,20 @@ typedef struct {
 } kernelContext;
 
 static const char* const opNames[] = {"seq2head", "head2seq"};
+/* How the total length is split over the ranks: equal (total / P each, the
+ * first total % P one more); vila (VILA's rule: floor(total / P) each, the
+ * remainder on the last rank); skew (multimodal: rank r holds about
+ * (1.3 - 0.6 r / (P - 1)) total / P, rank 0, the one timed, the longest, the
+ * remainder on the last). */
+enum { PATTERN_EQUAL, PATTERN_VILA, PATTERN_SKEW };
+static const char* const patternNames[] = {"equal", "vila", "skew"};
 static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq};
 
 static void printUsage(FILE* out, const char* program) {
   fprintf(out,
           "Usage: %s [flags]\n"
           "Times the local stages ulyssesPack and ulyssesUnpack of rank 0 of P simulated\n"
-          "ranks (exact plan, every rank holding total-len / P rows, BSHD) against\n"
+          "ranks (exact plan, lengths by -l, BSHD) against\n"
           "cudaMemcpyAsync device to device of the same bytes between the same buffers,\n"
           "with L2 flushed (a buffer larger than L2 written) before every timed call;\n"
           "the flush is outside the CUDA events. Flags (defaults in brackets):\n"
@@ -61,6 +70,10 @@ static void printUsage(FILE* out, const char* program) {
           "  -P LIST   simulated rank counts, comma-separated [2,4,8,16]\n"
           "  -D LIST   head dims, comma-separated [64,128,256]\n"
           "  -H H      heads [32]\n"
+          "  -l NAME   length pattern [equal]: equal (total-len / P\n"
+          "            each); vila (floor(total-len / P) each, the remainder on the last\n"
+          "            rank); skew (rank r about (1.3 - 0.6 r / (P - 1)) total-len / P:\n"
+          "            rank 0, the one timed, 30%% above the mean, the last 30%% below)\n"
           "  -B B      batch [1]\n"
           "  -d TYPE   data type, only its size matters [bf16]:\n"
           "            %s\n"
@@ -91,7 +104,8 @@ static void printUsage(FILE* out, const char* program) {
 static int parseArgs(int argc, char** argv, kernelConfig* config) {
   *config = (kernelConfig){.minLength = 32 * 1024, .maxLength = 1024 * 1024, .stepFactor = 2,
                            .ranks = {2, 4, 8, 16}, .nRankCounts = 4, .headDims = {64, 128, 256},
-                           .nHeadDims = 3, .heads = 32, .batch = 1, .typeName = "bf16",
+                           .nHeadDims = 3, .heads = 32, .pattern = PATTERN_EQUAL, .batch = 1,
+                           .typeName = "bf16",
                            .elementSize = 2, .iterations = 20, .warmups = 5, .check = 1,
                            .flushMiB = 256, .device = 0, .jsonPath = NULL};
   for (int i = 1; i < argc; i++) {
@@ -124,6 +138,14 @@ static int parseArgs(int argc, char** argv, kernelConfig* config) {
         bad = config->nHeadDims == 0;
         break;
       case 'H': bad = benchParseInt(value, 1, INT32_MAX, &config->heads); break;
+      case 'l':
+        bad = 1;
+        for (int k = 0; k < 3; k++)
+          if (strcmp(value, patternNames[k]) == 0) {
+            config->pattern = k;
+            bad = 0;
+          }
+        break;
       case 'B': bad = benchParseInt(value, 1, INT32_MAX, &config->batch); break;
       case 'd':
         config->typeName = value;
@@ -162,14 +184,25 @@ typedef struct {
   refShape shape;
 } kernelShape;
 
-/* Every rank holds totalLength / P rows; the first totalLength % P one more. */
+/* Rank r's rows of totalLength under pattern (patternNames). */
+static int64_t patternLength(int pattern, int64_t totalLength, int nRanks, int r) {
+  if (pattern == PATTERN_EQUAL) return totalLength / nRanks + (r < totalLength % nRanks ? 1 : 0);
+  if (r < nRanks - 1)
+    return pattern == PATTERN_VILA
+               ? totalLength / nRanks
+               : totalLength * (13 * (nRanks - 1) - 6 * r) / (10 * (int64_t)(nRanks - 1) * nRanks);
+  int64_t rest = totalLength;
+  for (int q = 0; q < nRanks - 1; q++) rest -= patternLength(pattern, totalLength, nRanks, q);
+  return rest;
+}
+
 static void makeShape(const kernelConfig* config, int nRanks, int64_t headDim, int64_t totalLength,
                       kernelShape* s) {
   s->nRanks = nRanks;
   s->totalLength = totalLength;
   s->offsets[0] = 0;
   for (int r = 0; r < nRanks; r++) {
-    s->lengths[r] = totalLength / nRanks + (r < totalLength % nRanks ? 1 : 0);
+    s->lengths[r] = patternLength(config->pattern, totalLength, nRanks, r);
     s->offsets[r + 1] = s->offsets[r] + s->lengths[r];
   }
   s->layout = (ulyssesLayout_t){.batch = config->batch, .heads = config->heads, .headDim = headDim,
@@ -233,6 +266,54 @@ static int deviceAlloc(void** pointer, size_t bytes) {
   *pointer = NULL;
   if (bytes > 0) CUDACHECK(cudaMalloc(pointer, bytes));
   return 0;
+}
+
+/*------------------------------------------------------------------------
+ * The launch parameters a stage chose: the library's own pipeline
+ * (src/pipeline.c, linked in from its sources) run on a backend that keeps
+ * the copy launch instead of launching it, with the stage's real buffers
+ * (their alignment sets the word size). The grid row's blocks are
+ * ulyssesCopyGridBlocks of this launch, capped by the launcher at one wave of
+ * resident blocks (the SM count times the blocks per SM that the kernel's
+ * registers allow).
+ *----------------------------------------------------------------------*/
+/* A wave no launch reaches: ulyssesCopyGridBlocks then gives the blocks the
+ * chunks ask for. */
+#define UNBOUNDED_WAVE ((int64_t)1 << 40)
+
+typedef struct {
+  int copies;
+  ulyssesCopyArgs args;
+  int64_t maxRuns;
+} stageLaunch;
+
+static ulyssesResult_t keepNoTable(void* context, const ulyssesTableArgs* args) {
+  (void)context;
+  (void)args;
+  return ulyssesSuccess;
+}
+
+static ulyssesResult_t keepCopy(void* context, const ulyssesCopyArgs* args, int64_t maxRuns) {
+  stageLaunch* launch = context;
+  launch->copies++;
+  launch->args = *args;
+  launch->maxRuns = maxRuns;
+  return ulyssesSuccess;
+}
+
+static int captureLaunch(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user,
+                         void* workspace, stageLaunch* launch) {
+  memset(launch, 0, sizeof *launch);
+  ulyssesBackend backend = {launch, NULL, NULL, NULL, NULL, NULL, keepNoTable, keepCopy};
+  const void* buffers[1] = {user};
+  ULYSSESCHECK(ulyssesRunStage(plan, op, isPack ? ULYSSES_SEND : ULYSSES_RECV, buffers, NULL,
+                               workspace, NULL, &backend));
+  return 0;
+}
+
+/* "sweep" (chunks of several runs), "run" (one run per group) or "sum". */
+static const char* launchPath(const ulyssesCopyTensor* x) {
+  return x->kind == ULYSSES_COPY_HEAD_SUM ? "sum" : x->chunkRuns > 1 ? "sweep" : "run";
 }
 
 /*------------------------------------------------------------------------
@@ -394,6 +475,7 @@ typedef struct {
   const char* skipped; /* NULL when timed */
   size_t bytes;
   double stageUs, memcpyUs;
+  stageLaunch launch;
 } kernelRow;
 
 static void printRow(kernelContext* c, const kernelRow* row) {
@@ -404,10 +486,13 @@ static void printRow(kernelContext* c, const kernelRow* row) {
     stageGbps = 2.0 * (double)row->bytes / (row->stageUs * 1e-6) / 1e9;
     memcpyGbps = 2.0 * (double)row->bytes / (row->memcpyUs * 1e-6) / 1e9;
     ratio = stageGbps / memcpyGbps;
-    printf(" %4d %7lld %10lld %10lld %9s %7s %13zu %11.1f %12.1f %11.1f %12.1f %7.3f\n",
+    const ulyssesCopyArgs* a = &row->launch.args;
+    printf(" %4d %7lld %10lld %10lld %9s %7s %13zu %11.1f %12.1f %11.1f %12.1f %7.3f  %s/%d/%lld/%d/%lld\n",
            row->nRanks, (long long)row->headDim, (long long)row->totalLength,
            (long long)row->localLength, opNames[row->op], stage, row->bytes, row->stageUs,
-           stageGbps, row->memcpyUs, memcpyGbps, ratio);
+           stageGbps, row->memcpyUs, memcpyGbps, ratio, launchPath(&a->tensors[0]), a->runLanes,
+           (long long)a->tensors[0].chunkRuns, ulyssesLaunchWordBytes(a),
+           (long long)ulyssesCopyGridBlocks(a, row->launch.maxRuns, ULYSSES_COPY_THREADS, UNBOUNDED_WAVE));
     c->rows++;
     c->ratioSum += ratio;
   } else {
@@ -421,12 +506,21 @@ static void printRow(kernelContext* c, const kernelRow* row) {
   benchJsonString(f, c->gpuName);
   fprintf(f, ",\"ranks\":%d,\"rank\":0,\"batch\":%lld,\"heads\":%lld,\"head_dim\":%lld,"
              "\"dtype\":\"%s\",\"element_size\":%d,\"total_length\":%lld,\"local_length\":%lld,"
-             "\"op\":\"%s\",\"stage\":\"%s\",\"bytes\":%zu,\"flush_bytes\":%zu,"
-             "\"iterations\":%lld,\"warmups\":%lld,",
+             "\"op\":\"%s\",\"stage\":\"%s\",\"pattern\":\"%s\",\"bytes\":%zu,"
+             "\"flush_bytes\":%zu,\"iterations\":%lld,\"warmups\":%lld,",
           row->nRanks, (long long)config->batch, (long long)config->heads, (long long)row->headDim,
           config->typeName, config->elementSize, (long long)row->totalLength,
-          (long long)row->localLength, opNames[row->op], stage, row->bytes, c->flushBytes,
-          (long long)config->iterations, (long long)config->warmups);
+          (long long)row->localLength, opNames[row->op], stage, patternNames[config->pattern],
+          row->bytes, c->flushBytes, (long long)config->iterations, (long long)config->warmups);
+  if (row->launch.copies > 0) {
+    const ulyssesCopyArgs* a = &row->launch.args;
+    fprintf(f, "\"launch\":{\"path\":\"%s\",\"lanes\":%d,\"chunk_runs\":%lld,"
+               "\"word_bytes\":%d,\"sums\":%d,\"max_runs\":%lld,\"block_threads\":%d,"
+               "\"blocks_needed\":%lld},",
+            launchPath(&a->tensors[0]), a->runLanes, (long long)a->tensors[0].chunkRuns,
+            ulyssesLaunchWordBytes(a), ulyssesLaunchSums(a), (long long)row->launch.maxRuns,
+            ULYSSES_COPY_THREADS, (long long)ulyssesCopyGridBlocks(a, row->launch.maxRuns, ULYSSES_COPY_THREADS, UNBOUNDED_WAVE));
+  }
   if (row->skipped == NULL)
     fprintf(f, "\"skipped\":null,\"stage_us\":%.3f,\"stage_gbps\":%.2f,\"memcpy_us\":%.3f,"
                "\"memcpy_gbps\":%.2f,\"ratio\":%.4f}\n",
@@ -492,8 +586,15 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
     for (int isPack = 1; isPack >= 0; isPack--) {
       static stageSegments stage;
       BENCHCHECK(getStageSegments(plan, ops[o], isPack, nRanks, &stage));
-      kernelRow row = {nRanks, headDim, totalLength, s.lengths[0], o, isPack, NULL,
-                       stage.bytes, 0, 0};
+      kernelRow row;
+      memset(&row, 0, sizeof row);
+      row.nRanks = nRanks;
+      row.headDim = headDim;
+      row.totalLength = totalLength;
+      row.localLength = s.lengths[0];
+      row.op = o;
+      row.isPack = isPack;
+      row.bytes = stage.bytes;
       if (stage.direct) {
         row.bytes = userBytes(&s, ops[o], isPack);
         row.skipped = "skipped (direct)";
@@ -519,6 +620,7 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
       void *user = NULL, *workspace = NULL;
       BENCHCHECK(deviceAlloc(&user, bytes));
       BENCHCHECK(deviceAlloc(&workspace, workspaceSize));
+      BENCHCHECK(captureLaunch(plan, ops[o], isPack, user, workspace, &row.launch));
       CUDACHECK(cudaMemsetAsync(user, 1, bytes, c->stream));
       CUDACHECK(cudaMemsetAsync(workspace, 2, workspaceSize, c->stream));
       BENCHCHECK(timeStage(c, plan, ops[o], isPack, user, workspace, workspaceSize, &stage, &row));
@@ -566,18 +668,22 @@ static int run(const kernelConfig* config) {
          benchFormatBytes((double)c.flushBytes, flushText, sizeof flushText));
   printf("# ulysses %d.%d.%d | CUDA driver %s, runtime %s\n", ulyssesVersion / 10000,
          ulyssesVersion / 100 % 100, ulyssesVersion % 100, driverText, runtimeText);
-  printf("# batch %lld, heads %lld, %s (%d bytes), BSHD, exact plan, lengths Ltot / P; "
+  printf("# batch %lld, heads %lld, %s (%d bytes), BSHD, exact plan, lengths: %s; "
          "%lld warm-up and %lld timed iterations\n",
          (long long)config->batch, (long long)config->heads, config->typeName, config->elementSize,
-         (long long)config->warmups, (long long)config->iterations);
+         patternNames[config->pattern], (long long)config->warmups, (long long)config->iterations);
   printf("# GB/s counts bytes read plus bytes written (2 * bytes); ratio = stage / memcpy\n");
 
   for (int d = 0; d < config->nHeadDims && config->check; d++)
     for (int r = 0; r < config->nRankCounts; r++)
       BENCHCHECK(checkShape(&c, (int)config->ranks[r], config->headDims[d]));
-  printf("#\n# %4s %7s %10s %10s %9s %7s %13s %11s %12s %11s %12s %7s\n", "P", "headDim",
+  printf("# launch: path (run: one run per group; sweep: chunks of runs; sum) / lanes per group /\n"
+         "# runs per chunk / word bytes / blocks needed per grid row (the launcher caps them at\n"
+         "# one wave: %d SMs times the blocks per SM the kernel's registers allow)\n",
+         properties.multiProcessorCount);
+  printf("#\n# %4s %7s %10s %10s %9s %7s %13s %11s %12s %11s %12s %7s  %s\n", "P", "headDim",
          "total-len", "local-len", "op", "stage", "bytes", "stage(us)", "stage(GB/s)",
-         "memcpy(us)", "memcpy(GB/s)", "ratio");
+         "memcpy(us)", "memcpy(GB/s)", "ratio", "launch");
   for (int d = 0; d < config->nHeadDims; d++)
     for (int r = 0; r < config->nRankCounts; r++)
       for (int64_t length = config->minLength; length <= config->maxLength;) {
