@@ -19,20 +19,18 @@
 #endif
 
 /* One instantiation per word size and per presence of a head sum: the
- * launch's word size (ulyssesLaunchWordBytes) and ulyssesLaunchSums are
- * constants inside, so neither the copy loops of the other sizes nor, in a
- * launch without one, the head sum are compiled in (nor take registers). */
+ * launch's word size (ulyssesLaunchWordBytes; 0: each tensor its own) and
+ * ulyssesLaunchSums are constants inside, so neither the copy loops of the
+ * other sizes nor, in a launch without one, the head sum are compiled in (nor
+ * take registers). The work split (ulyssesCopyBlockThread): grid row
+ * blockIdx.y is tensor blockIdx.y, its first gridBlocks blocks run a
+ * grid-stride loop over the tensor's chunks, each group of runLanes lanes one
+ * chunk of consecutive runs at a time (ulysses_index.h says how the chunk
+ * length and group size are chosen). */
 template <int WordBytes, int Sums>
 static __global__ void __launch_bounds__(ULYSSES_COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
     segmentCopyKernel(const __grid_constant__ ulyssesCopyArgs args) {
-  int tensor = blockIdx.y;
-  int64_t chunks = ulyssesCopyChunkCount(&args, tensor);
-  int lanes = args.runLanes;
-  int lane = threadIdx.x % lanes;
-  int64_t groupsPerBlock = ULYSSES_COPY_THREADS / lanes;
-  int64_t group = blockIdx.x * groupsPerBlock + threadIdx.x / lanes;
-  for (int64_t chunk = group; chunk < chunks; chunk += gridDim.x * groupsPerBlock)
-    ulyssesCopyChunkThread(&args, tensor, chunk, lane, lanes, WordBytes, Sums);
+  ulyssesCopyBlockThread(&args, blockIdx.y, blockIdx.x, threadIdx.x, WordBytes, Sums);
 }
 
 /* Blocks of the copy kernel that the current device holds at once: one full
@@ -58,25 +56,32 @@ static cudaError_t residentBlocks(int* blocks) {
 }
 
 template <int WordBytes, int Sums>
-static cudaError_t launchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cudaStream_t stream) {
+static cudaError_t launchCopy(const ulyssesCopyArgs* args, cudaStream_t stream) {
   int wave;
   cudaError_t error = residentBlocks<WordBytes, Sums>(&wave);
   if (error != cudaSuccess) return error;
-  int64_t blocks = ulyssesCopyGridBlocks(args, maxRuns, ULYSSES_COPY_THREADS, wave);
+  ulyssesCopyArgs shared = *args;
+  int64_t blocks = ulyssesShareWave(&shared, wave);
   dim3 grid((unsigned)blocks, (unsigned)args->nTensors);
-  segmentCopyKernel<WordBytes, Sums><<<grid, ULYSSES_COPY_THREADS, 0, stream>>>(*args);
+  segmentCopyKernel<WordBytes, Sums><<<grid, ULYSSES_COPY_THREADS, 0, stream>>>(shared);
   return cudaGetLastError();
+}
+
+template <int WordBytes>
+static cudaError_t launchCopyOfWords(const ulyssesCopyArgs* args, cudaStream_t stream) {
+  return ulyssesLaunchSums(args) ? launchCopy<WordBytes, 1>(args, stream)
+                                 : launchCopy<WordBytes, 0>(args, stream);
 }
 
 extern "C" cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns,
                                          cudaStream_t stream) {
   if (maxRuns <= 0) return cudaSuccess;
-  int sums = ulyssesLaunchSums(args);
   switch (ulyssesLaunchWordBytes(args)) {
-    case 16: return sums ? launchCopy<16, 1>(args, maxRuns, stream) : launchCopy<16, 0>(args, maxRuns, stream);
-    case 8: return sums ? launchCopy<8, 1>(args, maxRuns, stream) : launchCopy<8, 0>(args, maxRuns, stream);
-    case 4: return sums ? launchCopy<4, 1>(args, maxRuns, stream) : launchCopy<4, 0>(args, maxRuns, stream);
-    case 2: return sums ? launchCopy<2, 1>(args, maxRuns, stream) : launchCopy<2, 0>(args, maxRuns, stream);
-    default: return sums ? launchCopy<1, 1>(args, maxRuns, stream) : launchCopy<1, 0>(args, maxRuns, stream);
+    case 16: return launchCopyOfWords<16>(args, stream);
+    case 8: return launchCopyOfWords<8>(args, stream);
+    case 4: return launchCopyOfWords<4>(args, stream);
+    case 2: return launchCopyOfWords<2>(args, stream);
+    case 1: return launchCopyOfWords<1>(args, stream);
+    default: return launchCopyOfWords<0>(args, stream);
   }
 }

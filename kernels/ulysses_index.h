@@ -279,6 +279,9 @@ typedef struct {
   int32_t wordBytes; /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
   int32_t active;    /* 0: this tensor travels straight from/to the user buffer */
   int64_t chunkRuns; /* consecutive runs one group of lanes moves together, >= 1 */
+  int64_t hostRuns;  /* the host's bound of its runs (the device may find fewer) */
+  int64_t hostBytes; /* the host's bound of the bytes it moves */
+  int64_t gridBlocks; /* blocks of its grid row that work (ulyssesShareWave) */
 } ulyssesCopyTensor;
 
 typedef struct {
@@ -671,6 +674,7 @@ ULYSSES_HD void ulyssesMoveRunsThread(const ulyssesCopyArgs* a, const ulyssesCop
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
                                      int laneCount, int wordBytes, int sums) {
   const ulyssesCopyTensor* x = &a->tensors[t];
+  if (wordBytes == 0) wordBytes = x->wordBytes;
   if (sums && x->kind == ULYSSES_COPY_HEAD_SUM) {
     ulyssesSumRunThread(a, t, run, lane, laneCount);
     return;
@@ -714,6 +718,7 @@ ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t 
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesRun r;
   int64_t count, userStride;
+  if (wordBytes == 0) wordBytes = x->wordBytes;
   if (ulyssesChunkSweep(a, t, chunk, &r, &count, &userStride)) {
     ulyssesMoveRunsThread(a, x, r, count, userStride, wordBytes, lane, laneCount);
     return;
@@ -722,14 +727,17 @@ ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t 
     ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes, sums);
 }
 
-/* The word size of one launch: the smallest of its tensors' (each a power of
- * two dividing the larger ones), so that the kernel is compiled for one word
- * size and spends no registers on the others. */
+/* The word size of one launch: its tensors' common word size, so that the
+ * kernel is compiled for one word size and spends no registers on the
+ * others; 0 when they differ (a kernel with every size, each tensor moving
+ * its own words). */
 ULYSSES_HD int ulyssesLaunchWordBytes(const ulyssesCopyArgs* a) {
-  int wordBytes = 16;
-  for (int t = 0; t < a->nTensors; t++)
-    if (a->tensors[t].active && a->tensors[t].wordBytes < wordBytes)
-      wordBytes = a->tensors[t].wordBytes;
+  int wordBytes = 0;
+  for (int t = 0; t < a->nTensors; t++) {
+    if (!a->tensors[t].active) continue;
+    if (wordBytes != 0 && a->tensors[t].wordBytes != wordBytes) return 0;
+    wordBytes = a->tensors[t].wordBytes;
+  }
   return wordBytes;
 }
 
@@ -771,23 +779,45 @@ ULYSSES_HD int64_t ulyssesChunkRuns(int64_t words, int wordBytes, int64_t runs, 
   return chunkRuns < 1 ? 1 : chunkRuns;
 }
 
-/* Blocks of blockThreads threads per grid row (one row per tensor) of a copy
- * launch: enough for the tensor with the most chunks (from maxRuns, the
- * host's bound of every tensor's runs), at most a 1 / nTensors share of a
- * wave of `wave` resident blocks, so that the rows together fill the GPU
- * once and the grid-stride loop covers the rest. */
-ULYSSES_HD int64_t ulyssesCopyGridBlocks(const ulyssesCopyArgs* a, int64_t maxRuns,
-                                         int blockThreads, int64_t wave) {
-  int64_t perTensor = (wave + a->nTensors - 1) / a->nTensors;
-  int64_t maxChunks = 0;
+/* Shares a wave of `wave` resident blocks of ULYSSES_COPY_THREADS between the
+ * launch's tensors in proportion to the bytes each moves (each active tensor
+ * at least one block), none past the blocks its chunks need: each tensor's
+ * gridBlocks. Returns the longest grid row. The launcher gives it one wave
+ * of the device, so that the rows together fill the GPU once and the
+ * grid-stride loop (ulyssesCopyBlockThread) covers the rest. */
+ULYSSES_HD int64_t ulyssesShareWave(ulyssesCopyArgs* a, int64_t wave) {
+  double totalBytes = 0;
+  for (int t = 0; t < a->nTensors; t++)
+    if (a->tensors[t].active) totalBytes += (double)a->tensors[t].hostBytes;
+  int64_t groupsPerBlock = ULYSSES_COPY_THREADS / a->runLanes, longest = 0;
   for (int t = 0; t < a->nTensors; t++) {
-    if (!a->tensors[t].active) continue;
-    int64_t chunks = (maxRuns + a->tensors[t].chunkRuns - 1) / a->tensors[t].chunkRuns;
-    if (chunks > maxChunks) maxChunks = chunks;
+    ulyssesCopyTensor* x = &a->tensors[t];
+    x->gridBlocks = 0;
+    if (!x->active) continue;
+    double share = totalBytes > 0 ? (double)wave * ((double)x->hostBytes / totalBytes) : (double)wave;
+    x->gridBlocks = share < 1 ? 1 : share > (double)wave ? wave : (int64_t)share;
+    int64_t chunks = (x->hostRuns + x->chunkRuns - 1) / x->chunkRuns;
+    int64_t need = (chunks + groupsPerBlock - 1) / groupsPerBlock;
+    if (x->gridBlocks > need) x->gridBlocks = need > 0 ? need : 1;
+    if (x->gridBlocks > longest) longest = x->gridBlocks;
   }
-  int64_t groupsPerBlock = blockThreads / a->runLanes;
-  int64_t blocks = (maxChunks + groupsPerBlock - 1) / groupsPerBlock;
-  return blocks < perTensor ? blocks : perTensor;
+  return longest;
+}
+
+/* Thread `thread` of block `block` of tensor t's grid row: its group of
+ * runLanes lanes takes chunks group, group + the row's groups, ... (a
+ * grid-stride loop over the row's gridBlocks blocks; the row's other blocks
+ * have nothing to do). wordBytes, sums: as ulyssesCopyChunkThread. */
+ULYSSES_HD void ulyssesCopyBlockThread(const ulyssesCopyArgs* a, int t, int64_t block, int thread,
+                                       int wordBytes, int sums) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  if (block >= x->gridBlocks) return;
+  int lanes = a->runLanes;
+  int64_t groupsPerBlock = ULYSSES_COPY_THREADS / lanes;
+  int64_t chunks = ulyssesCopyChunkCount(a, t);
+  for (int64_t chunk = block * groupsPerBlock + thread / lanes; chunk < chunks;
+       chunk += x->gridBlocks * groupsPerBlock)
+    ulyssesCopyChunkThread(a, t, chunk, thread % lanes, lanes, wordBytes, sums);
 }
 
 #endif /* ULYSSES_INDEX_H_ */

@@ -96,22 +96,28 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
     runBytes[t] = longestRunBytes(x, plan->nRanks);
   }
   /* The launch parameters (ulysses_index.h): lanes for the tensor that
-   * needs the most, then each tensor's chunk for those lanes. */
-  int wordBytes = ulyssesLaunchWordBytes(args);
+   * needs the most, then each tensor's chunk for those lanes, in the words it
+   * moves (the launch's common size, or its own). */
+  int launchWordBytes = ulyssesLaunchWordBytes(args);
   args->runLanes = 1;
   for (int t = 0; t < plan->nTensors; t++) {
     ulyssesCopyTensor* x = &args->tensors[t];
     if (!x->active) continue;
+    int wordBytes = launchWordBytes != 0 ? launchWordBytes : x->wordBytes;
     int unitBytes = x->kind == ULYSSES_COPY_HEAD_SUM ? ulyssesSumUnitBytes(x) : wordBytes;
     int lanes = ulyssesGroupLanes(runBytes[t] / unitBytes, unitBytes);
     if (lanes > args->runLanes) args->runLanes = lanes;
   }
   for (int t = 0; t < plan->nTensors; t++) {
     ulyssesCopyTensor* x = &args->tensors[t];
+    int wordBytes = launchWordBytes != 0 ? launchWordBytes : x->wordBytes;
     x->chunkRuns = x->kind == ULYSSES_COPY_HEAD_SUM
                        ? 1
                        : ulyssesChunkRuns(runBytes[t] / wordBytes, wordBytes, runs[t],
                                           args->runLanes);
+    x->hostRuns = runs[t];
+    /* A head sum reads every replica: the bytes of its segments too. */
+    x->hostBytes = runs[t] * runBytes[t];
   }
   return anyActive;
 }

@@ -141,7 +141,10 @@ void simRunTable(const ulyssesTableArgs* args) {
     ulyssesTableStore(args, i, lengths[i], lengthPrefixes[i], slotPrefixes[i]);
 }
 
-/* The copy kernel: every (tensor, run, lane) its launch would cover. */
+/* Resident blocks of the simulated GPU. */
+#define SIM_WAVE_BLOCKS 5
+
+/* The copy kernel: every (tensor, block, thread) of its launch. */
 static int runCopy(const simOp* op, int rank, char* message, size_t messageSize) {
   const ulyssesCopyArgs* args = &op->copy;
   /* The kernel splits each warp into groups of runLanes lanes. */
@@ -164,11 +167,21 @@ static int runCopy(const simOp* op, int rank, char* message, size_t messageSize)
                (long long)args->tensors[t].chunkRuns);
       return 1;
     }
-    for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
-      for (int lane = 0; lane < args->runLanes; lane++)
-        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes,
-                               ulyssesLaunchWordBytes(args), ulyssesLaunchSums(args));
+    if (args->tensors[t].hostRuns < runs) {
+      snprintf(message, messageSize, "rank %d: tensor %d has %lld runs, its bound %lld", rank, t,
+               (long long)runs, (long long)args->tensors[t].hostRuns);
+      return 1;
+    }
   }
+  /* Every thread of the grid the launcher would launch on a GPU of a
+   * few resident blocks, so that the grid-stride loops go round. */
+  ulyssesCopyArgs shared = *args;
+  int64_t blocks = ulyssesShareWave(&shared, SIM_WAVE_BLOCKS);
+  for (int t = 0; t < args->nTensors; t++)
+    for (int64_t block = 0; block < blocks; block++)
+      for (int thread = 0; thread < ULYSSES_COPY_THREADS; thread++)
+        ulyssesCopyBlockThread(&shared, t, block, thread, ulyssesLaunchWordBytes(args),
+                               ulyssesLaunchSums(args));
   return 0;
 }
 

@@ -599,6 +599,66 @@ static void testLaunchRules(void** state) {
   assert_int_equal(ulyssesChunkRuns(128, 16, (int64_t)1 << 20, 16), 1);
 }
 
+/* The wave is shared by bytes: q of 32 heads and k, v of 8 (a grouped-query
+ * call) get 4 : 1 : 1 of it, each active tensor at least one block, none
+ * more than its chunks need, the inactive ones none. */
+static void testShareWave(void** state) {
+  (void)state;
+  ulyssesCopyArgs a;
+  memset(&a, 0, sizeof a);
+  a.nTensors = 4;
+  a.runLanes = 8;
+  int64_t bytes[4] = {32 << 20, 8 << 20, 8 << 20, 1 << 20};
+  for (int t = 0; t < 4; t++) {
+    a.tensors[t].active = t != 3;
+    a.tensors[t].chunkRuns = 1;
+    a.tensors[t].hostRuns = bytes[t] / 256;
+    a.tensors[t].hostBytes = bytes[t];
+  }
+  assert_int_equal(ulyssesShareWave(&a, 264), 176);
+  assert_int_equal(a.tensors[0].gridBlocks, 176);
+  assert_int_equal(a.tensors[1].gridBlocks, 44);
+  assert_int_equal(a.tensors[2].gridBlocks, 44);
+  assert_int_equal(a.tensors[3].gridBlocks, 0);
+  /* A tiny tensor keeps one block; a short one no more than its chunks need
+   * (32 groups of 8 lanes per block). */
+  a.tensors[1].hostBytes = 1;
+  a.tensors[2].hostRuns = 3 * 32 + 1;
+  ulyssesShareWave(&a, 264);
+  assert_int_equal(a.tensors[1].gridBlocks, 1);
+  assert_int_equal(a.tensors[2].gridBlocks, 4);
+  uint64_t random = 0x5a5e;
+  for (int trial = 0; trial < 10000; trial++) {
+    a.nTensors = 1 + (int)(refRandom(&random) % ULYSSES_KERNEL_MAX_TENSORS);
+    a.runLanes = 1 << (refRandom(&random) % 6);
+    int64_t wave = 1 + (int64_t)(refRandom(&random) % 1000), sum = 0, active = 0;
+    for (int t = 0; t < a.nTensors; t++) {
+      ulyssesCopyTensor* x = &a.tensors[t];
+      x->active = refRandom(&random) % 4 != 0;
+      x->chunkRuns = 1 + (int64_t)(refRandom(&random) % 9);
+      x->hostRuns = (int64_t)(refRandom(&random) % 100000);
+      x->hostBytes = x->hostRuns * (1 + (int64_t)(refRandom(&random) % 4096));
+    }
+    int64_t longest = ulyssesShareWave(&a, wave), seen = 0;
+    for (int t = 0; t < a.nTensors; t++) {
+      const ulyssesCopyTensor* x = &a.tensors[t];
+      int64_t chunks = (x->hostRuns + x->chunkRuns - 1) / x->chunkRuns;
+      int64_t need = (chunks + ULYSSES_COPY_THREADS / a.runLanes - 1) / (ULYSSES_COPY_THREADS / a.runLanes);
+      if (!x->active) {
+        assert_int_equal(x->gridBlocks, 0);
+        continue;
+      }
+      assert_true(x->gridBlocks >= 1 && x->gridBlocks <= wave);
+      assert_true(x->gridBlocks <= (need > 0 ? need : 1));
+      sum += x->gridBlocks;
+      active++;
+      if (x->gridBlocks > seen) seen = x->gridBlocks;
+    }
+    assert_int_equal(longest, seen);
+    assert_true(sum <= wave + active);
+  }
+}
+
 /* Every chunk length and group size moves the same bytes as the runs one by
  * one: a launch of rank r's stage is replayed with chunkRuns 1, 2, 3, 7 and 16
  * and every power-of-two group size, each against a plain copy of every run
@@ -655,6 +715,7 @@ int main(void) {
       cmocka_unit_test(testHeadSplitMatchesReference), cmocka_unit_test(testKvHeadMap),
       cmocka_unit_test(testRowOwner), cmocka_unit_test(testRunsThreadsCopyEachRunOnce),
       cmocka_unit_test(testLaunchRules), cmocka_unit_test(testChunkVariantsCopyLikeRuns),
+      cmocka_unit_test(testShareWave),
       cmocka_unit_test(testTableEntryClamps),          cmocka_unit_test(testTableAcrossChunks),
       cmocka_unit_test(testCopiesCoverEveryByteOnce),  cmocka_unit_test(testWorkspaceLayout),
       cmocka_unit_test(testSegmentsAgreeAcrossRanks),  cmocka_unit_test(testWordBytes),
