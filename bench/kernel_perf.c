@@ -23,6 +23,8 @@ typedef struct {
   int64_t headDims[MAX_LIST];               /* -D */
   int nHeadDims;
   int64_t heads;                            /* -H */
+  int64_t kvHeads;                          /* -K */
+  int mode;                                 /* -m */
   int pattern;                              /* -l */
   int64_t batch;                            /* -B */
   const char* typeName;                     /* -d */
@@ -46,7 +48,12 @@ typedef struct {
   double wrongTotal;
 } kernelContext;
 
-static const char* const opNames[] = {"seq2head", "head2seq"};
+static const char* const opNames[] = {"seq2head", "head2seq", "gqa_head2seq", "qkv_seq2head"};
+/* plain: the single-tensor stages; gqa: head -> seq's unpack of a kv tensor
+ * (its replicas summed where ranks share kv heads); qkv: seq -> head's pack of
+ * q, k and v in one call, against the sum of the three single-tensor packs. */
+enum { MODE_PLAIN, MODE_GQA, MODE_QKV };
+static const char* const modeNames[] = {"plain", "gqa", "qkv"};
 /* How the total length is split over the ranks: equal (total / P each, the
  * first total % P one more); vila (VILA's rule: floor(total / P) each, the
  * remainder on the last rank); skew (multimodal: rank r holds about
@@ -69,7 +76,16 @@ static void printUsage(FILE* out, const char* program) {
           "  -f F      factor between successive lengths [2]\n"
           "  -P LIST   simulated rank counts, comma-separated [2,4,8,16]\n"
           "  -D LIST   head dims, comma-separated [64,128,256]\n"
-          "  -H H      heads [32]\n"
+          "  -H H      heads (grouped-query modes: query heads) [32]\n"
+          "  -K K      kv heads of the grouped-query modes [4]\n"
+          "  -m MODE   plain: seq2head pack and head2seq unpack of one tensor [plain];\n"
+          "            gqa: head2seq unpack of a kv tensor of K heads read by H query\n"
+          "            heads (a sum of replicas where ranks share a kv head; bytes =\n"
+          "            (bytes read + bytes written) / 2, the memcpy moves as many);\n"
+          "            qkv: seq2head pack of q (H heads), k and v (K heads each) in one\n"
+          "            call, with the sum of the three single-tensor packs beside it\n"
+          "            (-c checks the plain stages only: the GPU suite and ulysses_perf\n"
+          "            -c 1 -o gqa / qkv check the others)\n"
           "  -l NAME   length pattern [equal]: equal (total-len / P\n"
           "            each); vila (floor(total-len / P) each, the remainder on the last\n"
           "            rank); skew (rank r about (1.3 - 0.6 r / (P - 1)) total-len / P:\n"
@@ -100,11 +116,29 @@ static void printUsage(FILE* out, const char* program) {
           program, benchTypeNames, CHECK_LENGTH);
 }
 
+/* value's index among count names, or -1. */
+static int nameIndex(const char* value, const char* const* names, int count) {
+  for (int k = 0; k < count; k++)
+    if (strcmp(value, names[k]) == 0) return k;
+  return -1;
+}
+
+/* The type a grouped-query sum adds in, from -d; opaque for the others. */
+static ulyssesDataType_t benchDataType(const kernelConfig* config) {
+  if (strcmp(config->typeName, "bf16") == 0) return ulyssesTypeBfloat16;
+  if (strcmp(config->typeName, "fp16") == 0 || strcmp(config->typeName, "half") == 0)
+    return ulyssesTypeFloat16;
+  if (strcmp(config->typeName, "fp32") == 0 || strcmp(config->typeName, "float") == 0)
+    return ulyssesTypeFloat32;
+  return ulyssesTypeOpaque;
+}
+
 /* 0: parsed; 1: bad arguments; 2: -h printed the help. */
 static int parseArgs(int argc, char** argv, kernelConfig* config) {
   *config = (kernelConfig){.minLength = 32 * 1024, .maxLength = 1024 * 1024, .stepFactor = 2,
                            .ranks = {2, 4, 8, 16}, .nRankCounts = 4, .headDims = {64, 128, 256},
-                           .nHeadDims = 3, .heads = 32, .pattern = PATTERN_EQUAL, .batch = 1,
+                           .nHeadDims = 3, .heads = 32, .kvHeads = 4, .mode = MODE_PLAIN,
+                           .pattern = PATTERN_EQUAL, .batch = 1,
                            .typeName = "bf16",
                            .elementSize = 2, .iterations = 20, .warmups = 5, .check = 1,
                            .flushMiB = 256, .device = 0, .jsonPath = NULL};
@@ -138,14 +172,9 @@ static int parseArgs(int argc, char** argv, kernelConfig* config) {
         bad = config->nHeadDims == 0;
         break;
       case 'H': bad = benchParseInt(value, 1, INT32_MAX, &config->heads); break;
-      case 'l':
-        bad = 1;
-        for (int k = 0; k < 3; k++)
-          if (strcmp(value, patternNames[k]) == 0) {
-            config->pattern = k;
-            bad = 0;
-          }
-        break;
+      case 'K': bad = benchParseInt(value, 1, INT32_MAX, &config->kvHeads); break;
+      case 'm': bad = (config->mode = nameIndex(value, modeNames, 3)) < 0; break;
+      case 'l': bad = (config->pattern = nameIndex(value, patternNames, 3)) < 0; break;
       case 'B': bad = benchParseInt(value, 1, INT32_MAX, &config->batch); break;
       case 'd':
         config->typeName = value;
@@ -169,6 +198,12 @@ static int parseArgs(int argc, char** argv, kernelConfig* config) {
     }
   }
   if (benchCheckSweep(argv[0], config->minLength, config->maxLength)) return 1;
+  if (config->mode != MODE_PLAIN &&
+      (config->heads % config->kvHeads != 0 || benchDataType(config) == ulyssesTypeOpaque)) {
+    fprintf(stderr, "%s: -m %s needs H a multiple of K and a bf16, fp16 or fp32 type\n", argv[0],
+            modeNames[config->mode]);
+    return 1;
+  }
   return 0;
 }
 
@@ -249,17 +284,32 @@ static int getStageSegments(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, int 
   return 0;
 }
 
+/* One timed call: a stage of nTensors tensors. */
+typedef struct {
+  ulyssesPlan_t plan;
+  ulyssesOp_t op;
+  int isPack;
+  int nTensors;
+  void* users[3];
+  void* workspace;
+  size_t workspaceSize;
+} stageCall;
+
+static int runCall(const stageCall* call, cudaStream_t stream) {
+  if (call->isPack)
+    ULYSSESCHECK(ulyssesPack(call->plan, call->op, call->nTensors,
+                             (const void* const*)call->users, NULL, NULL, call->workspace,
+                             call->workspaceSize, stream));
+  else
+    ULYSSESCHECK(ulyssesUnpack(call->plan, call->op, call->nTensors, call->users, NULL, NULL,
+                               call->workspace, call->workspaceSize, stream));
+  return 0;
+}
+
 static int runStage(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user, void* workspace,
                     size_t workspaceSize, cudaStream_t stream) {
-  if (isPack) {
-    const void* sendbuffs[1] = {user};
-    ULYSSESCHECK(ulyssesPack(plan, op, 1, sendbuffs, NULL, NULL, workspace, workspaceSize, stream));
-  } else {
-    void* recvbuffs[1] = {user};
-    ULYSSESCHECK(
-        ulyssesUnpack(plan, op, 1, recvbuffs, NULL, NULL, workspace, workspaceSize, stream));
-  }
-  return 0;
+  stageCall call = {plan, op, isPack, 1, {user}, workspace, workspaceSize};
+  return runCall(&call, stream);
 }
 
 static int deviceAlloc(void** pointer, size_t bytes) {
@@ -272,12 +322,12 @@ static int deviceAlloc(void** pointer, size_t bytes) {
  * The launch parameters a stage chose: the library's own pipeline
  * (src/pipeline.c, linked in from its sources) run on a backend that keeps
  * the copy launch instead of launching it, with the stage's real buffers
- * (their alignment sets the word size). The grid row's blocks are
- * ulyssesCopyGridBlocks of this launch, capped by the launcher at one wave of
- * resident blocks (the SM count times the blocks per SM that the kernel's
- * registers allow).
+ * (their alignment sets the word size). The blocks reported are those the
+ * chunks ask for (ulyssesShareWave with no bound); the launcher caps them at
+ * one wave of resident blocks (the SM count times the blocks per SM that the
+ * kernel's registers allow), shared between tensors by their bytes.
  *----------------------------------------------------------------------*/
-/* A wave no launch reaches: ulyssesCopyGridBlocks then gives the blocks the
+/* A wave no launch reaches: ulyssesShareWave then gives the blocks the
  * chunks ask for. */
 #define UNBOUNDED_WAVE ((int64_t)1 << 40)
 
@@ -298,16 +348,17 @@ static ulyssesResult_t keepCopy(void* context, const ulyssesCopyArgs* args, int6
   launch->copies++;
   launch->args = *args;
   launch->maxRuns = maxRuns;
+  ulyssesShareWave(&launch->args, UNBOUNDED_WAVE);
   return ulyssesSuccess;
 }
 
-static int captureLaunch(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user,
+/* users: one buffer per tensor of the plan. */
+static int captureLaunch(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* const* users,
                          void* workspace, stageLaunch* launch) {
   memset(launch, 0, sizeof *launch);
   ulyssesBackend backend = {launch, NULL, NULL, NULL, NULL, NULL, keepNoTable, keepCopy};
-  const void* buffers[1] = {user};
-  ULYSSESCHECK(ulyssesRunStage(plan, op, isPack ? ULYSSES_SEND : ULYSSES_RECV, buffers, NULL,
-                               workspace, NULL, &backend));
+  ULYSSESCHECK(ulyssesRunStage(plan, op, isPack ? ULYSSES_SEND : ULYSSES_RECV,
+                               (const void* const*)users, NULL, workspace, NULL, &backend));
   return 0;
 }
 
@@ -475,8 +526,22 @@ typedef struct {
   const char* skipped; /* NULL when timed */
   size_t bytes;
   double stageUs, memcpyUs;
+  double singlesUs; /* qkv: the three single-tensor stages' times, summed */
   stageLaunch launch;
 } kernelRow;
+
+/* A row of shape s, not yet timed. */
+static kernelRow newRow(const kernelShape* s, int64_t headDim, int op, int isPack) {
+  kernelRow row;
+  memset(&row, 0, sizeof row);
+  row.nRanks = s->nRanks;
+  row.headDim = headDim;
+  row.totalLength = s->totalLength;
+  row.localLength = s->lengths[0];
+  row.op = op;
+  row.isPack = isPack;
+  return row;
+}
 
 static void printRow(kernelContext* c, const kernelRow* row) {
   const kernelConfig* config = c->config;
@@ -492,7 +557,10 @@ static void printRow(kernelContext* c, const kernelRow* row) {
            (long long)row->localLength, opNames[row->op], stage, row->bytes, row->stageUs,
            stageGbps, row->memcpyUs, memcpyGbps, ratio, launchPath(&a->tensors[0]), a->runLanes,
            (long long)a->tensors[0].chunkRuns, ulyssesLaunchWordBytes(a),
-           (long long)ulyssesCopyGridBlocks(a, row->launch.maxRuns, ULYSSES_COPY_THREADS, UNBOUNDED_WAVE));
+           (long long)a->tensors[0].gridBlocks);
+    if (row->singlesUs > 0)
+      printf("#      the three single-tensor packs: %.1f us; one call / their sum: %.3f\n",
+             row->singlesUs, row->stageUs / row->singlesUs);
     c->rows++;
     c->ratioSum += ratio;
   } else {
@@ -506,11 +574,13 @@ static void printRow(kernelContext* c, const kernelRow* row) {
   benchJsonString(f, c->gpuName);
   fprintf(f, ",\"ranks\":%d,\"rank\":0,\"batch\":%lld,\"heads\":%lld,\"head_dim\":%lld,"
              "\"dtype\":\"%s\",\"element_size\":%d,\"total_length\":%lld,\"local_length\":%lld,"
-             "\"op\":\"%s\",\"stage\":\"%s\",\"pattern\":\"%s\",\"bytes\":%zu,"
+             "\"op\":\"%s\",\"stage\":\"%s\",\"mode\":\"%s\",\"kv_heads\":%lld,"
+             "\"pattern\":\"%s\",\"bytes\":%zu,"
              "\"flush_bytes\":%zu,\"iterations\":%lld,\"warmups\":%lld,",
           row->nRanks, (long long)config->batch, (long long)config->heads, (long long)row->headDim,
           config->typeName, config->elementSize, (long long)row->totalLength,
-          (long long)row->localLength, opNames[row->op], stage, patternNames[config->pattern],
+          (long long)row->localLength, opNames[row->op], stage, modeNames[config->mode],
+          (long long)(config->mode == MODE_PLAIN ? 0 : config->kvHeads), patternNames[config->pattern],
           row->bytes, c->flushBytes, (long long)config->iterations, (long long)config->warmups);
   if (row->launch.copies > 0) {
     const ulyssesCopyArgs* a = &row->launch.args;
@@ -519,8 +589,11 @@ static void printRow(kernelContext* c, const kernelRow* row) {
                "\"blocks_needed\":%lld},",
             launchPath(&a->tensors[0]), a->runLanes, (long long)a->tensors[0].chunkRuns,
             ulyssesLaunchWordBytes(a), ulyssesLaunchSums(a), (long long)row->launch.maxRuns,
-            ULYSSES_COPY_THREADS, (long long)ulyssesCopyGridBlocks(a, row->launch.maxRuns, ULYSSES_COPY_THREADS, UNBOUNDED_WAVE));
+            ULYSSES_COPY_THREADS, (long long)a->tensors[0].gridBlocks);
   }
+  if (row->singlesUs > 0)
+    fprintf(f, "\"singles_us\":%.3f,\"multi_over_singles\":%.4f,", row->singlesUs,
+            row->stageUs / row->singlesUs);
   if (row->skipped == NULL)
     fprintf(f, "\"skipped\":null,\"stage_us\":%.3f,\"stage_gbps\":%.2f,\"memcpy_us\":%.3f,"
                "\"memcpy_gbps\":%.2f,\"ratio\":%.4f}\n",
@@ -530,33 +603,29 @@ static void printRow(kernelContext* c, const kernelRow* row) {
   fflush(f);
 }
 
-/* Mean microseconds of the stage and of the memcpy, interleaved, each call
- * after a flush and between its own pair of events. */
-static int timeStage(kernelContext* c, ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user,
-                     void* workspace, size_t workspaceSize, const stageSegments* stage,
-                     kernelRow* row) {
+/* Mean microseconds of the call and of a memcpy of copyBytes, interleaved,
+ * each call after a flush and between its own pair of events. */
+static int timeCall(kernelContext* c, const stageCall* call, void* copyDestination,
+                    const void* copySource, size_t copyBytes, double* stageUs, double* memcpyUs) {
   const kernelConfig* config = c->config;
-  void* region = (unsigned char*)workspace + stage->regionBegin;
-  void* copyDestination = isPack ? region : user;
-  const void* copySource = isPack ? user : region;
   int64_t n = config->iterations;
   cudaEvent_t* events = malloc(sizeof(cudaEvent_t) * (size_t)(4 * n));
   HOSTCHECK(events);
   for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventCreate(&events[i]));
   for (int64_t i = 0; i < config->warmups; i++) {
-    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, stage->bytes, cudaMemcpyDeviceToDevice,
+    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, copyBytes, cudaMemcpyDeviceToDevice,
                               c->stream));
-    BENCHCHECK(runStage(plan, op, isPack, user, workspace, workspaceSize, c->stream));
+    BENCHCHECK(runCall(call, c->stream));
   }
   for (int64_t i = 0; i < n; i++) {
     CUDACHECK(cudaMemsetAsync(c->flush, (int)(i & 0xff), c->flushBytes, c->stream));
     CUDACHECK(cudaEventRecord(events[4 * i], c->stream));
-    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, stage->bytes, cudaMemcpyDeviceToDevice,
+    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, copyBytes, cudaMemcpyDeviceToDevice,
                               c->stream));
     CUDACHECK(cudaEventRecord(events[4 * i + 1], c->stream));
     CUDACHECK(cudaMemsetAsync(c->flush, (int)((i + 1) & 0xff), c->flushBytes, c->stream));
     CUDACHECK(cudaEventRecord(events[4 * i + 2], c->stream));
-    BENCHCHECK(runStage(plan, op, isPack, user, workspace, workspaceSize, c->stream));
+    BENCHCHECK(runCall(call, c->stream));
     CUDACHECK(cudaEventRecord(events[4 * i + 3], c->stream));
   }
   CUDACHECK(cudaStreamSynchronize(c->stream));
@@ -570,9 +639,20 @@ static int timeStage(kernelContext* c, ulyssesPlan_t plan, ulyssesOp_t op, int i
   }
   for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventDestroy(events[i]));
   free(events);
-  row->memcpyUs = memcpyMs * 1000.0 / (double)n;
-  row->stageUs = stageMs * 1000.0 / (double)n;
+  *memcpyUs = memcpyMs * 1000.0 / (double)n;
+  *stageUs = stageMs * 1000.0 / (double)n;
   return 0;
+}
+
+/* A single-tensor stage against the memcpy of its bytes between the same
+ * buffers. */
+static int timeStage(kernelContext* c, ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user,
+                     void* workspace, size_t workspaceSize, const stageSegments* stage,
+                     kernelRow* row) {
+  void* region = (unsigned char*)workspace + stage->regionBegin;
+  stageCall call = {plan, op, isPack, 1, {user}, workspace, workspaceSize};
+  return timeCall(c, &call, isPack ? region : user, isPack ? user : region, stage->bytes,
+                  &row->stageUs, &row->memcpyUs);
 }
 
 static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t totalLength) {
@@ -586,14 +666,7 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
     for (int isPack = 1; isPack >= 0; isPack--) {
       static stageSegments stage;
       BENCHCHECK(getStageSegments(plan, ops[o], isPack, nRanks, &stage));
-      kernelRow row;
-      memset(&row, 0, sizeof row);
-      row.nRanks = nRanks;
-      row.headDim = headDim;
-      row.totalLength = totalLength;
-      row.localLength = s.lengths[0];
-      row.op = o;
-      row.isPack = isPack;
+      kernelRow row = newRow(&s, headDim, o, isPack);
       row.bytes = stage.bytes;
       if (stage.direct) {
         row.bytes = userBytes(&s, ops[o], isPack);
@@ -620,7 +693,7 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
       void *user = NULL, *workspace = NULL;
       BENCHCHECK(deviceAlloc(&user, bytes));
       BENCHCHECK(deviceAlloc(&workspace, workspaceSize));
-      BENCHCHECK(captureLaunch(plan, ops[o], isPack, user, workspace, &row.launch));
+      BENCHCHECK(captureLaunch(plan, ops[o], isPack, &user, workspace, &row.launch));
       CUDACHECK(cudaMemsetAsync(user, 1, bytes, c->stream));
       CUDACHECK(cudaMemsetAsync(workspace, 2, workspaceSize, c->stream));
       BENCHCHECK(timeStage(c, plan, ops[o], isPack, user, workspace, workspaceSize, &stage, &row));
@@ -629,6 +702,90 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
       printRow(c, &row);
     }
   }
+  ULYSSESCHECK(ulyssesPlanDestroy(plan));
+  return 0;
+}
+
+/*------------------------------------------------------------------------
+ * The grouped-query modes (-m gqa, qkv).
+ *----------------------------------------------------------------------*/
+/* The bytes of tensor t's workspace segments on one side. */
+static int workspaceBytes(ulyssesPlan_t plan, ulyssesOp_t op, int t, int isPack, int nRanks,
+                          size_t* bytes) {
+  static stageSegments stage;
+  ULYSSESCHECK(ulyssesGetSegments(plan, op, t, isPack, stage.segments));
+  *bytes = 0;
+  for (int p = 0; p < nRanks; p++)
+    if (stage.segments[p].place == ulyssesSegmentInWorkspace) *bytes += stage.segments[p].bytes;
+  return 0;
+}
+
+static int runGroupedShape(kernelContext* c, int nRanks, int64_t headDim, int64_t totalLength) {
+  const kernelConfig* config = c->config;
+  static kernelShape s;
+  makeShape(config, nRanks, headDim, totalLength, &s);
+  ulyssesLayout_t kv = s.layout;
+  kv.heads = config->kvHeads;
+  kv.queryHeads = config->heads;
+  kv.dataType = benchDataType(config);
+  ulyssesLayout_t layouts[3] = {s.layout, kv, kv};
+  layouts[0].dataType = kv.dataType;
+  int qkv = config->mode == MODE_QKV, nTensors = qkv ? 3 : 1;
+  ulyssesOp_t op = qkv ? ulyssesOpSeqToHead : ulyssesOpHeadToSeq;
+  int isPack = qkv;
+  ulyssesPlan_t plan, singles[3];
+  ULYSSESCHECK(ulyssesPlanCreateExact(&plan, nRanks, 0, s.lengths, nTensors, qkv ? layouts : &kv));
+  for (int t = 0; t < nTensors && qkv; t++)
+    ULYSSESCHECK(ulyssesPlanCreateExact(&singles[t], nRanks, 0, s.lengths, 1, &layouts[t]));
+  size_t workspaceSize = 0, segmentBytes = 0, userBytesTotal = 0;
+  ULYSSESCHECK(ulyssesGetWorkspaceSize(plan, op, &workspaceSize));
+  kernelRow row = newRow(&s, headDim, qkv ? 3 : 2, isPack);
+  stageCall call = {plan, op, isPack, nTensors, {NULL}, NULL, workspaceSize};
+  for (int t = 0; t < nTensors; t++) {
+    size_t bytes;
+    BENCHCHECK(workspaceBytes(plan, op, t, isPack, nRanks, &bytes));
+    segmentBytes += bytes;
+    size_t user = (size_t)(config->batch * s.lengths[0] * layouts[qkv ? t : 1].heads * headDim *
+                           config->elementSize);
+    userBytesTotal += user;
+    BENCHCHECK(deviceAlloc(&call.users[t], user));
+    CUDACHECK(cudaMemsetAsync(call.users[t], 0, user, c->stream));
+  }
+  /* qkv: the bytes the pack writes; gqa: half of what the unpack reads (every
+   * replica) and writes, so that the memcpy of row.bytes moves as much. */
+  row.bytes = qkv ? segmentBytes : (segmentBytes + userBytesTotal) / 2;
+  size_t freeBytes = 0, totalBytes = 0;
+  CUDACHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
+  void *copySource = NULL, *copyDestination = NULL;
+  if ((double)(userBytesTotal + workspaceSize + 2 * row.bytes) > 0.95 * (double)freeBytes) {
+    row.skipped = "skipped (not enough GPU memory)";
+  } else if (segmentBytes == 0) {
+    row.skipped = "skipped (direct)";
+  } else {
+    BENCHCHECK(deviceAlloc(&call.workspace, workspaceSize));
+    BENCHCHECK(deviceAlloc(&copySource, row.bytes));
+    BENCHCHECK(deviceAlloc(&copyDestination, row.bytes));
+    CUDACHECK(cudaMemsetAsync(call.workspace, 0, workspaceSize, c->stream));
+    CUDACHECK(cudaMemsetAsync(copySource, 1, row.bytes, c->stream));
+    BENCHCHECK(captureLaunch(plan, op, isPack, call.users, call.workspace, &row.launch));
+    BENCHCHECK(timeCall(c, &call, copyDestination, copySource, row.bytes, &row.stageUs,
+                        &row.memcpyUs));
+    for (int t = 0; t < nTensors && qkv; t++) {
+      size_t singleWorkspace = 0;
+      ULYSSESCHECK(ulyssesGetWorkspaceSize(singles[t], op, &singleWorkspace));
+      stageCall single = {singles[t], op, isPack, 1, {call.users[t]}, call.workspace,
+                          singleWorkspace};
+      double stageUs, memcpyUs;
+      BENCHCHECK(timeCall(c, &single, copyDestination, copySource, row.bytes, &stageUs, &memcpyUs));
+      row.singlesUs += stageUs;
+    }
+  }
+  printRow(c, &row);
+  for (int t = 0; t < nTensors; t++) CUDACHECK(cudaFree(call.users[t]));
+  CUDACHECK(cudaFree(call.workspace));
+  CUDACHECK(cudaFree(copySource));
+  CUDACHECK(cudaFree(copyDestination));
+  for (int t = 0; t < nTensors && qkv; t++) ULYSSESCHECK(ulyssesPlanDestroy(singles[t]));
   ULYSSESCHECK(ulyssesPlanDestroy(plan));
   return 0;
 }
@@ -674,7 +831,10 @@ static int run(const kernelConfig* config) {
          patternNames[config->pattern], (long long)config->warmups, (long long)config->iterations);
   printf("# GB/s counts bytes read plus bytes written (2 * bytes); ratio = stage / memcpy\n");
 
-  for (int d = 0; d < config->nHeadDims && config->check; d++)
+  if (config->mode != MODE_PLAIN)
+    printf("# mode %s: %lld query heads, %lld kv heads (-c checks the plain stages only)\n",
+           modeNames[config->mode], (long long)config->heads, (long long)config->kvHeads);
+  for (int d = 0; d < config->nHeadDims && config->check && config->mode == MODE_PLAIN; d++)
     for (int r = 0; r < config->nRankCounts; r++)
       BENCHCHECK(checkShape(&c, (int)config->ranks[r], config->headDims[d]));
   printf("# launch: path (run: one run per group; sweep: chunks of runs; sum) / lanes per group /\n"
@@ -687,7 +847,10 @@ static int run(const kernelConfig* config) {
   for (int d = 0; d < config->nHeadDims; d++)
     for (int r = 0; r < config->nRankCounts; r++)
       for (int64_t length = config->minLength; length <= config->maxLength;) {
-        BENCHCHECK(runShape(&c, (int)config->ranks[r], config->headDims[d], length));
+        if (config->mode == MODE_PLAIN)
+          BENCHCHECK(runShape(&c, (int)config->ranks[r], config->headDims[d], length));
+        else
+          BENCHCHECK(runGroupedShape(&c, (int)config->ranks[r], config->headDims[d], length));
         if (length > config->maxLength / config->stepFactor) break;
         length *= config->stepFactor;
       }
