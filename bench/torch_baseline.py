@@ -150,7 +150,8 @@ def main():
     with open(args.kernel_perf_jsonl) as f:
         for line in f:
             row = json.loads(line)
-            if row.get("bench") != "kernel_perf":
+            # The grouped-query modes' rows (-m gqa, qkv) have no reference here.
+            if row.get("bench") != "kernel_perf" or row["op"] not in ("seq2head", "head2seq"):
                 continue
             gpus.add(row["gpu"])
             pattern = row.get("pattern", "equal")
