@@ -70,11 +70,11 @@
 #define ULYSSES_CHUNK_WORDS_PER_LANE 8
 #endif
 /* Runs shorter than this get groups of at least a cache line per round of
- * loads and longer chunks: measured on an H200, 256-byte runs one per pair
- * of lanes reached 0.71-0.79 of a copy, against 0.90-0.94 for runs of 2 KiB
- * and more (bench/RESULTS.md). */
+ * loads and longer chunks: measured on an H200 (bench/RESULTS.md, d8174f7),
+ * runs of 256 B to 1 KiB reached 0.71-0.90 of a copy, runs of 2 KiB and more
+ * 0.90-0.94. */
 #ifndef ULYSSES_SHORT_RUN_BYTES
-#define ULYSSES_SHORT_RUN_BYTES 1024
+#define ULYSSES_SHORT_RUN_BYTES 2048
 #endif
 #ifndef ULYSSES_SHORT_CHUNK_WORDS_PER_LANE
 #define ULYSSES_SHORT_CHUNK_WORDS_PER_LANE 32
