@@ -8,6 +8,7 @@
 
 #include "pipeline.h"
 #include "reference.h"
+#include "ulysses_launch.h"
 #include "ulysses.h"
 #include "util.h"
 
@@ -322,19 +323,16 @@ static int deviceAlloc(void** pointer, size_t bytes) {
  * The launch parameters a stage chose: the library's own pipeline
  * (src/pipeline.c, linked in from its sources) run on a backend that keeps
  * the copy launch instead of launching it, with the stage's real buffers
- * (their alignment sets the word size). The blocks reported are those the
- * chunks ask for (ulyssesShareWave with no bound); the launcher caps them at
- * one wave of resident blocks (the SM count times the blocks per SM that the
- * kernel's registers allow), shared between tensors by their bytes.
+ * (their alignment sets the word size); the grid, as the launcher shares
+ * the wave of resident blocks of the kernel it picks (ulyssesCopyWave; this
+ * binary holds the same kernels' objects as the library it was built with).
  *----------------------------------------------------------------------*/
-/* A wave no launch reaches: ulyssesShareWave then gives the blocks the
- * chunks ask for. */
-#define UNBOUNDED_WAVE ((int64_t)1 << 40)
-
 typedef struct {
   int copies;
   ulyssesCopyArgs args;
   int64_t maxRuns;
+  int wave;           /* resident blocks of the kernel the launch picks */
+  int64_t gridBlocks; /* the grid's rows' length (its columns: one per tensor) */
 } stageLaunch;
 
 static ulyssesResult_t keepNoTable(void* context, const ulyssesTableArgs* args) {
@@ -348,7 +346,6 @@ static ulyssesResult_t keepCopy(void* context, const ulyssesCopyArgs* args, int6
   launch->copies++;
   launch->args = *args;
   launch->maxRuns = maxRuns;
-  ulyssesShareWave(&launch->args, UNBOUNDED_WAVE);
   return ulyssesSuccess;
 }
 
@@ -359,6 +356,10 @@ static int captureLaunch(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* c
   ulyssesBackend backend = {launch, NULL, NULL, NULL, NULL, NULL, keepNoTable, keepCopy};
   ULYSSESCHECK(ulyssesRunStage(plan, op, isPack ? ULYSSES_SEND : ULYSSES_RECV,
                                (const void* const*)users, NULL, workspace, NULL, &backend));
+  if (launch->copies > 0) {
+    CUDACHECK(ulyssesCopyWave(&launch->args, &launch->wave));
+    launch->gridBlocks = ulyssesShareWave(&launch->args, launch->wave);
+  }
   return 0;
 }
 
@@ -552,12 +553,13 @@ static void printRow(kernelContext* c, const kernelRow* row) {
     memcpyGbps = 2.0 * (double)row->bytes / (row->memcpyUs * 1e-6) / 1e9;
     ratio = stageGbps / memcpyGbps;
     const ulyssesCopyArgs* a = &row->launch.args;
-    printf(" %4d %7lld %10lld %10lld %9s %7s %13zu %11.1f %12.1f %11.1f %12.1f %7.3f  %s/%d/%lld/%d/%lld\n",
+    printf(" %4d %7lld %10lld %10lld %9s %7s %13zu %11.1f %12.1f %11.1f %12.1f %7.3f  "
+           "%s/%d/%lld/%d/%lld/%d\n",
            row->nRanks, (long long)row->headDim, (long long)row->totalLength,
            (long long)row->localLength, opNames[row->op], stage, row->bytes, row->stageUs,
            stageGbps, row->memcpyUs, memcpyGbps, ratio, launchPath(&a->tensors[0]), a->runLanes,
            (long long)a->tensors[0].chunkRuns, ulyssesLaunchWordBytes(a),
-           (long long)a->tensors[0].gridBlocks);
+           (long long)a->tensors[0].gridBlocks, row->launch.wave);
     if (row->singlesUs > 0)
       printf("#      the three single-tensor packs: %.1f us; one call / their sum: %.3f\n",
              row->singlesUs, row->stageUs / row->singlesUs);
@@ -584,12 +586,18 @@ static void printRow(kernelContext* c, const kernelRow* row) {
           row->bytes, c->flushBytes, (long long)config->iterations, (long long)config->warmups);
   if (row->launch.copies > 0) {
     const ulyssesCopyArgs* a = &row->launch.args;
-    fprintf(f, "\"launch\":{\"path\":\"%s\",\"lanes\":%d,\"chunk_runs\":%lld,"
-               "\"word_bytes\":%d,\"sums\":%d,\"max_runs\":%lld,\"block_threads\":%d,"
-               "\"blocks_needed\":%lld},",
-            launchPath(&a->tensors[0]), a->runLanes, (long long)a->tensors[0].chunkRuns,
-            ulyssesLaunchWordBytes(a), ulyssesLaunchSums(a), (long long)row->launch.maxRuns,
-            ULYSSES_COPY_THREADS, (long long)a->tensors[0].gridBlocks);
+    fprintf(f, "\"launch\":{\"path\":\"%s\",\"lanes\":%d,\"word_bytes\":%d,\"sums\":%d,"
+               "\"max_runs\":%lld,\"block_threads\":%d,\"wave\":%d,\"grid\":[%lld,%d],"
+               "\"chunk_runs\":[",
+            launchPath(&a->tensors[0]), a->runLanes, ulyssesLaunchWordBytes(a),
+            ulyssesLaunchSums(a), (long long)row->launch.maxRuns, ULYSSES_COPY_THREADS,
+            row->launch.wave, (long long)row->launch.gridBlocks, a->nTensors);
+    for (int t = 0; t < a->nTensors; t++)
+      fprintf(f, "%s%lld", t ? "," : "", (long long)a->tensors[t].chunkRuns);
+    fprintf(f, "],\"row_blocks\":[");
+    for (int t = 0; t < a->nTensors; t++)
+      fprintf(f, "%s%lld", t ? "," : "", (long long)a->tensors[t].gridBlocks);
+    fprintf(f, "]},");
   }
   if (row->singlesUs > 0)
     fprintf(f, "\"singles_us\":%.3f,\"multi_over_singles\":%.4f,", row->singlesUs,
@@ -837,9 +845,9 @@ static int run(const kernelConfig* config) {
   for (int d = 0; d < config->nHeadDims && config->check && config->mode == MODE_PLAIN; d++)
     for (int r = 0; r < config->nRankCounts; r++)
       BENCHCHECK(checkShape(&c, (int)config->ranks[r], config->headDims[d]));
-  printf("# launch: path (run: one run per group; sweep: chunks of runs; sum) / lanes per group /\n"
-         "# runs per chunk / word bytes / blocks needed per grid row (the launcher caps them at\n"
-         "# one wave: %d SMs times the blocks per SM the kernel's registers allow)\n",
+  printf("# launch (of the first tensor): path (run: one run per group; sweep: chunks of\n"
+         "# runs; sum) / lanes per group / runs per chunk / word bytes / blocks of its grid\n"
+         "# row / the wave of resident blocks (%d SMs) the launcher shares between the rows\n",
          properties.multiProcessorCount);
   printf("#\n# %4s %7s %10s %10s %9s %7s %13s %11s %12s %11s %12s %7s  %s\n", "P", "headDim",
          "total-len", "local-len", "op", "stage", "bytes", "stage(us)", "stage(GB/s)",

@@ -73,6 +73,23 @@ static cudaError_t launchCopyOfWords(const ulyssesCopyArgs* args, cudaStream_t s
                                  : launchCopy<WordBytes, 0>(args, stream);
 }
 
+extern "C" cudaError_t ulyssesCopyWave(const ulyssesCopyArgs* args, int* blocks) {
+  switch (ulyssesLaunchWordBytes(args) * 2 + ulyssesLaunchSums(args)) {
+    case 32: return residentBlocks<16, 0>(blocks);
+    case 33: return residentBlocks<16, 1>(blocks);
+    case 16: return residentBlocks<8, 0>(blocks);
+    case 17: return residentBlocks<8, 1>(blocks);
+    case 8: return residentBlocks<4, 0>(blocks);
+    case 9: return residentBlocks<4, 1>(blocks);
+    case 4: return residentBlocks<2, 0>(blocks);
+    case 5: return residentBlocks<2, 1>(blocks);
+    case 2: return residentBlocks<1, 0>(blocks);
+    case 3: return residentBlocks<1, 1>(blocks);
+    case 1: return residentBlocks<0, 1>(blocks);
+    default: return residentBlocks<0, 0>(blocks);
+  }
+}
+
 extern "C" cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns,
                                          cudaStream_t stream) {
   if (maxRuns <= 0) return cudaSuccess;
