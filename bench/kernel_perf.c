@@ -862,7 +862,7 @@ static int run(const kernelConfig* config) {
         if (length > config->maxLength / config->stepFactor) break;
         length *= config->stepFactor;
       }
-  if (config->check)
+  if (config->check && config->mode == MODE_PLAIN)
     printf("# Wrong elements       : %.0f %s\n", c.wrongTotal, c.wrongTotal == 0 ? "OK" : "FAILED");
   printf("# Avg ratio to memcpy  : %.3f over %d timed rows\n#\n",
          c.rows > 0 ? c.ratioSum / c.rows : 0.0, c.rows);
