@@ -726,6 +726,7 @@ static int expandedWire(benchContext* c, benchRow* row, ulyssesSegment_t* segmen
                                         expanded));
   row->expandWireBytes = 0;
   for (int t = 0; t < row->nTensors; t++) {
+    segments[0].size = sizeof(ulyssesSegment_t);
     ULYSSESCHECK(ulyssesGetSegments(plan, c->config->op->direction, t, 0, segments));
     for (int p = 0; p < c->nRanks; p++) row->expandWireBytes += (double)segments[p].bytes;
   }
@@ -797,6 +798,7 @@ static int setupRow(benchContext* c, int64_t totalLength, benchRow* row) {
                              : (double)headSideHeadsSum(&realShape) / (double)realShape.kv.heads;
     row->paddedGatheredBytes +=
         gathered / (double)totalLength * (double)row->maxLength * nRanks * replication;
+    segments[0].size = sizeof(ulyssesSegment_t);
     ULYSSESCHECK(ulyssesGetSegments(call->plan, op->direction, t, 0, segments));
     for (int p = 0; p < nRanks; p++) row->wireBytes += (double)segments[p].bytes;
     if (row->layouts[t].queryHeads > 0) row->grouped = 1;

@@ -1,12 +1,14 @@
 /* kernel_perf: the local stages alone (ulyssesPack, ulyssesUnpack), one
  * process, no NCCL, at LongVILA-like shapes: rank 0 of P simulated ranks,
- * each holding totalLength / P rows, timed against cudaMemcpyAsync
+ * the total length split by a pattern (-l), timed against cudaMemcpyAsync
  * device-to-device of the same bytes between the same buffers, in the same
  * run, with L2 flushed before every timed call (-h for the flags). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "pipeline.h"
 #include "reference.h"
+#include "ulysses_launch.h"
 #include "ulysses.h"
 #include "util.h"
 
@@ -22,6 +24,9 @@ typedef struct {
   int64_t headDims[MAX_LIST];               /* -D */
   int nHeadDims;
   int64_t heads;                            /* -H */
+  int64_t kvHeads;                          /* -K */
+  int mode;                                 /* -m */
+  int pattern;                              /* -l */
   int64_t batch;                            /* -B */
   const char* typeName;                     /* -d */
   int elementSize;
@@ -44,14 +49,26 @@ typedef struct {
   double wrongTotal;
 } kernelContext;
 
-static const char* const opNames[] = {"seq2head", "head2seq"};
+static const char* const opNames[] = {"seq2head", "head2seq", "gqa_head2seq", "qkv_seq2head"};
+/* plain: the single-tensor stages; gqa: head -> seq's unpack of a kv tensor
+ * (its replicas summed where ranks share kv heads); qkv: seq -> head's pack of
+ * q, k and v in one call, against the sum of the three single-tensor packs. */
+enum { MODE_PLAIN, MODE_GQA, MODE_QKV };
+static const char* const modeNames[] = {"plain", "gqa", "qkv"};
+/* How the total length is split over the ranks: equal (total / P each, the
+ * first total % P one more); vila (VILA's rule: floor(total / P) each, the
+ * remainder on the last rank); skew (multimodal: rank r holds about
+ * (1.3 - 0.6 r / (P - 1)) total / P, rank 0, the one timed, the longest, the
+ * remainder on the last). */
+enum { PATTERN_EQUAL, PATTERN_VILA, PATTERN_SKEW };
+static const char* const patternNames[] = {"equal", "vila", "skew"};
 static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq};
 
 static void printUsage(FILE* out, const char* program) {
   fprintf(out,
           "Usage: %s [flags]\n"
           "Times the local stages ulyssesPack and ulyssesUnpack of rank 0 of P simulated\n"
-          "ranks (exact plan, every rank holding total-len / P rows, BSHD) against\n"
+          "ranks (exact plan, lengths by -l, BSHD) against\n"
           "cudaMemcpyAsync device to device of the same bytes between the same buffers,\n"
           "with L2 flushed (a buffer larger than L2 written) before every timed call;\n"
           "the flush is outside the CUDA events. Flags (defaults in brackets):\n"
@@ -60,7 +77,20 @@ static void printUsage(FILE* out, const char* program) {
           "  -f F      factor between successive lengths [2]\n"
           "  -P LIST   simulated rank counts, comma-separated [2,4,8,16]\n"
           "  -D LIST   head dims, comma-separated [64,128,256]\n"
-          "  -H H      heads [32]\n"
+          "  -H H      heads (grouped-query modes: query heads) [32]\n"
+          "  -K K      kv heads of the grouped-query modes [4]\n"
+          "  -m MODE   plain: seq2head pack and head2seq unpack of one tensor [plain];\n"
+          "            gqa: head2seq unpack of a kv tensor of K heads read by H query\n"
+          "            heads (a sum of replicas where ranks share a kv head; bytes =\n"
+          "            (bytes read + bytes written) / 2, the memcpy moves as many);\n"
+          "            qkv: seq2head pack of q (H heads), k and v (K heads each) in one\n"
+          "            call, with the sum of the three single-tensor packs beside it\n"
+          "            (-c checks the plain stages only: the GPU suite and ulysses_perf\n"
+          "            -c 1 -o gqa / qkv check the others)\n"
+          "  -l NAME   length pattern [equal]: equal (total-len / P\n"
+          "            each); vila (floor(total-len / P) each, the remainder on the last\n"
+          "            rank); skew (rank r about (1.3 - 0.6 r / (P - 1)) total-len / P:\n"
+          "            rank 0, the one timed, 30%% above the mean, the last 30%% below)\n"
           "  -B B      batch [1]\n"
           "  -d TYPE   data type, only its size matters [bf16]:\n"
           "            %s\n"
@@ -87,11 +117,30 @@ static void printUsage(FILE* out, const char* program) {
           program, benchTypeNames, CHECK_LENGTH);
 }
 
+/* value's index among count names, or -1. */
+static int nameIndex(const char* value, const char* const* names, int count) {
+  for (int k = 0; k < count; k++)
+    if (strcmp(value, names[k]) == 0) return k;
+  return -1;
+}
+
+/* The type a grouped-query sum adds in, from -d; opaque for the others. */
+static ulyssesDataType_t benchDataType(const kernelConfig* config) {
+  if (strcmp(config->typeName, "bf16") == 0) return ulyssesTypeBfloat16;
+  if (strcmp(config->typeName, "fp16") == 0 || strcmp(config->typeName, "half") == 0)
+    return ulyssesTypeFloat16;
+  if (strcmp(config->typeName, "fp32") == 0 || strcmp(config->typeName, "float") == 0)
+    return ulyssesTypeFloat32;
+  return ulyssesTypeOpaque;
+}
+
 /* 0: parsed; 1: bad arguments; 2: -h printed the help. */
 static int parseArgs(int argc, char** argv, kernelConfig* config) {
   *config = (kernelConfig){.minLength = 32 * 1024, .maxLength = 1024 * 1024, .stepFactor = 2,
                            .ranks = {2, 4, 8, 16}, .nRankCounts = 4, .headDims = {64, 128, 256},
-                           .nHeadDims = 3, .heads = 32, .batch = 1, .typeName = "bf16",
+                           .nHeadDims = 3, .heads = 32, .kvHeads = 4, .mode = MODE_PLAIN,
+                           .pattern = PATTERN_EQUAL, .batch = 1,
+                           .typeName = "bf16",
                            .elementSize = 2, .iterations = 20, .warmups = 5, .check = 1,
                            .flushMiB = 256, .device = 0, .jsonPath = NULL};
   for (int i = 1; i < argc; i++) {
@@ -124,6 +173,9 @@ static int parseArgs(int argc, char** argv, kernelConfig* config) {
         bad = config->nHeadDims == 0;
         break;
       case 'H': bad = benchParseInt(value, 1, INT32_MAX, &config->heads); break;
+      case 'K': bad = benchParseInt(value, 1, INT32_MAX, &config->kvHeads); break;
+      case 'm': bad = (config->mode = nameIndex(value, modeNames, 3)) < 0; break;
+      case 'l': bad = (config->pattern = nameIndex(value, patternNames, 3)) < 0; break;
       case 'B': bad = benchParseInt(value, 1, INT32_MAX, &config->batch); break;
       case 'd':
         config->typeName = value;
@@ -147,6 +199,12 @@ static int parseArgs(int argc, char** argv, kernelConfig* config) {
     }
   }
   if (benchCheckSweep(argv[0], config->minLength, config->maxLength)) return 1;
+  if (config->mode != MODE_PLAIN &&
+      (config->heads % config->kvHeads != 0 || benchDataType(config) == ulyssesTypeOpaque)) {
+    fprintf(stderr, "%s: -m %s needs H a multiple of K and a bf16, fp16 or fp32 type\n", argv[0],
+            modeNames[config->mode]);
+    return 1;
+  }
   return 0;
 }
 
@@ -162,14 +220,25 @@ typedef struct {
   refShape shape;
 } kernelShape;
 
-/* Every rank holds totalLength / P rows; the first totalLength % P one more. */
+/* Rank r's rows of totalLength under pattern (patternNames). */
+static int64_t patternLength(int pattern, int64_t totalLength, int nRanks, int r) {
+  if (pattern == PATTERN_EQUAL) return totalLength / nRanks + (r < totalLength % nRanks ? 1 : 0);
+  if (r < nRanks - 1)
+    return pattern == PATTERN_VILA
+               ? totalLength / nRanks
+               : totalLength * (13 * (nRanks - 1) - 6 * r) / (10 * (int64_t)(nRanks - 1) * nRanks);
+  int64_t rest = totalLength;
+  for (int q = 0; q < nRanks - 1; q++) rest -= patternLength(pattern, totalLength, nRanks, q);
+  return rest;
+}
+
 static void makeShape(const kernelConfig* config, int nRanks, int64_t headDim, int64_t totalLength,
                       kernelShape* s) {
   s->nRanks = nRanks;
   s->totalLength = totalLength;
   s->offsets[0] = 0;
   for (int r = 0; r < nRanks; r++) {
-    s->lengths[r] = totalLength / nRanks + (r < totalLength % nRanks ? 1 : 0);
+    s->lengths[r] = patternLength(config->pattern, totalLength, nRanks, r);
     s->offsets[r + 1] = s->offsets[r] + s->lengths[r];
   }
   s->layout = (ulyssesLayout_t){.size = sizeof(ulyssesLayout_t), .batch = config->batch, .heads = config->heads, .headDim = headDim,
@@ -201,6 +270,7 @@ typedef struct {
 
 static int getStageSegments(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, int nRanks,
                             stageSegments* out) {
+  out->segments[0].size = sizeof(ulyssesSegment_t);
   ULYSSESCHECK(ulyssesGetSegments(plan, op, 0, isPack, out->segments));
   out->direct = 1;
   out->bytes = 0;
@@ -216,23 +286,87 @@ static int getStageSegments(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, int 
   return 0;
 }
 
+/* One timed call: a stage of nTensors tensors. */
+typedef struct {
+  ulyssesPlan_t plan;
+  ulyssesOp_t op;
+  int isPack;
+  int nTensors;
+  void* users[3];
+  void* workspace;
+  size_t workspaceSize;
+} stageCall;
+
+static int runCall(const stageCall* call, cudaStream_t stream) {
+  if (call->isPack)
+    ULYSSESCHECK(ulyssesPack(call->plan, call->op, call->nTensors,
+                             (const void* const*)call->users, NULL, NULL, call->workspace,
+                             call->workspaceSize, stream));
+  else
+    ULYSSESCHECK(ulyssesUnpack(call->plan, call->op, call->nTensors, call->users, NULL, NULL,
+                               call->workspace, call->workspaceSize, stream));
+  return 0;
+}
+
 static int runStage(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user, void* workspace,
                     size_t workspaceSize, cudaStream_t stream) {
-  if (isPack) {
-    const void* sendbuffs[1] = {user};
-    ULYSSESCHECK(ulyssesPack(plan, op, 1, sendbuffs, NULL, NULL, workspace, workspaceSize, stream));
-  } else {
-    void* recvbuffs[1] = {user};
-    ULYSSESCHECK(
-        ulyssesUnpack(plan, op, 1, recvbuffs, NULL, NULL, workspace, workspaceSize, stream));
-  }
-  return 0;
+  stageCall call = {plan, op, isPack, 1, {user}, workspace, workspaceSize};
+  return runCall(&call, stream);
 }
 
 static int deviceAlloc(void** pointer, size_t bytes) {
   *pointer = NULL;
   if (bytes > 0) CUDACHECK(cudaMalloc(pointer, bytes));
   return 0;
+}
+
+/*------------------------------------------------------------------------
+ * The launch parameters a stage chose: the library's own pipeline
+ * (src/pipeline.c, linked in from its sources) run on a backend that keeps
+ * the copy launch instead of launching it, with the stage's real buffers
+ * (their alignment sets the word size); the grid, as the launcher shares
+ * the wave of resident blocks of the kernel it picks (ulyssesCopyWave; this
+ * binary holds the same kernels' objects as the library it was built with).
+ *----------------------------------------------------------------------*/
+typedef struct {
+  int copies;
+  ulyssesCopyArgs args;
+  int64_t maxRuns;
+  int wave;           /* resident blocks of the kernel the launch picks */
+  int64_t gridBlocks; /* the grid's rows' length (its columns: one per tensor) */
+} stageLaunch;
+
+static ulyssesResult_t keepNoTable(void* context, const ulyssesTableArgs* args) {
+  (void)context;
+  (void)args;
+  return ulyssesSuccess;
+}
+
+static ulyssesResult_t keepCopy(void* context, const ulyssesCopyArgs* args, int64_t maxRuns) {
+  stageLaunch* launch = context;
+  launch->copies++;
+  launch->args = *args;
+  launch->maxRuns = maxRuns;
+  return ulyssesSuccess;
+}
+
+/* users: one buffer per tensor of the plan. */
+static int captureLaunch(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* const* users,
+                         void* workspace, stageLaunch* launch) {
+  memset(launch, 0, sizeof *launch);
+  ulyssesBackend backend = {launch, NULL, NULL, NULL, NULL, NULL, keepNoTable, keepCopy};
+  ULYSSESCHECK(ulyssesRunStage(plan, op, isPack ? ULYSSES_SEND : ULYSSES_RECV,
+                               (const void* const*)users, NULL, workspace, NULL, &backend));
+  if (launch->copies > 0) {
+    CUDACHECK(ulyssesCopyWave(&launch->args, &launch->wave));
+    launch->gridBlocks = ulyssesShareWave(&launch->args, launch->wave);
+  }
+  return 0;
+}
+
+/* "sweep" (chunks of several runs), "run" (one run per group) or "sum". */
+static const char* launchPath(const ulyssesCopyTensor* x) {
+  return x->kind == ULYSSES_COPY_HEAD_SUM ? "sum" : x->chunkRuns > 1 ? "sweep" : "run";
 }
 
 /*------------------------------------------------------------------------
@@ -394,7 +528,22 @@ typedef struct {
   const char* skipped; /* NULL when timed */
   size_t bytes;
   double stageUs, memcpyUs;
+  double singlesUs; /* qkv: the three single-tensor stages' times, summed */
+  stageLaunch launch;
 } kernelRow;
+
+/* A row of shape s, not yet timed. */
+static kernelRow newRow(const kernelShape* s, int64_t headDim, int op, int isPack) {
+  kernelRow row;
+  memset(&row, 0, sizeof row);
+  row.nRanks = s->nRanks;
+  row.headDim = headDim;
+  row.totalLength = s->totalLength;
+  row.localLength = s->lengths[0];
+  row.op = op;
+  row.isPack = isPack;
+  return row;
+}
 
 static void printRow(kernelContext* c, const kernelRow* row) {
   const kernelConfig* config = c->config;
@@ -404,10 +553,17 @@ static void printRow(kernelContext* c, const kernelRow* row) {
     stageGbps = 2.0 * (double)row->bytes / (row->stageUs * 1e-6) / 1e9;
     memcpyGbps = 2.0 * (double)row->bytes / (row->memcpyUs * 1e-6) / 1e9;
     ratio = stageGbps / memcpyGbps;
-    printf(" %4d %7lld %10lld %10lld %9s %7s %13zu %11.1f %12.1f %11.1f %12.1f %7.3f\n",
+    const ulyssesCopyArgs* a = &row->launch.args;
+    printf(" %4d %7lld %10lld %10lld %9s %7s %13zu %11.1f %12.1f %11.1f %12.1f %7.3f  "
+           "%s/%d/%lld/%d/%lld/%d\n",
            row->nRanks, (long long)row->headDim, (long long)row->totalLength,
            (long long)row->localLength, opNames[row->op], stage, row->bytes, row->stageUs,
-           stageGbps, row->memcpyUs, memcpyGbps, ratio);
+           stageGbps, row->memcpyUs, memcpyGbps, ratio, launchPath(&a->tensors[0]), a->runLanes,
+           (long long)a->tensors[0].chunkRuns, ulyssesLaunchWordBytes(a),
+           (long long)a->tensors[0].gridBlocks, row->launch.wave);
+    if (row->singlesUs > 0)
+      printf("#      the three single-tensor packs: %.1f us; one call / their sum: %.3f\n",
+             row->singlesUs, row->stageUs / row->singlesUs);
     c->rows++;
     c->ratioSum += ratio;
   } else {
@@ -421,12 +577,32 @@ static void printRow(kernelContext* c, const kernelRow* row) {
   benchJsonString(f, c->gpuName);
   fprintf(f, ",\"ranks\":%d,\"rank\":0,\"batch\":%lld,\"heads\":%lld,\"head_dim\":%lld,"
              "\"dtype\":\"%s\",\"element_size\":%d,\"total_length\":%lld,\"local_length\":%lld,"
-             "\"op\":\"%s\",\"stage\":\"%s\",\"bytes\":%zu,\"flush_bytes\":%zu,"
-             "\"iterations\":%lld,\"warmups\":%lld,",
+             "\"op\":\"%s\",\"stage\":\"%s\",\"mode\":\"%s\",\"kv_heads\":%lld,"
+             "\"pattern\":\"%s\",\"bytes\":%zu,"
+             "\"flush_bytes\":%zu,\"iterations\":%lld,\"warmups\":%lld,",
           row->nRanks, (long long)config->batch, (long long)config->heads, (long long)row->headDim,
           config->typeName, config->elementSize, (long long)row->totalLength,
-          (long long)row->localLength, opNames[row->op], stage, row->bytes, c->flushBytes,
-          (long long)config->iterations, (long long)config->warmups);
+          (long long)row->localLength, opNames[row->op], stage, modeNames[config->mode],
+          (long long)(config->mode == MODE_PLAIN ? 0 : config->kvHeads), patternNames[config->pattern],
+          row->bytes, c->flushBytes, (long long)config->iterations, (long long)config->warmups);
+  if (row->launch.copies > 0) {
+    const ulyssesCopyArgs* a = &row->launch.args;
+    fprintf(f, "\"launch\":{\"path\":\"%s\",\"lanes\":%d,\"word_bytes\":%d,\"sums\":%d,"
+               "\"max_runs\":%lld,\"block_threads\":%d,\"wave\":%d,\"grid\":[%lld,%d],"
+               "\"chunk_runs\":[",
+            launchPath(&a->tensors[0]), a->runLanes, ulyssesLaunchWordBytes(a),
+            ulyssesLaunchSums(a), (long long)row->launch.maxRuns, ULYSSES_COPY_THREADS,
+            row->launch.wave, (long long)row->launch.gridBlocks, a->nTensors);
+    for (int t = 0; t < a->nTensors; t++)
+      fprintf(f, "%s%lld", t ? "," : "", (long long)a->tensors[t].chunkRuns);
+    fprintf(f, "],\"row_blocks\":[");
+    for (int t = 0; t < a->nTensors; t++)
+      fprintf(f, "%s%lld", t ? "," : "", (long long)a->tensors[t].gridBlocks);
+    fprintf(f, "]},");
+  }
+  if (row->singlesUs > 0)
+    fprintf(f, "\"singles_us\":%.3f,\"multi_over_singles\":%.4f,", row->singlesUs,
+            row->stageUs / row->singlesUs);
   if (row->skipped == NULL)
     fprintf(f, "\"skipped\":null,\"stage_us\":%.3f,\"stage_gbps\":%.2f,\"memcpy_us\":%.3f,"
                "\"memcpy_gbps\":%.2f,\"ratio\":%.4f}\n",
@@ -436,33 +612,29 @@ static void printRow(kernelContext* c, const kernelRow* row) {
   fflush(f);
 }
 
-/* Mean microseconds of the stage and of the memcpy, interleaved, each call
- * after a flush and between its own pair of events. */
-static int timeStage(kernelContext* c, ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user,
-                     void* workspace, size_t workspaceSize, const stageSegments* stage,
-                     kernelRow* row) {
+/* Mean microseconds of the call and of a memcpy of copyBytes, interleaved,
+ * each call after a flush and between its own pair of events. */
+static int timeCall(kernelContext* c, const stageCall* call, void* copyDestination,
+                    const void* copySource, size_t copyBytes, double* stageUs, double* memcpyUs) {
   const kernelConfig* config = c->config;
-  void* region = (unsigned char*)workspace + stage->regionBegin;
-  void* copyDestination = isPack ? region : user;
-  const void* copySource = isPack ? user : region;
   int64_t n = config->iterations;
   cudaEvent_t* events = malloc(sizeof(cudaEvent_t) * (size_t)(4 * n));
   HOSTCHECK(events);
   for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventCreate(&events[i]));
   for (int64_t i = 0; i < config->warmups; i++) {
-    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, stage->bytes, cudaMemcpyDeviceToDevice,
+    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, copyBytes, cudaMemcpyDeviceToDevice,
                               c->stream));
-    BENCHCHECK(runStage(plan, op, isPack, user, workspace, workspaceSize, c->stream));
+    BENCHCHECK(runCall(call, c->stream));
   }
   for (int64_t i = 0; i < n; i++) {
     CUDACHECK(cudaMemsetAsync(c->flush, (int)(i & 0xff), c->flushBytes, c->stream));
     CUDACHECK(cudaEventRecord(events[4 * i], c->stream));
-    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, stage->bytes, cudaMemcpyDeviceToDevice,
+    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, copyBytes, cudaMemcpyDeviceToDevice,
                               c->stream));
     CUDACHECK(cudaEventRecord(events[4 * i + 1], c->stream));
     CUDACHECK(cudaMemsetAsync(c->flush, (int)((i + 1) & 0xff), c->flushBytes, c->stream));
     CUDACHECK(cudaEventRecord(events[4 * i + 2], c->stream));
-    BENCHCHECK(runStage(plan, op, isPack, user, workspace, workspaceSize, c->stream));
+    BENCHCHECK(runCall(call, c->stream));
     CUDACHECK(cudaEventRecord(events[4 * i + 3], c->stream));
   }
   CUDACHECK(cudaStreamSynchronize(c->stream));
@@ -476,9 +648,20 @@ static int timeStage(kernelContext* c, ulyssesPlan_t plan, ulyssesOp_t op, int i
   }
   for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventDestroy(events[i]));
   free(events);
-  row->memcpyUs = memcpyMs * 1000.0 / (double)n;
-  row->stageUs = stageMs * 1000.0 / (double)n;
+  *memcpyUs = memcpyMs * 1000.0 / (double)n;
+  *stageUs = stageMs * 1000.0 / (double)n;
   return 0;
+}
+
+/* A single-tensor stage against the memcpy of its bytes between the same
+ * buffers. */
+static int timeStage(kernelContext* c, ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user,
+                     void* workspace, size_t workspaceSize, const stageSegments* stage,
+                     kernelRow* row) {
+  void* region = (unsigned char*)workspace + stage->regionBegin;
+  stageCall call = {plan, op, isPack, 1, {user}, workspace, workspaceSize};
+  return timeCall(c, &call, isPack ? region : user, isPack ? user : region, stage->bytes,
+                  &row->stageUs, &row->memcpyUs);
 }
 
 static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t totalLength) {
@@ -492,8 +675,8 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
     for (int isPack = 1; isPack >= 0; isPack--) {
       static stageSegments stage;
       BENCHCHECK(getStageSegments(plan, ops[o], isPack, nRanks, &stage));
-      kernelRow row = {nRanks, headDim, totalLength, s.lengths[0], o, isPack, NULL,
-                       stage.bytes, 0, 0};
+      kernelRow row = newRow(&s, headDim, o, isPack);
+      row.bytes = stage.bytes;
       if (stage.direct) {
         row.bytes = userBytes(&s, ops[o], isPack);
         row.skipped = "skipped (direct)";
@@ -519,6 +702,7 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
       void *user = NULL, *workspace = NULL;
       BENCHCHECK(deviceAlloc(&user, bytes));
       BENCHCHECK(deviceAlloc(&workspace, workspaceSize));
+      BENCHCHECK(captureLaunch(plan, ops[o], isPack, &user, workspace, &row.launch));
       CUDACHECK(cudaMemsetAsync(user, 1, bytes, c->stream));
       CUDACHECK(cudaMemsetAsync(workspace, 2, workspaceSize, c->stream));
       BENCHCHECK(timeStage(c, plan, ops[o], isPack, user, workspace, workspaceSize, &stage, &row));
@@ -527,6 +711,91 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
       printRow(c, &row);
     }
   }
+  ULYSSESCHECK(ulyssesPlanDestroy(plan));
+  return 0;
+}
+
+/*------------------------------------------------------------------------
+ * The grouped-query modes (-m gqa, qkv).
+ *----------------------------------------------------------------------*/
+/* The bytes of tensor t's workspace segments on one side. */
+static int workspaceBytes(ulyssesPlan_t plan, ulyssesOp_t op, int t, int isPack, int nRanks,
+                          size_t* bytes) {
+  static stageSegments stage;
+  stage.segments[0].size = sizeof(ulyssesSegment_t);
+  ULYSSESCHECK(ulyssesGetSegments(plan, op, t, isPack, stage.segments));
+  *bytes = 0;
+  for (int p = 0; p < nRanks; p++)
+    if (stage.segments[p].place == ulyssesSegmentInWorkspace) *bytes += stage.segments[p].bytes;
+  return 0;
+}
+
+static int runGroupedShape(kernelContext* c, int nRanks, int64_t headDim, int64_t totalLength) {
+  const kernelConfig* config = c->config;
+  static kernelShape s;
+  makeShape(config, nRanks, headDim, totalLength, &s);
+  ulyssesLayout_t kv = s.layout;
+  kv.heads = config->kvHeads;
+  kv.queryHeads = config->heads;
+  kv.dataType = benchDataType(config);
+  ulyssesLayout_t layouts[3] = {s.layout, kv, kv};
+  layouts[0].dataType = kv.dataType;
+  int qkv = config->mode == MODE_QKV, nTensors = qkv ? 3 : 1;
+  ulyssesOp_t op = qkv ? ulyssesOpSeqToHead : ulyssesOpHeadToSeq;
+  int isPack = qkv;
+  ulyssesPlan_t plan, singles[3];
+  ULYSSESCHECK(ulyssesPlanCreateExact(&plan, nRanks, 0, s.lengths, nTensors, qkv ? layouts : &kv));
+  for (int t = 0; t < nTensors && qkv; t++)
+    ULYSSESCHECK(ulyssesPlanCreateExact(&singles[t], nRanks, 0, s.lengths, 1, &layouts[t]));
+  size_t workspaceSize = 0, segmentBytes = 0, userBytesTotal = 0;
+  ULYSSESCHECK(ulyssesGetWorkspaceSize(plan, op, &workspaceSize));
+  kernelRow row = newRow(&s, headDim, qkv ? 3 : 2, isPack);
+  stageCall call = {plan, op, isPack, nTensors, {NULL}, NULL, workspaceSize};
+  for (int t = 0; t < nTensors; t++) {
+    size_t bytes;
+    BENCHCHECK(workspaceBytes(plan, op, t, isPack, nRanks, &bytes));
+    segmentBytes += bytes;
+    size_t user = (size_t)(config->batch * s.lengths[0] * layouts[qkv ? t : 1].heads * headDim *
+                           config->elementSize);
+    userBytesTotal += user;
+    BENCHCHECK(deviceAlloc(&call.users[t], user));
+    CUDACHECK(cudaMemsetAsync(call.users[t], 0, user, c->stream));
+  }
+  /* qkv: the bytes the pack writes; gqa: half of what the unpack reads (every
+   * replica) and writes, so that the memcpy of row.bytes moves as much. */
+  row.bytes = qkv ? segmentBytes : (segmentBytes + userBytesTotal) / 2;
+  size_t freeBytes = 0, totalBytes = 0;
+  CUDACHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
+  void *copySource = NULL, *copyDestination = NULL;
+  if ((double)(userBytesTotal + workspaceSize + 2 * row.bytes) > 0.95 * (double)freeBytes) {
+    row.skipped = "skipped (not enough GPU memory)";
+  } else if (segmentBytes == 0) {
+    row.skipped = "skipped (direct)";
+  } else {
+    BENCHCHECK(deviceAlloc(&call.workspace, workspaceSize));
+    BENCHCHECK(deviceAlloc(&copySource, row.bytes));
+    BENCHCHECK(deviceAlloc(&copyDestination, row.bytes));
+    CUDACHECK(cudaMemsetAsync(call.workspace, 0, workspaceSize, c->stream));
+    CUDACHECK(cudaMemsetAsync(copySource, 1, row.bytes, c->stream));
+    BENCHCHECK(captureLaunch(plan, op, isPack, call.users, call.workspace, &row.launch));
+    BENCHCHECK(timeCall(c, &call, copyDestination, copySource, row.bytes, &row.stageUs,
+                        &row.memcpyUs));
+    for (int t = 0; t < nTensors && qkv; t++) {
+      size_t singleWorkspace = 0;
+      ULYSSESCHECK(ulyssesGetWorkspaceSize(singles[t], op, &singleWorkspace));
+      stageCall single = {singles[t], op, isPack, 1, {call.users[t]}, call.workspace,
+                          singleWorkspace};
+      double stageUs, memcpyUs;
+      BENCHCHECK(timeCall(c, &single, copyDestination, copySource, row.bytes, &stageUs, &memcpyUs));
+      row.singlesUs += stageUs;
+    }
+  }
+  printRow(c, &row);
+  for (int t = 0; t < nTensors; t++) CUDACHECK(cudaFree(call.users[t]));
+  CUDACHECK(cudaFree(call.workspace));
+  CUDACHECK(cudaFree(copySource));
+  CUDACHECK(cudaFree(copyDestination));
+  for (int t = 0; t < nTensors && qkv; t++) ULYSSESCHECK(ulyssesPlanDestroy(singles[t]));
   ULYSSESCHECK(ulyssesPlanDestroy(plan));
   return 0;
 }
@@ -566,26 +835,36 @@ static int run(const kernelConfig* config) {
          benchFormatBytes((double)c.flushBytes, flushText, sizeof flushText));
   printf("# ulysses %d.%d.%d | CUDA driver %s, runtime %s\n", ulyssesVersion / 10000,
          ulyssesVersion / 100 % 100, ulyssesVersion % 100, driverText, runtimeText);
-  printf("# batch %lld, heads %lld, %s (%d bytes), BSHD, exact plan, lengths Ltot / P; "
+  printf("# batch %lld, heads %lld, %s (%d bytes), BSHD, exact plan, lengths: %s; "
          "%lld warm-up and %lld timed iterations\n",
          (long long)config->batch, (long long)config->heads, config->typeName, config->elementSize,
-         (long long)config->warmups, (long long)config->iterations);
+         patternNames[config->pattern], (long long)config->warmups, (long long)config->iterations);
   printf("# GB/s counts bytes read plus bytes written (2 * bytes); ratio = stage / memcpy\n");
 
-  for (int d = 0; d < config->nHeadDims && config->check; d++)
+  if (config->mode != MODE_PLAIN)
+    printf("# mode %s: %lld query heads, %lld kv heads (-c checks the plain stages only)\n",
+           modeNames[config->mode], (long long)config->heads, (long long)config->kvHeads);
+  for (int d = 0; d < config->nHeadDims && config->check && config->mode == MODE_PLAIN; d++)
     for (int r = 0; r < config->nRankCounts; r++)
       BENCHCHECK(checkShape(&c, (int)config->ranks[r], config->headDims[d]));
-  printf("#\n# %4s %7s %10s %10s %9s %7s %13s %11s %12s %11s %12s %7s\n", "P", "headDim",
+  printf("# launch (of the first tensor): path (run: one run per group; sweep: chunks of\n"
+         "# runs; sum) / lanes per group / runs per chunk / word bytes / blocks of its grid\n"
+         "# row / the wave of resident blocks (%d SMs) the launcher shares between the rows\n",
+         properties.multiProcessorCount);
+  printf("#\n# %4s %7s %10s %10s %9s %7s %13s %11s %12s %11s %12s %7s  %s\n", "P", "headDim",
          "total-len", "local-len", "op", "stage", "bytes", "stage(us)", "stage(GB/s)",
-         "memcpy(us)", "memcpy(GB/s)", "ratio");
+         "memcpy(us)", "memcpy(GB/s)", "ratio", "launch");
   for (int d = 0; d < config->nHeadDims; d++)
     for (int r = 0; r < config->nRankCounts; r++)
       for (int64_t length = config->minLength; length <= config->maxLength;) {
-        BENCHCHECK(runShape(&c, (int)config->ranks[r], config->headDims[d], length));
+        if (config->mode == MODE_PLAIN)
+          BENCHCHECK(runShape(&c, (int)config->ranks[r], config->headDims[d], length));
+        else
+          BENCHCHECK(runGroupedShape(&c, (int)config->ranks[r], config->headDims[d], length));
         if (length > config->maxLength / config->stepFactor) break;
         length *= config->stepFactor;
       }
-  if (config->check)
+  if (config->check && config->mode == MODE_PLAIN)
     printf("# Wrong elements       : %.0f %s\n", c.wrongTotal, c.wrongTotal == 0 ? "OK" : "FAILED");
   printf("# Avg ratio to memcpy  : %.3f over %d timed rows\n#\n",
          c.rows > 0 ? c.ratioSum / c.rows : 0.0, c.rows);

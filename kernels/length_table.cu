@@ -17,19 +17,7 @@ static __global__ void __launch_bounds__(ULYSSES_TABLE_CHUNK)
   int64_t lengthPrefix, slotPrefix;
   LengthScan(lengthStorage).InclusiveSum(length, lengthPrefix);
   LengthScan(slotStorage).InclusiveSum(slotLength, slotPrefix);
-  /* The previous chunk's launch, earlier on the stream, wrote the carry. */
-  int64_t lengthCarry = args.chunkBegin == 0 ? 0 : args.offsets[args.chunkBegin];
-  int64_t slotCarry = args.chunkBegin == 0 ? 0 : args.slotOffsets[args.chunkBegin];
-  if (i < args.chunkCount) {
-    int rank = args.chunkBegin + i;
-    args.lengths[rank] = length;
-    args.offsets[rank + 1] = lengthCarry + lengthPrefix;
-    args.slotOffsets[rank + 1] = slotCarry + slotPrefix;
-  }
-  if (i == 0 && args.chunkBegin == 0) {
-    args.offsets[0] = 0;
-    args.slotOffsets[0] = 0;
-  }
+  ulyssesTableStore(&args, i, length, lengthPrefix, slotPrefix);
   /* One atomicOr per launch, by one thread. Device scope is enough: the
    * word's writers are the threads of this one device (a comm belongs to one
    * device; a ulyssesPack caller's word too), and an atomic on mapped host

@@ -5,7 +5,6 @@
 
 #include "ulysses_launch.h"
 
-#define COPY_THREADS 256
 #define MAX_DEVICES 64
 /* Blocks per multiprocessor the register budget must allow, and resident
  * waves per launch (tuning knobs, measured by bench/kernel_perf). */
@@ -19,25 +18,25 @@
 #error "ULYSSES_COPY_MIN_BLOCKS and ULYSSES_COPY_WAVES must be at least 1"
 #endif
 
-/* One instantiation per word size: the launch's (ulyssesLaunchWordBytes) is a
- * constant inside, so the copy loops of the other sizes are not compiled in. */
-template <int WordBytes>
-static __global__ void __launch_bounds__(COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
+/* One instantiation per word size and per presence of a head sum: the
+ * launch's word size (ulyssesLaunchWordBytes; 0: each tensor its own) and
+ * ulyssesLaunchSums are constants inside, so neither the copy loops of the
+ * other sizes nor, in a launch without one, the head sum are compiled in (nor
+ * take registers). The work split (ulyssesCopyBlockThread): grid row
+ * blockIdx.y is tensor blockIdx.y, its first gridBlocks blocks run a
+ * grid-stride loop over the tensor's chunks, each group of runLanes lanes one
+ * chunk of consecutive runs at a time (ulysses_index.h says how the chunk
+ * length and group size are chosen). */
+template <int WordBytes, int Sums>
+static __global__ void __launch_bounds__(ULYSSES_COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
     segmentCopyKernel(const __grid_constant__ ulyssesCopyArgs args) {
-  int tensor = blockIdx.y;
-  int64_t chunks = ulyssesCopyChunkCount(&args, tensor);
-  int lanes = args.runLanes;
-  int lane = threadIdx.x % lanes;
-  int64_t groupsPerBlock = COPY_THREADS / lanes;
-  int64_t group = blockIdx.x * groupsPerBlock + threadIdx.x / lanes;
-  for (int64_t chunk = group; chunk < chunks; chunk += gridDim.x * groupsPerBlock)
-    ulyssesCopyChunkThread(&args, tensor, chunk, lane, lanes, WordBytes);
+  ulyssesCopyBlockThread(&args, blockIdx.y, blockIdx.x, threadIdx.x, WordBytes, Sums);
 }
 
 /* Blocks of the copy kernel that the current device holds at once: one full
  * wave. A larger grid only adds a tail; the grid-stride loop covers the rest.
  * Looked up once per device. */
-template <int WordBytes>
+template <int WordBytes, int Sums>
 static cudaError_t residentBlocks(int* blocks) {
   static std::atomic<int> cached[MAX_DEVICES];
   int device;
@@ -49,42 +48,57 @@ static cudaError_t residentBlocks(int* blocks) {
   error = cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device);
   if (error == cudaSuccess)
     error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &perMultiprocessor, segmentCopyKernel<WordBytes>, COPY_THREADS, 0);
+        &perMultiprocessor, segmentCopyKernel<WordBytes, Sums>, ULYSSES_COPY_THREADS, 0);
   if (error != cudaSuccess) return error;
   *blocks = ULYSSES_COPY_WAVES * multiprocessors * (perMultiprocessor > 0 ? perMultiprocessor : 1);
   if (device < MAX_DEVICES) cached[device].store(*blocks, std::memory_order_relaxed);
   return cudaSuccess;
 }
 
-template <int WordBytes>
-static cudaError_t launchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cudaStream_t stream) {
+template <int WordBytes, int Sums>
+static cudaError_t launchCopy(const ulyssesCopyArgs* args, cudaStream_t stream) {
   int wave;
-  cudaError_t error = residentBlocks<WordBytes>(&wave);
+  cudaError_t error = residentBlocks<WordBytes, Sums>(&wave);
   if (error != cudaSuccess) return error;
-  /* Every tensor is a grid row: the rows share one wave between them. */
-  int64_t perTensor = (wave + args->nTensors - 1) / args->nTensors;
-  int64_t maxChunks = 0;
-  for (int t = 0; t < args->nTensors; t++) {
-    if (!args->tensors[t].active) continue;
-    int64_t chunks = (maxRuns + args->tensors[t].chunkRuns - 1) / args->tensors[t].chunkRuns;
-    if (chunks > maxChunks) maxChunks = chunks;
-  }
-  int64_t groupsPerBlock = COPY_THREADS / args->runLanes;
-  int64_t blocks = (maxChunks + groupsPerBlock - 1) / groupsPerBlock;
-  if (blocks > perTensor) blocks = perTensor;
+  ulyssesCopyArgs shared = *args;
+  int64_t blocks = ulyssesShareWave(&shared, wave);
   dim3 grid((unsigned)blocks, (unsigned)args->nTensors);
-  segmentCopyKernel<WordBytes><<<grid, COPY_THREADS, 0, stream>>>(*args);
+  segmentCopyKernel<WordBytes, Sums><<<grid, ULYSSES_COPY_THREADS, 0, stream>>>(shared);
   return cudaGetLastError();
+}
+
+template <int WordBytes>
+static cudaError_t launchCopyOfWords(const ulyssesCopyArgs* args, cudaStream_t stream) {
+  return ulyssesLaunchSums(args) ? launchCopy<WordBytes, 1>(args, stream)
+                                 : launchCopy<WordBytes, 0>(args, stream);
+}
+
+extern "C" cudaError_t ulyssesCopyWave(const ulyssesCopyArgs* args, int* blocks) {
+  switch (ulyssesLaunchWordBytes(args) * 2 + ulyssesLaunchSums(args)) {
+    case 32: return residentBlocks<16, 0>(blocks);
+    case 33: return residentBlocks<16, 1>(blocks);
+    case 16: return residentBlocks<8, 0>(blocks);
+    case 17: return residentBlocks<8, 1>(blocks);
+    case 8: return residentBlocks<4, 0>(blocks);
+    case 9: return residentBlocks<4, 1>(blocks);
+    case 4: return residentBlocks<2, 0>(blocks);
+    case 5: return residentBlocks<2, 1>(blocks);
+    case 2: return residentBlocks<1, 0>(blocks);
+    case 3: return residentBlocks<1, 1>(blocks);
+    case 1: return residentBlocks<0, 1>(blocks);
+    default: return residentBlocks<0, 0>(blocks);
+  }
 }
 
 extern "C" cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns,
                                          cudaStream_t stream) {
   if (maxRuns <= 0) return cudaSuccess;
   switch (ulyssesLaunchWordBytes(args)) {
-    case 16: return launchCopy<16>(args, maxRuns, stream);
-    case 8: return launchCopy<8>(args, maxRuns, stream);
-    case 4: return launchCopy<4>(args, maxRuns, stream);
-    case 2: return launchCopy<2>(args, maxRuns, stream);
-    default: return launchCopy<1>(args, maxRuns, stream);
+    case 16: return launchCopyOfWords<16>(args, stream);
+    case 8: return launchCopyOfWords<8>(args, stream);
+    case 4: return launchCopyOfWords<4>(args, stream);
+    case 2: return launchCopyOfWords<2>(args, stream);
+    case 1: return launchCopyOfWords<1>(args, stream);
+    default: return launchCopyOfWords<0>(args, stream);
   }
 }

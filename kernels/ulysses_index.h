@@ -17,10 +17,23 @@
  *    every local row cut to p's heads;
  *  - row scatter: the head-side (or gathered) tensor <-> one segment per peer
  *    r, holding r's rows.
- * A run is the contiguous bytes one (row, packed index, peer) moves; the
- * kernels give each chunk of chunkRuns consecutive runs to a group of runLanes
- * lanes of a warp, sized so that each lane has up to ULYSSES_WORDS_IN_FLIGHT
- * words of a run and about ULYSSES_CHUNK_WORDS_PER_LANE of a chunk to move. */
+ * A run is the contiguous bytes one (row, packed index, peer) moves.
+ *
+ * How the work is split (the launch parameters, chosen on the host by
+ * ulyssesGroupLanes and ulyssesChunkRuns at the end of this file):
+ *  - a group of runLanes lanes of a warp takes a chunk of chunkRuns
+ *    consecutive runs of one tensor, found by a grid-stride loop;
+ *  - if the chunk's runs lie at fixed strides (ulyssesChunkSweep), the group
+ *    sweeps them as one list of words, lane l taking words l, l + runLanes,
+ *    ..., ULYSSES_WORDS_IN_FLIGHT loads before as many stores; else run by
+ *    run, the index arithmetic once per run;
+ *  - long runs: lanes so that each has up to ULYSSES_WORDS_IN_FLIGHT words of
+ *    a run, chunks of ULYSSES_CHUNK_WORDS_PER_LANE words per lane (one run);
+ *  - short runs (below ULYSSES_SHORT_RUN_BYTES): at least a cache line per
+ *    round of the group's loads and ULYSSES_SHORT_CHUNK_WORDS_PER_LANE words
+ *    per lane per chunk, as long as the chunks still give
+ *    ULYSSES_FILL_THREADS threads work;
+ *  - a head sum: one run per group, lanes over the head's aligned words. */
 #ifndef ULYSSES_INDEX_H_
 #define ULYSSES_INDEX_H_
 
@@ -49,9 +62,35 @@
 #error "ULYSSES_WORDS_IN_FLIGHT must be at least 1"
 #endif
 #define ULYSSES_WARP_LANES 32
+/* Threads of a copy kernel's block. */
+#define ULYSSES_COPY_THREADS 256
 /* Words each lane of a group moves per chunk of runs (ulyssesCopyChunkThread):
  * enough that the index arithmetic of a chunk is small against its copy. */
+#ifndef ULYSSES_CHUNK_WORDS_PER_LANE
 #define ULYSSES_CHUNK_WORDS_PER_LANE 8
+#endif
+/* Runs shorter than this get groups of at least a cache line per round of
+ * loads and longer chunks: measured on an H200 (bench/RESULTS.md, d8174f7),
+ * runs of 256 B to 1 KiB reached 0.71-0.90 of a copy, runs of 2 KiB and more
+ * 0.90-0.94. */
+#ifndef ULYSSES_SHORT_RUN_BYTES
+#define ULYSSES_SHORT_RUN_BYTES 2048
+#endif
+#ifndef ULYSSES_SHORT_CHUNK_WORDS_PER_LANE
+#define ULYSSES_SHORT_CHUNK_WORDS_PER_LANE 32
+#endif
+#define ULYSSES_LINE_BYTES 128
+/* Threads the chunks of a launch must keep busy before they may grow: a few
+ * waves of the largest GPU (an H200 holds 132 x 2 blocks of 256), so that
+ * longer chunks never leave multiprocessors idle (the whole-row chunks of
+ * 2f341a6 did, at P = 16 below 256 MiB). */
+#ifndef ULYSSES_FILL_THREADS
+#define ULYSSES_FILL_THREADS (1 << 18)
+#endif
+#if ULYSSES_CHUNK_WORDS_PER_LANE < 1 || ULYSSES_SHORT_CHUNK_WORDS_PER_LANE < 1 || \
+    ULYSSES_FILL_THREADS < 1
+#error "the chunk knobs must be at least 1"
+#endif
 /* Ranks whose host values one length-table launch carries. */
 #define ULYSSES_TABLE_CHUNK 128
 
@@ -106,6 +145,40 @@ ULYSSES_HD int64_t ulyssesPeerHeadPrefix(int64_t heads, int64_t queryHeads, int 
   int64_t prefix = 0, begin;
   for (int q = 0; q < peer; q++) prefix += ulyssesPeerHeads(heads, queryHeads, nRanks, q, &begin);
   return prefix;
+}
+
+/* The rank that owns head `head` of `heads` in the plain split (the inverse
+ * of ulyssesHeadBegin / ulyssesHeadCount). */
+ULYSSES_HD int ulyssesHeadOwner(int64_t heads, int nRanks, int64_t head) {
+  int64_t base = heads / nRanks, extra = heads % nRanks;
+  if (head < extra * (base + 1)) return (int)(head / (base + 1));
+  return (int)(extra + (head - extra * (base + 1)) / base);
+}
+
+/* The peers that hold kv head `head` (grouped-query: every peer whose query
+ * heads read it; plain: its owner) are the consecutive ranks first .. last,
+ * each holding at least that head; *prefix: ulyssesPeerHeadPrefix of first,
+ * where first's slices start among a row's segments. Found once per run so
+ * that the head sum's per-element work does not grow with the rank count. */
+typedef struct {
+  int first, last;
+  int64_t prefix;
+} ulyssesHolders;
+
+ULYSSES_HD ulyssesHolders ulyssesHeadHolders(int64_t heads, int64_t queryHeads, int nRanks,
+                                             int64_t head) {
+  ulyssesHolders h;
+  if (queryHeads == 0) {
+    h.first = h.last = ulyssesHeadOwner(heads, nRanks, head);
+  } else {
+    /* A peer reads kv head `head` when its query heads meet [head * G,
+     * head * G + G): the owners of the two ends and the ranks between. */
+    int64_t group = queryHeads / heads;
+    h.first = ulyssesHeadOwner(queryHeads, nRanks, head * group);
+    h.last = ulyssesHeadOwner(queryHeads, nRanks, head * group + group - 1);
+  }
+  h.prefix = ulyssesPeerHeadPrefix(heads, queryHeads, nRanks, h.first);
+  return h;
 }
 
 /* The rank whose rows hold global position g: the largest r with
@@ -167,6 +240,26 @@ ULYSSES_HD uint32_t ulyssesTableEntry(const ulyssesTableArgs* a, int i, int64_t*
   return 0;
 }
 
+/* Thread i's writes of one table launch, given the inclusive prefix sums of
+ * the launch's lengths and slot lengths up to i (the block scan's). Launches
+ * of ULYSSES_TABLE_CHUNK ranks run in order on one stream, so each continues
+ * the sums from the last entry the previous one wrote, at chunkBegin; no
+ * thread of this launch writes that entry, so reading it races with nothing. */
+ULYSSES_HD void ulyssesTableStore(const ulyssesTableArgs* a, int i, int64_t length,
+                                  int64_t lengthPrefix, int64_t slotPrefix) {
+  if (i == 0 && a->chunkBegin == 0) {
+    a->offsets[0] = 0;
+    a->slotOffsets[0] = 0;
+  }
+  if (i >= a->chunkCount) return;
+  int64_t lengthCarry = a->chunkBegin == 0 ? 0 : a->offsets[a->chunkBegin];
+  int64_t slotCarry = a->chunkBegin == 0 ? 0 : a->slotOffsets[a->chunkBegin];
+  int rank = a->chunkBegin + i;
+  a->lengths[rank] = length;
+  a->offsets[rank + 1] = lengthCarry + lengthPrefix;
+  a->slotOffsets[rank + 1] = slotCarry + slotPrefix;
+}
+
 /*------------------------------------------------------------------------
  * The pack / unpack copy.
  *----------------------------------------------------------------------*/
@@ -186,6 +279,9 @@ typedef struct {
   int32_t wordBytes; /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
   int32_t active;    /* 0: this tensor travels straight from/to the user buffer */
   int64_t chunkRuns; /* consecutive runs one group of lanes moves together, >= 1 */
+  int64_t hostRuns;  /* the host's bound of its runs (the device may find fewer) */
+  int64_t hostBytes; /* the host's bound of the bytes it moves */
+  int64_t gridBlocks; /* blocks of its grid row that work (ulyssesShareWave) */
 } ulyssesCopyTensor;
 
 typedef struct {
@@ -338,8 +434,8 @@ ULYSSES_HD uint32_t ulyssesFloatToBfloat16(float value) {
   return (bits + 0x7fffu + (bits >> 16 & 1u)) >> 16;
 }
 
-/* Elements are read and written a byte at a time: the caller's buffers may
- * have any alignment. */
+/* An element from or to bytes of any alignment (the head sum's words, read
+ * whole by ulyssesLoadWord). */
 ULYSSES_HD float ulyssesLoadFloat(const unsigned char* p, int dataType) {
   if (dataType == ULYSSES_TYPE_FLOAT32)
     return ulyssesFloatFromBits((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
@@ -363,9 +459,119 @@ ULYSSES_HD void ulyssesStoreFloat(unsigned char* p, float value, int dataType) {
   for (int i = 0; i < bytes; i++) p[i] = (unsigned char)(bits >> (8 * i));
 }
 
+typedef struct {
+  ULYSSES_ALIGNAS(16) uint64_t low;
+  uint64_t high;
+} ulyssesWord16;
+
+/* Accumulators one lane of a head sum holds at a time: a round of loads of
+ * every replica's units, summed in registers, then one round of stores. */
+#define ULYSSES_SUM_ELEMENTS_IN_FLIGHT 8
+
+/* One aligned load or store of wordBytes (1, 2, 4, 8 or 16) between memory
+ * and a byte buffer: the widest the buffers' alignment allows. */
+ULYSSES_HD void ulyssesLoadWord(const unsigned char* p, int wordBytes, unsigned char* out) {
+  if (wordBytes == 16) {
+    ulyssesWord16 w = *(const ulyssesWord16*)(const void*)p;
+    memcpy(out, &w, 16);
+  } else if (wordBytes == 8) {
+    uint64_t w = *(const uint64_t*)(const void*)p;
+    memcpy(out, &w, 8);
+  } else if (wordBytes == 4) {
+    uint32_t w = *(const uint32_t*)(const void*)p;
+    memcpy(out, &w, 4);
+  } else if (wordBytes == 2) {
+    uint16_t w = *(const uint16_t*)(const void*)p;
+    memcpy(out, &w, 2);
+  } else {
+    out[0] = p[0];
+  }
+}
+
+ULYSSES_HD void ulyssesStoreWord(unsigned char* p, int wordBytes, const unsigned char* in) {
+  if (wordBytes == 16) {
+    ulyssesWord16 w;
+    memcpy(&w, in, 16);
+    *(ulyssesWord16*)(void*)p = w;
+  } else if (wordBytes == 8) {
+    uint64_t w;
+    memcpy(&w, in, 8);
+    *(uint64_t*)(void*)p = w;
+  } else if (wordBytes == 4) {
+    uint32_t w;
+    memcpy(&w, in, 4);
+    *(uint32_t*)(void*)p = w;
+  } else if (wordBytes == 2) {
+    uint16_t w;
+    memcpy(&w, in, 2);
+    *(uint16_t*)(void*)p = w;
+  } else {
+    p[0] = in[0];
+  }
+}
+
+/* What one lane of a head sum loads and stores at once: a word of the
+ * tensor's wordBytes (every replica and the output are wordBytes-aligned,
+ * their offsets being multiples of headBytes), or one element read in words
+ * where the alignment allows less than an element. */
+ULYSSES_HD int ulyssesSumUnitBytes(const ulyssesCopyTensor* x) {
+  int elementSize = x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2;
+  return x->wordBytes > elementSize ? x->wordBytes : elementSize;
+}
+
+/* One thread's units of a head-sum run, for one unit size and element size
+ * (constants where ulyssesSumRunThread calls it, so that the accumulators
+ * and the unit's bytes stay in registers): lane l takes units l, l +
+ * laneCount, ... (coalesced across the lanes), up to
+ * ULYSSES_SUM_ELEMENTS_IN_FLIGHT elements per round. Each element is the
+ * first replica, then the next ones added in increasing rank order; the
+ * holders are found once per run, so an element costs one load and one add
+ * per replica whatever the rank count. */
+ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesCopyTensor* x, ulyssesHolders holders,
+                                      int nRanks, int64_t head, int64_t rowPart, int64_t slotRows,
+                                      int unitBytes, int elementSize, int lane, int laneCount) {
+  int wordBytes = x->wordBytes < unitBytes ? x->wordBytes : unitBytes;
+  int unitElements = unitBytes / elementSize;
+  int roundUnits = ULYSSES_SUM_ELEMENTS_IN_FLIGHT / unitElements;
+  int64_t units = x->headBytes / unitBytes;
+  unsigned char* out = x->user + (rowPart * x->heads + head) * x->headBytes;
+  for (int64_t unit0 = lane; unit0 < units; unit0 += (int64_t)roundUnits * laneCount) {
+    float sum[ULYSSES_SUM_ELEMENTS_IN_FLIGHT] = {0};
+    int64_t headPrefix = holders.prefix;
+    for (int peer = holders.first; peer <= holders.last; peer++) {
+      int64_t headBegin;
+      int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, nRanks, peer, &headBegin);
+      const unsigned char* replica = x->segments +
+                                     slotRows * x->packed * headPrefix * x->headBytes +
+                                     (rowPart * headCount + head - headBegin) * x->headBytes;
+      headPrefix += headCount;
+      for (int k = 0; k < roundUnits; k++) {
+        if (unit0 + k * laneCount >= units) break;
+        const unsigned char* unit = replica + (unit0 + k * laneCount) * unitBytes;
+        unsigned char bytes[16];
+        for (int w = 0; w < unitBytes; w += wordBytes)
+          ulyssesLoadWord(unit + w, wordBytes, bytes + w);
+        for (int e = 0; e < unitElements; e++) {
+          float value = ulyssesLoadFloat(bytes + e * elementSize, x->dataType);
+          sum[k * unitElements + e] =
+              peer == holders.first ? value : sum[k * unitElements + e] + value;
+        }
+      }
+    }
+    for (int k = 0; k < roundUnits; k++) {
+      if (unit0 + k * laneCount >= units) break;
+      unsigned char bytes[16];
+      for (int e = 0; e < unitElements; e++)
+        ulyssesStoreFloat(bytes + e * elementSize, sum[k * unitElements + e], x->dataType);
+      unsigned char* unit = out + (unit0 + k * laneCount) * unitBytes;
+      for (int w = 0; w < unitBytes; w += wordBytes) ulyssesStoreWord(unit + w, wordBytes, bytes + w);
+    }
+  }
+}
+
 /* One thread's elements of a head-sum run: each element of one kv head of
  * one local row is the sum of the replicas the peers that need that head
- * sent back, the first replica, then the next ones in increasing rank order. */
+ * sent back (ulyssesSumUnitsThread, in units of ulyssesSumUnitBytes). */
 ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
                                     int laneCount) {
   const ulyssesCopyTensor* x = &a->tensors[t];
@@ -373,32 +579,23 @@ ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run
   int64_t rowPart =
       ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
   int64_t slotRows = x->batch * (a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank]);
-  int64_t elementSize = x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2;
-  unsigned char* out = x->user + (rowPart * x->heads + head) * x->headBytes;
-  for (int64_t e = lane; e < x->headBytes / elementSize; e += laneCount) {
-    float sum = 0.0f;
-    int replicas = 0;
-    int64_t headPrefix = 0;
-    for (int peer = 0; peer < a->nRanks; peer++) {
-      int64_t headBegin;
-      int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
-      if (head >= headBegin && head < headBegin + headCount) {
-        const unsigned char* replica =
-            x->segments + slotRows * x->packed * headPrefix * x->headBytes +
-            (rowPart * headCount + head - headBegin) * x->headBytes + e * elementSize;
-        float value = ulyssesLoadFloat(replica, x->dataType);
-        sum = replicas++ == 0 ? value : sum + value;
-      }
-      headPrefix += headCount;
-    }
-    ulyssesStoreFloat(out + e * elementSize, sum, x->dataType);
+  ulyssesHolders holders = ulyssesHeadHolders(x->heads, x->queryHeads, a->nRanks, head);
+  int unitBytes = ulyssesSumUnitBytes(x);
+#define ULYSSES_SUM_UNITS(UnitBytes, ElementSize)                                              \
+  ulyssesSumUnitsThread(x, holders, a->nRanks, head, rowPart, slotRows, UnitBytes, ElementSize, \
+                        lane, laneCount)
+  if (x->dataType == ULYSSES_TYPE_FLOAT32) {
+    if (unitBytes == 16) ULYSSES_SUM_UNITS(16, 4);
+    else if (unitBytes == 8) ULYSSES_SUM_UNITS(8, 4);
+    else ULYSSES_SUM_UNITS(4, 4);
+  } else {
+    if (unitBytes == 16) ULYSSES_SUM_UNITS(16, 2);
+    else if (unitBytes == 8) ULYSSES_SUM_UNITS(8, 2);
+    else if (unitBytes == 4) ULYSSES_SUM_UNITS(4, 2);
+    else ULYSSES_SUM_UNITS(2, 2);
   }
+#undef ULYSSES_SUM_UNITS
 }
-
-typedef struct {
-  ULYSSES_ALIGNAS(16) uint64_t low;
-  uint64_t high;
-} ulyssesWord16;
 
 /* One thread's share of count runs of the same size, run k at src + k *
  * srcStride and dst + k * dstStride: words lane, lane + laneCount, ... of
@@ -471,11 +668,14 @@ ULYSSES_HD void ulyssesMoveRunsThread(const ulyssesCopyArgs* a, const ulyssesCop
 }
 
 /* One thread's share of one run (a head sum: of its elements), in words of
- * wordBytes (ulyssesLaunchWordBytes). */
+ * wordBytes (ulyssesLaunchWordBytes). sums: whether the launch has a head
+ * sum (ulyssesLaunchSums); a constant in each kernel, so that a kernel
+ * without one carries none of the sum's code or registers. */
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
-                                     int laneCount, int wordBytes) {
+                                     int laneCount, int wordBytes, int sums) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  if (x->kind == ULYSSES_COPY_HEAD_SUM) {
+  if (wordBytes == 0) wordBytes = x->wordBytes;
+  if (sums && x->kind == ULYSSES_COPY_HEAD_SUM) {
     ulyssesSumRunThread(a, t, run, lane, laneCount);
     return;
   }
@@ -514,38 +714,110 @@ ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t chunk,
  * (ulyssesLaunchWordBytes): one sweep where ulyssesChunkSweep allows it, else
  * run by run. */
 ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t chunk, int lane,
-                                       int laneCount, int wordBytes) {
+                                       int laneCount, int wordBytes, int sums) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesRun r;
   int64_t count, userStride;
+  if (wordBytes == 0) wordBytes = x->wordBytes;
   if (ulyssesChunkSweep(a, t, chunk, &r, &count, &userStride)) {
     ulyssesMoveRunsThread(a, x, r, count, userStride, wordBytes, lane, laneCount);
     return;
   }
   for (int64_t k = 0; k < count; k++)
-    ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes);
+    ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes, sums);
 }
 
-/* The word size of one launch: the smallest of its tensors' (each a power of
- * two dividing the larger ones), so that the kernel is compiled for one word
- * size and spends no registers on the others. */
+/* The word size of one launch: its tensors' common word size, so that the
+ * kernel is compiled for one word size and spends no registers on the
+ * others; 0 when they differ (a kernel with every size, each tensor moving
+ * its own words). */
 ULYSSES_HD int ulyssesLaunchWordBytes(const ulyssesCopyArgs* a) {
-  int wordBytes = 16;
-  for (int t = 0; t < a->nTensors; t++)
-    if (a->tensors[t].active && a->tensors[t].wordBytes < wordBytes)
-      wordBytes = a->tensors[t].wordBytes;
+  int wordBytes = 0;
+  for (int t = 0; t < a->nTensors; t++) {
+    if (!a->tensors[t].active) continue;
+    if (wordBytes != 0 && a->tensors[t].wordBytes != wordBytes) return 0;
+    wordBytes = a->tensors[t].wordBytes;
+  }
   return wordBytes;
 }
 
-/* Lanes per run for a run of at most maxWords words (elements, for a head
- * sum): the smallest power of two that leaves each lane at most
- * ULYSSES_WORDS_IN_FLIGHT of them, at most a warp. Short runs share a warp,
- * so no lane idles on a 256-byte run. */
-ULYSSES_HD int ulyssesRunLanes(int64_t maxWords) {
+/* Whether any tensor of the launch is a head sum. */
+ULYSSES_HD int ulyssesLaunchSums(const ulyssesCopyArgs* a) {
+  for (int t = 0; t < a->nTensors; t++)
+    if (a->tensors[t].active && a->tensors[t].kind == ULYSSES_COPY_HEAD_SUM) return 1;
+  return 0;
+}
+
+/* Lanes per group for a tensor whose longest run has `words` words of
+ * wordBytes (for a head sum: units of ulyssesSumUnitBytes): the smallest
+ * power of two that leaves each lane at most ULYSSES_WORDS_IN_FLIGHT of them,
+ * at most a warp, so that short runs share a warp; for a run shorter than
+ * ULYSSES_SHORT_RUN_BYTES, at least the lanes whose words make a cache line,
+ * so that a round of a group's loads reads whole lines. The launch takes the
+ * largest over its tensors. */
+ULYSSES_HD int ulyssesGroupLanes(int64_t words, int wordBytes) {
   int lanes = 1;
-  while (lanes < ULYSSES_WARP_LANES && (int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT < maxWords)
-    lanes *= 2;
+  while (lanes < ULYSSES_WARP_LANES && (int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT < words) lanes *= 2;
+  if (words * wordBytes < ULYSSES_SHORT_RUN_BYTES)
+    while (lanes < ULYSSES_WARP_LANES && lanes * wordBytes < ULYSSES_LINE_BYTES) lanes *= 2;
   return lanes;
+}
+
+/* Consecutive runs per chunk for a tensor of `runs` runs of at most `words`
+ * words of wordBytes, moved by groups of `lanes` lanes: about
+ * ULYSSES_CHUNK_WORDS_PER_LANE words per lane (runs below
+ * ULYSSES_SHORT_RUN_BYTES: ULYSSES_SHORT_CHUNK_WORDS_PER_LANE), but never so
+ * many that fewer than ULYSSES_FILL_THREADS threads get a chunk; at least 1. */
+ULYSSES_HD int64_t ulyssesChunkRuns(int64_t words, int wordBytes, int64_t runs, int lanes) {
+  if (words < 1) return 1;
+  int64_t perLane = words * wordBytes < ULYSSES_SHORT_RUN_BYTES
+                        ? ULYSSES_SHORT_CHUNK_WORDS_PER_LANE
+                        : ULYSSES_CHUNK_WORDS_PER_LANE;
+  int64_t chunkRuns = (int64_t)lanes * perLane / words;
+  int64_t fillRuns = runs / (ULYSSES_FILL_THREADS / lanes > 0 ? ULYSSES_FILL_THREADS / lanes : 1);
+  if (chunkRuns > fillRuns) chunkRuns = fillRuns;
+  return chunkRuns < 1 ? 1 : chunkRuns;
+}
+
+/* Shares a wave of `wave` resident blocks of ULYSSES_COPY_THREADS between the
+ * launch's tensors in proportion to the bytes each moves (each active tensor
+ * at least one block), none past the blocks its chunks need: each tensor's
+ * gridBlocks. Returns the longest grid row. The launcher gives it one wave
+ * of the device, so that the rows together fill the GPU once and the
+ * grid-stride loop (ulyssesCopyBlockThread) covers the rest. */
+ULYSSES_HD int64_t ulyssesShareWave(ulyssesCopyArgs* a, int64_t wave) {
+  double totalBytes = 0;
+  for (int t = 0; t < a->nTensors; t++)
+    if (a->tensors[t].active) totalBytes += (double)a->tensors[t].hostBytes;
+  int64_t groupsPerBlock = ULYSSES_COPY_THREADS / a->runLanes, longest = 0;
+  for (int t = 0; t < a->nTensors; t++) {
+    ulyssesCopyTensor* x = &a->tensors[t];
+    x->gridBlocks = 0;
+    if (!x->active) continue;
+    double share = totalBytes > 0 ? (double)wave * ((double)x->hostBytes / totalBytes) : (double)wave;
+    x->gridBlocks = share < 1 ? 1 : share > (double)wave ? wave : (int64_t)share;
+    int64_t chunks = (x->hostRuns + x->chunkRuns - 1) / x->chunkRuns;
+    int64_t need = (chunks + groupsPerBlock - 1) / groupsPerBlock;
+    if (x->gridBlocks > need) x->gridBlocks = need > 0 ? need : 1;
+    if (x->gridBlocks > longest) longest = x->gridBlocks;
+  }
+  return longest;
+}
+
+/* Thread `thread` of block `block` of tensor t's grid row: its group of
+ * runLanes lanes takes chunks group, group + the row's groups, ... (a
+ * grid-stride loop over the row's gridBlocks blocks; the row's other blocks
+ * have nothing to do). wordBytes, sums: as ulyssesCopyChunkThread. */
+ULYSSES_HD void ulyssesCopyBlockThread(const ulyssesCopyArgs* a, int t, int64_t block, int thread,
+                                       int wordBytes, int sums) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  if (block >= x->gridBlocks) return;
+  int lanes = a->runLanes;
+  int64_t groupsPerBlock = ULYSSES_COPY_THREADS / lanes;
+  int64_t chunks = ulyssesCopyChunkCount(a, t);
+  for (int64_t chunk = block * groupsPerBlock + thread / lanes; chunk < chunks;
+       chunk += x->gridBlocks * groupsPerBlock)
+    ulyssesCopyChunkThread(a, t, chunk, thread % lanes, lanes, wordBytes, sums);
 }
 
 #endif /* ULYSSES_INDEX_H_ */

@@ -18,6 +18,10 @@ cudaError_t ulyssesLaunchLengthTable(const ulyssesTableArgs* args, cudaStream_t 
  * maxRuns bounds each tensor's run count (the device may find fewer). */
 cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cudaStream_t stream);
 
+/* The wave of resident blocks the current device holds of the kernel that
+ * ulyssesLaunchCopy picks for args (what it gives ulyssesShareWave). */
+cudaError_t ulyssesCopyWave(const ulyssesCopyArgs* args, int* blocks);
+
 #ifdef __cplusplus
 }
 #endif

@@ -139,7 +139,7 @@ void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
   args->lengths = lengths;
   args->offsets = offsets;
   args->slotOffsets = slotOffsets;
-  int64_t words[ULYSSES_KERNEL_MAX_TENSORS] = {0}, maxWords = 0;
+  int64_t words[ULYSSES_KERNEL_MAX_TENSORS] = {0};
   for (int t = 0; t < plan->nTensors; t++) {
     const ulyssesLayout_t* layout = &plan->layouts[t];
     ulyssesOnePassTensor* x = &args->tensors[t];
@@ -165,9 +165,14 @@ void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
       if (count > maxHeads) maxHeads = count;
     }
     words[t] = maxHeads * x->headBytes / x->wordBytes;
-    if (words[t] > maxWords) maxWords = words[t];
   }
-  args->runLanes = ulyssesRunLanes(maxWords);
+  /* The copy kernel's lane rule (ulyssesGroupLanes), for the tensor that
+   * needs the most. */
+  args->runLanes = 1;
+  for (int t = 0; t < plan->nTensors; t++) {
+    int lanes = ulyssesGroupLanes(words[t], args->tensors[t].wordBytes);
+    if (lanes > args->runLanes) args->runLanes = lanes;
+  }
   for (int t = 0; t < plan->nTensors; t++) {
     ulyssesOnePassTensor* x = &args->tensors[t];
     x->chunkRuns =

@@ -39,14 +39,6 @@ static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan,
   return ulyssesSuccess;
 }
 
-/* The longest run of a side in the units one lane moves at a time: words of
- * wordBytes, or elements for a head sum. */
-static int64_t runWords(const ulyssesPlanSideInfo* info, const ulyssesCopyTensor* x) {
-  if (x->kind == ULYSSES_COPY_HEAD_SUM)
-    return info->maxRunBytes / (x->dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2);
-  return info->maxRunBytes / x->wordBytes;
-}
-
 /* The copy of one side of every tensor; returns whether any tensor needs it. */
 static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
                      const void* const* userBuffers, void* workspace,
@@ -61,7 +53,7 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
   args->offsets = at(workspace, layout->offsetsOffset);
   args->slotOffsets = at(workspace, layout->slotOffsetsOffset);
   *maxRuns = 0;
-  int64_t words[ULYSSES_KERNEL_MAX_TENSORS] = {0}, maxWords = 0;
+  int64_t runBytes[ULYSSES_KERNEL_MAX_TENSORS] = {0}, runs[ULYSSES_KERNEL_MAX_TENSORS] = {0};
   int anyActive = 0;
   for (int t = 0; t < plan->nTensors; t++) {
     const ulyssesLayout_t* tensorLayout = &plan->layouts[t];
@@ -82,17 +74,33 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
     x->active = !info->shape.direct;
     if (!x->active) continue;
     anyActive = 1;
-    if (info->maxRuns > *maxRuns) *maxRuns = info->maxRuns;
-    words[t] = runWords(info, x);
-    if (words[t] > maxWords) maxWords = words[t];
+    runs[t] = info->maxRuns;
+    if (runs[t] > *maxRuns) *maxRuns = runs[t];
+    runBytes[t] = info->maxRunBytes;
   }
-  args->runLanes = ulyssesRunLanes(maxWords);
+  /* The launch parameters (ulysses_index.h): lanes for the tensor that
+   * needs the most, then each tensor's chunk for those lanes, in the words it
+   * moves (the launch's common size, or its own). */
+  int launchWordBytes = ulyssesLaunchWordBytes(args);
+  args->runLanes = 1;
   for (int t = 0; t < plan->nTensors; t++) {
     ulyssesCopyTensor* x = &args->tensors[t];
-    x->chunkRuns = 1;
-    if (x->kind != ULYSSES_COPY_HEAD_SUM && words[t] > 0)
-      x->chunkRuns = (int64_t)args->runLanes * ULYSSES_CHUNK_WORDS_PER_LANE / words[t];
-    if (x->chunkRuns < 1) x->chunkRuns = 1;
+    if (!x->active) continue;
+    int wordBytes = launchWordBytes != 0 ? launchWordBytes : x->wordBytes;
+    int unitBytes = x->kind == ULYSSES_COPY_HEAD_SUM ? ulyssesSumUnitBytes(x) : wordBytes;
+    int lanes = ulyssesGroupLanes(runBytes[t] / unitBytes, unitBytes);
+    if (lanes > args->runLanes) args->runLanes = lanes;
+  }
+  for (int t = 0; t < plan->nTensors; t++) {
+    ulyssesCopyTensor* x = &args->tensors[t];
+    int wordBytes = launchWordBytes != 0 ? launchWordBytes : x->wordBytes;
+    x->chunkRuns = x->kind == ULYSSES_COPY_HEAD_SUM
+                       ? 1
+                       : ulyssesChunkRuns(runBytes[t] / wordBytes, wordBytes, runs[t],
+                                          args->runLanes);
+    x->hostRuns = runs[t];
+    /* A head sum reads every replica: the bytes of its segments too. */
+    x->hostBytes = runs[t] * runBytes[t];
   }
   return anyActive;
 }

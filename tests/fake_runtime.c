@@ -363,7 +363,8 @@ cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
   for (int t = 0; t < args->nTensors; t++)
     for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
       for (int lane = 0; lane < args->runLanes; lane++)
-        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes, ulyssesLaunchWordBytes(args));
+        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes,
+                               ulyssesLaunchWordBytes(args), ulyssesLaunchSums(args));
   return cudaSuccess;
 }
 

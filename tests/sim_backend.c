@@ -123,28 +123,28 @@ int simCountLaunches(const simWorld* world, int rank) {
 
 int simCountCalls(const simWorld* world, int rank) { return world->programs[rank].count; }
 
-/* The table kernel, one chunk: the same per-thread entry function, and the
- * block scan done sequentially. */
+/* The table kernel, one chunk: the same per-thread functions, with the
+ * block scan done sequentially between them. */
 void simRunTable(const ulyssesTableArgs* args) {
-  int64_t lengthSum = args->chunkBegin == 0 ? 0 : args->offsets[args->chunkBegin];
-  int64_t slotSum = args->chunkBegin == 0 ? 0 : args->slotOffsets[args->chunkBegin];
-  if (args->chunkBegin == 0) {
-    args->offsets[0] = 0;
-    args->slotOffsets[0] = 0;
-  }
+  int64_t lengths[ULYSSES_TABLE_CHUNK], lengthPrefix = 0, slotPrefix = 0;
+  int64_t lengthPrefixes[ULYSSES_TABLE_CHUNK], slotPrefixes[ULYSSES_TABLE_CHUNK];
   for (int i = 0; i < args->chunkCount; i++) {
-    int64_t length, slotLength;
-    uint32_t errorBits = ulyssesTableEntry(args, i, &length, &slotLength);
+    int64_t slotLength;
+    uint32_t errorBits = ulyssesTableEntry(args, i, &lengths[i], &slotLength);
     if (errorBits != 0 && args->status != NULL) *args->status |= errorBits;
-    lengthSum += length;
-    slotSum += slotLength;
-    args->lengths[args->chunkBegin + i] = length;
-    args->offsets[args->chunkBegin + i + 1] = lengthSum;
-    args->slotOffsets[args->chunkBegin + i + 1] = slotSum;
+    lengthPrefix += lengths[i];
+    slotPrefix += slotLength;
+    lengthPrefixes[i] = lengthPrefix;
+    slotPrefixes[i] = slotPrefix;
   }
+  for (int i = 0; i < args->chunkCount; i++)
+    ulyssesTableStore(args, i, lengths[i], lengthPrefixes[i], slotPrefixes[i]);
 }
 
-/* The copy kernel: every (tensor, run, lane) its launch would cover. */
+/* Resident blocks of the simulated GPU. */
+#define SIM_WAVE_BLOCKS 5
+
+/* The copy kernel: every (tensor, block, thread) of its launch. */
 static int runCopy(const simOp* op, int rank, char* message, size_t messageSize) {
   const ulyssesCopyArgs* args = &op->copy;
   /* The kernel splits each warp into groups of runLanes lanes. */
@@ -167,11 +167,21 @@ static int runCopy(const simOp* op, int rank, char* message, size_t messageSize)
                (long long)args->tensors[t].chunkRuns);
       return 1;
     }
-    for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
-      for (int lane = 0; lane < args->runLanes; lane++)
-        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes,
-                               ulyssesLaunchWordBytes(args));
+    if (args->tensors[t].hostRuns < runs) {
+      snprintf(message, messageSize, "rank %d: tensor %d has %lld runs, its bound %lld", rank, t,
+               (long long)runs, (long long)args->tensors[t].hostRuns);
+      return 1;
+    }
   }
+  /* Every thread of the grid the launcher would launch on a GPU of a
+   * few resident blocks, so that the grid-stride loops go round. */
+  ulyssesCopyArgs shared = *args;
+  int64_t blocks = ulyssesShareWave(&shared, SIM_WAVE_BLOCKS);
+  for (int t = 0; t < args->nTensors; t++)
+    for (int64_t block = 0; block < blocks; block++)
+      for (int thread = 0; thread < ULYSSES_COPY_THREADS; thread++)
+        ulyssesCopyBlockThread(&shared, t, block, thread, ulyssesLaunchWordBytes(args),
+                               ulyssesLaunchSums(args));
   return 0;
 }
 

@@ -170,7 +170,7 @@ static void testNamedGroupedQueryShapes(void** state) {
   static const int64_t shapes[][3] = {{32, 8, 16}, {28, 4, 8}, {28, 4, 3}, {8, 1, 4}, {8, 2, 1}};
   static const ulyssesDataType_t types[] = {ulyssesTypeBfloat16, ulyssesTypeFloat16, ulyssesTypeFloat32};
   for (int i = 0; i < 5; i++)
-    for (int variant = 0; variant < 4; variant++) {
+    for (int variant = 0; variant < 8; variant++) {
       scenario s;
       memset(&s, 0, sizeof s);
       s.nRanks = (int)shapes[i][2];
@@ -187,11 +187,12 @@ static void testNamedGroupedQueryShapes(void** state) {
         layout->batch = 2;
         layout->heads = t == 0 ? shapes[i][0] : shapes[i][1];
         layout->queryHeads = t == 0 ? 0 : shapes[i][0];
-        layout->headDim = 3;
+        /* 3: words narrower than an element; 64: up to 16-byte words. */
+        layout->headDim = variant < 4 ? 3 : 64;
         layout->dataType = type;
         layout->elementSize = type == ulyssesTypeFloat32 ? 4 : 2;
         layout->packed = 1;
-        layout->order = variant / 2 ? ulyssesOrderSBHD : ulyssesOrderBSHD;
+        layout->order = variant / 2 % 2 ? ulyssesOrderSBHD : ulyssesOrderBSHD;
       }
       for (int k = 0; k < 2; k++) {
         exchangeRun run;

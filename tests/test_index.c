@@ -22,6 +22,8 @@ static void testHeadSplitMatchesReference(void** state) {
       for (int r = 0; r < nRanks; r++) {
         assert_int_equal(ulyssesHeadBegin(heads, nRanks, r), refHeadBegin(&shape, r));
         assert_int_equal(ulyssesHeadCount(heads, nRanks, r), refHeadCount(&shape, r));
+        for (int64_t h = refHeadBegin(&shape, r); h < refHeadBegin(&shape, r) + refHeadCount(&shape, r); h++)
+          assert_int_equal(ulyssesHeadOwner(heads, nRanks, h), r);
       }
     }
 }
@@ -43,6 +45,19 @@ static void testKvHeadMap(void** state) {
           if (count > 0) assert_int_equal(begin, refKvBegin(&shape, r));
           assert_int_equal(ulyssesPeerHeadPrefix(kvHeads, queryHeads, nRanks, r), prefix);
           prefix += count;
+        }
+        /* The holders of each kv head: exactly the ranks whose slice has it. */
+        for (int64_t head = 0; head < kvHeads; head++) {
+          ulyssesHolders holders = ulyssesHeadHolders(kvHeads, queryHeads, nRanks, head);
+          assert_int_equal(holders.prefix, ulyssesPeerHeadPrefix(kvHeads, queryHeads, nRanks, holders.first));
+          for (int r = 0; r < nRanks; r++) {
+            int64_t begin, count = ulyssesPeerHeads(kvHeads, queryHeads, nRanks, r, &begin);
+            int holds = count > 0 && head >= begin && head < begin + count;
+            if (holds != (r >= holders.first && r <= holders.last))
+              fail_msg("Hq %lld, Hkv %lld, P %d: kv head %lld held by rank %d: %d, holders %d .. %d",
+                       (long long)queryHeads, (long long)kvHeads, nRanks, (long long)head, r, holds,
+                       holders.first, holders.last);
+          }
         }
       }
     }
@@ -91,45 +106,17 @@ static void testTableEntryClamps(void** state) {
   assert_int_equal(slot, 7);
 }
 
-/* The table over several chunks: prefix sums carry from launch to launch. */
-static void testTableAcrossChunks(void** state) {
-  (void)state;
-  enum { RANKS = 3 * ULYSSES_TABLE_CHUNK + 5 };
-  static int64_t lengths[RANKS], offsets[RANKS + 1], slotOffsets[RANKS + 1], tableLengths[RANKS];
-  uint64_t random = 7;
-  for (int r = 0; r < RANKS; r++) lengths[r] = (int64_t)(refRandom(&random) % 9);
-  for (int chunkBegin = 0; chunkBegin < RANKS; chunkBegin += ULYSSES_TABLE_CHUNK) {
-    ulyssesTableArgs args;
-    memset(&args, 0, sizeof args);
-    args.mode = ULYSSES_MODE_EXACT;
-    args.nRanks = RANKS;
-    args.chunkBegin = chunkBegin;
-    args.chunkCount = RANKS - chunkBegin < ULYSSES_TABLE_CHUNK ? RANKS - chunkBegin : ULYSSES_TABLE_CHUNK;
-    memcpy(args.hostValues, lengths + chunkBegin, sizeof(int64_t) * (size_t)args.chunkCount);
-    args.lengths = tableLengths;
-    args.offsets = offsets;
-    args.slotOffsets = slotOffsets;
-    simRunTable(&args);
-  }
-  int64_t sum = 0;
-  for (int r = 0; r < RANKS; r++) {
-    assert_int_equal(offsets[r], sum);
-    assert_int_equal(slotOffsets[r], sum);
-    assert_int_equal(tableLengths[r], lengths[r]);
-    sum += lengths[r];
-  }
-  assert_int_equal(offsets[RANKS], sum);
-}
-
 /* A backend that runs the table and keeps the copy launch for inspection. */
 typedef struct {
   ulyssesCopyArgs copy;
   int64_t maxRuns;
   int copies;
+  int tables;
 } captured;
 
 static ulyssesResult_t captureTable(void* context, const ulyssesTableArgs* args) {
-  (void)context;
+  captured* c = context;
+  c->tables++;
   simRunTable(args);
   return ulyssesSuccess;
 }
@@ -140,6 +127,98 @@ static ulyssesResult_t captureCopy(void* context, const ulyssesCopyArgs* args, i
   c->maxRuns = maxRuns;
   c->copies++;
   return ulyssesSuccess;
+}
+
+/* The table of more ranks than one launch holds, as the pipeline enqueues it
+ * and the kernel's per-thread functions write it: each launch continues the
+ * previous one's prefix sums. Capacity mode keeps the real and the slot sums
+ * apart (lengths clamped to their capacities), so a carry of the wrong sum
+ * shows too. */
+static void testTableAcrossChunks(void** state) {
+  (void)state;
+  enum { RANKS = 3 * ULYSSES_TABLE_CHUNK + 5 };
+  static int64_t lengths[RANKS], capacities[RANKS], clamped[RANKS];
+  uint64_t random = 7;
+  ulyssesLayout_t layout = {.size = sizeof(ulyssesLayout_t), .batch = 1, .heads = RANKS, .headDim = 1, .elementSize = 1, .packed = 1,
+                            .order = ulyssesOrderBSHD};
+  for (int capacityMode = 0; capacityMode <= 1; capacityMode++) {
+    for (int r = 0; r < RANKS; r++) {
+      lengths[r] = (int64_t)(refRandom(&random) % 9);
+      capacities[r] = capacityMode ? (int64_t)(refRandom(&random) % 9) : lengths[r];
+      clamped[r] = lengths[r] < capacities[r] ? lengths[r] : capacities[r];
+    }
+    ulyssesPlan_t plan;
+    int64_t deviceLength = 0;
+    assert_int_equal(capacityMode ? ulyssesPlanCreateCapacity(&plan, RANKS, 1, capacities,
+                                                              &deviceLength, 1, &layout)
+                                  : ulyssesPlanCreateExact(&plan, RANKS, 1, lengths, 1, &layout),
+                     ulyssesSuccess);
+    ulyssesWorkspaceLayout workspaceLayout;
+    ulyssesPlanWorkspace(plan, ulyssesOpSeqToHead, &workspaceLayout);
+    unsigned char* workspace = calloc(workspaceLayout.totalBytes, 1);
+    unsigned char user[8 * RANKS];
+    const void* buffers[1] = {user};
+    uint32_t status = 0;
+    captured c;
+    memset(&c, 0, sizeof c);
+    ulyssesBackend backend = {&c, NULL, NULL, NULL, NULL, NULL, captureTable, captureCopy};
+    assert_int_equal(ulyssesRunStage(plan, ulyssesOpSeqToHead, ULYSSES_SEND, buffers,
+                                     capacityMode ? lengths : NULL, workspace, &status, &backend),
+                     ulyssesSuccess);
+    assert_int_equal(c.tables, (RANKS + ULYSSES_TABLE_CHUNK - 1) / ULYSSES_TABLE_CHUNK);
+    const int64_t* tableLengths = (const int64_t*)(workspace + workspaceLayout.lengthsOffset);
+    const int64_t* offsets = (const int64_t*)(workspace + workspaceLayout.offsetsOffset);
+    const int64_t* slotOffsets = (const int64_t*)(workspace + workspaceLayout.slotOffsetsOffset);
+    int64_t sum = 0, slotSum = 0;
+    for (int r = 0; r < RANKS; r++) {
+      if (offsets[r] != sum || slotOffsets[r] != slotSum || tableLengths[r] != clamped[r])
+        fail_msg("capacity mode %d, rank %d: offset %lld, slot offset %lld, length %lld; "
+                 "expected %lld, %lld, %lld", capacityMode, r, (long long)offsets[r],
+                 (long long)slotOffsets[r], (long long)tableLengths[r], (long long)sum,
+                 (long long)slotSum, (long long)clamped[r]);
+      sum += clamped[r];
+      slotSum += capacities[r];
+    }
+    assert_int_equal(offsets[RANKS], sum);
+    assert_int_equal(slotOffsets[RANKS], slotSum);
+    assert_int_equal(status, capacityMode ? ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY : 0);
+    free(workspace);
+    ulyssesPlanDestroy(plan);
+  }
+}
+
+/* Rank's stage on side through the pipeline, its copy launch kept in *c. */
+static void captureStage(const exchangeRun* run, int rank, ulyssesSide side, captured* c) {
+  const scenario* s = run->s;
+  memset(c, 0, sizeof *c);
+  ulyssesBackend backend = {c, NULL, NULL, NULL, NULL, NULL, captureTable, captureCopy};
+  const void* buffers[ULYSSES_MAX_TENSORS];
+  for (int t = 0; t < s->nTensors; t++)
+    buffers[t] = side == ULYSSES_SEND ? (const void*)run->send[rank][t].data : run->recv[rank][t].data;
+  assert_int_equal(ulyssesRunStage(run->plans[rank], run->op, side, buffers,
+                                   s->capacityMode ? s->lengths : NULL, run->workspace[rank].data,
+                                   NULL, &backend),
+                   ulyssesSuccess);
+}
+
+/* check on both sides of every rank of `scenarios` random scenarios, each op. */
+static void forEachStage(uint64_t seed, int scenarios,
+                         void (*check)(const exchangeRun* run, int rank, ulyssesSide side)) {
+  static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq, ulyssesOpAllGather};
+  uint64_t random = seed;
+  for (int i = 0; i < scenarios; i++) {
+    scenario s;
+    randomScenario(&s, &random, HARNESS_MAX_RANKS, i % 2);
+    for (int k = 0; k < 3; k++) {
+      exchangeRun run;
+      exchangeSetup(&run, &s, ops[k], (uint64_t)i);
+      for (int r = 0; r < s.nRanks; r++) {
+        check(&run, r, ULYSSES_SEND);
+        check(&run, r, ULYSSES_RECV);
+      }
+      exchangeTeardown(&run);
+    }
+  }
 }
 
 /* A segment holds batch entries of equal size whose real bytes lead
@@ -157,15 +236,7 @@ static int64_t headBytesOf(const scenario* s, int t) {
 static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
   const scenario* s = run->s;
   captured c;
-  memset(&c, 0, sizeof c);
-  ulyssesBackend backend = {&c, NULL, NULL, NULL, NULL, NULL, captureTable, captureCopy};
-  const void* buffers[ULYSSES_MAX_TENSORS];
-  for (int t = 0; t < s->nTensors; t++)
-    buffers[t] = side == ULYSSES_SEND ? (const void*)run->send[rank][t].data : run->recv[rank][t].data;
-  assert_int_equal(ulyssesRunStage(run->plans[rank], run->op, side, buffers,
-                                   s->capacityMode ? s->lengths : NULL, run->workspace[rank].data,
-                                   NULL, &backend),
-                   ulyssesSuccess);
+  captureStage(run, rank, side, &c);
   if (c.copies == 0) return;
   const ulyssesCopyArgs* a = &c.copy;
   for (int t = 0; t < s->nTensors; t++) {
@@ -265,21 +336,7 @@ static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
 
 static void testCopiesCoverEveryByteOnce(void** state) {
   (void)state;
-  static const ulyssesOp_t ops[] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq, ulyssesOpAllGather};
-  uint64_t random = 0xc0ffee;
-  for (int i = 0; i < 300; i++) {
-    scenario s;
-    randomScenario(&s, &random, HARNESS_MAX_RANKS, i % 2);
-    for (int k = 0; k < 3; k++) {
-      exchangeRun run;
-      exchangeSetup(&run, &s, ops[k], (uint64_t)i);
-      for (int r = 0; r < s.nRanks; r++) {
-        checkCoverage(&run, r, ULYSSES_SEND);
-        checkCoverage(&run, r, ULYSSES_RECV);
-      }
-      exchangeTeardown(&run);
-    }
-  }
+  forEachStage(0xc0ffee, 300, checkCoverage);
 }
 
 static void testWorkspaceLayout(void** state) {
@@ -497,24 +554,168 @@ static void testRunsThreadsCopyEachRunOnce(void** state) {
         }
 }
 
-/* The smallest power-of-two group that leaves each lane at most
- * ULYSSES_WORDS_IN_FLIGHT words, capped at a warp. */
-static void testRunLanes(void** state) {
+/* The launch rules: the smallest power-of-two group that leaves each lane
+ * at most ULYSSES_WORDS_IN_FLIGHT words and, for short runs, reads at least
+ * a cache line per round, capped at a warp; chunks as long as the words per
+ * lane allow while enough threads get one; long runs keep one run per group. */
+static void testLaunchRules(void** state) {
   (void)state;
-  for (int64_t words = 0; words <= 1000; words++) {
-    int lanes = ulyssesRunLanes(words);
-    assert_true(lanes >= 1 && lanes <= ULYSSES_WARP_LANES);
-    assert_int_equal(lanes & (lanes - 1), 0);
-    if (lanes < ULYSSES_WARP_LANES) assert_true((int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT >= words);
-    if (lanes > 1) assert_true((int64_t)lanes / 2 * ULYSSES_WORDS_IN_FLIGHT < words);
+  for (int wordBytes = 1; wordBytes <= 16; wordBytes *= 2)
+    for (int64_t words = 0; words <= 1000; words++) {
+      int lanes = ulyssesGroupLanes(words, wordBytes);
+      int isShort = words * wordBytes < ULYSSES_SHORT_RUN_BYTES;
+      assert_true(lanes >= 1 && lanes <= ULYSSES_WARP_LANES);
+      assert_int_equal(lanes & (lanes - 1), 0);
+      if (lanes < ULYSSES_WARP_LANES) {
+        assert_true((int64_t)lanes * ULYSSES_WORDS_IN_FLIGHT >= words);
+        if (isShort) assert_true(lanes * wordBytes >= ULYSSES_LINE_BYTES);
+      }
+      if (lanes > 1)
+        assert_true((int64_t)lanes / 2 * ULYSSES_WORDS_IN_FLIGHT < words ||
+                    (isShort && lanes / 2 * wordBytes < ULYSSES_LINE_BYTES));
+      for (int64_t runs = 1; runs <= (int64_t)1 << 24; runs *= 5) {
+        int64_t chunkRuns = ulyssesChunkRuns(words, wordBytes, runs, lanes);
+        int64_t perLane = isShort ? ULYSSES_SHORT_CHUNK_WORDS_PER_LANE : ULYSSES_CHUNK_WORDS_PER_LANE;
+        int64_t groups = ULYSSES_FILL_THREADS / lanes;
+        assert_true(chunkRuns >= 1);
+        if (chunkRuns > 1) {
+          assert_true(chunkRuns * words <= lanes * perLane);
+          assert_true(runs / chunkRuns >= groups);
+          /* The longest chunk that both limits allow. */
+          assert_true((chunkRuns + 1) * words > lanes * perLane || runs / (chunkRuns + 1) < groups);
+        } else if (words > 0) {
+          assert_true(2 * words > lanes * perLane || runs / 2 < groups);
+        }
+        if (!isShort) assert_int_equal(chunkRuns, 1);
+      }
+    }
+  /* The H200's slowest rows (bench/RESULTS.md): 256-byte runs of 16-byte
+   * words, P = 16, 2^20 and 2^16 tokens, 32 heads of 64 bf16. */
+  assert_int_equal(ulyssesGroupLanes(16, 16), 8);
+  assert_int_equal(ulyssesChunkRuns(16, 16, (int64_t)1 << 20, 8), 16);
+  assert_int_equal(ulyssesChunkRuns(16, 16, (int64_t)1 << 16, 8), 2);
+  /* 2 KiB runs keep one run per group of 16 lanes. */
+  assert_int_equal(ulyssesGroupLanes(128, 16), 16);
+  assert_int_equal(ulyssesChunkRuns(128, 16, (int64_t)1 << 20, 16), 1);
+}
+
+/* The wave is shared by bytes: q of 32 heads and k, v of 8 (a grouped-query
+ * call) get 4 : 1 : 1 of it, each active tensor at least one block, none
+ * more than its chunks need, the inactive ones none. */
+static void testShareWave(void** state) {
+  (void)state;
+  ulyssesCopyArgs a;
+  memset(&a, 0, sizeof a);
+  a.nTensors = 4;
+  a.runLanes = 8;
+  int64_t bytes[4] = {32 << 20, 8 << 20, 8 << 20, 1 << 20};
+  for (int t = 0; t < 4; t++) {
+    a.tensors[t].active = t != 3;
+    a.tensors[t].chunkRuns = 1;
+    a.tensors[t].hostRuns = bytes[t] / 256;
+    a.tensors[t].hostBytes = bytes[t];
   }
+  assert_int_equal(ulyssesShareWave(&a, 264), 176);
+  assert_int_equal(a.tensors[0].gridBlocks, 176);
+  assert_int_equal(a.tensors[1].gridBlocks, 44);
+  assert_int_equal(a.tensors[2].gridBlocks, 44);
+  assert_int_equal(a.tensors[3].gridBlocks, 0);
+  /* A tiny tensor keeps one block; a short one no more than its chunks need
+   * (32 groups of 8 lanes per block). */
+  a.tensors[1].hostBytes = 1;
+  a.tensors[2].hostRuns = 3 * 32 + 1;
+  ulyssesShareWave(&a, 264);
+  assert_int_equal(a.tensors[1].gridBlocks, 1);
+  assert_int_equal(a.tensors[2].gridBlocks, 4);
+  uint64_t random = 0x5a5e;
+  for (int trial = 0; trial < 10000; trial++) {
+    a.nTensors = 1 + (int)(refRandom(&random) % ULYSSES_KERNEL_MAX_TENSORS);
+    a.runLanes = 1 << (refRandom(&random) % 6);
+    int64_t wave = 1 + (int64_t)(refRandom(&random) % 1000), sum = 0, active = 0;
+    for (int t = 0; t < a.nTensors; t++) {
+      ulyssesCopyTensor* x = &a.tensors[t];
+      x->active = refRandom(&random) % 4 != 0;
+      x->chunkRuns = 1 + (int64_t)(refRandom(&random) % 9);
+      x->hostRuns = (int64_t)(refRandom(&random) % 100000);
+      x->hostBytes = x->hostRuns * (1 + (int64_t)(refRandom(&random) % 4096));
+    }
+    int64_t longest = ulyssesShareWave(&a, wave), seen = 0;
+    for (int t = 0; t < a.nTensors; t++) {
+      const ulyssesCopyTensor* x = &a.tensors[t];
+      int64_t chunks = (x->hostRuns + x->chunkRuns - 1) / x->chunkRuns;
+      int64_t need = (chunks + ULYSSES_COPY_THREADS / a.runLanes - 1) / (ULYSSES_COPY_THREADS / a.runLanes);
+      if (!x->active) {
+        assert_int_equal(x->gridBlocks, 0);
+        continue;
+      }
+      assert_true(x->gridBlocks >= 1 && x->gridBlocks <= wave);
+      assert_true(x->gridBlocks <= (need > 0 ? need : 1));
+      sum += x->gridBlocks;
+      active++;
+      if (x->gridBlocks > seen) seen = x->gridBlocks;
+    }
+    assert_int_equal(longest, seen);
+    assert_true(sum <= wave + active);
+  }
+}
+
+/* Every chunk length and group size moves the same bytes as the runs one by
+ * one: a launch of rank r's stage is replayed with chunkRuns 1, 2, 3, 7 and 16
+ * and every power-of-two group size, each against a plain copy of every run
+ * (ulyssesCopyRunAt, which testCopiesCoverEveryByteOnce checks), so that
+ * whatever the launch rules choose, the sweep and the run paths are right. */
+static void checkChunkVariants(const exchangeRun* run, int rank, ulyssesSide side) {
+  const scenario* s = run->s;
+  captured c;
+  captureStage(run, rank, side, &c);
+  if (c.copies == 0 || ulyssesLaunchSums(&c.copy)) return;
+  static const int64_t chunkRuns[] = {1, 2, 3, 7, 16};
+  for (int t = 0; t < s->nTensors; t++) {
+    ulyssesCopyArgs a = c.copy;
+    ulyssesCopyTensor* x = &a.tensors[t];
+    if (!x->active) continue;
+    const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
+    size_t bytes = side == ULYSSES_SEND ? 0 : exchangeBufferBytes(s, run->op, t, rank, 0, slots);
+    for (int p = 0; p < s->nRanks && side == ULYSSES_SEND; p++)
+      bytes += ulyssesPlanSegment(run->plans[rank], run->op, t, side, p).bytes;
+    unsigned char* target = side == ULYSSES_SEND ? x->segments : x->user;
+    unsigned char* expected = malloc(bytes + 1);
+    memset(target, 0x5a, bytes);
+    int wordBytes = ulyssesLaunchWordBytes(&a);
+    for (int64_t i = 0; i < ulyssesCopyRunCount(&a, t); i++) {
+      ulyssesRun r = ulyssesCopyRunAt(&a, t, i);
+      if (r.bytes == 0) continue;
+      if (side == ULYSSES_SEND) memcpy(x->segments + r.segmentOffset, x->user + r.userOffset, (size_t)r.bytes);
+      else memcpy(x->user + r.userOffset, x->segments + r.segmentOffset, (size_t)r.bytes);
+    }
+    memcpy(expected, target, bytes);
+    for (int k = 0; k < 5; k++)
+      for (int lanes = 1; lanes <= ULYSSES_WARP_LANES; lanes *= 2) {
+        x->chunkRuns = chunkRuns[k];
+        memset(target, 0x5a, bytes);
+        for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(&a, t); chunk++)
+          for (int lane = 0; lane < lanes; lane++)
+            ulyssesCopyChunkThread(&a, t, chunk, lane, lanes, wordBytes, 0);
+        if (memcmp(target, expected, bytes) != 0)
+          fail_msg("rank %d tensor %d side %d: %lld runs per chunk, %d lanes, %d-byte words "
+                   "move other bytes than the runs", rank, t, (int)side, (long long)chunkRuns[k],
+                   lanes, wordBytes);
+      }
+    free(expected);
+  }
+}
+
+static void testChunkVariantsCopyLikeRuns(void** state) {
+  (void)state;
+  forEachStage(0xc4c4, 80, checkChunkVariants);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testHeadSplitMatchesReference), cmocka_unit_test(testKvHeadMap),
       cmocka_unit_test(testRowOwner), cmocka_unit_test(testRunsThreadsCopyEachRunOnce),
-      cmocka_unit_test(testRunLanes),
+      cmocka_unit_test(testLaunchRules), cmocka_unit_test(testChunkVariantsCopyLikeRuns),
+      cmocka_unit_test(testShareWave),
       cmocka_unit_test(testTableEntryClamps),          cmocka_unit_test(testTableAcrossChunks),
       cmocka_unit_test(testCopiesCoverEveryByteOnce),  cmocka_unit_test(testWorkspaceLayout),
       cmocka_unit_test(testSegmentsAgreeAcrossRanks),  cmocka_unit_test(testWordBytes),
