@@ -253,13 +253,20 @@ static void decodeLayout(reader* in, ulyssesLayout_t* layout, const ulyssesLayou
     layout->dataType = (ulyssesDataType_t)intSpecials[(b - 192) % 32];
 }
 
+/* a + b, saturated to the int64_t range: a capacity may be any int64_t. */
+static int64_t addSaturated(int64_t a, int64_t b) {
+  int64_t sum;
+  if (!__builtin_add_overflow(a, b, &sum)) return sum;
+  return b > 0 ? INT64_MAX : INT64_MIN;
+}
+
 static int64_t badDeviceLength(unsigned choice, int64_t capacity) {
   switch (choice % 6) {
     case 0: return -1;
-    case 1: return capacity < INT64_MAX ? capacity + 1 : INT64_MAX;
+    case 1: return addSaturated(capacity, 1);
     case 2: return INT64_MIN;
     case 3: return INT64_MAX;
-    case 4: return capacity + 1000;
+    case 4: return addSaturated(capacity, 1000);
     default: return -1000;
   }
 }
@@ -683,7 +690,7 @@ static int simAffordable(const fuzzCase* c) {
     bytes += (i128)n * gathered + 2 * sent + rows * l->packed * l->heads * headBytes;
     i128 prefix = l->queryHeads > 0 ? n : 1;
     work += (i128)n * rows * l->packed * 32 * prefix + (i128)n * rows * 32 * 9 +
-            (l->queryHeads > 0 ? rows * l->packed * l->heads * (32 + l->headDim) * n : 0);
+            (l->queryHeads > 0 ? rows * l->packed * l->heads * ((i128)32 + l->headDim) * n : 0);
     if (bytes > SIM_MAX_BYTES || work > SIM_MAX_WORK) return 0;
   }
   work += 3 * bytes;
@@ -713,7 +720,7 @@ static sideRows rowsOf(const fuzzCase* c, const ulyssesLayout_t* l, int op, int 
   i128 headBytes = (i128)l->headDim * l->elementSize;
   sideRows rows = {0, l->batch, 0, 0, l->order == ulyssesOrderSBHD};
   if (sequenceSide(op, side)) {
-    rows.rowBytes = (size_t)(l->packed * l->heads * headBytes);
+    rows.rowBytes = (size_t)((i128)l->packed * l->heads * headBytes);
     rows.realRows = lengths[r];
     rows.slotRows = c->slots[r];
     return rows;

@@ -9,7 +9,10 @@
 # binary, the scratch corpus, the log and crash artifacts go. CC (default
 # clang), CUDA_HOME and NCCL_HOME (default /usr/local/cuda; headers only).
 # Exit status: 0 when libFuzzer found nothing, 1 on a crash, a failed
-# invariant, a timeout or an out-of-memory, 2 when the build fails.
+# invariant, a timeout or an out-of-memory, 2 when the build fails. After a
+# crash its last line says whose bug it is: the harness's (a sanitizer
+# report in fuzz/ or tests/), the library's (one in src/, kernels/ or
+# include/), a failed invariant, or neither (a timeout, an out-of-memory).
 set -u -o pipefail
 
 if [ $# -lt 1 ] || ! [[ $1 =~ ^[0-9]+$ ]]; then
@@ -61,9 +64,13 @@ UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
   "$corpus" >"$log" 2>&1
 rc=$?
 
+# libFuzzer's seed (-seed=N repeats its choices, though not exactly: the
+# runs diverge after a few hundred inputs, see fuzz/README.md).
+seed=$(grep -m 1 -oE '^INFO: Seed: [0-9]+' "$log")
 if [ $rc -eq 0 ]; then
   grep -E '^(Done|#[0-9]+.*DONE)' "$log" | tail -n 2
   grep -E '^stat::' "$log"
+  echo "$seed"
   echo "fuzz/run.sh: no crash in $seconds s ($(ls "$corpus" | wc -l) inputs in the corpus now)"
   exit 0
 fi
@@ -74,7 +81,32 @@ for artifact in "$build"/artifacts/*; do
   [ -f "$artifact" ] || continue
   echo "--- $artifact ($(wc -c <"$artifact") bytes):"
   od -An -tx1 -v "$artifact"
+  echo "base64: $(base64 -w 0 "$artifact")"
   echo "replay: $build/fuzz_plan $artifact   (ULYSSES_FUZZ_VERBOSE=1 to see it decoded)"
 done
+echo "$seed"
 echo "fuzz/run.sh: libFuzzer exited with status $rc"
+# Whose bug: a sanitizer report names the first place in this repository it
+# passed through (paths made relative to it). The harness's own code is
+# fuzz/ and tests/; a failed invariant is the library disagreeing with the
+# harness's model of the rules.
+where=$(sed "s#$root/##g" "$log" | awk '
+  /invariant failed:/ { print "invariant"; exit }
+  /runtime error:|ERROR: (AddressSanitizer|LeakSanitizer)/ { on = 1 }
+  on && match($0, /(^|[ (])(fuzz|tests|src|kernels|include)\/[A-Za-z0-9_.\/-]+:[0-9]+/) {
+    s = substr($0, RSTART, RLENGTH); sub(/^[ (]/, "", s); print s; exit }')
+case $where in
+  invariant)
+    echo "fuzz/run.sh: an invariant failed: the library and the harness's model of the rules" \
+         "disagree (a library bug, or the model is wrong): see the message above" ;;
+  fuzz/* | tests/*)
+    echo "fuzz/run.sh: a HARNESS bug, not the library's: the report is in the harness's own" \
+         "code ($where); fix it and keep the input as fuzz/corpus/regress_*" ;;
+  src/* | kernels/* | include/*)
+    echo "fuzz/run.sh: a LIBRARY bug: the report is in the library's code ($where), unless" \
+         "the harness passed it a wrong argument" ;;
+  *)
+    echo "fuzz/run.sh: a timeout, an out-of-memory or a report outside this repository's code:" \
+         "replay the input alone to tell a slow input from a loaded machine" ;;
+esac
 exit 1
