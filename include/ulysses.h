@@ -309,7 +309,9 @@ ULYSSES_API ulyssesResult_t ulyssesGetWorkspaceSize(ulyssesPlan_t plan, ulyssesO
 /*------------------------------------------------------------------------
  * Exchanges. Each is enqueued on stream, in this order: (capacity mode) an
  * ncclAllGather of the lengths into the workspace, a small kernel writing the
- * length table, one pack kernel for all tensors, one NCCL group with an
+ * length table (capacity mode, or an exact plan of more than 128 ranks; an
+ * exact plan of up to 128 ranks passes its lengths in the copy kernels'
+ * parameters), one pack kernel for all tensors, one NCCL group with an
  * ncclSend and an ncclRecv per peer and tensor (self included; pairs with
  * zero bytes are skipped on both sides), one unpack kernel. A pass is skipped
  * where the layout makes the data contiguous already. No host

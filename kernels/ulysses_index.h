@@ -93,6 +93,9 @@
 #endif
 /* Ranks whose host values one length-table launch carries. */
 #define ULYSSES_TABLE_CHUNK 128
+/* Ranks whose exact-mode table a copy launch carries in its parameters
+ * (2 KiB of them), instead of reading a table kernel's output. */
+#define ULYSSES_INLINE_TABLE_RANKS 128
 
 enum { ULYSSES_MODE_EXACT = 0, ULYSSES_MODE_CAPACITY = 1 };
 enum { ULYSSES_COPY_HEAD_SLICE = 0, ULYSSES_COPY_ROW_SCATTER = 1, ULYSSES_COPY_HEAD_SUM = 2 };
@@ -290,11 +293,31 @@ typedef struct {
   int32_t rank;
   int32_t nTensors;
   int32_t runLanes; /* lanes per run: a power of two, 1 .. ULYSSES_WARP_LANES */
+  /* The length table in device memory (ulyssesTableArgs wrote it)... */
   const int64_t* lengths;
   const int64_t* offsets;
   const int64_t* slotOffsets;
   ulyssesCopyTensor tensors[ULYSSES_KERNEL_MAX_TENSORS];
+  /* ...or, in exact mode with at most ULYSSES_INLINE_TABLE_RANKS ranks, the
+   * host's table carried in the launch's parameters, so that the exchange
+   * launches no table kernel (a slot is then the real length). */
+  int32_t inlineTable;
+  int64_t inlineLengths[ULYSSES_INLINE_TABLE_RANKS];
+  int64_t inlineOffsets[ULYSSES_INLINE_TABLE_RANKS + 1];
 } ulyssesCopyArgs;
+
+/* The table a copy reads: the inline one, or the one in device memory. */
+ULYSSES_HD const int64_t* ulyssesCopyLengths(const ulyssesCopyArgs* a) {
+  return a->inlineTable ? a->inlineLengths : a->lengths;
+}
+
+ULYSSES_HD const int64_t* ulyssesCopyOffsets(const ulyssesCopyArgs* a) {
+  return a->inlineTable ? a->inlineOffsets : a->offsets;
+}
+
+ULYSSES_HD const int64_t* ulyssesCopySlotOffsets(const ulyssesCopyArgs* a) {
+  return a->inlineTable ? a->inlineOffsets : a->slotOffsets;
+}
 
 typedef struct {
   int64_t userOffset;
@@ -311,17 +334,17 @@ ULYSSES_HD int64_t ulyssesCopyRunCount(const ulyssesCopyArgs* a, int t) {
   if (!x->active) return 0;
   if (x->kind == ULYSSES_COPY_HEAD_SLICE)
     /* In the order the plan bounded the product: local runs, then peers. */
-    return x->batch * a->lengths[a->rank] * x->packed * a->nRanks;
+    return x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed * a->nRanks;
   if (x->kind == ULYSSES_COPY_HEAD_SUM)
-    return x->batch * a->lengths[a->rank] * x->packed * x->heads;
-  return x->batch * a->offsets[a->nRanks];
+    return x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed * x->heads;
+  return x->batch * ulyssesCopyOffsets(a)[a->nRanks];
 }
 
 /* The row of the sequence-side tensor holding its realRow-th real row. */
 ULYSSES_HD int64_t ulyssesLocalRow(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x,
                                    int64_t realRow) {
-  int64_t length = a->lengths[a->rank];
-  int64_t slotLength = a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank];
+  int64_t length = ulyssesCopyLengths(a)[a->rank];
+  int64_t slotLength = ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank];
   return x->order == ULYSSES_ORDER_BSHD ? realRow / length * slotLength + realRow % length
                                         : realRow;
 }
@@ -334,9 +357,9 @@ ULYSSES_HD int64_t ulyssesLocalRow(const ulyssesCopyArgs* a, const ulyssesCopyTe
 ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t run) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesRun result;
-  int64_t slotRows = x->batch * (a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank]);
+  int64_t slotRows = x->batch * (ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank]);
   if (x->kind == ULYSSES_COPY_HEAD_SLICE) {
-    int64_t runsPerPeer = x->batch * a->lengths[a->rank] * x->packed;
+    int64_t runsPerPeer = x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed;
     int peer = (int)(run / runsPerPeer);
     int64_t rowPart =
         ulyssesLocalRow(a, x, run % runsPerPeer / x->packed) * x->packed + run % x->packed;
@@ -357,25 +380,25 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     result.bytes = x->headBytes;
     result.piece = run;
   } else {
-    int64_t totalLength = a->offsets[a->nRanks];
+    int64_t totalLength = ulyssesCopyOffsets(a)[a->nRanks];
     int64_t b, g, userRow;
     if (x->order == ULYSSES_ORDER_BSHD) {
       b = run / totalLength;
       g = run % totalLength;
-      userRow = b * a->slotOffsets[a->nRanks] + g;
+      userRow = b * ulyssesCopySlotOffsets(a)[a->nRanks] + g;
     } else {
       g = run / x->batch;
       b = run % x->batch;
       userRow = run;
     }
-    int owner = ulyssesRowOwner(a->offsets, a->nRanks, g);
-    int64_t s = g - a->offsets[owner];
-    int64_t ownerSlotLength = a->slotOffsets[owner + 1] - a->slotOffsets[owner];
+    int owner = ulyssesRowOwner(ulyssesCopyOffsets(a), a->nRanks, g);
+    int64_t s = g - ulyssesCopyOffsets(a)[owner];
+    int64_t ownerSlotLength = ulyssesCopySlotOffsets(a)[owner + 1] - ulyssesCopySlotOffsets(a)[owner];
     int64_t segmentRow =
         x->order == ULYSSES_ORDER_BSHD ? b * ownerSlotLength + s : s * x->batch + b;
     int64_t rowBytes = x->packed * x->rowHeads * x->headBytes;
     result.userOffset = userRow * rowBytes;
-    result.segmentOffset = (x->batch * a->slotOffsets[owner] + segmentRow) * rowBytes;
+    result.segmentOffset = (x->batch * ulyssesCopySlotOffsets(a)[owner] + segmentRow) * rowBytes;
     result.bytes = rowBytes;
     /* Batch first, the owners repeat in every batch entry. */
     result.piece = x->order == ULYSSES_ORDER_BSHD ? b * a->nRanks + owner : owner;
@@ -578,7 +601,7 @@ ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run
   int64_t head = run % x->heads;
   int64_t rowPart =
       ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
-  int64_t slotRows = x->batch * (a->slotOffsets[a->rank + 1] - a->slotOffsets[a->rank]);
+  int64_t slotRows = x->batch * (ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank]);
   ulyssesHolders holders = ulyssesHeadHolders(x->heads, x->queryHeads, a->nRanks, head);
   int unitBytes = ulyssesSumUnitBytes(x);
 #define ULYSSES_SUM_UNITS(UnitBytes, ElementSize)                                              \

@@ -52,6 +52,11 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
   args->lengths = at(workspace, layout->lengthsOffset);
   args->offsets = at(workspace, layout->offsetsOffset);
   args->slotOffsets = at(workspace, layout->slotOffsetsOffset);
+  args->inlineTable = ulyssesPlanInlineTable(plan);
+  if (args->inlineTable) {
+    memcpy(args->inlineLengths, plan->slotLengths, sizeof(int64_t) * (size_t)plan->nRanks);
+    memcpy(args->inlineOffsets, plan->slotOffsets, sizeof(int64_t) * ((size_t)plan->nRanks + 1));
+  }
   *maxRuns = 0;
   int64_t runBytes[ULYSSES_KERNEL_MAX_TENSORS] = {0}, runs[ULYSSES_KERNEL_MAX_TENSORS] = {0};
   int anyActive = 0;
@@ -172,7 +177,7 @@ ulyssesResult_t ulyssesRunStage(const ulyssesPlanData* plan, ulyssesOp_t op, uly
   int64_t maxRuns;
   int copies = buildCopy(plan, op, side, userBuffers, workspace, layout, &copy, &maxRuns);
   /* Capacity mode checks the lengths even when this stage copies nothing. */
-  if (copies || plan->mode == ULYSSES_MODE_CAPACITY)
+  if (layout->needTable && (copies || plan->mode == ULYSSES_MODE_CAPACITY))
     ULYSSES_CHECK(enqueueTable(plan, layout, workspace, deviceLengths, status, backend));
   if (copies) ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
   return ulyssesSuccess;

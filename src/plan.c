@@ -419,8 +419,10 @@ static void computeWorkspace(const ulyssesPlanData* plan, ulyssesPlanOp* opPlan)
   for (int side = 0; side < 2; side++)
     for (int t = 0; t < plan->nTensors; t++) anyCopy |= !opPlan->sides[side][t].shape.direct;
   /* Capacity mode always builds the table: it is where a length above its
-   * capacity is found, even when no kernel needs the lengths. */
-  layout->needTable = anyCopy || plan->mode == ULYSSES_MODE_CAPACITY;
+   * capacity is found, even when no kernel needs the lengths. An exact plan
+   * of few ranks carries its table in the copy launches' parameters. */
+  layout->needTable = plan->mode == ULYSSES_MODE_CAPACITY ||
+                      (anyCopy && !ulyssesPlanInlineTable(plan));
   size_t cursor = 0;
   if (layout->needTable) {
     size_t n = (size_t)plan->nRanks;
@@ -463,6 +465,10 @@ static void computeOps(ulyssesPlanData* plan) {
     computeWorkspace(plan, opPlan);
     opPlan->fingerprint = computeFingerprint(plan, (ulyssesOp_t)op);
   }
+}
+
+int ulyssesPlanInlineTable(const ulyssesPlanData* plan) {
+  return plan->mode == ULYSSES_MODE_EXACT && plan->nRanks <= ULYSSES_INLINE_TABLE_RANKS;
 }
 
 ulyssesSideShape ulyssesPlanSide(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,

@@ -66,6 +66,10 @@ struct ulyssesPlan {
 };
 
 int ulyssesOpIsValid(int op);
+/* Whether the copies carry the length table in their launch parameters
+ * (exact mode, at most ULYSSES_INLINE_TABLE_RANKS ranks): no table kernel, no
+ * table in the workspace. */
+int ulyssesPlanInlineTable(const struct ulyssesPlan* plan);
 /* Lookups into what the plan computed when it was made: O(1) each. */
 ulyssesSideShape ulyssesPlanSide(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                  ulyssesSide side);
