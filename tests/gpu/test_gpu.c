@@ -63,6 +63,8 @@ enum {
   MAX_TENSORS = 3,
   RUN_TIMEOUT_SECONDS = 300, /* per P, parent side */
   RANK_ALARM_SECONDS = 280,  /* a rank's own last resort, below the launcher's limit */
+  SOAK_MAX_SECONDS = 240,    /* a soak per rank count, inside the alarm with set-up */
+  FAILURE_NOTICE_SECONDS = 60, /* the rank-failure test: how long the survivors may take */
   ID_FILE_TIMEOUT_SECONDS = 120,
   GUARD_BYTES = 256, /* before and after every buffer: keeps the user pointer 256-aligned */
 };
@@ -1680,6 +1682,7 @@ typedef struct {
 
 typedef struct {
   long iterations, capacity, headToSeq, kv, multi, emptyLengths;
+  double bytes; /* of this rank's send and receive buffers, every exchange */
 } StressCounts;
 
 static int64_t pick(uint64_t* state, int64_t n) {
@@ -1842,8 +1845,10 @@ static void stressExpect(StressSlot* s, DevBuf* b) {
   b->image = s->expect + (b->device - s->device);
 }
 
-static void stressStart(StressSlot* s, long iteration, const StressDraw* d, uint64_t dataSeed,
-                        ulyssesComm_t comm) {
+/* Enqueues iteration's exchange on its slot; returns the bytes of this
+ * rank's send and receive buffers. */
+static double stressStart(StressSlot* s, long iteration, const StressDraw* d, uint64_t dataSeed,
+                          ulyssesComm_t comm) {
   s->iteration = iteration;
   stressDescribe(d, s->description, sizeof s->description);
   setScenario("stress %ld: %s", iteration, s->description);
@@ -1852,9 +1857,11 @@ static void stressStart(StressSlot* s, long iteration, const StressDraw* d, uint
   s->plan = makePlan(&s->c, d->capacity ? s->deviceLength : NULL);
   size_t sendBytes[MAX_TENSORS], recvBytes[MAX_TENSORS], wsBytes = 0;
   size_t before = GUARD_BYTES + d->misalign, need = 0;
+  double moved = 0;
   for (int t = 0; t < T; t++) {
     sendBytes[t] = planBytes(s->plan, &s->c, d->op, t, 1);
     recvBytes[t] = planBytes(s->plan, &s->c, d->op, t, 0);
+    moved += (double)sendBytes[t] + (double)recvBytes[t];
     need += stressFootprint(sendBytes[t], before) + stressFootprint(recvBytes[t], before);
   }
   ULY_CHECK(ulyssesGetWorkspaceSize(s->plan, d->op, &wsBytes));
@@ -1899,6 +1906,7 @@ static void stressStart(StressSlot* s, long iteration, const StressDraw* d, uint
       enqueueExchangeOn(s->plan, d->op, T, d->useMulti, s->send, s->recv, &s->ws, comm, s->stream));
   CUDA_CHECK(cudaMemcpyAsync(s->actual, s->device, s->used, cudaMemcpyDeviceToHost, s->stream));
   s->busy = 1;
+  return moved;
 }
 
 static void stressFinish(StressSlot* s) {
@@ -1924,11 +1932,26 @@ static int stressVote(ncclComm_t nccl, int* deviceVote, int* hostVote, int mine)
   return *hostVote;
 }
 
+/* ULYSSES_SOAK_SECONDS=N (1 to SOAK_MAX_SECONDS): the soak, the stress run
+ * alone for N seconds with no iteration limit; 0 when unset. */
+static int soakSeconds(void) {
+  const char* text = getenv("ULYSSES_SOAK_SECONDS");
+  if (text == NULL || *text == '\0') return 0;
+  char* end;
+  long seconds = strtol(text, &end, 10);
+  if (*end != '\0' || seconds < 1 || seconds > SOAK_MAX_SECONDS) {
+    printf("rank %d: ULYSSES_SOAK_SECONDS=%s: expected 1 to %d\n", gRank, text, SOAK_MAX_SECONDS);
+    exit(2);
+  }
+  return (int)seconds;
+}
+
 static void runStressScenario(ncclComm_t nccl, ulyssesComm_t comm) {
   setScenario("stress: set-up");
   double started = nowMs();
-  long iterations = stressIterations(gRanks), failuresBefore = gFailures;
-  double budgetMs = stressBudgetMs(gRanks);
+  int soak = soakSeconds();
+  long iterations = soak ? LONG_MAX : stressIterations(gRanks), failuresBefore = gFailures;
+  double budgetMs = soak ? soak * 1e3 : stressBudgetMs(gRanks);
   StressSlot* slots = xmalloc(sizeof(StressSlot) * STRESS_STREAMS);
   memset(slots, 0, sizeof(StressSlot) * STRESS_STREAMS);
   for (int i = 0; i < STRESS_STREAMS; i++) {
@@ -1952,7 +1975,7 @@ static void runStressScenario(ncclComm_t nccl, ulyssesComm_t comm) {
     uint64_t state = mixSeed(seed, (uint64_t)i);
     StressDraw draw;
     stressDraw(&state, &draw, &counts);
-    stressStart(s, i, &draw, mixSeed(seed ^ UINT64_C(0x5bd1e995), (uint64_t)i), comm);
+    counts.bytes += stressStart(s, i, &draw, mixSeed(seed ^ UINT64_C(0x5bd1e995), (uint64_t)i), comm);
     if ((i + 1) % STRESS_VOTE_EVERY == 0 && i + 1 < iterations) {
       setScenario("stress: vote after iteration %ld", i);
       int mine = nowMs() - started > budgetMs || gFailures - failuresBefore > STRESS_MAX_FAILURES;
@@ -1977,12 +2000,13 @@ static void runStressScenario(ncclComm_t nccl, ulyssesComm_t comm) {
   CUDA_CHECK(cudaFreeHost(hostVote));
   if (gRank == 0) {
     printf(
-        "rank 0: scenario stress: %ld exchanges (%ld capacity, %ld head->seq, %ld with kv "
-        "tensors, %ld multi-tensor, %ld all empty) on %d streams in %.0f ms (%.2f ms each)\n",
-        counts.iterations, counts.capacity, counts.headToSeq, counts.kv, counts.multi,
-        counts.emptyLengths, STRESS_STREAMS, elapsed,
-        counts.iterations ? elapsed / (double)counts.iterations : 0.0);
-    if (stopped)
+        "rank 0: scenario %s: %ld exchanges (%ld capacity, %ld head->seq, %ld with kv "
+        "tensors, %ld multi-tensor, %ld all empty) on %d streams in %.0f ms (%.2f ms each), "
+        "%.1f MiB of rank 0's buffers, each result compared with the reference\n",
+        soak ? "soak" : "stress", counts.iterations, counts.capacity, counts.headToSeq, counts.kv,
+        counts.multi, counts.emptyLengths, STRESS_STREAMS, elapsed,
+        counts.iterations ? elapsed / (double)counts.iterations : 0.0, counts.bytes / 1048576.0);
+    if (stopped && !soak)
       printf(
           "rank 0: scenario stress: stopped by the ranks' vote after %ld of %ld iterations "
           "(a rank past the %.0f s budget, or past %d failures)\n",
@@ -2085,6 +2109,76 @@ static void runAbortScenario(ncclComm_t nccl, ulyssesComm_t mainComm) {
 }
 
 /*------------------------------------------------------------------------
+ * A rank that dies mid-run (--rank-failure): every rank runs seq->head
+ * exchanges; before the 20th the last rank exits at once, without NCCL's
+ * teardown, as a killed process does (its sockets close). The others must
+ * notice through ulyssesCommGetAsyncError while they wait for the exchange
+ * it never joined, abort with ulyssesCommAbort and leave within
+ * FAILURE_NOTICE_SECONDS: exit 0 when they did, 1 when they saw no error in
+ * time (a hang the watchdog could not end).
+ *----------------------------------------------------------------------*/
+enum { FAILURE_ITERATION = 20 };
+static int gRankFailure; /* this rank process runs runRankFailure */
+
+static int runRankFailure(ncclComm_t nccl) {
+  setScenario("rank failure: set-up");
+  ulyssesComm_t comm = NULL;
+  ULY_CHECK(ulyssesCommCreate(&comm, nccl, NULL));
+  const ulyssesLayout_t layout = LAYOUT(2, 4, 64, 2, 1, BSHD);
+  int64_t lengths[MAX_RANKS];
+  for (int r = 0; r < gRanks; r++) lengths[r] = 64 + r;
+  Case c;
+  caseInit(&c, 1, &layout, lengths, lengths, 0);
+  ulyssesPlan_t plan = makePlan(&c, NULL);
+  DevBuf send, recv, ws;
+  size_t wsBytes = 0;
+  ULY_CHECK(ulyssesGetWorkspaceSize(plan, ulyssesOpSeqToHead, &wsBytes));
+  bufCreate(&send, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 1), GUARD_BYTES, 0, 0);
+  bufCreate(&recv, planBytes(plan, &c, ulyssesOpSeqToHead, 0, 0), GUARD_BYTES, 0, OUTPUT_FILL);
+  bufCreate(&ws, wsBytes, GUARD_BYTES, 1, WORKSPACE_FILL);
+  for (int i = 0;; i++) {
+    setScenario("rank failure: exchange %d", i);
+    if (i == FAILURE_ITERATION && gRank == gRanks - 1) {
+      printf("rank %d: exiting without teardown before exchange %d\n", gRank, i);
+      fflush(stdout);
+      _exit(0);
+    }
+    ULY_CHECK(enqueueExchangeOn(plan, ulyssesOpSeqToHead, 1, 0, &send, &recv, &ws, comm, gStream));
+    /* A watchdog's wait: the stream, or an asynchronous error. */
+    double waitStarted = nowMs();
+    for (;;) {
+      cudaError_t query = cudaStreamQuery(gStream);
+      if (query == cudaSuccess) break;
+      if (query != cudaErrorNotReady) {
+        printf("rank %d: cudaStreamQuery: %s\n", gRank, cudaGetErrorString(query));
+        return 1;
+      }
+      ulyssesResult_t asyncError = ulyssesSuccess;
+      ULY_CHECK(ulyssesCommGetAsyncError(comm, &asyncError));
+      if (asyncError != ulyssesSuccess) {
+        printf("rank %d: exchange %d: %s (%s) after %.1f s; aborting\n", gRank, i,
+               ulyssesGetErrorString(asyncError), ulyssesGetLastError(),
+               (nowMs() - waitStarted) * 1e-3);
+        ulyssesResult_t aborted = ulyssesCommAbort(comm);
+        printf("rank %d: ulyssesCommAbort: %s\n", gRank, ulyssesGetErrorString(aborted));
+        fflush(stdout);
+        /* NCCL's communicator went with the abort; the process leaves
+         * without waiting for a stream that may hold the cancelled work. */
+        _exit(aborted == ulyssesSuccess && i == FAILURE_ITERATION ? 0 : 1);
+      }
+      if (nowMs() - waitStarted > FAILURE_NOTICE_SECONDS * 1e3) {
+        printf("rank %d: exchange %d: no error and no completion after %d s\n", gRank, i,
+               FAILURE_NOTICE_SECONDS);
+        fflush(stdout);
+        ulyssesCommAbort(comm);
+        _exit(1);
+      }
+      usleep(1000);
+    }
+  }
+}
+
+/*------------------------------------------------------------------------
  * Rank mode.
  *----------------------------------------------------------------------*/
 static int rankMain(const launcherRank* me) {
@@ -2102,6 +2196,7 @@ static int rankMain(const launcherRank* me) {
   if (gRank == 0)
     printf("rank 0: %d rank(s), NCCL communicator ready in %.0f ms\n", gRanks, nowMs() - started);
   CUDA_CHECK(cudaStreamCreateWithFlags(&gStream, cudaStreamNonBlocking));
+  if (gRankFailure) return runRankFailure(nccl);
 
   setScenario("comm");
   int version = 0;
@@ -2118,24 +2213,30 @@ static int rankMain(const launcherRank* me) {
     reportFailure("the comm says rank %d of %d", rank, count);
   checkNoAsyncError(comm);
 
-  for (int i = 0; i < SCENARIO_COUNT; i++)
+  /* The soak is the stress run alone, for as long as it was asked. */
+  int soak = soakSeconds() > 0;
+  for (int i = 0; i < SCENARIO_COUNT && !soak; i++)
     for (int capacity = 0; capacity <= 1; capacity++) runScenario(i, capacity, comm, "");
-  for (int i = 0; i < GQA_SCENARIO_COUNT; i++)
-    for (int capacity = 0; capacity <= 1; capacity++) runGqaScenario(i, capacity, comm);
-  runGqaOpaqueScenario(comm);
-  for (int capacity = 0; capacity <= 1; capacity++) {
-    runReplayScenario(REPLAY_GRAPH, capacity, comm);
-    runReplayScenario(REPLAY_NO_HIDDEN_SYNC, capacity, comm);
+  if (soak) {
+    runStressScenario(nccl, comm);
+  } else {
+    for (int i = 0; i < GQA_SCENARIO_COUNT; i++)
+      for (int capacity = 0; capacity <= 1; capacity++) runGqaScenario(i, capacity, comm);
+    runGqaOpaqueScenario(comm);
+    for (int capacity = 0; capacity <= 1; capacity++) {
+      runReplayScenario(REPLAY_GRAPH, capacity, comm);
+      runReplayScenario(REPLAY_NO_HIDDEN_SYNC, capacity, comm);
+    }
+    runPlanCheckScenario(nccl);
+    runCaptureScenario(nccl);
+    runNonBlockingScenario(nccl);
+    runStressScenario(nccl, comm);
+    /* Then those that leave sticky errors (on comms of their own). */
+    runBadLengthScenario(0, nccl, comm);
+    runBadLengthScenario(1, nccl, comm);
+    /* Last of all: the abort. */
+    runAbortScenario(nccl, comm);
   }
-  runPlanCheckScenario(nccl);
-  runCaptureScenario(nccl);
-  runNonBlockingScenario(nccl);
-  runStressScenario(nccl, comm);
-  /* Then those that leave sticky errors (on comms of their own). */
-  runBadLengthScenario(0, nccl, comm);
-  runBadLengthScenario(1, nccl, comm);
-  /* Last of all: the abort. */
-  runAbortScenario(nccl, comm);
 
   /* Graphs are gone already; then our comm, then NCCL's. */
   setScenario("teardown");
@@ -2156,18 +2257,25 @@ static int rankMain(const launcherRank* me) {
 static char gSelf[PATH_MAX];
 
 /* ULYSSES_TEST_RANKS="1,2" runs only those rank counts (the sanitizer runs
- * on the device take that subset to fit their time); unset, all of them. */
-static int ranksSelected(int nRanks) {
+ * on the device take that subset to fit their time), "failure" the
+ * rank-failure test; unset, all of them. */
+static int testSelected(const char* name) {
   const char* selected = getenv("ULYSSES_TEST_RANKS");
   if (selected == NULL || *selected == '\0') return 1;
+  size_t length = strlen(name);
   for (const char* p = selected; *p != '\0';) {
-    char* end;
-    long value = strtol(p, &end, 10);
-    if (end == p) return 0;
-    if (value == nRanks) return 1;
-    p = *end == ',' ? end + 1 : end;
+    const char* end = strchr(p, ',');
+    size_t itemLength = end == NULL ? strlen(p) : (size_t)(end - p);
+    if (itemLength == length && strncmp(p, name, length) == 0) return 1;
+    p = end == NULL ? p + itemLength : end + 1;
   }
   return 0;
+}
+
+static int ranksSelected(int nRanks) {
+  char name[16];
+  snprintf(name, sizeof name, "%d", nRanks);
+  return testSelected(name);
 }
 
 static void runWithRanks(int nRanks) {
@@ -2183,8 +2291,20 @@ static void testThreeRanks(void** state) { (void)state; runWithRanks(3); }
 static void testFourRanks(void** state) { (void)state; runWithRanks(4); }
 static void testEightRanks(void** state) { (void)state; runWithRanks(8); }
 
+/* Three ranks, the last of which dies mid-run (runRankFailure); the others
+ * exit 0 only if they noticed and aborted in time. */
+static void testRankFailure(void** state) {
+  (void)state;
+  if (!testSelected("failure")) skip();
+  printf("[ gpu      ] a rank that dies mid-run, 3 rank(s)\n");
+  fflush(stdout);
+  const char* const args[] = {"--rank-failure", NULL};
+  assert_int_equal(launcherRun(gSelf, args, 3, FAILURE_NOTICE_SECONDS + 60), 0);
+}
+
 int main(int argc, char** argv) {
   launcherRank me;
+  for (int i = 1; i < argc; i++) gRankFailure |= strcmp(argv[i], "--rank-failure") == 0;
   if (launcherParseRank(argc, argv, &me)) return rankMain(&me);
 
   int devices = 0;
@@ -2203,7 +2323,7 @@ int main(int argc, char** argv) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testOneRank),   cmocka_unit_test(testTwoRanks),
       cmocka_unit_test(testThreeRanks), cmocka_unit_test(testFourRanks),
-      cmocka_unit_test(testEightRanks),
+      cmocka_unit_test(testEightRanks), cmocka_unit_test(testRankFailure),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
