@@ -99,17 +99,16 @@ static int createPlan(const setting* s, ulyssesPlan_t* plan) {
   return 1;
 }
 
-/* The best, over BATCHES batches, of the mean time of one plan creation in
- * microseconds. */
-static int timePlan(const setting* s, int64_t minIterations, double* microseconds) {
+/* The best, over BATCHES batches, of the mean time of one call(context) in
+ * microseconds; 1 as soon as a call fails (it said why). */
+static int timeBest(int (*call)(void* context), void* context, int64_t minIterations,
+                    double* microseconds) {
   double best = 0;
   for (int batch = 0; batch < BATCHES; batch++) {
     int64_t iterations = 0;
     double start = now(), elapsed;
     do {
-      ulyssesPlan_t plan;
-      if (createPlan(s, &plan)) return 1;
-      ulyssesPlanDestroy(plan);
+      if (call(context)) return 1;
       iterations++;
       elapsed = now() - start;
     } while (iterations < minIterations || elapsed < MIN_BATCH_SECONDS);
@@ -120,53 +119,56 @@ static int timePlan(const setting* s, int64_t minIterations, double* microsecond
   return 0;
 }
 
-/* Address ranges for every buffer of op: never dereferenced, so they need
- * only be distinct, aligned and as large as the plan says. */
-static void fakeBuffers(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors, const void** sendbuffs,
-                        void** recvbuffs, void** workspace, size_t* workspaceBytes) {
-  uintptr_t cursor = (uintptr_t)1 << 40;
-  for (int t = 0; t < nTensors; t++) {
-    size_t sendBytes = 0, recvBytes = 0;
-    ulyssesGetBufferSizes(plan, op, t, &sendBytes, &recvBytes);
-    sendbuffs[t] = (const void*)cursor;
-    cursor += (sendBytes + 4095) / 4096 * 4096 + 4096;
-    recvbuffs[t] = (void*)cursor;
-    cursor += (recvBytes + 4095) / 4096 * 4096 + 4096;
-  }
-  ulyssesGetWorkspaceSize(plan, op, workspaceBytes);
-  *workspace = (void*)cursor;
+static int createAndDestroyPlan(void* context) {
+  ulyssesPlan_t plan;
+  if (createPlan(context, &plan)) return 1;
+  ulyssesPlanDestroy(plan);
+  return 0;
 }
 
-static int timeExchange(const setting* s, ulyssesPlan_t plan, ulyssesOp_t op, int64_t minIterations,
-                        double* microseconds) {
+/* One exchange's arguments, with buffers that are address ranges never
+ * dereferenced: they need only be distinct, aligned and as large as the plan
+ * says. */
+typedef struct {
+  const setting* s;
+  ulyssesPlan_t plan;
+  ulyssesOp_t op;
   const void* sendbuffs[3];
   void* recvbuffs[3];
   void* workspace;
   size_t workspaceBytes;
-  fakeBuffers(plan, op, s->nTensors, sendbuffs, recvbuffs, &workspace, &workspaceBytes);
+  ulyssesBackend backend;
+} exchangeCall;
+
+static void prepareExchange(exchangeCall* e, const setting* s, ulyssesPlan_t plan, ulyssesOp_t op) {
+  e->s = s;
+  e->plan = plan;
+  e->op = op;
+  uintptr_t cursor = (uintptr_t)1 << 40;
+  for (int t = 0; t < s->nTensors; t++) {
+    size_t sendBytes = 0, recvBytes = 0;
+    ulyssesGetBufferSizes(plan, op, t, &sendBytes, &recvBytes);
+    e->sendbuffs[t] = (const void*)cursor;
+    cursor += (sendBytes + 4095) / 4096 * 4096 + 4096;
+    e->recvbuffs[t] = (void*)cursor;
+    cursor += (recvBytes + 4095) / 4096 * 4096 + 4096;
+  }
+  ulyssesGetWorkspaceSize(plan, op, &e->workspaceBytes);
+  e->workspace = (void*)cursor;
   ulyssesBackend backend = {NULL,          doNothingAllGather, doNothingGroup, doNothingGroup,
                             doNothingSend, doNothingRecv,      doNothingTable, doNothingCopy};
-  double best = 0;
-  for (int batch = 0; batch < BATCHES; batch++) {
-    int64_t iterations = 0;
-    double start = now(), elapsed;
-    do {
-      ulyssesResult_t result =
-          ulyssesExchange(plan, s->nRanks, 0, op, s->nTensors, sendbuffs, recvbuffs, workspace,
-                          workspaceBytes, NULL, &backend);
-      if (result != ulyssesSuccess) {
-        fprintf(stderr, "host_perf: %s: %s: %s\n", opNames[op], ulyssesGetErrorString(result),
-                ulyssesGetLastError());
-        return 1;
-      }
-      iterations++;
-      elapsed = now() - start;
-    } while (iterations < minIterations || elapsed < MIN_BATCH_SECONDS);
-    double mean = 1e6 * elapsed / (double)iterations;
-    if (batch == 0 || mean < best) best = mean;
-  }
-  *microseconds = best;
-  return 0;
+  e->backend = backend;
+}
+
+static int exchangeOnce(void* context) {
+  exchangeCall* e = context;
+  ulyssesResult_t result =
+      ulyssesExchange(e->plan, e->s->nRanks, 0, e->op, e->s->nTensors, e->sendbuffs, e->recvbuffs,
+                      e->workspace, e->workspaceBytes, NULL, &e->backend);
+  if (result == ulyssesSuccess) return 0;
+  fprintf(stderr, "host_perf: %s: %s: %s\n", opNames[e->op], ulyssesGetErrorString(result),
+          ulyssesGetLastError());
+  return 1;
 }
 
 static int parseList(const char* text, int64_t min, int64_t max, int64_t* values, int capacity) {
@@ -271,10 +273,13 @@ int main(int argc, char** argv) {
         makeSetting(&s, nRanks, (int)tensorCounts[j], gqa, lengths);
         double planMicroseconds = 0, exchangeMicroseconds[ULYSSES_OP_COUNT] = {0};
         ulyssesPlan_t plan = NULL;
-        failed = timePlan(&s, minIterations, &planMicroseconds) || createPlan(&s, &plan);
-        for (int op = 0; op < ULYSSES_OP_COUNT && !failed; op++)
-          failed =
-              timeExchange(&s, plan, (ulyssesOp_t)op, minIterations, &exchangeMicroseconds[op]);
+        failed = timeBest(createAndDestroyPlan, &s, minIterations, &planMicroseconds) ||
+                 createPlan(&s, &plan);
+        for (int op = 0; op < ULYSSES_OP_COUNT && !failed; op++) {
+          exchangeCall call;
+          prepareExchange(&call, &s, plan, (ulyssesOp_t)op);
+          failed = timeBest(exchangeOnce, &call, minIterations, &exchangeMicroseconds[op]);
+        }
         ulyssesPlanDestroy(plan);
         free(lengths);
         if (failed) break;
