@@ -49,13 +49,16 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
   args->nRanks = plan->nRanks;
   args->rank = plan->rank;
   args->nTensors = plan->nTensors;
-  args->lengths = at(workspace, layout->lengthsOffset);
-  args->offsets = at(workspace, layout->offsetsOffset);
-  args->slotOffsets = at(workspace, layout->slotOffsetsOffset);
+  /* The table travels in the launch's parameters or lies in the workspace,
+   * never both: the other one's pointers stay NULL. */
   args->inlineTable = ulyssesPlanInlineTable(plan);
   if (args->inlineTable) {
     memcpy(args->inlineLengths, plan->slotLengths, sizeof(int64_t) * (size_t)plan->nRanks);
     memcpy(args->inlineOffsets, plan->slotOffsets, sizeof(int64_t) * ((size_t)plan->nRanks + 1));
+  } else {
+    args->lengths = at(workspace, layout->lengthsOffset);
+    args->offsets = at(workspace, layout->offsetsOffset);
+    args->slotOffsets = at(workspace, layout->slotOffsetsOffset);
   }
   *maxRuns = 0;
   int64_t runBytes[ULYSSES_KERNEL_MAX_TENSORS] = {0}, runs[ULYSSES_KERNEL_MAX_TENSORS] = {0};
