@@ -137,10 +137,17 @@ typedef struct {
    * once eagerly first, as NCCL needs anyway). 0: off. Default: the
    * environment variable ULYSSES_CHECK (1 to turn it on), else off. */
   int checkPlans;
+  /* 1: exchanges whose outputs lie in ulyssesMemAlloc memory may take the
+   * one-pass path ("One pass over NVLink" below); it needs the same value on
+   * every rank. 0: never. Default: the environment variable ULYSSES_ONE_PASS
+   * (1 to turn it on), else off. A config from a header without this field
+   * (a smaller size) leaves the default. */
+  int onePass;
 } ulyssesConfig_t;
 
-#define ULYSSES_CONFIG_INITIALIZER \
-  { sizeof(ulyssesConfig_t), ULYSSES_CONFIG_MAGIC, ULYSSES_VERSION_CODE, ULYSSES_CONFIG_UNDEF_INT }
+#define ULYSSES_CONFIG_INITIALIZER                                        \
+  { sizeof(ulyssesConfig_t), ULYSSES_CONFIG_MAGIC, ULYSSES_VERSION_CODE, \
+    ULYSSES_CONFIG_UNDEF_INT, ULYSSES_CONFIG_UNDEF_INT }
 
 /* Wraps ncclComm for use by this library. The caller keeps ncclComm alive
  * until ulyssesCommDestroy and destroys it itself. A non-blocking
@@ -434,10 +441,16 @@ ULYSSES_API ulyssesResult_t ulyssesUnpack(ulyssesPlan_t plan, ulyssesOp_t op, in
  * outputs all lie in memory from ulyssesMemAlloc, on a comm whose ranks all
  * reach each other by load and store, may move its data in one kernel that
  * writes straight into the peers' outputs, instead of pack, NCCL and unpack.
- * Off by default: ULYSSES_ONE_PASS=1 in every rank's environment when the
- * comm is created turns it on. In this version no exchange takes it yet:
- * its kernel has not run on a GPU. ulyssesGetExchangePath says which path a
- * call takes and why.
+ * Off by default: ULYSSES_ONE_PASS=1 in every rank's environment, or
+ * config.onePass = 1, when the comm is created turns it on. It has not run
+ * on GPUs that reach each other by load and store (its kernel ran on one GPU
+ * with simulated ranks only): turn it on to test it, not to train with it.
+ * Every rank must pass its outputs in ulyssesMemAlloc memory, or none: a
+ * rank on the one-pass path waits for its peers' kernels (ULYSSES_CHECK=1
+ * turns that disagreement into ulyssesErrorPlanMismatch). The outputs of a
+ * tensor on all ranks must lie in the same collective allocation (else
+ * ulyssesCommGetAsyncError reports ulyssesErrorPlanMismatch and nothing was
+ * written). ulyssesGetExchangePath says which path a call takes and why.
  *----------------------------------------------------------------------*/
 typedef enum {
   ulyssesPathStaged = 0, /* pack, one NCCL group, unpack (the exchanges above) */

@@ -1,8 +1,9 @@
 /* The one-pass exchange (docs/one-pass.md): one launch per rank reads the
  * rank's inputs and stores every run at its final place in the peers'
  * outputs. One kernel body, two instantiations: plain peer pointers with
- * no-op barriers (simulated ranks on one GPU), and NCCL's device API (LSA
- * pointers and barriers). Compiled, not run: no GPU has executed it. */
+ * no-op barriers (simulated ranks on one GPU, run bit-exact on an H200 on
+ * 2026-11-28), and NCCL's device API (LSA pointers and barriers, the publish
+ * step; compiled, never run: it needs GPUs that reach each other by P2P). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,96 +40,151 @@ static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS)
   onePassBody(&args);
 }
 
-extern "C" cudaError_t ulyssesLaunchOnePassLocal(const ulyssesOnePassArgs* args,
+extern "C" cudaError_t ulyssesLaunchOnePassLocal(const ulyssesOnePassArgs* args, int blocks,
                                                  cudaStream_t stream) {
-  onePassLocalKernel<<<ULYSSES_ONE_PASS_BLOCKS, ULYSSES_ONE_PASS_THREADS, 0, stream>>>(*args);
+  if (blocks <= 0) blocks = ULYSSES_ONE_PASS_BLOCKS;
+  onePassLocalKernel<<<blocks, ULYSSES_ONE_PASS_THREADS, 0, stream>>>(*args);
   return cudaGetLastError();
 }
 
 #if ULYSSES_HAVE_NCCL_DEVICE
+/* What ulyssesOnePassDevCommCreate hands the host: the device comm and the
+ * handle of the control buffer in its resource window. */
+typedef struct {
+  ncclDevComm dev;
+  ncclDevResourceHandle control;
+} onePassDevComm;
+
 typedef struct {
   ncclWindow_t windows[ULYSSES_KERNEL_MAX_TENSORS];
-  size_t offsets[ULYSSES_KERNEL_MAX_TENSORS];
 } onePassWindows;
 
 static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS)
     onePassNcclKernel(const __grid_constant__ ulyssesOnePassArgs args,
+                      const __grid_constant__ ulyssesOnePassSync sync,
                       const __grid_constant__ ncclDevComm devComm,
-                      const __grid_constant__ onePassWindows windows) {
-  /* The block's copy of the arguments, its tensors pointing at the peer
-   * tables that the block resolves once. */
+                      const __grid_constant__ onePassWindows windows,
+                      ncclDevResourceHandle control) {
+  /* The block's copy of the arguments, pointing at the table and the peer
+   * addresses that the block resolves from the published slots. */
   __shared__ ulyssesOnePassArgs local;
   __shared__ unsigned char* peers[ULYSSES_KERNEL_MAX_TENSORS][ULYSSES_ONE_PASS_MAX_PEERS];
-  if (threadIdx.x == 0) local = args;
-  for (int i = threadIdx.x; i < args.nTensors * args.nRanks; i += blockDim.x) {
-    int t = i / args.nRanks, peer = i % args.nRanks;
-    peers[t][peer] =
-        (unsigned char*)ncclGetLsaPointer(windows.windows[t], windows.offsets[t], peer);
+  __shared__ int64_t lengths[ULYSSES_ONE_PASS_MAX_PEERS];
+  __shared__ int64_t offsets[ULYSSES_ONE_PASS_MAX_PEERS + 1];
+  __shared__ int64_t slotOffsets[ULYSSES_ONE_PASS_MAX_PEERS + 1];
+  __shared__ uint32_t verdict;
+  int nRanks = args.nRanks;
+  ncclTeam world = ncclTeamWorld(devComm);
+  /* Publish: thread p stores this rank's slot at index rank of peer p's
+   * control buffer. Every block stores it (the same bytes), because block i's
+   * barrier orders only block i's own stores before its peers' reads. */
+  if ((int)threadIdx.x < nRanks) {
+    ulyssesOnePassSlot mine = sync.mine;
+    if (sync.capacityMode) mine.length = *sync.localLength;
+    int lsaPeer = ncclTeamRankToLsa(devComm, world, (int)threadIdx.x);
+    ulyssesOnePassSlot* slots =
+        (ulyssesOnePassSlot*)ncclGetResourceBufferLsaPointer(devComm, control, lsaPeer);
+    slots[args.rank] = mine;
+  }
+  ncclLsaBarrierSession<ncclCoopCta> barrier(ncclCoopCta(), devComm, ncclTeamTagLsa(), blockIdx.x);
+  /* Entry: block blockIdx.x of every peer has published and started, so
+   * every earlier kernel on its stream (a reader of its outputs) has
+   * finished, and its slot is visible here. */
+  barrier.sync(ncclCoopCta(), cuda::memory_order_acq_rel);
+  const ulyssesOnePassSlot* slots =
+      (const ulyssesOnePassSlot*)ncclGetResourceBufferLocalPointer(devComm, control);
+  if (threadIdx.x == 0) {
+    local = args;
+    uint32_t status =
+        ulyssesOnePassResolve(&sync, nRanks, args.nTensors, slots, lengths, offsets, slotOffsets);
+    local.lengths = lengths;
+    local.offsets = offsets;
+    local.slotOffsets = slotOffsets;
+    /* One report per launch. */
+    if (status != 0 && blockIdx.x == 0) atomicOr(sync.status, status);
+    verdict = status;
+  }
+  for (int i = threadIdx.x; i < args.nTensors * nRanks; i += blockDim.x) {
+    int t = i / nRanks, peer = i % nRanks;
+    peers[t][peer] = (unsigned char*)ncclGetLsaPointer(
+        windows.windows[t], slots[peer].offsets[t], ncclTeamRankToLsa(devComm, world, peer));
   }
   __syncthreads();
-  if (threadIdx.x < args.nTensors) local.tensors[threadIdx.x].peerOutputs = peers[threadIdx.x];
+  if (threadIdx.x == 0) {
+    for (int t = 0; t < args.nTensors; t++) local.tensors[t].peerOutputs = peers[t];
+    ulyssesOnePassNarrowWords(&local);
+  }
   __syncthreads();
-  ncclLsaBarrierSession<ncclCoopCta> barrier(ncclCoopCta(), devComm, ncclTeamTagLsa(), blockIdx.x);
-  /* Entry: block blockIdx.x of every peer has started, so every earlier
-   * kernel on its stream (a reader of its outputs) has finished. */
-  barrier.sync(ncclCoopCta(), cuda::memory_order_acq_rel);
-  onePassBody(&local);
+  if (!(verdict & ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS)) onePassBody(&local);
   /* Exit: every peer's block of this index has stored (release) and this
-   * block sees it (acquire); the blocks together cover every peer's stores. */
+   * block sees it (acquire); the blocks together cover every peer's stores,
+   * and no peer reads its slots of this launch any more. */
   barrier.sync(ncclCoopCta(), cuda::memory_order_acq_rel);
 }
 
-extern "C" cudaError_t ulyssesLaunchOnePassNccl(const ulyssesOnePassArgs* args, const void* devComm,
-                                                void* const* windows, const size_t* windowOffsets,
+extern "C" int ulyssesOnePassKernelBuilt(void) { return 1; }
+
+extern "C" cudaError_t ulyssesLaunchOnePassNccl(const ulyssesOnePassArgs* args,
+                                                const ulyssesOnePassSync* sync,
+                                                const void* devComm, void* const* windows,
                                                 cudaStream_t stream) {
   if (args->nRanks > ULYSSES_ONE_PASS_MAX_PEERS) return cudaErrorInvalidValue;
+  const onePassDevComm* d = (const onePassDevComm*)devComm;
   onePassWindows table;
-  for (int t = 0; t < ULYSSES_KERNEL_MAX_TENSORS; t++) {
+  for (int t = 0; t < ULYSSES_KERNEL_MAX_TENSORS; t++)
     table.windows[t] = t < args->nTensors ? (ncclWindow_t)windows[t] : nullptr;
-    table.offsets[t] = t < args->nTensors ? windowOffsets[t] : 0;
-  }
   onePassNcclKernel<<<ULYSSES_ONE_PASS_BLOCKS, ULYSSES_ONE_PASS_THREADS, 0, stream>>>(
-      *args, *(const ncclDevComm*)devComm, table);
+      *args, *sync, d->dev, table, d->control);
   return cudaGetLastError();
 }
 
-extern "C" ncclResult_t ulyssesOnePassDevCommCreate(ncclComm_t comm, void** devComm,
+extern "C" ncclResult_t ulyssesOnePassDevCommCreate(ncclComm_t comm, int nRanks, void** devComm,
                                                     int* lsaRanks) {
-  ncclDevComm* created = (ncclDevComm*)calloc(1, sizeof(ncclDevComm));
+  onePassDevComm* created = (onePassDevComm*)calloc(1, sizeof(onePassDevComm));
   if (created == nullptr) return ncclSystemError;
+  ncclDevResourceRequirements control;
+  memset(&control, 0, sizeof control);
+  control.bufferSize = sizeof(ulyssesOnePassSlot) * (size_t)nRanks;
+  control.bufferAlign = 16;
+  control.outBufferHandle = &created->control;
   ncclDevCommRequirements requirements;
   memset(&requirements, 0, sizeof requirements);
+  requirements.resourceRequirementsList = &control;
   requirements.lsaBarrierCount = ULYSSES_ONE_PASS_BLOCKS;
-  ncclResult_t result = ncclDevCommCreate(comm, &requirements, created);
+  ncclResult_t result = ncclDevCommCreate(comm, &requirements, &created->dev);
   if (result != ncclSuccess) {
     free(created);
     return result;
   }
-  *lsaRanks = created->lsaSize;
+  *lsaRanks = created->dev.lsaSize;
   *devComm = created;
   return ncclSuccess;
 }
 
 extern "C" ncclResult_t ulyssesOnePassDevCommDestroy(ncclComm_t comm, void* devComm) {
-  ncclResult_t result = ncclDevCommDestroy(comm, (const ncclDevComm*)devComm);
+  ncclResult_t result = ncclDevCommDestroy(comm, &((onePassDevComm*)devComm)->dev);
   free(devComm);
   return result;
 }
 #else
-extern "C" cudaError_t ulyssesLaunchOnePassNccl(const ulyssesOnePassArgs* args, const void* devComm,
-                                                void* const* windows, const size_t* windowOffsets,
+extern "C" int ulyssesOnePassKernelBuilt(void) { return 0; }
+
+extern "C" cudaError_t ulyssesLaunchOnePassNccl(const ulyssesOnePassArgs* args,
+                                                const ulyssesOnePassSync* sync,
+                                                const void* devComm, void* const* windows,
                                                 cudaStream_t stream) {
   (void)args;
+  (void)sync;
   (void)devComm;
   (void)windows;
-  (void)windowOffsets;
   (void)stream;
   return cudaErrorNotSupported;
 }
 
-extern "C" ncclResult_t ulyssesOnePassDevCommCreate(ncclComm_t comm, void** devComm,
+extern "C" ncclResult_t ulyssesOnePassDevCommCreate(ncclComm_t comm, int nRanks, void** devComm,
                                                     int* lsaRanks) {
   (void)comm;
+  (void)nRanks;
   (void)devComm;
   (void)lsaRanks;
   return ncclInvalidUsage;

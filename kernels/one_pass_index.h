@@ -201,4 +201,78 @@ ULYSSES_HD void ulyssesOnePassChunkThread(const ulyssesOnePassArgs* a, int t, in
                              lane, laneCount);
 }
 
+/*------------------------------------------------------------------------
+ * The NCCL launch's publish step (docs/one-pass.md, "Synchronisation"):
+ * before the entry barrier every rank stores one slot into every peer's
+ * control buffer; after it, every rank reads the same nRanks slots, so every
+ * rank reaches the same verdict from them.
+ *----------------------------------------------------------------------*/
+/* The most ranks a load/store team holds (an NVL72 rack). */
+#define ULYSSES_ONE_PASS_MAX_PEERS 72
+/* Set in the comm's status word when the ranks' outputs of a tensor are not
+ * in one collective allocation of ulyssesMemAlloc: no rank writes anything. */
+#define ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS 0x4u
+
+/* What rank r publishes: its real length, and where each of its outputs
+ * lies (the allocation's serial, the same on every rank for the k-th
+ * collective ulyssesMemAlloc, and the output's offset in it). */
+typedef struct {
+  int64_t length;
+  uint64_t serials[ULYSSES_KERNEL_MAX_TENSORS];
+  uint64_t offsets[ULYSSES_KERNEL_MAX_TENSORS];
+} ulyssesOnePassSlot;
+
+/* The host's part of the publish step and the table. */
+typedef struct {
+  int32_t capacityMode;
+  /* Exact mode: every rank's length; capacity mode: every rank's capacity. */
+  int64_t slotLengths[ULYSSES_ONE_PASS_MAX_PEERS];
+  /* Capacity mode: this rank's real length, on the device. */
+  const int64_t* localLength;
+  /* This rank's slot but its length (read from localLength in capacity mode). */
+  ulyssesOnePassSlot mine;
+  uint32_t* status; /* the comm's status word */
+} ulyssesOnePassSync;
+
+/* From slots (rank p's at index p, as published to this rank): the length
+ * table (lengths, offsets and slotOffsets of nRanks, nRanks + 1 and nRanks + 1
+ * entries) and the error bits: the clamped capacity-mode lengths' (the
+ * exchange goes on with the clamped lengths, as on the staged path) and
+ * ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS when a tensor's outputs are not in
+ * one collective allocation on every rank (then nothing may be written).
+ * Every rank compares with rank 0's slot, not its own, so that all reach the
+ * same verdict. */
+ULYSSES_HD uint32_t ulyssesOnePassResolve(const ulyssesOnePassSync* sync, int nRanks, int nTensors,
+                                          const ulyssesOnePassSlot* slots, int64_t* lengths,
+                                          int64_t* offsets, int64_t* slotOffsets) {
+  uint32_t status = 0;
+  offsets[0] = 0;
+  slotOffsets[0] = 0;
+  for (int p = 0; p < nRanks; p++) {
+    int64_t slotLength = sync->slotLengths[p];
+    if (sync->capacityMode)
+      status |= ulyssesClampLength(slots[p].length, slotLength, &lengths[p]);
+    else
+      lengths[p] = slotLength;
+    offsets[p + 1] = offsets[p] + lengths[p];
+    slotOffsets[p + 1] = slotOffsets[p] + slotLength;
+    for (int t = 0; t < nTensors; t++)
+      if (slots[p].serials[t] != slots[0].serials[t])
+        status |= ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS;
+  }
+  return status;
+}
+
+/* Narrows each tensor's word size to what the peers' output addresses (as
+ * this rank resolved them) allow: the host knew only its own. */
+ULYSSES_HD void ulyssesOnePassNarrowWords(ulyssesOnePassArgs* a) {
+  for (int t = 0; t < a->nTensors; t++) {
+    ulyssesOnePassTensor* x = &a->tensors[t];
+    for (int p = 0; p < a->nRanks; p++) {
+      int word = ulyssesWordBytes(x->headBytes, x->input, x->peerOutputs[p]);
+      if (word < x->wordBytes) x->wordBytes = word;
+    }
+  }
+}
+
 #endif /* ULYSSES_ONE_PASS_INDEX_H_ */

@@ -1,6 +1,6 @@
 /* The one-pass kernel's launchers (kernels/one_pass.cu): plain C entry points
- * so that host code and tests stay C. Nothing here is wired into the
- * exchange yet (docs/one-pass.md, "What has run"). */
+ * so that host code and tests stay C. The exchange calls the NCCL ones when
+ * its path choice (src/one_pass.c) says one pass. */
 #ifndef ULYSSES_ONE_PASS_LAUNCH_H_
 #define ULYSSES_ONE_PASS_LAUNCH_H_
 
@@ -15,8 +15,6 @@
  * peers' block of the same index at the barriers. */
 #define ULYSSES_ONE_PASS_BLOCKS 132
 #define ULYSSES_ONE_PASS_THREADS 256
-/* The most ranks a load/store team holds (an NVL72 rack). */
-#define ULYSSES_ONE_PASS_MAX_PEERS 72
 
 #ifdef __cplusplus
 extern "C" {
@@ -25,22 +23,29 @@ extern "C" {
 /* Simulated ranks on one GPU: args' peerOutputs are device arrays of the
  * peers' output addresses; the barriers are no-ops, so the caller launches
  * rank after rank on one stream (each rank's reads never see another rank's
- * writes: inputs and outputs are apart). */
-cudaError_t ulyssesLaunchOnePassLocal(const ulyssesOnePassArgs* args, cudaStream_t stream);
+ * writes: inputs and outputs are apart). blocks: the grid (0:
+ * ULYSSES_ONE_PASS_BLOCKS), free here since no barrier pairs the blocks. */
+cudaError_t ulyssesLaunchOnePassLocal(const ulyssesOnePassArgs* args, int blocks,
+                                      cudaStream_t stream);
 
-/* Built only where NCCL has its device API (2.28 and later): the same
- * kernel, each output resolved as ncclGetLsaPointer(windows[t],
- * windowOffsets[t], peer) (the same offset on every rank: the publish step of
- * docs/one-pass.md is not written), between an entry and an exit LSA
- * barrier. devComm from ulyssesOnePassDevCommCreate. */
-cudaError_t ulyssesLaunchOnePassNccl(const ulyssesOnePassArgs* args, const void* devComm,
-                                     void* const* windows, const size_t* windowOffsets,
-                                     cudaStream_t stream);
-/* Collective (ncclDevCommCreate with ULYSSES_ONE_PASS_BLOCKS LSA barriers):
- * *devComm is host memory holding the ncclDevComm, *lsaRanks its LSA team's
- * size. ncclInvalidUsage where NCCL has no device API. */
-ncclResult_t ulyssesOnePassDevCommCreate(ncclComm_t comm, void** devComm, int* lsaRanks);
+/* Whether this build has the NCCL instantiation (NCCL 2.28 and later). */
+int ulyssesOnePassKernelBuilt(void);
+
+/* Collective: ncclDevCommCreate with one LSA barrier per block and a control
+ * buffer of nRanks slots (ulyssesOnePassSlot) in NCCL's resource window.
+ * *devComm: host memory that the launch and the destroy take; *lsaRanks: the
+ * size of its load/store team. ncclInvalidUsage where NCCL has no device API. */
+ncclResult_t ulyssesOnePassDevCommCreate(ncclComm_t comm, int nRanks, void** devComm,
+                                         int* lsaRanks);
 ncclResult_t ulyssesOnePassDevCommDestroy(ncclComm_t comm, void* devComm);
+
+/* One exchange in one kernel: publish sync's slot to every peer, the entry
+ * barrier, the table and the peers' outputs from the published slots
+ * (windows[t]: this rank's window of the allocation holding its output t),
+ * the stores, the exit barrier. args' peerOutputs are ignored. */
+cudaError_t ulyssesLaunchOnePassNccl(const ulyssesOnePassArgs* args, const ulyssesOnePassSync* sync,
+                                     const void* devComm, void* const* windows,
+                                     cudaStream_t stream);
 
 #ifdef __cplusplus
 }

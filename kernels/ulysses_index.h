@@ -218,9 +218,32 @@ typedef struct {
   uint32_t* status;               /* capacity mode: error bits, OR-ed */
 } ulyssesTableArgs;
 
-/* Rank chunkBegin + i's real and slot length; returns its error bits. A
- * capacity-mode length outside [0, capacity] is clamped so that no kernel
- * ever addresses beyond the slot or the caller's buffer. */
+/* The largest power of two up to 16 that divides headBytes and both bases:
+ * the word a copy between them may move. */
+ULYSSES_HD int ulyssesWordBytes(int64_t headBytes, const void* user, const void* segments) {
+  uint64_t bits = (uint64_t)headBytes | (uint64_t)(uintptr_t)user | (uint64_t)(uintptr_t)segments;
+  int word = 16;
+  while (word > 1 && bits % (uint64_t)word != 0) word /= 2;
+  return word;
+}
+
+/* A capacity-mode length as a rank reported it, clamped into [0, capacity]
+ * so that no kernel ever addresses beyond the slot or the caller's buffer;
+ * returns the error bits of a length that needed it. */
+ULYSSES_HD uint32_t ulyssesClampLength(int64_t raw, int64_t capacity, int64_t* length) {
+  if (raw < 0) {
+    *length = 0;
+    return ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH;
+  }
+  if (raw > capacity) {
+    *length = capacity;
+    return ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY;
+  }
+  *length = raw;
+  return 0;
+}
+
+/* Rank chunkBegin + i's real and slot length; returns its error bits. */
 ULYSSES_HD uint32_t ulyssesTableEntry(const ulyssesTableArgs* a, int i, int64_t* length,
                                       int64_t* slotLength) {
   int64_t hostValue = a->hostValues[i];
@@ -229,18 +252,8 @@ ULYSSES_HD uint32_t ulyssesTableEntry(const ulyssesTableArgs* a, int i, int64_t*
     *slotLength = hostValue;
     return 0;
   }
-  int64_t raw = a->gatheredLengths[a->chunkBegin + i];
   *slotLength = hostValue;
-  if (raw < 0) {
-    *length = 0;
-    return ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH;
-  }
-  if (raw > hostValue) {
-    *length = hostValue;
-    return ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY;
-  }
-  *length = raw;
-  return 0;
+  return ulyssesClampLength(a->gatheredLengths[a->chunkBegin + i], hostValue, length);
 }
 
 /* Thread i's writes of one table launch, given the inclusive prefix sums of

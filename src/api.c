@@ -138,7 +138,8 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
   if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
   if (ncclComm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "ncclComm is NULL");
   ulyssesSettings settings;
-  ULYSSES_CHECK(ulyssesReadConfig(config, getenv("ULYSSES_CHECK"), &settings));
+  ULYSSES_CHECK(
+      ulyssesReadConfig(config, getenv("ULYSSES_CHECK"), getenv("ULYSSES_ONE_PASS"), &settings));
   int ncclVersion = 0;
   if (ncclGetVersion(&ncclVersion) != ncclSuccess || ncclVersion < MIN_NCCL_VERSION)
     return ulyssesFail(ulyssesErrorUnsupported,
@@ -166,7 +167,6 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
                          ncclGetLastError(ncclComm));
     goto failed;
   }
-  ULYSSES_CHECK_GOTO(ulyssesOnePassCreate(c, ncclVersion), result, failed);
   deviceGuard guard;
   ULYSSES_CHECK_GOTO(enterDevice(c->cudaDevice, &guard), result, failed);
   ULYSSES_CHECK_GOTO(
@@ -182,6 +182,7 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
                                                  sizeof(int64_t) * ((size_t)c->nRanks + 1)),
                                       "cudaMalloc of the length scratch"),
                      result, restore);
+  ULYSSES_CHECK_GOTO(ulyssesOnePassCreate(c, settings.onePass, ncclVersion), result, restore);
   leaveDevice(&guard);
   if (!registerComm(c)) {
     ulyssesOnePassDestroy(c);
@@ -344,8 +345,11 @@ static void rememberPlanChecked(struct ulyssesComm* comm, uint64_t fingerprint) 
  * messages, so a plan that passed eagerly on this comm (as NCCL's eager run
  * before a capture does) needs no check when a graph captures it. */
 static ulyssesResult_t checkPlansAgree(struct ulyssesComm* comm, ulyssesPlan_t plan, ulyssesOp_t op,
-                                       cudaStream_t stream, const ulyssesBackend* backend) {
-  uint64_t fingerprint = ulyssesPlanFingerprint(plan, op);
+                                       int path, cudaStream_t stream,
+                                       const ulyssesBackend* backend) {
+  /* The path is folded in: a rank taking one pass while another stages
+   * would wait at a barrier that the other's messages never reach. */
+  uint64_t fingerprint = ulyssesPlanFingerprint(plan, op) ^ (uint64_t)path * 0x9e3779b97f4a7c15u;
   int capturing;
   ULYSSES_CHECK(streamCapturing(stream, &capturing));
   if (capturing) {
@@ -391,8 +395,7 @@ static ulyssesResult_t exchangeOnComm(struct ulyssesComm* comm, ulyssesPlan_t pl
                                       cudaStream_t stream) {
   ULYSSES_CHECK(ulyssesCheckExchange(plan, comm->nRanks, comm->rank, op, nTensors, sendbuffs,
                                      recvbuffs, workspace, workspaceSize));
-  /* The path is chosen (and logged) on every call; until the one-pass kernel
-   * exists the choice is always the staged path run below. */
+  /* The path is chosen (and logged) on every call. */
   int path;
   const char* pathReason;
   ULYSSES_CHECK(ulyssesOnePassPath(comm, plan, op, recvbuffs, &path, &pathReason));
@@ -401,8 +404,10 @@ static ulyssesResult_t exchangeOnComm(struct ulyssesComm* comm, ulyssesPlan_t pl
   ulyssesCudaContext context = {comm, stream};
   ulyssesBackend backend = ulyssesCudaBackend(&context);
   ulyssesResult_t result = ulyssesSuccess;
-  if (comm->checkPlans) result = checkPlansAgree(comm, plan, op, stream, &backend);
-  if (result == ulyssesSuccess)
+  if (comm->checkPlans) result = checkPlansAgree(comm, plan, op, path, stream, &backend);
+  if (result == ulyssesSuccess && path == ULYSSES_PATH_ONE_PASS)
+    result = ulyssesOnePassExchange(comm, plan, op, sendbuffs, recvbuffs, stream);
+  else if (result == ulyssesSuccess)
     result =
         ulyssesRunExchange(plan, op, sendbuffs, recvbuffs, workspace, comm->deviceStatus, &backend);
   leaveDevice(&guard);

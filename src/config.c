@@ -11,9 +11,24 @@
 /* The first version with a config. */
 #define CONFIG_FIRST_VERSION ULYSSES_VERSION(0, 1, 0)
 
+/* A 0-or-1 field that the caller's config has (its size covers it) and set. */
+static ulyssesResult_t readSwitch(const ulyssesConfig_t* config, size_t offset, const char* name,
+                                  int* setting) {
+  if (config->size < offset + sizeof(int)) return ulyssesSuccess;
+  int value;
+  memcpy(&value, (const unsigned char*)config + offset, sizeof value);
+  if (value == ULYSSES_CONFIG_UNDEF_INT) return ulyssesSuccess;
+  if (value != 0 && value != 1)
+    return ulyssesFail(ulyssesErrorInvalidArgument, "config->%s is %d; it must be 0 or 1", name,
+                       value);
+  *setting = value;
+  return ulyssesSuccess;
+}
+
 ulyssesResult_t ulyssesReadConfig(const ulyssesConfig_t* config, const char* checkEnvironment,
-                                  ulyssesSettings* settings) {
+                                  const char* onePassEnvironment, ulyssesSettings* settings) {
   settings->checkPlans = checkEnvironment != NULL && strcmp(checkEnvironment, "1") == 0;
+  settings->onePass = onePassEnvironment != NULL && strcmp(onePassEnvironment, "1") == 0;
   if (config == NULL) return ulyssesSuccess;
   if (config->magic != ULYSSES_CONFIG_MAGIC)
     return ulyssesFail(ulyssesErrorInvalidArgument,
@@ -35,12 +50,7 @@ ulyssesResult_t ulyssesReadConfig(const ulyssesConfig_t* config, const char* che
                "config comes from ulysses %u's header, newer than this library (%d): its "
                "fields past the first %zu bytes are ignored",
                config->version, ULYSSES_VERSION_CODE, sizeof(ulyssesConfig_t));
-  if (config->size >= offsetof(ulyssesConfig_t, checkPlans) + sizeof config->checkPlans &&
-      config->checkPlans != ULYSSES_CONFIG_UNDEF_INT) {
-    if (config->checkPlans != 0 && config->checkPlans != 1)
-      return ulyssesFail(ulyssesErrorInvalidArgument, "config->checkPlans is %d; it must be 0 or 1",
-                         config->checkPlans);
-    settings->checkPlans = config->checkPlans;
-  }
-  return ulyssesSuccess;
+  ULYSSES_CHECK(readSwitch(config, offsetof(ulyssesConfig_t, checkPlans), "checkPlans",
+                           &settings->checkPlans));
+  return readSwitch(config, offsetof(ulyssesConfig_t, onePass), "onePass", &settings->onePass);
 }

@@ -7,12 +7,13 @@
 
 typedef struct {
   int checkPlans;
+  int onePass;
 } ulyssesSettings;
 
-/* config may be NULL. checkEnvironment: ULYSSES_CHECK's value, or NULL. A
- * config from an older header (a smaller size) leaves the newer fields at
- * their defaults. */
+/* config may be NULL. checkEnvironment, onePassEnvironment: ULYSSES_CHECK's
+ * and ULYSSES_ONE_PASS's values, or NULL. A config from an older header (a
+ * smaller size) leaves the newer fields at their defaults. */
 ulyssesResult_t ulyssesReadConfig(const ulyssesConfig_t* config, const char* checkEnvironment,
-                                  ulyssesSettings* settings);
+                                  const char* onePassEnvironment, ulyssesSettings* settings);
 
 #endif /* ULYSSES_CONFIG_H_ */

@@ -47,17 +47,23 @@ ulyssesResult_t ulyssesFail(ulyssesResult_t code, const char* format, ...) {
 
 ulyssesResult_t ulyssesAsyncResult(uint32_t deviceStatus, ncclResult_t ncclAsync,
                                    const char* ncclErrorName) {
-  const char* deviceError = deviceStatus & ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY
-                                ? "a capacity-mode length was above its capacity; it was clamped"
-                            : deviceStatus & ULYSSES_STATUS_NEGATIVE_LENGTH
-                                ? "a capacity-mode length was negative; it was taken as 0"
-                                : NULL;
+  const char* deviceError =
+      deviceStatus & ULYSSES_STATUS_ONE_PASS_OUTPUTS
+          ? "a one-pass exchange found the ranks' outputs of a tensor in different "
+            "ulyssesMemAlloc allocations; it wrote nothing"
+      : deviceStatus & ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY
+          ? "a capacity-mode length was above its capacity; it was clamped"
+      : deviceStatus & ULYSSES_STATUS_NEGATIVE_LENGTH
+          ? "a capacity-mode length was negative; it was taken as 0"
+          : NULL;
   /* NCCL's error first: a broken communicator is what a watchdog must act on
    * (abort), and a clamped length must not hide it. */
   if (ncclAsync != ncclSuccess && ncclAsync != ncclInProgress)
     return ulyssesFail(ulyssesErrorNcclError, "NCCL reports an asynchronous error: %s%s%s",
                        ncclErrorName, deviceError ? "; on the device, also: " : "",
                        deviceError ? deviceError : "");
+  if (deviceStatus & ULYSSES_STATUS_ONE_PASS_OUTPUTS)
+    return ulyssesFail(ulyssesErrorPlanMismatch, "%s", deviceError);
   if (deviceStatus & ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY)
     return ulyssesFail(ulyssesErrorLengthExceedsCapacity, "%s", deviceError);
   if (deviceStatus & ULYSSES_STATUS_NEGATIVE_LENGTH)

@@ -9,6 +9,10 @@
 ulyssesResult_t ulyssesFail(ulyssesResult_t code, const char* format, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* A bit of the comm's status word beside the public ULYSSES_STATUS_* ones:
+ * the one-pass kernel's ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS. */
+#define ULYSSES_STATUS_ONE_PASS_OUTPUTS 0x4u
+
 /* What ulyssesCommGetAsyncError reports for the device status bits and
  * NCCL's asynchronous state (ncclErrorName: ncclGetErrorString's): NCCL's
  * error (ncclInProgress is no error), its message naming the device error

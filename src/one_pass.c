@@ -9,6 +9,8 @@ _Static_assert((int)ulyssesOpSeqToHead == ULYSSES_ONE_PASS_SEQ_TO_HEAD &&
                    (int)ulyssesOpHeadToSeq == ULYSSES_ONE_PASS_HEAD_TO_SEQ &&
                    (int)ulyssesOpAllGather == ULYSSES_ONE_PASS_ALL_GATHER,
                "one-pass ops");
+_Static_assert(ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS == ULYSSES_STATUS_ONE_PASS_OUTPUTS,
+               "the one-pass status bit");
 
 /*------------------------------------------------------------------------
  * The registry of symmetric allocations.
@@ -73,17 +75,36 @@ static int choose(int path, const char* why, const char** reason) {
   return path;
 }
 
+/* Whether some rank's output of tensor t is empty, from what every rank's
+ * plan holds, so that every rank answers the same. */
+static int someRankReceivesNothing(const struct ulyssesPlan* plan, ulyssesOp_t op, int t) {
+  const ulyssesLayout_t* layout = &plan->layouts[t];
+  for (int p = 0; p < plan->nRanks; p++) {
+    if (op == ulyssesOpHeadToSeq) {
+      if (plan->slotLengths[p] == 0) return 1;
+      continue;
+    }
+    int64_t begin;
+    int64_t heads = op == ulyssesOpAllGather ? layout->heads
+                                             : ulyssesPeerHeads(layout->heads, layout->queryHeads,
+                                                                plan->nRanks, p, &begin);
+    if (heads == 0 || plan->slotOffsets[plan->nRanks] == 0) return 1;
+  }
+  return 0;
+}
+
 int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
                               const ulyssesSymmetricRegistry* registry,
                               const struct ulyssesPlan* plan, ulyssesOp_t op,
                               void* const* recvbuffs, const char** reason) {
   if (!support->enabled)
     return choose(ULYSSES_PATH_STAGED,
-                  "one pass is off (the default; ULYSSES_ONE_PASS=1 turns it on)", reason);
+                  "one pass is off (the default; ULYSSES_ONE_PASS=1 or config.onePass = 1 turns "
+                  "it on)",
+                  reason);
   if (!support->kernelReady)
     return choose(ULYSSES_PATH_STAGED,
-                  "this build has no one-pass kernel yet (docs/one-pass.md: it has not run on a "
-                  "GPU)",
+                  "this build has no one-pass kernel (it was built without NCCL's device API)",
                   reason);
   if (support->compiledNcclVersion < ULYSSES_ONE_PASS_MIN_NCCL)
     return choose(ULYSSES_PATH_STAGED,
@@ -96,6 +117,10 @@ int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
                   reason);
   if (support->commRanks < 2)
     return choose(ULYSSES_PATH_STAGED, "a single rank: there is no peer to write to", reason);
+  if (support->commRanks > ULYSSES_ONE_PASS_MAX_PEERS)
+    return choose(ULYSSES_PATH_STAGED,
+                  "more ranks than a load/store team holds (ULYSSES_ONE_PASS_MAX_PEERS, 72)",
+                  reason);
   if (!support->devCommReady)
     return choose(ULYSSES_PATH_STAGED,
                   "ncclDevCommCreate failed when the comm was created (no symmetric memory "
@@ -111,6 +136,12 @@ int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
       return choose(ULYSSES_PATH_STAGED,
                     "head -> seq of kv heads shared by several ranks sums their replicas, which "
                     "one pass cannot do before every replica has arrived",
+                    reason);
+  for (int t = 0; t < plan->nTensors; t++)
+    if (someRankReceivesNothing(plan, op, t))
+      return choose(ULYSSES_PATH_STAGED,
+                    "a rank receives nothing of a tensor (a zero length in head -> seq, or fewer "
+                    "heads than ranks): its empty output has no window to address the others' by",
                     reason);
   for (int t = 0; t < plan->nTensors; t++) {
     size_t bytes = ulyssesPlanUserBytes(plan, op, t, ULYSSES_RECV);
@@ -178,5 +209,23 @@ void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
     x->chunkRuns =
         words[t] > 0 ? (int64_t)args->runLanes * ULYSSES_CHUNK_WORDS_PER_LANE / words[t] : 1;
     if (x->chunkRuns < 1) x->chunkRuns = 1;
+  }
+}
+
+void ulyssesOnePassFillSync(const struct ulyssesPlan* plan, ulyssesOp_t op,
+                            const ulyssesSymmetricRegistry* registry, void* const* recvbuffs,
+                            uint32_t* status, ulyssesOnePassSync* sync, void** windows) {
+  memset(sync, 0, sizeof *sync);
+  sync->capacityMode = plan->mode == ULYSSES_MODE_CAPACITY;
+  memcpy(sync->slotLengths, plan->slotLengths, sizeof(int64_t) * (size_t)plan->nRanks);
+  sync->localLength = plan->deviceLocalLength;
+  sync->mine.length = plan->slotLengths[plan->rank];
+  sync->status = status;
+  for (int t = 0; t < plan->nTensors; t++) {
+    size_t bytes = ulyssesPlanUserBytes(plan, op, t, ULYSSES_RECV);
+    const ulyssesSymmetricBuffer* b = ulyssesSymmetricFind(registry, recvbuffs[t], bytes);
+    windows[t] = b->window;
+    sync->mine.serials[t] = b->serial;
+    sync->mine.offsets[t] = (uint64_t)((const unsigned char*)recvbuffs[t] - b->base);
   }
 }

@@ -43,7 +43,7 @@ void ulyssesSymmetricClear(ulyssesSymmetricRegistry* registry);
 
 /* What the comm knows about one-pass support, fixed when it is created. */
 typedef struct {
-  int enabled;             /* ULYSSES_ONE_PASS=1 */
+  int enabled;             /* ULYSSES_ONE_PASS=1 or config->onePass */
   int kernelReady;         /* the library has the one-pass kernel and its launch */
   int compiledNcclVersion; /* NCCL_VERSION_CODE the library was built with */
   int runtimeNcclVersion;  /* ncclGetVersion */
@@ -70,19 +70,33 @@ void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
                         const int64_t* lengths, const int64_t* offsets, const int64_t* slotOffsets,
                         ulyssesOnePassArgs* args);
 
+/* The host's part of the NCCL launch for op with plan (after the path
+ * choice said one pass): the publish step's slot and table values in *sync,
+ * and windows[t], this rank's window of the allocation holding output t. */
+void ulyssesOnePassFillSync(const struct ulyssesPlan* plan, ulyssesOp_t op,
+                            const ulyssesSymmetricRegistry* registry, void* const* recvbuffs,
+                            uint32_t* status, ulyssesOnePassSync* sync, void** windows);
+
 /* The comm's one-pass state (struct ulyssesComm.onePass). */
 struct ulyssesOnePassState {
   ulyssesOnePassSupport support;
   ulyssesSymmetricRegistry registry;
+  void* devComm; /* ulyssesOnePassDevCommCreate's, or NULL */
 };
 
 struct ulyssesComm;
-/* At ulyssesCommCreate, after the comm's size is known: reads
- * ULYSSES_ONE_PASS and what the comm supports. */
-ulyssesResult_t ulyssesOnePassCreate(struct ulyssesComm* comm, int runtimeNcclVersion);
+/* At ulyssesCommCreate (collective), after the comm's size is known: what
+ * the comm supports; where enabled, the NCCL device comm (its failure only
+ * means the staged path). */
+ulyssesResult_t ulyssesOnePassCreate(struct ulyssesComm* comm, int enabled, int runtimeNcclVersion);
 /* At ulyssesCommDestroy (collective then): frees the symmetric allocations
  * left, in allocation order. comm->onePass may be NULL. */
 ulyssesResult_t ulyssesOnePassDestroy(struct ulyssesComm* comm);
+/* The one-pass exchange, enqueued on stream (the comm's device current). */
+ulyssesResult_t ulyssesOnePassExchange(const struct ulyssesComm* comm,
+                                       const struct ulyssesPlan* plan, ulyssesOp_t op,
+                                       const void* const* sendbuffs, void* const* recvbuffs,
+                                       cudaStream_t stream);
 /* The path of an exchange whose arguments have been checked, logged under
  * ULYSSES_DEBUG=INFO. */
 ulyssesResult_t ulyssesOnePassPath(const struct ulyssesComm* comm, const struct ulyssesPlan* plan,

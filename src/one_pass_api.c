@@ -7,27 +7,50 @@
 #include "error.h"
 #include "log.h"
 #include "one_pass.h"
+#include "one_pass_launch.h"
 
-ulyssesResult_t ulyssesOnePassCreate(struct ulyssesComm* comm, int runtimeNcclVersion) {
+ulyssesResult_t ulyssesOnePassCreate(struct ulyssesComm* comm, int enabled,
+                                     int runtimeNcclVersion) {
   struct ulyssesOnePassState* state = calloc(1, sizeof *state);
   if (state == NULL) return ulyssesFail(ulyssesErrorSystemError, "out of host memory for a comm");
-  const char* enable = getenv("ULYSSES_ONE_PASS");
-  state->support.enabled = enable != NULL && strcmp(enable, "1") == 0;
-  /* Neither the kernel nor ncclDevCommCreate's team is there yet: the path
-   * choice says so rather than guess (docs/one-pass.md). */
-  state->support.kernelReady = 0;
-  state->support.devCommReady = 0;
-  state->support.lsaRanks = 0;
-  state->support.compiledNcclVersion = NCCL_VERSION_CODE;
-  state->support.runtimeNcclVersion = runtimeNcclVersion;
-  state->support.commRanks = comm->nRanks;
+  ulyssesOnePassSupport* support = &state->support;
+  support->enabled = enabled;
+  support->kernelReady = ulyssesOnePassKernelBuilt();
+  support->compiledNcclVersion = NCCL_VERSION_CODE;
+  support->runtimeNcclVersion = runtimeNcclVersion;
+  support->commRanks = comm->nRanks;
   comm->onePass = state;
+  /* ncclDevCommCreate is collective: every rank asks, or none. Whether it
+   * does depends only on what every rank of a job shares (the setting, the
+   * build, the NCCL version, the comm's size), and NCCL's answer on whether
+   * the comm supports symmetric memory is the same on every rank. */
+  if (!enabled || !support->kernelReady ||
+      support->compiledNcclVersion < ULYSSES_ONE_PASS_MIN_NCCL ||
+      support->runtimeNcclVersion != support->compiledNcclVersion || comm->nRanks < 2 ||
+      comm->nRanks > ULYSSES_ONE_PASS_MAX_PEERS)
+    return ulyssesSuccess;
+  ncclResult_t created =
+      ulyssesOnePassDevCommCreate(comm->nccl, comm->nRanks, &state->devComm, &support->lsaRanks);
+  if (created != ncclSuccess) {
+    /* Not an error: the exchanges take the staged path and say why. */
+    ulyssesLog(ULYSSES_LOG_INFO, "one pass: ncclDevCommCreate failed (%s: %s); staged path",
+               ncclGetErrorString(created), ncclGetLastError(comm->nccl));
+    state->devComm = NULL;
+    support->lsaRanks = 0;
+    return ulyssesSuccess;
+  }
+  support->devCommReady = 1;
+  ulyssesLog(ULYSSES_LOG_INFO,
+             "one pass: NCCL device comm ready, load/store team of %d of %d ranks",
+             support->lsaRanks, comm->nRanks);
   return ulyssesSuccess;
 }
 
-/* Deregisters and frees one allocation; the first failure is returned. */
-static ulyssesResult_t releaseSymmetric(ncclComm_t nccl, void* ptr, void* window) {
-  ncclResult_t deregistered = ncclCommWindowDeregister(nccl, (ncclWindow_t)window);
+/* Deregisters and frees one allocation; the first failure is returned. An
+ * aborted comm's windows went with it: only the memory is freed then. */
+static ulyssesResult_t releaseSymmetric(ncclComm_t nccl, int commAborted, void* ptr, void* window) {
+  ncclResult_t deregistered =
+      commAborted ? ncclSuccess : ncclCommWindowDeregister(nccl, (ncclWindow_t)window);
   ncclResult_t freed = ncclMemFree(ptr);
   if (deregistered != ncclSuccess)
     return ulyssesFail(ulyssesErrorNcclError, "ncclCommWindowDeregister failed: %s",
@@ -40,6 +63,7 @@ static ulyssesResult_t releaseSymmetric(ncclComm_t nccl, void* ptr, void* window
 ulyssesResult_t ulyssesOnePassDestroy(struct ulyssesComm* comm) {
   struct ulyssesOnePassState* state = comm->onePass;
   if (state == NULL) return ulyssesSuccess;
+  int aborted = atomic_load(&comm->aborted);
   ulyssesResult_t result = ulyssesSuccess;
   /* In allocation order, as every rank frees them. */
   while (state->registry.count > 0) {
@@ -49,10 +73,18 @@ ulyssesResult_t ulyssesOnePassDestroy(struct ulyssesComm* comm) {
     void* ptr = (void*)(uintptr_t)state->registry.buffers[oldest].base;
     void* window = NULL;
     ulyssesSymmetricRemove(&state->registry, ptr, &window);
-    ulyssesResult_t released = releaseSymmetric(comm->nccl, ptr, window);
+    ulyssesResult_t released = releaseSymmetric(comm->nccl, aborted, ptr, window);
     if (result == ulyssesSuccess) result = released;
   }
   ulyssesSymmetricClear(&state->registry);
+  if (state->devComm != NULL && !aborted) {
+    ncclResult_t destroyed = ulyssesOnePassDevCommDestroy(comm->nccl, state->devComm);
+    if (destroyed != ncclSuccess && result == ulyssesSuccess)
+      result = ulyssesFail(ulyssesErrorNcclError, "ncclDevCommDestroy failed: %s",
+                           ncclGetErrorString(destroyed));
+  } else {
+    free(state->devComm); /* the abort took NCCL's side of it */
+  }
   free(state);
   comm->onePass = NULL;
   return result;
@@ -78,7 +110,7 @@ static ulyssesResult_t memAlloc(struct ulyssesComm* comm, size_t size, void** pt
   }
   ulyssesResult_t recorded = ulyssesSymmetricAdd(&comm->onePass->registry, memory, size, window);
   if (recorded != ulyssesSuccess) {
-    releaseSymmetric(comm->nccl, memory, window);
+    releaseSymmetric(comm->nccl, 0, memory, window);
     return recorded;
   }
   ulyssesLog(ULYSSES_LOG_INFO, "symmetric allocation of %zu bytes at %p", size, memory);
@@ -100,7 +132,7 @@ static ulyssesResult_t memFree(struct ulyssesComm* comm, void* ptr) {
   if (!ulyssesSymmetricRemove(&comm->onePass->registry, ptr, &window))
     return ulyssesFail(ulyssesErrorInvalidArgument,
                        "ptr %p is not an allocation of ulyssesMemAlloc on this comm", ptr);
-  return releaseSymmetric(comm->nccl, ptr, window);
+  return releaseSymmetric(comm->nccl, 0, ptr, window);
 }
 
 ULYSSES_API ulyssesResult_t ulyssesMemFree(ulyssesComm_t comm, void* ptr) {
@@ -121,6 +153,20 @@ ulyssesResult_t ulyssesOnePassPath(const struct ulyssesComm* comm, const struct 
   ulyssesLog(ULYSSES_LOG_INFO, "%s: %s path: %s", opNames[op],
              *path == ULYSSES_PATH_ONE_PASS ? "one-pass" : "staged", *reason);
   return ulyssesSuccess;
+}
+
+ulyssesResult_t ulyssesOnePassExchange(const struct ulyssesComm* comm,
+                                       const struct ulyssesPlan* plan, ulyssesOp_t op,
+                                       const void* const* sendbuffs, void* const* recvbuffs,
+                                       cudaStream_t stream) {
+  const struct ulyssesOnePassState* state = comm->onePass;
+  ulyssesOnePassArgs args;
+  ulyssesOnePassFill(plan, op, sendbuffs, NULL, NULL, NULL, NULL, &args);
+  ulyssesOnePassSync sync;
+  void* windows[ULYSSES_KERNEL_MAX_TENSORS] = {NULL};
+  ulyssesOnePassFillSync(plan, op, &state->registry, recvbuffs, comm->deviceStatus, &sync, windows);
+  return ulyssesCudaCheck(ulyssesLaunchOnePassNccl(&args, &sync, state->devComm, windows, stream),
+                          "the one-pass kernel's launch");
 }
 
 static ulyssesResult_t getExchangePath(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,

@@ -491,13 +491,6 @@ void ulyssesPlanWorkspace(const ulyssesPlanData* plan, ulyssesOp_t op,
   *layout = plan->ops[op].workspace;
 }
 
-int ulyssesWordBytes(int64_t headBytes, const void* user, const void* segments) {
-  uint64_t bits = (uint64_t)headBytes | (uint64_t)(uintptr_t)user | (uint64_t)(uintptr_t)segments;
-  int word = 16;
-  while (word > 1 && bits % (uint64_t)word != 0) word /= 2;
-  return word;
-}
-
 /*------------------------------------------------------------------------
  * Call-time checks.
  *----------------------------------------------------------------------*/

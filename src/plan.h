@@ -101,7 +101,5 @@ uint64_t ulyssesPlanFingerprint(const struct ulyssesPlan* plan, ulyssesOp_t op);
  * from rank 0. Every rank, seeing the same fingerprints, gives the same result. */
 ulyssesResult_t ulyssesCheckFingerprints(const uint64_t* fingerprints, int nRanks, ulyssesOp_t op);
 
-/* The largest power of two up to 16 that divides headBytes and both bases. */
-int ulyssesWordBytes(int64_t headBytes, const void* user, const void* segments);
 
 #endif /* ULYSSES_PLAN_H_ */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "one_pass_launch.h"
 #include "ulysses_launch.h"
 
 fakeSettings fake;
@@ -31,6 +32,11 @@ static char rankHandles[FAKE_MAX_RANKS];
  * and whether it was aborted. */
 static int inProgress[FAKE_MAX_RANKS + 1];
 static int aborted[FAKE_MAX_RANKS + 1];
+/* Each rank's windows in registration order (a deregistered one NULL), so
+ * that the k-th collective registration of one rank finds its peers' k-th. */
+#define FAKE_MAX_WINDOWS 64
+static void* windowBases[FAKE_MAX_RANKS + 1][FAKE_MAX_WINDOWS];
+static int windowCounts[FAKE_MAX_RANKS + 1];
 
 typedef struct {
   const void* sendbuff;
@@ -230,6 +236,7 @@ void fakeReset(int nRanks, int rank) {
   violations = 0;
   memset(inProgress, 0, sizeof inProgress);
   memset(aborted, 0, sizeof aborted);
+  memset(windowCounts, 0, sizeof windowCounts);
   pthread_mutex_unlock(&fakeLock);
   pthread_mutex_lock(&pairLock);
   barrierArrived = 0;
@@ -363,8 +370,8 @@ cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
   for (int t = 0; t < args->nTensors; t++)
     for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
       for (int lane = 0; lane < args->runLanes; lane++)
-        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes,
-                               ulyssesLaunchWordBytes(args), ulyssesLaunchSums(args));
+        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes, ulyssesLaunchWordBytes(args),
+                               ulyssesLaunchSums(args));
   return cudaSuccess;
 }
 
@@ -537,17 +544,122 @@ ncclResult_t ncclMemFree(void* ptr) {
 ncclResult_t ncclCommWindowRegister(ncclComm_t comm, void* buff, size_t size, ncclWindow_t* win,
                                     int winFlags) {
   (void)size;
-  if (comm != theComm || buff == NULL) return ncclInvalidArgument;
+  int slot = slotOf(comm);
+  if (slot < 0 || buff == NULL) return ncclInvalidArgument;
   ncclResult_t result = takeFailure(&fake.failNextWindowRegister);
   if (result != ncclSuccess) return result;
+  pthread_mutex_lock(&fakeLock);
+  if (windowCounts[slot] == FAKE_MAX_WINDOWS) {
+    pthread_mutex_unlock(&fakeLock);
+    return ncclInternalError;
+  }
+  windowBases[slot][windowCounts[slot]++] = buff;
   *win = (ncclWindow_t)buff;
   fake.lastWindowFlags = winFlags;
   fake.liveWindows++;
+  pthread_mutex_unlock(&fakeLock);
   return ncclSuccess;
 }
 
 ncclResult_t ncclCommWindowDeregister(ncclComm_t comm, ncclWindow_t win) {
-  if (comm != theComm || win == NULL) return ncclInvalidArgument;
+  int slot = slotOf(comm);
+  if (slot < 0 || win == NULL) return ncclInvalidArgument;
+  pthread_mutex_lock(&fakeLock);
+  for (int k = windowCounts[slot] - 1; k >= 0; k--)
+    if (windowBases[slot][k] == (void*)win) {
+      windowBases[slot][k] = NULL;
+      break;
+    }
   fake.liveWindows--;
+  pthread_mutex_unlock(&fakeLock);
   return ncclSuccess;
+}
+
+/*------------------------------------------------------------------------
+ * The one-pass launchers.
+ *----------------------------------------------------------------------*/
+/* controls[r][p]: the slot rank p published to rank r. */
+static ulyssesOnePassSlot controls[FAKE_MAX_RANKS][FAKE_MAX_RANKS];
+
+int ulyssesOnePassKernelBuilt(void) { return fake.onePassKernelBuilt; }
+
+ncclResult_t ulyssesOnePassDevCommCreate(ncclComm_t comm, int nRanks, void** devComm,
+                                         int* lsaRanks) {
+  if (!enter(comm)) return ncclInvalidArgument;
+  note(FAKE_DEV_COMM_CREATE);
+  ncclResult_t result = fake.devCommResult;
+  if (result == ncclSuccess) {
+    *devComm = malloc(1);
+    *lsaRanks = fake.lsaRanks > 0 ? fake.lsaRanks : nRanks;
+    pthread_mutex_lock(&fakeLock);
+    fake.liveDevComms++;
+    pthread_mutex_unlock(&fakeLock);
+  }
+  leave(comm);
+  return result;
+}
+
+ncclResult_t ulyssesOnePassDevCommDestroy(ncclComm_t comm, void* devComm) {
+  if (!enter(comm)) return ncclInvalidArgument;
+  free(devComm);
+  pthread_mutex_lock(&fakeLock);
+  fake.liveDevComms--;
+  pthread_mutex_unlock(&fakeLock);
+  leave(comm);
+  return ncclSuccess;
+}
+
+/* The window index of base on rank me, or -1. */
+static int windowIndex(int me, const void* base) {
+  for (int k = windowCounts[me] - 1; k >= 0; k--)
+    if (windowBases[me][k] == base) return k;
+  return -1;
+}
+
+/* Rank me's launch among paired ranks (pairLock held), as the kernel does it
+ * with every block at once: publish, barrier, resolve, store, barrier. */
+static cudaError_t pairedOnePass(const ulyssesOnePassArgs* args, const ulyssesOnePassSync* sync,
+                                 void* const* windows, int me) {
+  ulyssesOnePassSlot mine = sync->mine;
+  if (sync->capacityMode) mine.length = *sync->localLength;
+  for (int p = 0; p < args->nRanks; p++) controls[p][me] = mine;
+  if (!pairBarrier()) return cudaErrorLaunchTimeout;
+  int64_t lengths[FAKE_MAX_RANKS], offsets[FAKE_MAX_RANKS + 1], slotOffsets[FAKE_MAX_RANKS + 1];
+  uint32_t status = ulyssesOnePassResolve(sync, args->nRanks, args->nTensors, controls[me], lengths,
+                                          offsets, slotOffsets);
+  if (status != 0) __atomic_fetch_or(sync->status, status, __ATOMIC_RELAXED);
+  ulyssesOnePassArgs local = *args;
+  local.lengths = lengths;
+  local.offsets = offsets;
+  local.slotOffsets = slotOffsets;
+  unsigned char* peers[ULYSSES_KERNEL_MAX_TENSORS][FAKE_MAX_RANKS];
+  for (int t = 0; t < args->nTensors; t++) {
+    int k = windowIndex(me, windows[t]);
+    for (int p = 0; p < args->nRanks; p++)
+      peers[t][p] = k < 0 || windowBases[p][k] == NULL
+                        ? NULL
+                        : (unsigned char*)windowBases[p][k] + controls[me][p].offsets[t];
+    local.tensors[t].peerOutputs = peers[t];
+  }
+  if (!(status & ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS)) {
+    ulyssesOnePassNarrowWords(&local);
+    for (int t = 0; t < local.nTensors; t++)
+      for (int64_t chunk = 0; chunk < ulyssesOnePassChunkCount(&local, t); chunk++)
+        for (int lane = 0; lane < local.runLanes; lane++)
+          ulyssesOnePassChunkThread(&local, t, chunk, lane, local.runLanes);
+  }
+  return pairBarrier() ? cudaSuccess : cudaErrorLaunchTimeout;
+}
+
+cudaError_t ulyssesLaunchOnePassNccl(const ulyssesOnePassArgs* args, const ulyssesOnePassSync* sync,
+                                     const void* devComm, void* const* windows,
+                                     cudaStream_t stream) {
+  (void)stream;
+  note(FAKE_ONE_PASS_KERNEL);
+  if (devComm == NULL || sync->status == NULL) return cudaErrorInvalidValue;
+  if (!fake.paired) return cudaSuccess;
+  pthread_mutex_lock(&pairLock);
+  cudaError_t result = pairedOnePass(args, sync, windows, args->rank);
+  pthread_mutex_unlock(&pairLock);
+  return result;
 }

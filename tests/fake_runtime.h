@@ -8,8 +8,9 @@
  * messages to others are only recorded. With paired set, the ranks are
  * threads of the test, each with its communicator fakeRankComm(rank): an
  * all-gather waits for every rank and each group's messages are matched
- * with its peers' and copied, as NCCL would. Every work item runs when it is
- * enqueued (a stream is always idle). */
+ * with its peers' and copied, as NCCL would (and the one-pass kernel
+ * stores into the peers' outputs). Every work item runs when it is enqueued
+ * (a stream is always idle). */
 #ifndef ULYSSES_TESTS_FAKE_RUNTIME_H_
 #define ULYSSES_TESTS_FAKE_RUNTIME_H_
 
@@ -21,7 +22,8 @@
 
 typedef enum {
   FAKE_ALL_GATHER, FAKE_GROUP_START, FAKE_GROUP_END, FAKE_SEND, FAKE_RECV, FAKE_ASYNC_POLL,
-  FAKE_TABLE_KERNEL, FAKE_COPY_KERNEL, FAKE_COMM_ABORT, FAKE_SYNCHRONIZE
+  FAKE_TABLE_KERNEL, FAKE_COPY_KERNEL, FAKE_COMM_ABORT, FAKE_SYNCHRONIZE, FAKE_DEV_COMM_CREATE,
+  FAKE_ONE_PASS_KERNEL
 } fakeEvent;
 
 typedef struct {
@@ -52,6 +54,17 @@ typedef struct {
   int liveWindows;
   int liveAllocations;
   int lastWindowFlags;
+  /* The one-pass launchers (kernels/one_pass_launch.h): whether the build
+   * has the NCCL kernel, what ncclDevCommCreate answers, the load/store
+   * team it reports (0: the whole comm), device comms not destroyed. With
+   * paired ranks the one-pass launch runs: each rank publishes its slot to
+   * the others, waits for all, resolves the peers' outputs through the
+   * windows registered in the same order on every rank, and stores into
+   * them with the kernel's per-thread functions. */
+  int onePassKernelBuilt;
+  ncclResult_t devCommResult;
+  int lsaRanks;
+  int liveDevComms;
 } fakeSettings;
 
 extern fakeSettings fake;

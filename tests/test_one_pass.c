@@ -308,22 +308,37 @@ static void testPathFallbackReasons(void** state) {
   pathTeardown(&c);
 }
 
-/* A rank whose output is empty (no heads, no rows) may pass NULL for it. */
-static void testPathEmptyOutputQualifies(void** state) {
+/* A rank whose output is empty (no rows, or no heads) has no window for the
+ * others to address it by: every rank falls back, also those whose own
+ * output is not empty, since the choice must be the same everywhere. */
+static void testPathEmptyOutputFallsBack(void** state) {
   (void)state;
-  static const int64_t lengths[4] = {0, 0, 0, 0};
+  static const int64_t noRows[4] = {0, 0, 0, 0}, oneEmpty[4] = {3, 0, 2, 1};
   ulyssesLayout_t layout = onePassLayout(1, 8, 4, 2, 1, ulyssesOrderBSHD);
-  ulyssesPlan_t plan;
-  assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 1, lengths, 1, &layout), ulyssesSuccess);
+  ulyssesLayout_t fewHeads = onePassLayout(1, 3, 4, 2, 1, ulyssesOrderBSHD);
   ulyssesSymmetricRegistry registry;
   memset(&registry, 0, sizeof registry);
   ulyssesOnePassSupport support = {1, 1, 22809, 22809, 1, 4, 4};
   void* outputs[1] = {NULL};
   const char* reason;
-  assert_int_equal(
-      ulyssesChooseExchangePath(&support, &registry, plan, ulyssesOpSeqToHead, outputs, &reason),
-      ULYSSES_PATH_ONE_PASS);
-  ulyssesPlanDestroy(plan);
+  struct {
+    const int64_t* lengths;
+    const ulyssesLayout_t* layout;
+    ulyssesOp_t op;
+  } cases[] = {{noRows, &layout, ulyssesOpSeqToHead},
+               {oneEmpty, &layout, ulyssesOpHeadToSeq},
+               {oneEmpty, &fewHeads, ulyssesOpSeqToHead}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    for (int rank = 0; rank < 4; rank++) {
+      ulyssesPlan_t plan;
+      assert_int_equal(ulyssesPlanCreateExact(&plan, 4, rank, cases[i].lengths, 1, cases[i].layout),
+                       ulyssesSuccess);
+      assert_int_equal(
+          ulyssesChooseExchangePath(&support, &registry, plan, cases[i].op, outputs, &reason),
+          ULYSSES_PATH_STAGED);
+      assert_non_null(strstr(reason, "receives nothing"));
+      ulyssesPlanDestroy(plan);
+    }
 }
 
 /* The registry: overlapping allocations are refused, serials count up (the
@@ -355,6 +370,79 @@ static void testSymmetricRegistry(void** state) {
   assert_int_equal(registry.count, 0);
 }
 
+/* The publish step's reading side: the table from the published lengths
+ * (capacity mode, clamped with the staged path's bits) or the host's (exact
+ * mode, whatever was published), and the verdict on the outputs'
+ * allocations, the same whichever rank reads the slots. */
+static void testResolveFromPublishedSlots(void** state) {
+  (void)state;
+  ulyssesOnePassSync sync;
+  memset(&sync, 0, sizeof sync);
+  sync.capacityMode = 1;
+  int64_t capacities[4] = {4, 2, 0, 3};
+  memcpy(sync.slotLengths, capacities, sizeof capacities);
+  ulyssesOnePassSlot slots[4];
+  memset(slots, 0, sizeof slots);
+  int64_t published[4] = {4, 1, 0, 2};
+  for (int p = 0; p < 4; p++) {
+    slots[p].length = published[p];
+    slots[p].serials[0] = 7;
+    slots[p].serials[1] = 9;
+    slots[p].offsets[0] = 64 * (uint64_t)p;
+  }
+  int64_t lengths[4], offsets[5], slotOffsets[5];
+  assert_int_equal(ulyssesOnePassResolve(&sync, 4, 2, slots, lengths, offsets, slotOffsets), 0);
+  int64_t expectLengths[4] = {4, 1, 0, 2}, expectOffsets[5] = {0, 4, 5, 5, 7},
+          expectSlots[5] = {0, 4, 6, 6, 9};
+  assert_memory_equal(lengths, expectLengths, sizeof lengths);
+  assert_memory_equal(offsets, expectOffsets, sizeof offsets);
+  assert_memory_equal(slotOffsets, expectSlots, sizeof slotOffsets);
+  /* Above its capacity, and negative: clamped, with the bits. */
+  slots[1].length = 3;
+  slots[3].length = -1;
+  assert_int_equal(ulyssesOnePassResolve(&sync, 4, 2, slots, lengths, offsets, slotOffsets),
+                   ULYSSES_KERNEL_STATUS_ABOVE_CAPACITY | ULYSSES_KERNEL_STATUS_NEGATIVE_LENGTH);
+  assert_int_equal(lengths[1], 2);
+  assert_int_equal(lengths[3], 0);
+  assert_int_equal(offsets[4], 6);
+  /* Exact mode: the host's lengths, whatever a slot says. */
+  sync.capacityMode = 0;
+  assert_int_equal(ulyssesOnePassResolve(&sync, 4, 2, slots, lengths, offsets, slotOffsets), 0);
+  assert_memory_equal(lengths, capacities, sizeof lengths);
+  /* One rank's output of tensor 1 in another allocation: every rank (they
+   * all read these slots) gets the bit; tensors past nTensors are not read. */
+  slots[2].serials[1] = 8;
+  assert_int_equal(ulyssesOnePassResolve(&sync, 4, 2, slots, lengths, offsets, slotOffsets),
+                   ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS);
+  assert_int_equal(ulyssesOnePassResolve(&sync, 4, 1, slots, lengths, offsets, slotOffsets), 0);
+  slots[0].serials[1] = 8;
+  slots[2].serials[1] = 9;
+  assert_int_equal(ulyssesOnePassResolve(&sync, 4, 2, slots, lengths, offsets, slotOffsets),
+                   ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS);
+}
+
+/* The peers' output addresses narrow the word size the host chose. */
+static void testNarrowWordsToThePeersAddresses(void** state) {
+  (void)state;
+  ulyssesOnePassArgs args;
+  memset(&args, 0, sizeof args);
+  args.nRanks = 3;
+  args.nTensors = 2;
+  unsigned char* peers[2][3] = {{(unsigned char*)(uintptr_t)0x1000, (unsigned char*)(uintptr_t)0x2010,
+                                 (unsigned char*)(uintptr_t)0x3000},
+                                {(unsigned char*)(uintptr_t)0x1000, (unsigned char*)(uintptr_t)0x2004,
+                                 (unsigned char*)(uintptr_t)0x3002}};
+  for (int t = 0; t < 2; t++) {
+    args.tensors[t].input = (const unsigned char*)(uintptr_t)0x8000;
+    args.tensors[t].headBytes = 256;
+    args.tensors[t].wordBytes = 16;
+    args.tensors[t].peerOutputs = peers[t];
+  }
+  ulyssesOnePassNarrowWords(&args);
+  assert_int_equal(args.tensors[0].wordBytes, 16);
+  assert_int_equal(args.tensors[1].wordBytes, 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testOnePassMatchesReference),
@@ -362,8 +450,10 @@ int main(void) {
       cmocka_unit_test(testOnePassRandomScenarios),
       cmocka_unit_test(testPathOnePassWhenEverythingQualifies),
       cmocka_unit_test(testPathFallbackReasons),
-      cmocka_unit_test(testPathEmptyOutputQualifies),
+      cmocka_unit_test(testPathEmptyOutputFallsBack),
       cmocka_unit_test(testSymmetricRegistry),
+      cmocka_unit_test(testResolveFromPublishedSlots),
+      cmocka_unit_test(testNarrowWordsToThePeersAddresses),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -145,8 +145,8 @@ static ulyssesResult_t pathWithLog(ulyssesPlan_t plan, ulyssesOp_t op, void* con
   return result;
 }
 
-/* Off by default; turned on, still staged in this version, because the
- * one-pass kernel is not there: each says so, in the reason and the log. */
+/* Off by default; turned on in a build without the NCCL kernel (the fake's
+ * default), staged: each says so, in the reason and the log. */
 static void testExchangePathAndItsReason(void** state) {
   (void)state;
   static const char* const settings[] = {NULL, "0", "1"};
@@ -174,6 +174,51 @@ static void testExchangePathAndItsReason(void** state) {
                ulyssesSuccess, NULL);
     ulyssesPlanDestroy(plan);
     assert_int_equal(ulyssesCommDestroy(comm), ulyssesSuccess);
+  }
+}
+
+/* With the kernel built, what the comm learnt at creation decides:
+ * ncclDevCommCreate's failure, an LSA team smaller than the comm, or one
+ * pass; config.onePass = 0 wins over the environment and asks NCCL nothing. */
+static void testDeviceCommDecides(void** state) {
+  (void)state;
+  struct {
+    ncclResult_t devComm;
+    int lsaRanks, configOnePass;
+    ulyssesPath_t path;
+    const char* reason;
+    int created;
+  } cases[] = {
+      {ncclInvalidUsage, 0, ULYSSES_CONFIG_UNDEF_INT, ulyssesPathStaged, "ncclDevCommCreate failed", 1},
+      {ncclSuccess, 2, ULYSSES_CONFIG_UNDEF_INT, ulyssesPathStaged, "LSA team is smaller", 1},
+      {ncclSuccess, 0, ULYSSES_CONFIG_UNDEF_INT, ulyssesPathOnePass, "one pass:", 1},
+      {ncclSuccess, 0, 0, ulyssesPathStaged, "one pass is off", 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    fakeReset(4, 2);
+    fake.onePassKernelBuilt = 1;
+    fake.devCommResult = cases[i].devComm;
+    fake.lsaRanks = cases[i].lsaRanks;
+    setenv("ULYSSES_ONE_PASS", "1", 1);
+    ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
+    config.onePass = cases[i].configOnePass;
+    ulyssesComm_t comm = NULL;
+    assert_int_equal(ulyssesCommCreate(&comm, fakeComm(), &config), ulyssesSuccess);
+    unsetenv("ULYSSES_ONE_PASS");
+    assert_int_equal(fakeCount(FAKE_DEV_COMM_CREATE), cases[i].created);
+    ulyssesPlan_t plan = planOf(4, 2);
+    void* output = NULL;
+    expectCode(ulyssesMemAlloc(comm, 1 << 16, &output), ulyssesSuccess, NULL);
+    ulyssesPath_t path;
+    const char* reason = NULL;
+    expectCode(ulyssesGetExchangePath(plan, ulyssesOpSeqToHead, 1, &output, comm, &path, &reason),
+               ulyssesSuccess, NULL);
+    if (path != cases[i].path || strstr(reason, cases[i].reason) == NULL)
+      fail_msg("case %zu: path %d: %s", i, path, reason);
+    ulyssesPlanDestroy(plan);
+    assert_int_equal(ulyssesCommDestroy(comm), ulyssesSuccess);
+    assert_int_equal(fake.liveDevComms, 0);
+    assert_int_equal(fake.liveWindows, 0);
   }
 }
 
@@ -218,6 +263,7 @@ int main(void) {
       cmocka_unit_test(testMemAllocFailuresLeaveNothing),
       cmocka_unit_test(testCommDestroyFreesWhatIsLeft),
       cmocka_unit_test(testExchangePathAndItsReason),
+      cmocka_unit_test(testDeviceCommDecides),
       cmocka_unit_test(testExchangePathArguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

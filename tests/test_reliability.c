@@ -86,31 +86,31 @@ static ulyssesResult_t seqToHead(call* c, ulyssesComm_t comm) {
 static void testConfig(void** state) {
   (void)state;
   ulyssesSettings settings;
-  assert_int_equal(ulyssesReadConfig(NULL, NULL, &settings), ulyssesSuccess);
+  assert_int_equal(ulyssesReadConfig(NULL, NULL, NULL, &settings), ulyssesSuccess);
   assert_int_equal(settings.checkPlans, 0);
-  assert_int_equal(ulyssesReadConfig(NULL, "1", &settings), ulyssesSuccess);
+  assert_int_equal(ulyssesReadConfig(NULL, "1", NULL, &settings), ulyssesSuccess);
   assert_int_equal(settings.checkPlans, 1);
-  assert_int_equal(ulyssesReadConfig(NULL, "0", &settings), ulyssesSuccess);
+  assert_int_equal(ulyssesReadConfig(NULL, "0", NULL, &settings), ulyssesSuccess);
   assert_int_equal(settings.checkPlans, 0);
   ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
-  assert_int_equal(ulyssesReadConfig(&config, "1", &settings), ulyssesSuccess);
+  assert_int_equal(ulyssesReadConfig(&config, "1", NULL, &settings), ulyssesSuccess);
   assert_int_equal(settings.checkPlans, 1); /* left undefined: the environment decides */
   config.checkPlans = 0;
-  assert_int_equal(ulyssesReadConfig(&config, "1", &settings), ulyssesSuccess);
+  assert_int_equal(ulyssesReadConfig(&config, "1", NULL, &settings), ulyssesSuccess);
   assert_int_equal(settings.checkPlans, 0); /* set: it wins */
   config.checkPlans = 2;
-  expectCode(ulyssesReadConfig(&config, NULL, &settings), ulyssesErrorInvalidArgument, "checkPlans");
+  expectCode(ulyssesReadConfig(&config, NULL, NULL, &settings), ulyssesErrorInvalidArgument, "checkPlans");
   /* A caller built against the first header, whose config ends before
    * checkPlans: the field is not read. */
   config.checkPlans = 2;
   config.size = offsetof(ulyssesConfig_t, checkPlans);
-  assert_int_equal(ulyssesReadConfig(&config, NULL, &settings), ulyssesSuccess);
+  assert_int_equal(ulyssesReadConfig(&config, NULL, NULL, &settings), ulyssesSuccess);
   assert_int_equal(settings.checkPlans, 0);
   config.size = 4;
-  expectCode(ulyssesReadConfig(&config, NULL, &settings), ulyssesErrorInvalidArgument, "size");
+  expectCode(ulyssesReadConfig(&config, NULL, NULL, &settings), ulyssesErrorInvalidArgument, "size");
   config = (ulyssesConfig_t)ULYSSES_CONFIG_INITIALIZER;
   config.magic = 0;
-  expectCode(ulyssesReadConfig(&config, NULL, &settings), ulyssesErrorInvalidArgument,
+  expectCode(ulyssesReadConfig(&config, NULL, NULL, &settings), ulyssesErrorInvalidArgument,
              "ULYSSES_CONFIG_INITIALIZER");
 }
 
@@ -631,12 +631,20 @@ static void runRanks(rankCall* calls, void* (*run)(void*)) {
       fail_msg("rank %d: %s (%s)", r, ulyssesGetErrorString(calls[r].result), calls[r].message);
 }
 
-static void pairedComms(ulyssesComm_t* comms) {
+/* onePass: the comms as on a node whose GPUs reach each other by load and
+ * store, with config.onePass on (the fake runs the one-pass launch). */
+static void pairedCommsWith(ulyssesComm_t* comms, int onePass) {
   fakeReset(PAIRED_RANKS, 0);
   fake.paired = 1;
+  fake.onePassKernelBuilt = onePass;
+  ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
+  config.onePass = onePass;
   for (int r = 0; r < PAIRED_RANKS; r++)
-    assert_int_equal(ulyssesCommCreate(&comms[r], fakeRankComm(r), NULL), ulyssesSuccess);
+    assert_int_equal(ulyssesCommCreate(&comms[r], fakeRankComm(r), &config), ulyssesSuccess);
+  assert_int_equal(fakeCount(FAKE_DEV_COMM_CREATE), onePass ? PAIRED_RANKS : 0);
 }
+
+static void pairedComms(ulyssesComm_t* comms) { pairedCommsWith(comms, 0); }
 
 static refShape pairedShape(int tensor, const int64_t* lengths) {
   const ulyssesLayout_t* l = &pairedLayouts[tensor];
@@ -645,13 +653,35 @@ static refShape pairedShape(int tensor, const int64_t* lengths) {
   return shape;
 }
 
+/* The largest output of op over the ranks: ulyssesMemAlloc takes the same
+ * size on every rank. */
+static size_t pairedMaxOutputBytes(const refShape* shape, int op) {
+  size_t most = 0;
+  for (int r = 0; r < PAIRED_RANKS; r++) {
+    size_t bytes = op == ulyssesOpSeqToHead   ? refHeadSideBytes(shape, r)
+                   : op == ulyssesOpHeadToSeq ? refSeqBytes(shape, r)
+                                              : refGatherBytes(shape);
+    if (bytes > most) most = bytes;
+  }
+  return most;
+}
+
+static int pairedSomeLengthZero(const int64_t* lengths) {
+  for (int r = 0; r < PAIRED_RANKS; r++)
+    if (lengths[r] == 0) return 1;
+  return 0;
+}
+
 /* Every op of both tensors in one call per rank, exact and capacity mode,
- * against the CPU reference byte for byte. */
-static void testRanksThroughThePublicApi(void** state) {
-  (void)state;
+ * against the CPU reference byte for byte. onePass: the outputs in
+ * ulyssesMemAlloc memory on comms that have the one-pass path, which every
+ * op takes unless a rank receives nothing of a tensor (then the staged
+ * path, on every rank). */
+static void checkRanksThroughThePublicApi(int onePass, const int64_t* givenLengths) {
   ulyssesComm_t comms[PAIRED_RANKS];
-  pairedComms(comms);
-  int64_t lengths[PAIRED_RANKS] = {3, 0, 2};
+  pairedCommsWith(comms, onePass);
+  int64_t lengths[PAIRED_RANKS];
+  memcpy(lengths, givenLengths, sizeof lengths);
   /* The one synchronising length exchange, first. */
   rankCall calls[PAIRED_RANKS];
   memset(calls, 0, sizeof calls);
@@ -667,6 +697,7 @@ static void testRanksThroughThePublicApi(void** state) {
   memcpy(deviceLengths, lengths, sizeof lengths);
   for (int capacity = 0; capacity <= 1; capacity++)
     for (int op = 0; op < 3; op++) {
+      unsigned char* allocations[PAIRED_TENSORS][PAIRED_RANKS];
       unsigned char *inputs[PAIRED_TENSORS][PAIRED_RANKS], *outputs[PAIRED_TENSORS][PAIRED_RANKS],
           *expected[PAIRED_TENSORS][PAIRED_RANKS];
       for (int r = 0; r < PAIRED_RANKS; r++) {
@@ -705,7 +736,17 @@ static void testRanksThroughThePublicApi(void** state) {
           inputs[t][r] = malloc(inBytes + 1);
           refFillPattern(inputs[t][r], inBytes,
                          1000u * (unsigned)op + 10u * (unsigned)t + (unsigned)r);
-          outputs[t][r] = malloc(outBytes + 1);
+          if (onePass) {
+            /* Collective: the same size on every rank, and the same order.
+             * Each rank's output lies at its own offset in it, which the
+             * others learn only from its published slot. */
+            assert_int_equal(ulyssesMemAlloc(comms[r], pairedMaxOutputBytes(&shape, op) + 65,
+                                             (void**)&allocations[t][r]),
+                             ulyssesSuccess);
+            outputs[t][r] = allocations[t][r] + 16 * r;
+          } else {
+            outputs[t][r] = malloc(outBytes + 1);
+          }
           memset(outputs[t][r], 0xee, outBytes + 1);
           expected[t][r] = malloc(outBytes + 1);
           calls[r].sendbuffs[t] = inputs[t][r];
@@ -717,10 +758,29 @@ static void testRanksThroughThePublicApi(void** state) {
                                        : refAllGather;
         reference(&shape, (const void* const*)inputs[t], (void* const*)expected[t]);
       }
-      int copiesBefore = fakeCount(FAKE_COPY_KERNEL);
+      int expectOnePass = onePass && (op != ulyssesOpHeadToSeq || !pairedSomeLengthZero(lengths));
+      for (int r = 0; r < PAIRED_RANKS; r++) {
+        ulyssesPath_t path;
+        const char* reason;
+        assert_int_equal(ulyssesGetExchangePath(calls[r].plan, calls[r].op, PAIRED_TENSORS,
+                                                calls[r].recvbuffs, comms[r], &path, &reason),
+                         ulyssesSuccess);
+        if ((int)path != expectOnePass)
+          fail_msg("rank %d, op %d: path %d: %s", r, op, path, reason);
+      }
+      int copiesBefore = fakeCount(FAKE_COPY_KERNEL), sendsBefore = fakeCount(FAKE_SEND);
+      int onePassBefore = fakeCount(FAKE_ONE_PASS_KERNEL);
       runRanks(calls, runRankExchange);
-      /* Both tensors are shaped so that every op packs or unpacks. */
-      assert_true(fakeCount(FAKE_COPY_KERNEL) > copiesBefore);
+      if (expectOnePass) {
+        /* One launch per rank and nothing else: no pack, no message. */
+        assert_int_equal(fakeCount(FAKE_ONE_PASS_KERNEL), onePassBefore + PAIRED_RANKS);
+        assert_int_equal(fakeCount(FAKE_COPY_KERNEL), copiesBefore);
+        assert_int_equal(fakeCount(FAKE_SEND), sendsBefore);
+      } else {
+        /* Both tensors are shaped so that every op packs or unpacks. */
+        assert_true(fakeCount(FAKE_COPY_KERNEL) > copiesBefore);
+        assert_int_equal(fakeCount(FAKE_ONE_PASS_KERNEL), onePassBefore);
+      }
       for (int t = 0; t < PAIRED_TENSORS; t++) {
         refShape shape = pairedShape(t, lengths);
         for (int r = 0; r < PAIRED_RANKS; r++) {
@@ -732,7 +792,10 @@ static void testRanksThroughThePublicApi(void** state) {
                      capacity ? "capacity" : "exact", op, t, r);
           assert_int_equal(outputs[t][r][outBytes], 0xee);
           free(inputs[t][r]);
-          free(outputs[t][r]);
+          if (onePass)
+            assert_int_equal(ulyssesMemFree(comms[r], allocations[t][r]), ulyssesSuccess);
+          else
+            free(outputs[t][r]);
           free(expected[t][r]);
         }
       }
@@ -742,10 +805,30 @@ static void testRanksThroughThePublicApi(void** state) {
         free(calls[r].workspace);
       }
     }
-  assert_true(fakeCount(FAKE_SEND) > 0);
+  assert_true(fakeCount(FAKE_SEND) > 0 || onePass);
   for (int r = 0; r < PAIRED_RANKS; r++)
     assert_int_equal(ulyssesCommDestroy(comms[r]), ulyssesSuccess);
   assert_int_equal(fakeViolations(), 0);
+  assert_int_equal(fake.liveWindows, 0);
+  assert_int_equal(fake.liveDevComms, 0);
+}
+
+static void testRanksThroughThePublicApi(void** state) {
+  (void)state;
+  static const int64_t lengths[PAIRED_RANKS] = {3, 0, 2};
+  checkRanksThroughThePublicApi(0, lengths);
+}
+
+/* The one-pass path end to end on the CPU: the path choice, the publish
+ * step's slots, the table and the peers' outputs resolved from them, and
+ * the kernel's per-thread stores, byte for byte against the reference;
+ * with a zero length, head -> seq falls back to the staged path. */
+static void testRanksInOnePass(void** state) {
+  (void)state;
+  static const int64_t lengths[PAIRED_RANKS] = {3, 1, 2}, withZero[PAIRED_RANKS] = {3, 0, 2};
+  checkRanksThroughThePublicApi(1, lengths);
+  checkRanksThroughThePublicApi(1, withZero);
+  assert_true(fakeCount(FAKE_SEND) > 0);
 }
 
 /* One rank's capacity-mode length above its capacity: every rank's kernels
@@ -827,6 +910,7 @@ int main(void) {
       cmocka_unit_test(testDestroyWhileACallIsInProgress),
       cmocka_unit_test(testAbortWaitsForAnAsyncErrorPoll),
       cmocka_unit_test(testRanksThroughThePublicApi),
+      cmocka_unit_test(testRanksInOnePass),
       cmocka_unit_test(testRanksSeeOneRanksBadLength),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

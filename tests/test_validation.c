@@ -175,7 +175,7 @@ static void testConfigVersion(void** state) {
   ulyssesSettings settings;
   ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
   config.version = 0;
-  expectError(ulyssesReadConfig(&config, NULL, &settings), ulyssesErrorInvalidArgument,
+  expectError(ulyssesReadConfig(&config, NULL, NULL, &settings), ulyssesErrorInvalidArgument,
               "config->version");
   struct {
     ulyssesConfig_t known;
@@ -184,7 +184,7 @@ static void testConfigVersion(void** state) {
   newer.known.size = sizeof newer;
   newer.known.version = ULYSSES_VERSION_CODE + 1;
   newer.known.checkPlans = 1;
-  assert_int_equal(ulyssesReadConfig(&newer.known, NULL, &settings), ulyssesSuccess);
+  assert_int_equal(ulyssesReadConfig(&newer.known, NULL, NULL, &settings), ulyssesSuccess);
   assert_int_equal(settings.checkPlans, 1);
 }
 

@@ -146,7 +146,7 @@ class MacroTest(unittest.TestCase):
     def test_config_initializer(self):
         body = re.search(r"#define\s+ULYSSES_CONFIG_INITIALIZER\s*\\?\s*\{(.*?)\}",
                          cheader.text(), re.S).group(1)
-        items = [" ".join(item.split()) for item in body.split(",")]
+        items = [" ".join(item.split()) for item in body.replace("\\", " ").split(",")]
         defines = cheader.defines()
         values = []
         for item in items:

@@ -160,16 +160,19 @@ SEGMENT_SIZE_MIN = ctypes.sizeof(Segment)
 class Config(ctypes.Structure):
     """ulyssesConfig_t, filled as ULYSSES_CONFIG_INITIALIZER fills it.
 
-    checkPlans: None leaves the library's default (the ULYSSES_CHECK
-    environment variable), True or False set it.
+    checkPlans, onePass: None leaves the library's default (the ULYSSES_CHECK
+    and ULYSSES_ONE_PASS environment variables), True or False set it.
     """
     _fields_ = [
         ("size", ctypes.c_size_t),
         ("magic", ctypes.c_uint),
         ("version", ctypes.c_uint),
         ("checkPlans", ctypes.c_int),
+        ("onePass", ctypes.c_int),
     ]
 
-    def __init__(self, checkPlans=None):
-        super().__init__(ctypes.sizeof(Config), CONFIG_MAGIC, VERSION_CODE,
-                         CONFIG_UNDEF_INT if checkPlans is None else int(bool(checkPlans)))
+    def __init__(self, checkPlans=None, onePass=None):
+        def setting(value):
+            return CONFIG_UNDEF_INT if value is None else int(bool(value))
+        super().__init__(ctypes.sizeof(Config), CONFIG_MAGIC, VERSION_CODE, setting(checkPlans),
+                         setting(onePass))

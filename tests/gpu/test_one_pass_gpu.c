@@ -71,8 +71,10 @@ static void deviceTeardown(deviceRun* d, const scenario* s) {
   cudaFree(d->table);
 }
 
-/* Every rank's launch, one after another on stream. */
-static void launchRanks(const exchangeRun* run, const deviceRun* d, cudaStream_t stream) {
+/* Every rank's launch of blocks blocks (0: the NCCL launch's fixed grid),
+ * one after another on stream. */
+static void launchRanks(const exchangeRun* run, const deviceRun* d, int blocks,
+                        cudaStream_t stream) {
   const scenario* s = run->s;
   for (int r = 0; r < s->nRanks; r++) {
     const void* inputs[ULYSSES_MAX_TENSORS];
@@ -89,12 +91,12 @@ static void launchRanks(const exchangeRun* run, const deviceRun* d, cudaStream_t
                        d->table + HARNESS_MAX_RANKS + 1, d->table + 2 * (HARNESS_MAX_RANKS + 1),
                        &args);
     for (int t = 0; t < s->nTensors; t++) args.tensors[t].peerOutputs = d->peerTables[t];
-    CUDA_OK(ulyssesLaunchOnePassLocal(&args, stream));
+    CUDA_OK(ulyssesLaunchOnePassLocal(&args, blocks, stream));
   }
 }
 
 /* Returns 0 where the op needs the head sum (not a one-pass op). */
-static int checkOnGpu(const scenario* s, ulyssesOp_t op, uint64_t seed) {
+static int checkOnGpu(const scenario* s, ulyssesOp_t op, uint64_t seed, int blocks) {
   exchangeRun run;
   exchangeSetup(&run, s, op, seed);
   if (onePassNeedsHeadSum(&run)) {
@@ -108,7 +110,7 @@ static int checkOnGpu(const scenario* s, ulyssesOp_t op, uint64_t seed) {
   onePassBuildTable(&run, &table);
   deviceRun d;
   deviceSetup(&d, &run, &table);
-  launchRanks(&run, &d, 0);
+  launchRanks(&run, &d, blocks, 0);
   CUDA_OK(cudaDeviceSynchronize());
   for (int p = 0; p < s->nRanks; p++)
     for (int t = 0; t < s->nTensors; t++)
@@ -144,12 +146,15 @@ static void testSimulatedRanksMatchTheReference(void** state) {
         s.layouts[0] = onePassLayout(2, 4 * nRanks + 1, 64, 2, 1, o); /* q, uneven head split */
         s.layouts[1] = onePassKvLayout(2, 1, 4 * nRanks, 64, o);  /* k: one kv head, every rank */
         s.layouts[2] = onePassKvLayout(1, 2, 4 * nRanks, 128, o); /* v: two kv heads */
-        checked += checkOnGpu(&s, ulyssesOpSeqToHead, (uint64_t)(n * 7 + order));
-        checked += checkOnGpu(&s, ulyssesOpAllGather, (uint64_t)(n * 7 + order + 1));
+        /* The grid is the NCCL launch's, and a small odd one: every chunk
+         * is some group's whatever the grid. */
+        int blocks = (n + order) % 2 ? 0 : 7;
+        checked += checkOnGpu(&s, ulyssesOpSeqToHead, (uint64_t)(n * 7 + order), blocks);
+        checked += checkOnGpu(&s, ulyssesOpAllGather, (uint64_t)(n * 7 + order + 1), blocks);
         /* head -> seq of kv heads held by one rank each is a one-pass op. */
         s.layouts[1] = onePassKvLayout(2, nRanks, 2 * nRanks, 64, o);
         s.nTensors = 2;
-        checked += checkOnGpu(&s, ulyssesOpHeadToSeq, (uint64_t)(n * 7 + order + 2));
+        checked += checkOnGpu(&s, ulyssesOpHeadToSeq, (uint64_t)(n * 7 + order + 2), blocks);
       }
   assert_int_equal(checked, 3 * 2 * 2 * 3);
 }
@@ -183,6 +188,7 @@ static double medianSeconds(void (*launch)(void*), void* context, int iterations
 typedef struct {
   const exchangeRun* run;
   const deviceRun* d;
+  int blocks;
   void* copyFrom;
   void* copyTo;
   size_t copyBytes;
@@ -190,7 +196,7 @@ typedef struct {
 
 static void launchOnePass(void* context) {
   benchContext* c = context;
-  launchRanks(c->run, c->d, 0);
+  launchRanks(c->run, c->d, c->blocks, 0);
 }
 
 static void launchCopy(void* context) {
@@ -200,7 +206,10 @@ static void launchCopy(void* context) {
 
 /* P = 8 seq -> head of q with 32 heads of 128 bf16, B = 2, 4096 rows per
  * rank: 64 MiB per rank. The peers being local, the one pass is a strided
- * copy: its bandwidth over cudaMemcpy's is printed as a JSON line. */
+ * copy: its bandwidth over cudaMemcpy's is printed as a JSON line per grid
+ * size of ULYSSES_ONE_PASS_BENCH_BLOCKS (a comma list; default 132, 264
+ * and 528: one, two and four blocks per SM of an H200), since the grid of
+ * 132 reached only 0.564 on 2026-11-28. */
 static void testBandwidthAgainstCopy(void** state) {
   (void)state;
   scenario s;
@@ -217,15 +226,25 @@ static void testBandwidthAgainstCopy(void** state) {
   deviceSetup(&d, &run, &table);
   size_t bytes = 0;
   for (int r = 0; r < 8; r++) bytes += run.send[r][0].bytes;
-  benchContext context = {&run, &d, NULL, NULL, bytes};
+  benchContext context = {&run, &d, 0, NULL, NULL, bytes};
   CUDA_OK(cudaMalloc(&context.copyFrom, bytes));
   CUDA_OK(cudaMalloc(&context.copyTo, bytes));
-  double onePass = medianSeconds(launchOnePass, &context, 21);
-  double copy = medianSeconds(launchCopy, &context, 21);
-  printf(
-      "{\"bench\": \"one_pass_simulated\", \"ranks\": 8, \"bytes\": %zu, \"one_pass_s\": %.6e, "
-      "\"copy_s\": %.6e, \"one_pass_GBps\": %.1f, \"copy_GBps\": %.1f, \"ratio\": %.3f}\n",
-      bytes, onePass, copy, bytes / onePass * 1e-9, bytes / copy * 1e-9, copy / onePass);
+  const char* sweep = getenv("ULYSSES_ONE_PASS_BENCH_BLOCKS");
+  char list[256];
+  snprintf(list, sizeof list, "%s", sweep != NULL ? sweep : "132,264,528");
+  for (char* item = strtok(list, ","); item != NULL; item = strtok(NULL, ",")) {
+    context.blocks = atoi(item);
+    if (context.blocks <= 0)
+      fail_msg("ULYSSES_ONE_PASS_BENCH_BLOCKS: %s is not a block count", item);
+    double onePass = medianSeconds(launchOnePass, &context, 21);
+    double copy = medianSeconds(launchCopy, &context, 21);
+    printf(
+        "{\"bench\": \"one_pass_simulated\", \"ranks\": 8, \"blocks\": %d, \"threads\": %d, "
+        "\"bytes\": %zu, \"one_pass_s\": %.6e, \"copy_s\": %.6e, \"one_pass_GBps\": %.1f, "
+        "\"copy_GBps\": %.1f, \"ratio\": %.3f}\n",
+        context.blocks, ULYSSES_ONE_PASS_THREADS, bytes, onePass, copy, bytes / onePass * 1e-9,
+        bytes / copy * 1e-9, copy / onePass);
+  }
   cudaFree(context.copyFrom);
   cudaFree(context.copyTo);
   deviceTeardown(&d, &s);
