@@ -88,6 +88,17 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "  -T SEC      kill every rank after SEC seconds [300] (MPI and env modes: each\n"
           "              rank ends itself)\n"
           "  -L MODE     launch mode [auto]: auto, fork, mpi or env (below)\n"
+          "  --path P    the outputs to exchange into [staged]: staged, from cudaMalloc;\n"
+          "              onepass, from the collective ulyssesMemAlloc (NCCL symmetric\n"
+          "              memory, each tensor's output the size of the largest rank's), so\n"
+          "              that the library may move the data in one kernel over NVLink\n"
+          "              (docs/one-pass.md). The library chooses the path, not this flag:\n"
+          "              one pass needs ULYSSES_ONE_PASS=1 in every rank's environment\n"
+          "              (the bench never sets it) and every rank reachable by load and\n"
+          "              store; the path column says what each row takes and rank 0 prints\n"
+          "              the library's reason (ulyssesGetExchangePath). A failed\n"
+          "              ulyssesMemAlloc ends the run (exit 1). Also --path=P; not with\n"
+          "              -k 2 (its second comm would not own the outputs)\n"
           "  -h          this help\n"
           "\n"
           "Launch modes (-L auto: env when RANK and WORLD_SIZE are set, else mpi when an\n"
@@ -152,6 +163,9 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "           time, algbw and busbw are the check-off figures; -k 1: they include\n"
           "           the check)\n"
           "  ratio    -k 2 only: time with the check on / time with it off\n"
+          "  path     the path the library says the row's calls take, staged (pack,\n"
+          "           NCCL, unpack) or onepass: ulyssesGetExchangePath on every rank (they\n"
+          "           must agree, or the row fails before its first call)\n"
           "  #wrong   elements that differ from the CPU reference, summed over ranks\n"
           "           (N/A with -c 0; skip when the row is too large to check; -k 2: the\n"
           "           check-off and check-on outputs' together)\n"
@@ -224,6 +238,17 @@ static int setFlag(benchConfig* config, char flag, const char* value, const benc
   }
 }
 
+/* --path's value into config->onePass; 0 on success. */
+static int setPath(benchConfig* config, const char* value) {
+  if (strcmp(value, "staged") == 0)
+    config->onePass = 0;
+  else if (strcmp(value, "onepass") == 0)
+    config->onePass = 1;
+  else
+    return 1;
+  return 0;
+}
+
 static int isLauncherFlag(const char* arg) {
   return strcmp(arg, "--rank") == 0 || strcmp(arg, "--nranks") == 0 ||
          strcmp(arg, "--id-file") == 0;
@@ -242,6 +267,20 @@ static int parseArgs(int argc, char** argv, const benchOp* const* ops, int nOps,
     const char* arg = argv[i];
     if (isLauncherFlag(arg)) {
       i++; /* launcherParseRank reads these */
+      continue;
+    }
+    if (strcmp(arg, "--path") == 0 || strncmp(arg, "--path=", 7) == 0) {
+      const char* value = arg[6] == '=' ? arg + 7 : (i + 1 < argc ? argv[++i] : NULL);
+      if (value == NULL) {
+        fprintf(stderr, "%s: --path needs a value: onepass or staged (-h for help)\n", argv[0]);
+        return 1;
+      }
+      if (setPath(config, value)) {
+        fprintf(stderr,
+                "%s: bad value of --path: '%s'; it must be onepass or staged (-h for help)\n",
+                argv[0], value);
+        return 1;
+      }
       continue;
     }
     if (arg[0] != '-' || arg[1] == '\0') {
@@ -263,6 +302,13 @@ static int parseArgs(int argc, char** argv, const benchOp* const* ops, int nOps,
     }
   }
   if (benchCheckSweep(argv[0], config->minLength, config->maxLength)) return 1;
+  if (config->onePass && config->checkPlans == 2) {
+    fprintf(stderr,
+            "%s: --path onepass with -k 2: the outputs from ulyssesMemAlloc belong to one comm, "
+            "and -k 2 times a second one, which would take the staged path; use -k 0 or -k 1\n",
+            argv[0]);
+    return 1;
+  }
   if (config->kvHeads == 0) config->kvHeads = config->heads / 4 > 0 ? config->heads / 4 : 1;
   /* Tensors with shared kv heads need a float type and whole groups. */
   ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
@@ -349,6 +395,10 @@ int benchLengths(benchPattern pattern, uint64_t seed, int64_t totalLength, int n
   splitByWeights(totalLength, weights, nRanks, lengths);
   free(weights);
   return 0;
+}
+
+static const char* pathName(ulyssesPath_t path) {
+  return path == ulyssesPathOnePass ? "onepass" : "staged";
 }
 
 static const char* patternName(benchPattern pattern) {
@@ -454,13 +504,16 @@ typedef struct {
   double checkOverheadSum; /* -k 2: microseconds per call, summed over rows */
   double checkRatioSum;
   double ncclRatioSum;
+  int onePassRows;            /* rows whose exchange took one pass */
+  const char* lastPathReason; /* rank 0: the reason printed last, NULL before the first row */
   benchLaunchMode launchMode; /* fork, mpi or env */
   /* ncclAlltoAll where the loaded NCCL exports it (2.28 and later), else NULL. */
   ncclResult_t (*ncclAlltoAll)(const void*, void*, size_t, ncclDataType_t, ncclComm_t,
                                cudaStream_t);
 } benchContext;
 
-#define BENCH_STATS 4
+/* The most doubles one allReduce carries: a row's output sizes, one per tensor. */
+#define BENCH_STATS ULYSSES_MAX_TENSORS
 /* "0000:00:00.0" with room to spare. */
 #define BENCH_BUS_ID_BYTES 64
 
@@ -575,12 +628,24 @@ static int printHeader(benchContext* c) {
     if (c->sharedGpu)
       printf("# NOTE: several ranks share one GPU and talk over NCCL's socket transport:\n"
              "#       these figures measure correctness over sockets, not speed.\n");
+    printf(
+        "# Path asked (--path): %s, outputs from %s; the library chooses the path taken\n"
+        "#  (the path column, ulyssesGetExchangePath)\n",
+        config->onePass ? "onepass" : "staged", config->onePass ? "ulyssesMemAlloc" : "cudaMalloc");
+    const char* onePassEnv = getenv("ULYSSES_ONE_PASS");
+    if (config->onePass && (onePassEnv == NULL || strcmp(onePassEnv, "1") != 0))
+      printf(
+          "# NOTE: ULYSSES_ONE_PASS is %s%s%s in rank 0's environment, not 1: the library keeps\n"
+          "#       one pass off and every row takes the staged path. Set ULYSSES_ONE_PASS=1\n"
+          "#       for every rank to let it choose one pass (the bench never sets it).\n",
+          onePassEnv == NULL ? "unset" : "'", onePassEnv == NULL ? "" : onePassEnv,
+          onePassEnv == NULL ? "" : "'");
     printf("#\n#%11s %14s %12s %6s %10s %9s %9s %12s %12s %14s %14s %10s %7s", "length", "size(B)",
            "count", "type", "time(us)", "min(us)", "avg(us)", "algbw(GB/s)", "busbw(GB/s)",
            "wire(B)", "padded(B)", "nccl(us)", "xnccl");
     if (opGrouped(config)) printf(" %14s", "expandKV(B)");
     if (config->checkPlans == 2) printf(" %10s %7s", "check(us)", "ratio");
-    printf(" %8s\n", "#wrong");
+    printf(" %7s %8s\n", "path", "#wrong");
   }
   free(all);
   return 0;
@@ -680,6 +745,11 @@ typedef struct {
   double wireBytes;     /* this rank's receive segments through NCCL */
   int grouped;          /* some tensor has shared kv heads (queryHeads > 0) */
   double expandWireBytes; /* wireBytes with kv tensors expanded to queryHeads heads */
+  /* --path onepass: the comm whose ulyssesMemAlloc gave recvbuffs (they go
+   * back through ulyssesMemFree on it); NULL: they are from cudaMalloc. */
+  ulyssesComm_t symmetricComm;
+  ulyssesPath_t path;     /* what ulyssesGetExchangePath says the row's calls take */
+  const char* pathReason; /* and why (a static string of the library) */
 } benchRow;
 
 /* Every fill goes on the bench's stream, which is non-blocking and so not
@@ -731,6 +801,53 @@ static int expandedWire(benchContext* c, benchRow* row, ulyssesSegment_t* segmen
     for (int p = 0; p < c->nRanks; p++) row->expandWireBytes += (double)segments[p].bytes;
   }
   ULYSSESCHECK(ulyssesPlanDestroy(plan));
+  return 0;
+}
+
+/* --path onepass: every output from the collective ulyssesMemAlloc on the
+ * row's comm, tensor by tensor on every rank. It takes one size on every rank,
+ * so each tensor gets the largest rank's output; a tensor whose output is
+ * empty on every rank gets none (a size of 0 is refused, and an empty output
+ * qualifies for one pass anyway). */
+static int allocateSymmetricOutputs(benchContext* c, benchRow* row) {
+  double largest[BENCH_STATS];
+  for (int t = 0; t < row->nTensors; t++) largest[t] = (double)row->recvBytes[t];
+  BENCHCHECK(allReduce(c, largest, row->nTensors, ncclMax));
+  row->symmetricComm = row->call.comm;
+  for (int t = 0; t < row->nTensors; t++) {
+    size_t bytes = (size_t)largest[t];
+    if (bytes == 0) continue;
+    ulyssesResult_t result = ulyssesMemAlloc(row->symmetricComm, bytes, &row->call.recvbuffs[t]);
+    if (result != ulyssesSuccess) {
+      benchReportFailure(__FILE__, __LINE__,
+                         "--path onepass: ulyssesMemAlloc of %zu bytes (tensor %d's output at "
+                         "Ltot %lld) failed: %s: %s (it needs ncclMemAlloc, that is cuMem, and an "
+                         "NCCL symmetric window on the comm; --path staged needs neither)",
+                         bytes, t, (long long)row->totalLength, ulyssesGetErrorString(result),
+                         ulyssesGetLastError());
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* The row's path from ulyssesGetExchangePath on every rank. The ranks must
+ * agree: one rank in one pass and another staged would wait for each other
+ * forever, so a disagreement fails the row before its first call. */
+static int exchangePath(benchContext* c, benchRow* row) {
+  const benchCall* call = &row->call;
+  ULYSSESCHECK(ulyssesGetExchangePath(call->plan, c->config->op->direction, call->nTensors,
+                                      call->recvbuffs, call->comm, &row->path, &row->pathReason));
+  double path = row->path == ulyssesPathOnePass ? 1.0 : 0.0;
+  double extremes[2] = {path, -path}; /* the maximum and minus the minimum */
+  BENCHCHECK(allReduce(c, extremes, 2, ncclMax));
+  if (extremes[0] != -extremes[1]) {
+    benchReportFailure(__FILE__, __LINE__,
+                       "at Ltot %lld the ranks' exchanges would take different paths; this "
+                       "rank's: %s (%s)",
+                       (long long)row->totalLength, pathName(row->path), row->pathReason);
+    return 1;
+  }
   return 0;
 }
 
@@ -787,7 +904,7 @@ static int setupRow(benchContext* c, int64_t totalLength, benchRow* row) {
     }
     void* sendbuff = NULL;
     BENCHCHECK(deviceAlloc(&sendbuff, row->sendBytes[t]));
-    BENCHCHECK(deviceAlloc(&call->recvbuffs[t], row->recvBytes[t]));
+    if (!config->onePass) BENCHCHECK(deviceAlloc(&call->recvbuffs[t], row->recvBytes[t]));
     call->sendbuffs[t] = sendbuff;
     double gathered = (double)refGatherBytes(&realShape.kv);
     row->gatheredBytes += gathered;
@@ -805,16 +922,23 @@ static int setupRow(benchContext* c, int64_t totalLength, benchRow* row) {
   }
   if (row->grouped) BENCHCHECK(expandedWire(c, row, segments));
   free(segments);
+  if (config->onePass) BENCHCHECK(allocateSymmetricOutputs(c, row));
   ULYSSESCHECK(ulyssesGetWorkspaceSize(call->plan, op->direction, &call->workspaceSize));
   BENCHCHECK(deviceAlloc(&call->workspace, call->workspaceSize));
+  BENCHCHECK(exchangePath(c, row));
   return fillInputs(c, row);
 }
 
 /* The row's device buffers and plan; its host arrays stay for the table. */
 static int freeRowDevice(benchRow* row) {
+  /* ulyssesMemFree needs the calls that use the outputs completed. */
+  if (row->symmetricComm != NULL) CUDACHECK(cudaStreamSynchronize(row->call.stream));
   for (int t = 0; t < row->nTensors; t++) {
     CUDACHECK(cudaFree((void*)(uintptr_t)row->call.sendbuffs[t]));
-    CUDACHECK(cudaFree(row->call.recvbuffs[t]));
+    if (row->symmetricComm != NULL)
+      ULYSSESCHECK(ulyssesMemFree(row->symmetricComm, row->call.recvbuffs[t]));
+    else
+      CUDACHECK(cudaFree(row->call.recvbuffs[t]));
   }
   CUDACHECK(cudaFree(row->call.workspace));
   CUDACHECK(cudaFree(row->deviceLocalLength));
@@ -1045,7 +1169,10 @@ static void writeJson(benchContext* c, const benchRow* row, const rowResult* r) 
           ncclBaselineName(c), r->ncclBytes, r->ncclTime,
           r->ncclTime > 0 ? r->slowest / r->ncclTime : 0.0);
   if (row->grouped) fprintf(f, "\"expand_kv_bytes\":%.1f,", r->expandWire);
-  fprintf(f, "\"check_plans\":%d,", config->checkPlans);
+  fprintf(f, "\"check_plans\":%d,\"path_requested\":\"%s\",\"path\":\"%s\",\"path_reason\":",
+          config->checkPlans, config->onePass ? "onepass" : "staged", pathName(row->path));
+  benchJsonString(f, row->pathReason);
+  fputc(',', f);
   if (config->checkPlans == 2)
     fprintf(f, "\"time_checked_us\":%.3f,\"check_overhead_us\":%.3f,\"check_ratio\":%.4f,",
             r->slowestChecked, r->slowestChecked - r->slowest,
@@ -1119,7 +1246,19 @@ static int runRow(benchContext* c, int64_t totalLength) {
     c->rowsChecked++;
     c->wrongTotal += r.wrong;
   }
+  if (row.path == ulyssesPathOnePass) c->onePassRows++;
   if (c->rank == 0) {
+    if (c->lastPathReason == NULL || strcmp(c->lastPathReason, row.pathReason) != 0) {
+      if (config->onePass && row.path != ulyssesPathOnePass)
+        printf(
+            "# NOTE: --path onepass was asked, but from Ltot %lld the library takes the staged\n"
+            "#       path: %s\n",
+            (long long)totalLength, row.pathReason);
+      else
+        printf("# From Ltot %lld the %s path: %s\n", (long long)totalLength, pathName(row.path),
+               row.pathReason);
+      c->lastPathReason = row.pathReason;
+    }
     char wrongText[32];
     if (r.checked) snprintf(wrongText, sizeof wrongText, "%.0f", r.wrong);
     else snprintf(wrongText, sizeof wrongText, "%s", config->check ? "skip" : "N/A");
@@ -1129,7 +1268,7 @@ static int runRow(benchContext* c, int64_t totalLength) {
            ncclRatio);
     if (row.grouped) printf(" %14.0f", r.expandWire);
     if (both) printf(" %10.1f %7.3f", overhead, ratio);
-    printf(" %8s\n", wrongText);
+    printf(" %7s %8s\n", pathName(row.path), wrongText);
     if (c->json != NULL) writeJson(c, &row, &r);
   }
   freeRowHost(&row);
@@ -1263,6 +1402,8 @@ static int runRank(const benchConfig* config, const rankStart* start) {
       printf("# Avg plan check       : %g us per call, ratio %g\n",
              c.rows > 0 ? c.checkOverheadSum / c.rows : 0.0,
              c.rows > 0 ? c.checkRatioSum / c.rows : 0.0);
+    printf("# Rows in one pass     : %d of %d (--path %s)\n", c.onePassRows, c.rows,
+           config->onePass ? "onepass" : "staged");
     if (c.sharedGpu) printf("# (one-GPU shared mode: correctness over sockets, not speed)\n");
     printf("#\n");
   }

@@ -46,6 +46,7 @@ typedef struct {
   const char* jsonPath;       /* -j */
   int64_t timeoutSeconds;     /* -T */
   benchLaunchMode launchMode; /* -L */
+  int onePass;                /* --path: 0 staged (cudaMalloc outputs), 1 onepass */
 } benchConfig;
 
 /* Everything one timed library call needs. */
