@@ -106,6 +106,19 @@ static void testConfig(void** state) {
   config.size = offsetof(ulyssesConfig_t, checkPlans);
   assert_int_equal(ulyssesReadConfig(&config, NULL, NULL, &settings), ulyssesSuccess);
   assert_int_equal(settings.checkPlans, 0);
+  /* onePass likewise: the environment's, the config's where set, not read
+   * from a config that ends before it (a header without the field). */
+  config = (ulyssesConfig_t)ULYSSES_CONFIG_INITIALIZER;
+  assert_int_equal(ulyssesReadConfig(&config, NULL, "1", &settings), ulyssesSuccess);
+  assert_int_equal(settings.onePass, 1);
+  config.onePass = 0;
+  assert_int_equal(ulyssesReadConfig(&config, NULL, "1", &settings), ulyssesSuccess);
+  assert_int_equal(settings.onePass, 0);
+  config.onePass = -1;
+  expectCode(ulyssesReadConfig(&config, NULL, NULL, &settings), ulyssesErrorInvalidArgument, "onePass");
+  config.size = offsetof(ulyssesConfig_t, onePass);
+  assert_int_equal(ulyssesReadConfig(&config, NULL, "1", &settings), ulyssesSuccess);
+  assert_int_equal(settings.onePass, 1);
   config.size = 4;
   expectCode(ulyssesReadConfig(&config, NULL, NULL, &settings), ulyssesErrorInvalidArgument, "size");
   config = (ulyssesConfig_t)ULYSSES_CONFIG_INITIALIZER;
