@@ -377,7 +377,9 @@ ULYSSES_API ulyssesResult_t ulyssesAllGatherLengths(const int64_t* deviceLocalLe
  * stream. Call it once per step, not per exchange. Not for concurrent use on
  * one comm. While stream is being captured it returns
  * ulyssesErrorInvalidUsage before enqueuing anything (waiting would break
- * the capture). hostLengths is written only on success. */
+ * the capture); another thread's capture in cudaStreamCaptureModeGlobal
+ * survives it (it waits in relaxed mode, as NCCL does; so does the plan
+ * check). hostLengths is written only on success. */
 ULYSSES_API ulyssesResult_t ulyssesGatherLengthsHost(int64_t localLength, int64_t* hostLengths,
                                                      ulyssesComm_t comm, cudaStream_t stream);
 

@@ -337,6 +337,22 @@ static void rememberPlanChecked(struct ulyssesComm* comm, uint64_t fingerprint) 
   pthread_mutex_unlock(&comm->lock);
 }
 
+/* The plan check and the host length gather copy to pageable host memory and
+ * wait for the stream. While another thread captures a graph in
+ * cudaStreamCaptureModeGlobal, such calls from this thread would invalidate
+ * that capture; this thread's own stream is not being captured (checked
+ * before), so, as NCCL does around its own host waits, this thread relaxes
+ * its capture mode for them. */
+static enum cudaStreamCaptureMode relaxCaptureMode(void) {
+  enum cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  cudaThreadExchangeStreamCaptureMode(&mode);
+  return mode;
+}
+
+static void restoreCaptureMode(enum cudaStreamCaptureMode mode) {
+  cudaThreadExchangeStreamCaptureMode(&mode);
+}
+
 /* The plan check: every rank all-gathers its plan's fingerprint and compares
  * them on the host before any data moves, so that ranks whose plans disagree
  * all return ulyssesErrorPlanMismatch instead of posting messages of
@@ -367,6 +383,7 @@ static ulyssesResult_t checkPlansAgree(struct ulyssesComm* comm, ulyssesPlan_t p
   uint64_t* fingerprints = malloc(sizeof(uint64_t) * (size_t)comm->nRanks);
   if (fingerprints == NULL) return ulyssesFail(ulyssesErrorSystemError, "out of host memory");
   ulyssesResult_t result;
+  enum cudaStreamCaptureMode captureMode = relaxCaptureMode();
   ULYSSES_CHECK_GOTO(
       ulyssesCudaCheck(cudaMemcpyAsync(comm->lengthScratch, &fingerprint, sizeof fingerprint,
                                        cudaMemcpyHostToDevice, stream),
@@ -385,6 +402,7 @@ static ulyssesResult_t checkPlansAgree(struct ulyssesComm* comm, ulyssesPlan_t p
   result = ulyssesCheckFingerprints(fingerprints, comm->nRanks, op);
   if (result == ulyssesSuccess) rememberPlanChecked(comm, fingerprint);
 done:
+  restoreCaptureMode(captureMode);
   free(fingerprints);
   return result;
 }
@@ -500,6 +518,7 @@ static ulyssesResult_t gatherLengthsHost(struct ulyssesComm* comm, int64_t local
   deviceGuard guard;
   ulyssesResult_t result;
   ULYSSES_CHECK_GOTO(enterDevice(comm->cudaDevice, &guard), result, freeArrived);
+  enum cudaStreamCaptureMode captureMode = relaxCaptureMode();
   ulyssesCudaContext context = {comm, stream};
   ulyssesBackend backend = ulyssesCudaBackend(&context);
   int64_t* gathered = comm->lengthScratch + 1;
@@ -519,6 +538,7 @@ static ulyssesResult_t gatherLengthsHost(struct ulyssesComm* comm, int64_t local
                      result, done);
   memcpy(hostLengths, arrived, gatheredBytes);
 done:
+  restoreCaptureMode(captureMode);
   leaveDevice(&guard);
 freeArrived:
   free(arrived);

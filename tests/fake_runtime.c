@@ -320,9 +320,27 @@ cudaError_t cudaMemcpyAsync(void* destination, const void* source, size_t bytes,
   return cudaSuccess;
 }
 
+/* The calling thread's capture mode, as the runtime keeps it per thread. */
+static _Thread_local enum cudaStreamCaptureMode captureMode = cudaStreamCaptureModeGlobal;
+
+cudaError_t cudaThreadExchangeStreamCaptureMode(enum cudaStreamCaptureMode* mode) {
+  enum cudaStreamCaptureMode previous = captureMode;
+  captureMode = *mode;
+  *mode = previous;
+  return cudaSuccess;
+}
+
+int fakeCaptureModeIsGlobal(void) { return captureMode == cudaStreamCaptureModeGlobal; }
+
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   (void)stream;
   note(FAKE_SYNCHRONIZE);
+  /* In global mode this would invalidate another thread's capture. */
+  if (captureMode != cudaStreamCaptureModeRelaxed) {
+    pthread_mutex_lock(&fakeLock);
+    fake.globalModeSyncs++;
+    pthread_mutex_unlock(&fakeLock);
+  }
   return cudaSuccess;
 }
 

@@ -65,6 +65,10 @@ typedef struct {
   ncclResult_t devCommResult;
   int lsaRanks;
   int liveDevComms;
+  /* cudaStreamSynchronize calls made outside cudaStreamCaptureModeRelaxed:
+   * in a process where another thread captures in global mode, each would
+   * break that capture. */
+  int globalModeSyncs;
 } fakeSettings;
 
 extern fakeSettings fake;
@@ -73,6 +77,8 @@ ncclComm_t fakeComm(void);
 /* Rank rank's communicator when fake.paired is set. */
 ncclComm_t fakeRankComm(int rank);
 void fakeReset(int nRanks, int rank);
+/* Whether the calling thread's capture mode is global (the runtime's default). */
+int fakeCaptureModeIsGlobal(void);
 int fakeEventCount(void);
 fakeEvent fakeEventAt(int index);
 int fakeCount(fakeEvent event);

@@ -354,6 +354,10 @@ static void testPlanCheck(void** state) {
   expectCode(seqToHead(&c, comm), ulyssesErrorPlanMismatch, "(1)");
   assert_int_equal(fakeCount(FAKE_ALL_GATHER), 1);
   assert_int_equal(fakeCount(FAKE_SYNCHRONIZE), 1);
+  /* Waited in relaxed capture mode (another thread's global-mode capture
+   * survives it), and the thread's mode put back. */
+  assert_int_equal(fake.globalModeSyncs, 0);
+  assert_true(fakeCaptureModeIsGlobal());
   assert_int_equal(fakeCount(FAKE_SEND) + fakeCount(FAKE_RECV) + fakeCount(FAKE_COPY_KERNEL), 0);
   ulyssesCommDestroy(comm);
   /* While the stream is captured the check cannot synchronise: a plan that
@@ -485,6 +489,8 @@ static void testGatherLengthsHostRefusesCapture(void** state) {
   assert_int_equal(hostLengths[0], 0);
   assert_int_equal(hostLengths[1], 5);
   assert_int_equal(fakeCount(FAKE_SYNCHRONIZE), 1);
+  assert_int_equal(fake.globalModeSyncs, 0);
+  assert_true(fakeCaptureModeIsGlobal());
   ulyssesCommDestroy(comm);
 }
 
