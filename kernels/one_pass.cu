@@ -35,7 +35,7 @@ static __device__ void onePassBody(const ulyssesOnePassArgs* args) {
   }
 }
 
-static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS)
+static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS, ULYSSES_ONE_PASS_MIN_BLOCKS)
     onePassLocalKernel(const __grid_constant__ ulyssesOnePassArgs args) {
   onePassBody(&args);
 }
@@ -59,7 +59,7 @@ typedef struct {
   ncclWindow_t windows[ULYSSES_KERNEL_MAX_TENSORS];
 } onePassWindows;
 
-static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS)
+static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS, ULYSSES_ONE_PASS_MIN_BLOCKS)
     onePassNcclKernel(const __grid_constant__ ulyssesOnePassArgs args,
                       const __grid_constant__ ulyssesOnePassSync sync,
                       const __grid_constant__ ncclDevComm devComm,

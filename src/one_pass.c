@@ -145,9 +145,13 @@ int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
                     reason);
   for (int t = 0; t < plan->nTensors; t++) {
     size_t bytes = ulyssesPlanUserBytes(plan, op, t, ULYSSES_RECV);
-    if (bytes > 0 && ulyssesSymmetricFind(registry, recvbuffs[t], bytes) == NULL)
+    const ulyssesSymmetricBuffer* buffer = ulyssesSymmetricFind(registry, recvbuffs[t], bytes);
+    if (buffer == NULL)
       return choose(ULYSSES_PATH_STAGED,
                     "an output is not inside memory from ulyssesMemAlloc on this comm", reason);
+    if (buffer->window == NULL)
+      return choose(ULYSSES_PATH_STAGED,
+                    "an output's ulyssesMemAlloc memory has no symmetric window", reason);
   }
   return choose(ULYSSES_PATH_ONE_PASS,
                 "one pass: every rank reachable by load and store, every output in symmetric "

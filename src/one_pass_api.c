@@ -49,8 +49,9 @@ ulyssesResult_t ulyssesOnePassCreate(struct ulyssesComm* comm, int enabled,
 /* Deregisters and frees one allocation; the first failure is returned. An
  * aborted comm's windows went with it: only the memory is freed then. */
 static ulyssesResult_t releaseSymmetric(ncclComm_t nccl, int commAborted, void* ptr, void* window) {
-  ncclResult_t deregistered =
-      commAborted ? ncclSuccess : ncclCommWindowDeregister(nccl, (ncclWindow_t)window);
+  ncclResult_t deregistered = commAborted || window == NULL
+                                  ? ncclSuccess
+                                  : ncclCommWindowDeregister(nccl, (ncclWindow_t)window);
   ncclResult_t freed = ncclMemFree(ptr);
   if (deregistered != ncclSuccess)
     return ulyssesFail(ulyssesErrorNcclError, "ncclCommWindowDeregister failed: %s",
@@ -99,21 +100,30 @@ static ulyssesResult_t memAlloc(struct ulyssesComm* comm, size_t size, void** pt
   if (allocated != ncclSuccess)
     return ulyssesFail(ulyssesErrorNcclError, "ncclMemAlloc of %zu bytes failed: %s", size,
                        ncclGetErrorString(allocated));
+  /* A window only where an exchange can use one: NCCL refuses symmetric
+   * windows on a comm without symmetric support (seen on the one-GPU socket
+   * setup: invalid usage), where the memory is still good for the staged
+   * path. Whether the device comm is ready is the same on every rank, so
+   * every rank registers (collectively) or none does. */
   ncclWindow_t window = NULL;
-  ncclResult_t registered =
-      ncclCommWindowRegister(comm->nccl, memory, size, &window, NCCL_WIN_COLL_SYMMETRIC);
-  if (registered != ncclSuccess) {
-    ncclMemFree(memory);
-    return ulyssesFail(ulyssesErrorNcclError,
-                       "ncclCommWindowRegister of %zu bytes as a symmetric window failed: %s", size,
-                       ncclGetErrorString(registered));
+  if (comm->onePass->support.devCommReady) {
+    ncclResult_t registered =
+        ncclCommWindowRegister(comm->nccl, memory, size, &window, NCCL_WIN_COLL_SYMMETRIC);
+    if (registered != ncclSuccess) {
+      ncclMemFree(memory);
+      return ulyssesFail(ulyssesErrorNcclError,
+                         "ncclCommWindowRegister of %zu bytes as a symmetric window failed: %s",
+                         size, ncclGetErrorString(registered));
+    }
   }
   ulyssesResult_t recorded = ulyssesSymmetricAdd(&comm->onePass->registry, memory, size, window);
   if (recorded != ulyssesSuccess) {
     releaseSymmetric(comm->nccl, 0, memory, window);
     return recorded;
   }
-  ulyssesLog(ULYSSES_LOG_INFO, "symmetric allocation of %zu bytes at %p", size, memory);
+  ulyssesLog(
+      ULYSSES_LOG_INFO, "ulyssesMemAlloc: %zu bytes at %p%s", size, memory,
+      window != NULL ? ", a symmetric window" : ", no window (no one-pass path on this comm)");
   *ptr = memory;
   return ulyssesSuccess;
 }

@@ -39,9 +39,36 @@ static ulyssesComm_t createComm(int nRanks, int rank, const char* onePass) {
   return comm;
 }
 
+/* A comm that can take one pass: one pass on, the kernel built, and NCCL's
+ * device comm created (the fake's answer). */
+static ulyssesComm_t createReadyComm(int nRanks, int rank) {
+  fakeReset(nRanks, rank);
+  fake.onePassKernelBuilt = 1;
+  ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
+  config.onePass = 1;
+  ulyssesComm_t comm = NULL;
+  assert_int_equal(ulyssesCommCreate(&comm, fakeComm(), &config), ulyssesSuccess);
+  assert_int_equal(fake.liveDevComms, 1);
+  return comm;
+}
+
+/* Where the comm can take one pass, the memory is registered as a symmetric
+ * window; elsewhere it is plain ncclMemAlloc memory, since NCCL refuses
+ * symmetric windows on comms without symmetric support (seen on the one-GPU
+ * socket setup), and the exchanges take the staged path there anyway. */
 static void testMemAllocRegistersASymmetricWindow(void** state) {
   (void)state;
-  ulyssesComm_t comm = createComm(4, 1, NULL);
+  ulyssesComm_t plain = createComm(4, 1, "1");
+  void* memory = NULL;
+  fake.failNextWindowRegister = ncclInvalidUsage; /* as NCCL would: never asked */
+  expectCode(ulyssesMemAlloc(plain, 1000, &memory), ulyssesSuccess, NULL);
+  assert_int_equal(fake.liveAllocations, 1);
+  assert_int_equal(fake.liveWindows, 0);
+  expectCode(ulyssesMemFree(plain, memory), ulyssesSuccess, NULL);
+  assert_int_equal(fake.liveAllocations, 0);
+  assert_int_equal(ulyssesCommDestroy(plain), ulyssesSuccess);
+
+  ulyssesComm_t comm = createReadyComm(4, 1);
   void* ptr = NULL;
   expectCode(ulyssesMemAlloc(comm, 1000, &ptr), ulyssesSuccess, NULL);
   assert_non_null(ptr);
@@ -83,7 +110,7 @@ static void testMemAllocArguments(void** state) {
 /* A failed NCCL call leaves nothing allocated or registered, and *ptr alone. */
 static void testMemAllocFailuresLeaveNothing(void** state) {
   (void)state;
-  ulyssesComm_t comm = createComm(2, 0, NULL);
+  ulyssesComm_t comm = createReadyComm(2, 0);
   void* ptr = NULL;
   fake.failNextMemAlloc = ncclSystemError;
   expectCode(ulyssesMemAlloc(comm, 64, &ptr), ulyssesErrorNcclError, "ncclMemAlloc");
@@ -99,7 +126,7 @@ static void testMemAllocFailuresLeaveNothing(void** state) {
 /* What the caller did not free, ulyssesCommDestroy frees. */
 static void testCommDestroyFreesWhatIsLeft(void** state) {
   (void)state;
-  ulyssesComm_t comm = createComm(2, 1, NULL);
+  ulyssesComm_t comm = createReadyComm(2, 1);
   void* ptrs[3];
   for (int i = 0; i < 3; i++)
     expectCode(ulyssesMemAlloc(comm, 128, &ptrs[i]), ulyssesSuccess, NULL);
@@ -108,6 +135,7 @@ static void testCommDestroyFreesWhatIsLeft(void** state) {
   assert_int_equal(ulyssesCommDestroy(comm), ulyssesSuccess);
   assert_int_equal(fake.liveAllocations, 0);
   assert_int_equal(fake.liveWindows, 0);
+  assert_int_equal(fake.liveDevComms, 0);
 }
 
 static ulyssesPlan_t planOf(int nRanks, int rank) {
