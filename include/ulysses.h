@@ -461,9 +461,10 @@ typedef enum {
 
 /* Collective: every rank of comm calls it, with the same size, in the same
  * order as its other ulyssesMemAlloc and ulyssesMemFree calls on comm.
- * Allocates size bytes of device memory on comm's device that the peers can
- * address (ncclMemAlloc, registered as an NCCL symmetric window). Not for
- * concurrent use with other calls on comm. */
+ * Allocates size bytes of device memory on comm's device (ncclMemAlloc),
+ * registered as an NCCL symmetric window that the peers can address where
+ * the comm can take one pass (elsewhere plain memory, which the staged path
+ * takes as any other). Not for concurrent use with other calls on comm. */
 ULYSSES_API ulyssesResult_t ulyssesMemAlloc(ulyssesComm_t comm, size_t size, void** ptr);
 
 /* Collective, like ulyssesMemAlloc: frees ptr, which ulyssesMemAlloc on comm

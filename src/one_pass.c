@@ -124,7 +124,8 @@ int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
   if (!support->devCommReady)
     return choose(ULYSSES_PATH_STAGED,
                   "ncclDevCommCreate failed when the comm was created (no symmetric memory "
-                  "support: cuMem off, or no CUDA P2P between the ranks)",
+                  "support, or ranks beyond one load/store team; NCCL's message is logged then "
+                  "under ULYSSES_DEBUG=INFO)",
                   reason);
   if (support->lsaRanks != support->commRanks)
     return choose(ULYSSES_PATH_STAGED,
