@@ -89,8 +89,9 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "              rank ends itself)\n"
           "  -L MODE     launch mode [auto]: auto, fork, mpi or env (below)\n"
           "  --path P    the outputs to exchange into [staged]: staged, from cudaMalloc;\n"
-          "              onepass, from the collective ulyssesMemAlloc (NCCL symmetric\n"
-          "              memory, each tensor's output the size of the largest rank's), so\n"
+          "              onepass, from the collective ulyssesMemAlloc (ncclMemAlloc, an NCCL\n"
+          "              symmetric window where the comm can take one pass; each tensor's\n"
+          "              output the size of the largest rank's), so\n"
           "              that the library may move the data in one kernel over NVLink\n"
           "              (docs/one-pass.md). The library chooses the path, not this flag:\n"
           "              one pass needs ULYSSES_ONE_PASS=1 in every rank's environment\n"
@@ -807,8 +808,8 @@ static int expandedWire(benchContext* c, benchRow* row, ulyssesSegment_t* segmen
 /* --path onepass: every output from the collective ulyssesMemAlloc on the
  * row's comm, tensor by tensor on every rank. It takes one size on every rank,
  * so each tensor gets the largest rank's output; a tensor whose output is
- * empty on every rank gets none (a size of 0 is refused, and an empty output
- * qualifies for one pass anyway). */
+ * empty on every rank gets none (a size of 0 is refused; such a tensor keeps
+ * the exchange on the staged path, which the path column then shows). */
 static int allocateSymmetricOutputs(benchContext* c, benchRow* row) {
   double largest[BENCH_STATS];
   for (int t = 0; t < row->nTensors; t++) largest[t] = (double)row->recvBytes[t];
@@ -821,8 +822,9 @@ static int allocateSymmetricOutputs(benchContext* c, benchRow* row) {
     if (result != ulyssesSuccess) {
       benchReportFailure(__FILE__, __LINE__,
                          "--path onepass: ulyssesMemAlloc of %zu bytes (tensor %d's output at "
-                         "Ltot %lld) failed: %s: %s (it needs ncclMemAlloc, that is cuMem, and an "
-                         "NCCL symmetric window on the comm; --path staged needs neither)",
+                         "Ltot %lld) failed: %s: %s (it needs ncclMemAlloc, that is cuMem, and on "
+                         "a comm that can take one pass an NCCL symmetric window; --path staged "
+                         "needs neither)",
                          bytes, t, (long long)row->totalLength, ulyssesGetErrorString(result),
                          ulyssesGetLastError());
       return 1;
