@@ -183,6 +183,11 @@ typedef struct {
   int64_t* deviceLengths;
   int nLayouts;
   ulyssesLayout_t* layouts;
+  /* The layouts as the library gets them: nLayouts entries of layoutStride
+   * bytes each (sizeof, or another version's size for the ODD_LAYOUT_*
+   * oddities), from layoutBytes. */
+  unsigned char* layoutBytes;
+  size_t layoutStride;
   unsigned simFlags;
 } fuzzCase;
 
@@ -192,8 +197,50 @@ enum {
   ODD_LAYOUTS_NULL = 29,
   ODD_DEVICE_NULL = 28,
   ODD_DEVICE_MISALIGNED4 = 27,
-  ODD_DEVICE_MISALIGNED1 = 26
+  ODD_DEVICE_MISALIGNED1 = 26,
+  /* Another header's ulyssesLayout_t (the library steps by layouts[0].size): */
+  ODD_LAYOUT_OLDEST = 25,        /* ULYSSES_LAYOUT_SIZE_MIN: no queryHeads, no dataType */
+  ODD_LAYOUT_NEWER = 24,         /* 8 bytes more, zero: fields this library lacks, unset */
+  ODD_LAYOUT_UNKNOWN_FIELD = 23, /* 8 bytes more, one set in the last entry: Unsupported */
+  ODD_LAYOUT_ODD_SIZE = 22,      /* sizeof + 4: not whole 8-byte words */
+  ODD_LAYOUT_MIXED_SIZES = 21,   /* the last entry's size differs (with two or more) */
+  ODD_LAYOUT_TOO_SMALL = 20      /* ULYSSES_LAYOUT_SIZE_MIN - 8 */
 };
+
+/* Whether the oddity makes the layouts' sizes themselves wrong. */
+static int layoutSizeRefused(const fuzzCase* c) {
+  return c->oddity == ODD_LAYOUT_UNKNOWN_FIELD || c->oddity == ODD_LAYOUT_ODD_SIZE ||
+         c->oddity == ODD_LAYOUT_TOO_SMALL ||
+         (c->oddity == ODD_LAYOUT_MIXED_SIZES && c->nTensors >= 2 && c->nLayouts >= 2);
+}
+
+/* Lays c->layouts out as the oddity's header would; an older header's
+ * missing fields are dropped from c->layouts too, as the library reads them. */
+static void encodeLayouts(fuzzCase* c) {
+  size_t stride = sizeof(ulyssesLayout_t);
+  if (c->oddity == ODD_LAYOUT_OLDEST) stride = ULYSSES_LAYOUT_SIZE_MIN;
+  if (c->oddity == ODD_LAYOUT_NEWER || c->oddity == ODD_LAYOUT_UNKNOWN_FIELD ||
+      c->oddity == ODD_LAYOUT_MIXED_SIZES)
+    stride = sizeof(ulyssesLayout_t) + 8;
+  if (c->oddity == ODD_LAYOUT_ODD_SIZE) stride = sizeof(ulyssesLayout_t) + 4;
+  if (c->oddity == ODD_LAYOUT_TOO_SMALL) stride = ULYSSES_LAYOUT_SIZE_MIN - 8;
+  c->layoutStride = stride;
+  c->layoutBytes = xcalloc((size_t)c->nLayouts, stride + 8);
+  for (int t = 0; t < c->nLayouts; t++) {
+    ulyssesLayout_t* l = &c->layouts[t];
+    if (stride < sizeof *l) {
+      l->queryHeads = 0;
+      l->dataType = ulyssesTypeOpaque;
+    }
+    unsigned char* entry = c->layoutBytes + (size_t)t * stride;
+    memcpy(entry, l, stride < sizeof *l ? stride : sizeof *l);
+    size_t size = stride;
+    if (c->oddity == ODD_LAYOUT_MIXED_SIZES && t == c->nLayouts - 1 && t > 0) size = sizeof *l;
+    memcpy(entry, &size, sizeof size);
+  }
+  if (c->oddity == ODD_LAYOUT_UNKNOWN_FIELD)
+    c->layoutBytes[(size_t)(c->nLayouts - 1) * stride + sizeof(ulyssesLayout_t) + 3] = 1;
+}
 
 static int64_t elementSizeFor(ulyssesDataType_t type) {
   return type == ulyssesTypeFloat32 ? 4 : type == ulyssesTypeOpaque ? 0 : 2;
@@ -318,6 +365,7 @@ static void decodeCase(reader* in, fuzzCase* c) {
   for (int t = 0; t < c->nLayouts; t++)
     decodeLayout(in, &c->layouts[t], t > 0 ? &c->layouts[t - 1] : NULL);
 
+  encodeLayouts(c);
   for (int r = 0; r < c->nLengths; r++) c->deviceLengths[r] = c->slots[r];
   if (c->capacity) {
     b = byteOf(in);
@@ -339,6 +387,7 @@ static void freeCase(fuzzCase* c) {
   free(c->slots);
   free(c->deviceLengths);
   free(c->layouts);
+  free(c->layoutBytes);
 }
 
 /*------------------------------------------------------------------------
@@ -427,6 +476,7 @@ static int modelPlanValid(const fuzzCase* c, int outNull, const int64_t* lengths
     if (lengths[r] < 0 || lengths[r] > ULYSSES_MAX_LENGTH) return 0;
   if (c->capacity && (deviceLocalLength == NULL || (uintptr_t)deviceLocalLength % 8 != 0)) return 0;
   if (c->nTensors < 1 || c->nTensors > ULYSSES_MAX_TENSORS || layouts == NULL) return 0;
+  if (layoutSizeRefused(c)) return 0;
   for (int t = 0; t < c->nTensors; t++)
     if (!modelLayoutValid(&layouts[t])) return 0;
   for (int t = 0; t < c->nTensors; t++)
@@ -459,6 +509,8 @@ static int modelHeadSum(const fuzzCase* c, const ulyssesLayout_t* l, int op) {
 static ulyssesResult_t createFor(const fuzzCase* c, ulyssesPlan_t* out, int rank,
                                  const int64_t* lengths, const int64_t* deviceLocalLength,
                                  const ulyssesLayout_t* layouts) {
+  /* The library gets the layouts in the case's header's layout. */
+  if (layouts == c->layouts) layouts = (const ulyssesLayout_t*)(const void*)c->layoutBytes;
   return c->capacity ? ulyssesPlanCreateCapacity(out, c->nRanks, rank, lengths, deviceLocalLength,
                                                  c->nTensors, layouts)
                      : ulyssesPlanCreateExact(out, c->nRanks, rank, lengths, c->nTensors, layouts);
@@ -1090,7 +1142,8 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     CHECK(result != ulyssesErrorLengthExceedsCapacity && result != ulyssesErrorLayoutMismatch &&
               result != ulyssesErrorCommMismatch && result != ulyssesErrorWorkspaceTooSmall &&
               result != ulyssesErrorBufferOverlap && result != ulyssesErrorCudaError &&
-              result != ulyssesErrorNcclError && result != ulyssesErrorUnsupported &&
+              result != ulyssesErrorNcclError &&
+              (result != ulyssesErrorUnsupported || c.oddity == ODD_LAYOUT_UNKNOWN_FIELD) &&
               result != ulyssesErrorPlanMismatch && result != ulyssesErrorInvalidUsage,
           "plan creation returned %s", ulyssesGetErrorString(result));
     CHECK(!valid, "plan creation refused arguments the documented rules accept: %s",

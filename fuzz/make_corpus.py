@@ -22,6 +22,9 @@ INT_SPECIALS = [0, -1, -2, INT_MIN, INT_MAX, INT_MAX - 1, 1, 2,
                 128, 129, 130, 200, 255, 256, 257, 300]
 SIZES = [1, 2, 4, 8, 16]
 OUT_NULL, LENGTHS_NULL, LAYOUTS_NULL, DEVICE_NULL, DEVICE_MIS4, DEVICE_MIS1 = 31, 30, 29, 28, 27, 26
+# Another header's ulyssesLayout_t (fuzz_plan.c's ODD_LAYOUT_*).
+(LAYOUT_OLDEST, LAYOUT_NEWER, LAYOUT_UNKNOWN_FIELD, LAYOUT_ODD_SIZE, LAYOUT_MIXED_SIZES,
+ LAYOUT_TOO_SMALL) = 25, 24, 23, 22, 21, 20
 F32, F16, BF16 = 1, 2, 3
 
 
@@ -165,6 +168,16 @@ SEEDS = {
     # Accepted because no rank has a row: the harness's own cost estimate
     # once added to headDim in 64 bits.
     'gqa_head_dim_int64_max': case(2, 0, 0, [raw_layout(1, 1, I64_MAX, 0, 0, 0, bytes([128]), 0)]),
+    # Layouts of another header's size: the oldest (no queryHeads, no
+    # dataType) and a newer one with its extra field unset are read; a set
+    # unknown field, a size not in whole words, entries of two sizes and a
+    # size below the oldest are refused.
+    'abi_layout_oldest': case(3, 1, [2, 1, 3], QKV[:2], oddity=LAYOUT_OLDEST),
+    'abi_layout_newer': case(3, 2, [2, 1, 3], QKV, oddity=LAYOUT_NEWER),
+    'abi_layout_unknown_field': case(2, 0, [2, 2], QKV[:2], oddity=LAYOUT_UNKNOWN_FIELD),
+    'abi_layout_odd_size': case(2, 1, [2, 2], QKV[:2], oddity=LAYOUT_ODD_SIZE),
+    'abi_layout_mixed_sizes': case(2, 0, [2, 2], QKV[:2], oddity=LAYOUT_MIXED_SIZES),
+    'abi_layout_too_small': case(2, 0, [2, 2], [layout()], oddity=LAYOUT_TOO_SMALL),
     # Call-time validation with made-up pointers.
     'call_overlap': case(2, 0, [2, 3], [layout(batch=2, heads=4)],
                          call=call(op=0, pointers=ptr_own() + ptr(1, 0) + ptr_own())),
