@@ -570,6 +570,9 @@ static void checkPlan(const fuzzCase* c, ulyssesPlan_t plan, int rank, int check
 
   span* spans = xcalloc((size_t)n + 2 * ULYSSES_MAX_TENSORS + 1, sizeof(span));
   ulyssesSegment_t* segments = xcalloc((size_t)n, sizeof *segments);
+  /* ulyssesGetSegments' output at the largest entry size tried, and a little. */
+  size_t segmentBytesTotal = (size_t)n * (sizeof(ulyssesSegment_t) + 16) + 64;
+  unsigned char* segmentBytes = xcalloc(segmentBytesTotal, 1);
   for (int op = 0; op < ULYSSES_OP_COUNT; op++) {
     size_t workspaceSize = 0;
     CHECK(ulyssesGetWorkspaceSize(plan, (ulyssesOp_t)op, &workspaceSize) == ulyssesSuccess,
@@ -655,22 +658,50 @@ static void checkPlan(const fuzzCase* c, ulyssesPlan_t plan, int rank, int check
       for (int side = 0; side < 2; side++) {
         if (!checkAllSegments && (unsigned)(op * 2 * T + t * 2 + side) != pick % (unsigned)(6 * T))
           continue;
-        segments[0].size = sizeof segments[0];
-        CHECK(ulyssesGetSegments(plan, (ulyssesOp_t)op, t, side == ULYSSES_SEND, segments) ==
-                  ulyssesSuccess, "ulyssesGetSegments(op %d, tensor %d)", op, t);
+        /* The caller's header decides the entries' size: this one's, a
+         * newer one's (its extra fields zeroed), or one the library refuses
+         * without writing anything. */
+        static const size_t extras[8] = {0, 0, 0, 0, 0, 8, 16, 0};
+        unsigned variant = (pick + (unsigned)(op * 7 + t * 3 + side)) % 8u;
+        size_t size = sizeof(ulyssesSegment_t) + extras[variant];
+        if (variant == 7) {
+          static const size_t refused[3] = {sizeof(ulyssesSegment_t) + 4,
+                                            sizeof(ulyssesSegment_t) - 8, 0};
+          size = refused[(unsigned)(t + side) % 3u];
+        }
+        memset(segmentBytes, 0xcd, segmentBytesTotal);
+        memcpy(segmentBytes, &size, sizeof size);
+        ulyssesResult_t got = ulyssesGetSegments(plan, (ulyssesOp_t)op, t, side == ULYSSES_SEND,
+                                                 (ulyssesSegment_t*)(void*)segmentBytes);
+        if (variant == 7) {
+          CHECK(got == ulyssesErrorInvalidArgument,
+                "ulyssesGetSegments with segments[0].size %zu: %s", size, ulyssesGetErrorString(got));
+          for (size_t i = sizeof size; i < segmentBytesTotal; i++)
+            CHECK(segmentBytes[i] == 0xcd, "a refused ulyssesGetSegments wrote byte %zu", i);
+          continue;
+        }
+        CHECK(got == ulyssesSuccess, "ulyssesGetSegments(op %d, tensor %d, size %zu)", op, t, size);
         for (int p = 0; p < n; p++) {
           ulyssesSegment_t s = ulyssesPlanSegment(plan, (ulyssesOp_t)op, t, (ulyssesSide)side, p);
           if (s.place == ulyssesSegmentInWorkspace) s.offset += layout.regionOffset[side][t];
-          CHECK(s.place == segments[p].place && s.offset == segments[p].offset &&
-                    s.bytes == segments[p].bytes,
+          const unsigned char* entry = segmentBytes + (size_t)p * size;
+          ulyssesSegment_t e;
+          memcpy(&e, entry, sizeof e);
+          CHECK(e.size == size && s.place == e.place && s.offset == e.offset && s.bytes == e.bytes,
                 "op %d tensor %d side %d peer %d: ulyssesGetSegments differs", op, t, side, p);
+          for (size_t i = sizeof e; i < size; i++)
+            CHECK(entry[i] == 0, "peer %d's segment: byte %zu of a newer header's field is not 0",
+                  p, i);
         }
+        for (size_t i = (size_t)n * size; i < segmentBytesTotal; i++)
+          CHECK(segmentBytes[i] == 0xcd, "ulyssesGetSegments wrote byte %zu, past %d entries", i, n);
       }
   }
   CHECK(ulyssesGetSegments(plan, ulyssesOpSeqToHead, 0, 1, NULL) == ulyssesErrorNullPointer, "NULL segments");
   CHECK(ulyssesGetSegments(plan, ulyssesOpSeqToHead, T, 1, segments) == ulyssesErrorInvalidArgument, "tensor T");
   CHECK(ulyssesGetSegments(plan, (ulyssesOp_t)7, 0, 1, segments) == ulyssesErrorInvalidArgument, "op 7");
   free(segments);
+  free(segmentBytes);
   free(spans);
 }
 
