@@ -470,28 +470,31 @@ ULYSSES_HD uint32_t ulyssesFloatToBfloat16(float value) {
   return (bits + 0x7fffu + (bits >> 16 & 1u)) >> 16;
 }
 
-/* An element from or to bytes of any alignment (the head sum's words, read
- * whole by ulyssesLoadWord). */
-ULYSSES_HD float ulyssesLoadFloat(const unsigned char* p, int dataType) {
+/* An element's value from its raw bits (the low 16 for a 16-bit type), and
+ * the raw bits of a value, as the head sum converts them. */
+ULYSSES_HD float ulyssesFloatOfBits(uint32_t raw, int dataType) {
+  if (dataType == ULYSSES_TYPE_FLOAT32) return ulyssesFloatFromBits(raw);
+  if (dataType == ULYSSES_TYPE_FLOAT16) return ulyssesHalfToFloat(raw & 0xffffu);
+  return ulyssesFloatFromBits((raw & 0xffffu) << 16);
+}
+
+ULYSSES_HD uint32_t ulyssesBitsOfFloat(float value, int dataType) {
   if (dataType == ULYSSES_TYPE_FLOAT32)
-    return ulyssesFloatFromBits((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                                (uint32_t)p[3] << 24);
-  uint32_t low16 = (uint32_t)p[0] | (uint32_t)p[1] << 8;
-  if (dataType == ULYSSES_TYPE_FLOAT16) return ulyssesHalfToFloat(low16);
-  return ulyssesFloatFromBits(low16 << 16);
+    return value != value ? 0x7fc00000u : ulyssesBitsFromFloat(value);
+  if (dataType == ULYSSES_TYPE_FLOAT16) return ulyssesFloatToHalf(value);
+  return ulyssesFloatToBfloat16(value);
+}
+
+/* An element from or to bytes of any alignment, little-endian. */
+ULYSSES_HD float ulyssesLoadFloat(const unsigned char* p, int dataType) {
+  uint32_t raw = (uint32_t)p[0] | (uint32_t)p[1] << 8;
+  if (dataType == ULYSSES_TYPE_FLOAT32) raw |= (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+  return ulyssesFloatOfBits(raw, dataType);
 }
 
 ULYSSES_HD void ulyssesStoreFloat(unsigned char* p, float value, int dataType) {
-  uint32_t bits;
-  int bytes = 2;
-  if (dataType == ULYSSES_TYPE_FLOAT32) {
-    bits = value != value ? 0x7fc00000u : ulyssesBitsFromFloat(value);
-    bytes = 4;
-  } else if (dataType == ULYSSES_TYPE_FLOAT16) {
-    bits = ulyssesFloatToHalf(value);
-  } else {
-    bits = ulyssesFloatToBfloat16(value);
-  }
+  uint32_t bits = ulyssesBitsOfFloat(value, dataType);
+  int bytes = dataType == ULYSSES_TYPE_FLOAT32 ? 4 : 2;
   for (int i = 0; i < bytes; i++) p[i] = (unsigned char)(bits >> (8 * i));
 }
 
@@ -504,45 +507,52 @@ typedef struct {
  * every replica's units, summed in registers, then one round of stores. */
 #define ULYSSES_SUM_ELEMENTS_IN_FLIGHT 8
 
-/* One aligned load or store of wordBytes (1, 2, 4, 8 or 16) between memory
- * and a byte buffer: the widest the buffers' alignment allows. */
-ULYSSES_HD void ulyssesLoadWord(const unsigned char* p, int wordBytes, unsigned char* out) {
+/* One unit of a head sum (unitBytes: 2, 4, 8 or 16) as four 32-bit words,
+ * little-endian, read and written in words of wordBytes (at most unitBytes,
+ * as aligned). Registers, not a byte buffer: with unitBytes a constant
+ * every index below is one, whatever wordBytes is. */
+ULYSSES_HD void ulyssesLoadUnit(const unsigned char* p, int unitBytes, int wordBytes,
+                                uint32_t* bits) {
+  bits[0] = bits[1] = bits[2] = bits[3] = 0;
   if (wordBytes == 16) {
     ulyssesWord16 w = *(const ulyssesWord16*)(const void*)p;
-    memcpy(out, &w, 16);
+    bits[0] = (uint32_t)w.low;
+    bits[1] = (uint32_t)(w.low >> 32);
+    bits[2] = (uint32_t)w.high;
+    bits[3] = (uint32_t)(w.high >> 32);
   } else if (wordBytes == 8) {
-    uint64_t w = *(const uint64_t*)(const void*)p;
-    memcpy(out, &w, 8);
+    for (int w = 0; w < unitBytes / 8; w++) {
+      uint64_t v = ((const uint64_t*)(const void*)p)[w];
+      bits[2 * w] = (uint32_t)v;
+      bits[2 * w + 1] = (uint32_t)(v >> 32);
+    }
   } else if (wordBytes == 4) {
-    uint32_t w = *(const uint32_t*)(const void*)p;
-    memcpy(out, &w, 4);
+    for (int w = 0; w < unitBytes / 4; w++) bits[w] = ((const uint32_t*)(const void*)p)[w];
   } else if (wordBytes == 2) {
-    uint16_t w = *(const uint16_t*)(const void*)p;
-    memcpy(out, &w, 2);
+    for (int w = 0; w < unitBytes / 2; w++)
+      bits[w / 2] |= (uint32_t)((const uint16_t*)(const void*)p)[w] << (16 * (w % 2));
   } else {
-    out[0] = p[0];
+    for (int w = 0; w < unitBytes; w++) bits[w / 4] |= (uint32_t)p[w] << (8 * (w % 4));
   }
 }
 
-ULYSSES_HD void ulyssesStoreWord(unsigned char* p, int wordBytes, const unsigned char* in) {
+ULYSSES_HD void ulyssesStoreUnit(unsigned char* p, int unitBytes, int wordBytes,
+                                 const uint32_t* bits) {
   if (wordBytes == 16) {
     ulyssesWord16 w;
-    memcpy(&w, in, 16);
+    w.low = (uint64_t)bits[0] | (uint64_t)bits[1] << 32;
+    w.high = (uint64_t)bits[2] | (uint64_t)bits[3] << 32;
     *(ulyssesWord16*)(void*)p = w;
   } else if (wordBytes == 8) {
-    uint64_t w;
-    memcpy(&w, in, 8);
-    *(uint64_t*)(void*)p = w;
+    for (int w = 0; w < unitBytes / 8; w++)
+      ((uint64_t*)(void*)p)[w] = (uint64_t)bits[2 * w] | (uint64_t)bits[2 * w + 1] << 32;
   } else if (wordBytes == 4) {
-    uint32_t w;
-    memcpy(&w, in, 4);
-    *(uint32_t*)(void*)p = w;
+    for (int w = 0; w < unitBytes / 4; w++) ((uint32_t*)(void*)p)[w] = bits[w];
   } else if (wordBytes == 2) {
-    uint16_t w;
-    memcpy(&w, in, 2);
-    *(uint16_t*)(void*)p = w;
+    for (int w = 0; w < unitBytes / 2; w++)
+      ((uint16_t*)(void*)p)[w] = (uint16_t)(bits[w / 2] >> (16 * (w % 2)));
   } else {
-    p[0] = in[0];
+    for (int w = 0; w < unitBytes; w++) p[w] = (unsigned char)(bits[w / 4] >> (8 * (w % 4)));
   }
 }
 
@@ -583,12 +593,12 @@ ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesCopyTensor* x, ulyssesHolders
       headPrefix += headCount;
       for (int k = 0; k < roundUnits; k++) {
         if (unit0 + k * laneCount >= units) break;
-        const unsigned char* unit = replica + (unit0 + k * laneCount) * unitBytes;
-        unsigned char bytes[16];
-        for (int w = 0; w < unitBytes; w += wordBytes)
-          ulyssesLoadWord(unit + w, wordBytes, bytes + w);
+        uint32_t bits[4];
+        ulyssesLoadUnit(replica + (unit0 + k * laneCount) * unitBytes, unitBytes, wordBytes, bits);
         for (int e = 0; e < unitElements; e++) {
-          float value = ulyssesLoadFloat(bytes + e * elementSize, x->dataType);
+          /* Element e's raw bits: a whole word of a 4-byte type, a half of a 2-byte one. */
+          uint32_t raw = elementSize == 4 ? bits[e] : bits[e / 2] >> (16 * (e % 2));
+          float value = ulyssesFloatOfBits(raw, x->dataType);
           sum[k * unitElements + e] =
               peer == holders.first ? value : sum[k * unitElements + e] + value;
         }
@@ -596,11 +606,15 @@ ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesCopyTensor* x, ulyssesHolders
     }
     for (int k = 0; k < roundUnits; k++) {
       if (unit0 + k * laneCount >= units) break;
-      unsigned char bytes[16];
-      for (int e = 0; e < unitElements; e++)
-        ulyssesStoreFloat(bytes + e * elementSize, sum[k * unitElements + e], x->dataType);
-      unsigned char* unit = out + (unit0 + k * laneCount) * unitBytes;
-      for (int w = 0; w < unitBytes; w += wordBytes) ulyssesStoreWord(unit + w, wordBytes, bytes + w);
+      uint32_t bits[4] = {0, 0, 0, 0};
+      for (int e = 0; e < unitElements; e++) {
+        uint32_t raw = ulyssesBitsOfFloat(sum[k * unitElements + e], x->dataType);
+        if (elementSize == 4)
+          bits[e] = raw;
+        else
+          bits[e / 2] |= (raw & 0xffffu) << (16 * (e % 2));
+      }
+      ulyssesStoreUnit(out + (unit0 + k * laneCount) * unitBytes, unitBytes, wordBytes, bits);
     }
   }
 }
