@@ -93,34 +93,28 @@ static int someRankReceivesNothing(const struct ulyssesPlan* plan, ulyssesOp_t o
   return 0;
 }
 
+const char* ulyssesOnePassCommReason(const ulyssesOnePassSupport* support) {
+  if (!support->enabled)
+    return "one pass is off (the default; ULYSSES_ONE_PASS=1 or config.onePass = 1 turns it on)";
+  if (!support->kernelReady)
+    return "this build has no one-pass kernel (it was built without NCCL's device API)";
+  if (support->compiledNcclVersion < ULYSSES_ONE_PASS_MIN_NCCL)
+    return "the library was built against an NCCL without the device API (before 2.28)";
+  if (support->runtimeNcclVersion != support->compiledNcclVersion)
+    return "the loaded NCCL is not the version the library was built against (NCCL's device API "
+           "has no ABI promise across releases)";
+  if (support->commRanks < 2) return "a single rank: there is no peer to write to";
+  if (support->commRanks > ULYSSES_ONE_PASS_MAX_PEERS)
+    return "more ranks than a load/store team holds (ULYSSES_ONE_PASS_MAX_PEERS, 72)";
+  return NULL;
+}
+
 int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
                               const ulyssesSymmetricRegistry* registry,
                               const struct ulyssesPlan* plan, ulyssesOp_t op,
                               void* const* recvbuffs, const char** reason) {
-  if (!support->enabled)
-    return choose(ULYSSES_PATH_STAGED,
-                  "one pass is off (the default; ULYSSES_ONE_PASS=1 or config.onePass = 1 turns "
-                  "it on)",
-                  reason);
-  if (!support->kernelReady)
-    return choose(ULYSSES_PATH_STAGED,
-                  "this build has no one-pass kernel (it was built without NCCL's device API)",
-                  reason);
-  if (support->compiledNcclVersion < ULYSSES_ONE_PASS_MIN_NCCL)
-    return choose(ULYSSES_PATH_STAGED,
-                  "the library was built against an NCCL without the device API (before 2.28)",
-                  reason);
-  if (support->runtimeNcclVersion != support->compiledNcclVersion)
-    return choose(ULYSSES_PATH_STAGED,
-                  "the loaded NCCL is not the version the library was built against (NCCL's "
-                  "device API has no ABI promise across releases)",
-                  reason);
-  if (support->commRanks < 2)
-    return choose(ULYSSES_PATH_STAGED, "a single rank: there is no peer to write to", reason);
-  if (support->commRanks > ULYSSES_ONE_PASS_MAX_PEERS)
-    return choose(ULYSSES_PATH_STAGED,
-                  "more ranks than a load/store team holds (ULYSSES_ONE_PASS_MAX_PEERS, 72)",
-                  reason);
+  const char* commReason = ulyssesOnePassCommReason(support);
+  if (commReason != NULL) return choose(ULYSSES_PATH_STAGED, commReason, reason);
   if (!support->devCommReady)
     return choose(ULYSSES_PATH_STAGED,
                   "ncclDevCommCreate failed when the comm was created (no symmetric memory "

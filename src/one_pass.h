@@ -52,6 +52,11 @@ typedef struct {
   int commRanks;
 } ulyssesOnePassSupport;
 
+/* The first reason this comm cannot take one pass whatever the call (the
+ * setting, the build, the NCCL versions, the comm's size), or NULL: what
+ * decides, at creation, whether to ask for NCCL's device comm. */
+const char* ulyssesOnePassCommReason(const ulyssesOnePassSupport* support);
+
 /* The path op takes with plan and these outputs (recvbuffs: the plan's
  * nTensors outputs), and why, as a static string: the first reason to fall
  * back, or why one pass is taken. Every input but the outputs' placement is

@@ -24,11 +24,7 @@ ulyssesResult_t ulyssesOnePassCreate(struct ulyssesComm* comm, int enabled,
    * does depends only on what every rank of a job shares (the setting, the
    * build, the NCCL version, the comm's size), and NCCL's answer on whether
    * the comm supports symmetric memory is the same on every rank. */
-  if (!enabled || !support->kernelReady ||
-      support->compiledNcclVersion < ULYSSES_ONE_PASS_MIN_NCCL ||
-      support->runtimeNcclVersion != support->compiledNcclVersion || comm->nRanks < 2 ||
-      comm->nRanks > ULYSSES_ONE_PASS_MAX_PEERS)
-    return ulyssesSuccess;
+  if (ulyssesOnePassCommReason(support) != NULL) return ulyssesSuccess;
   ncclResult_t created =
       ulyssesOnePassDevCommCreate(comm->nccl, comm->nRanks, &state->devComm, &support->lsaRanks);
   if (created != ncclSuccess) {
