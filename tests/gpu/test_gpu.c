@@ -1601,7 +1601,8 @@ static void runOnePassRequestedScenario(ncclComm_t nccl) {
   ULY_CHECK(ulyssesPlanCreateExact(&plan, gRanks, gRank, lengths, 1, &layout));
   /* The same size on every rank (collective): every head of every row. */
   size_t outBytes = refHeadSideBytes(&shape, gRank);
-  size_t allocBytes = (size_t)(2 * refTotalLength(&shape) * 6 * 4 * 2);
+  size_t allocBytes = (size_t)(shape.batch * refTotalLength(&shape) * shape.heads *
+                                shape.headDim * shape.elementSize);
   setScenario("one pass requested: ulyssesMemAlloc");
   void* output = NULL;
   ulyssesResult_t allocated = ulyssesMemAlloc(comm, allocBytes, &output);
