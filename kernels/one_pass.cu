@@ -147,8 +147,14 @@ extern "C" ncclResult_t ulyssesOnePassDevCommCreate(ncclComm_t comm, int nRanks,
   control.bufferSize = sizeof(ulyssesOnePassSlot) * (size_t)nRanks;
   control.bufferAlign = 16;
   control.outBufferHandle = &created->control;
+  /* From 2.29 the struct is versioned: NCCL refuses one not filled by its
+   * initializer. 2.28's has no version fields and is zeroed. */
+#ifdef NCCL_DEV_COMM_REQUIREMENTS_INITIALIZER
+  ncclDevCommRequirements requirements = NCCL_DEV_COMM_REQUIREMENTS_INITIALIZER;
+#else
   ncclDevCommRequirements requirements;
   memset(&requirements, 0, sizeof requirements);
+#endif
   requirements.resourceRequirementsList = &control;
   requirements.lsaBarrierCount = ULYSSES_ONE_PASS_BLOCKS;
   ncclResult_t result = ncclDevCommCreate(comm, &requirements, &created->dev);
