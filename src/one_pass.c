@@ -100,9 +100,14 @@ const char* ulyssesOnePassCommReason(const ulyssesOnePassSupport* support) {
     return "this build has no one-pass kernel (it was built without NCCL's device API)";
   if (support->compiledNcclVersion < ULYSSES_ONE_PASS_MIN_NCCL)
     return "the library was built against an NCCL without the device API (before 2.28)";
-  if (support->runtimeNcclVersion != support->compiledNcclVersion)
-    return "the loaded NCCL is not the version the library was built against (NCCL's device API "
-           "has no ABI promise across releases)";
+  if (support->compiledNcclVersion < ULYSSES_ONE_PASS_VERSIONED_NCCL) {
+    if (support->runtimeNcclVersion != support->compiledNcclVersion)
+      return "the loaded NCCL is not the 2.28 release the library was built against (2.28's "
+             "device structs carry no version, so only the same release reads them)";
+  } else if (support->runtimeNcclVersion < support->compiledNcclVersion) {
+    return "the loaded NCCL is older than the one the library was built against (from 2.29 "
+           "NCCL runs device code built against it or an older release, not a newer one)";
+  }
   if (support->commRanks < 2) return "a single rank: there is no peer to write to";
   if (support->commRanks > ULYSSES_ONE_PASS_MAX_PEERS)
     return "more ranks than a load/store team holds (ULYSSES_ONE_PASS_MAX_PEERS, 72)";

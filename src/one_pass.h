@@ -10,6 +10,9 @@
 
 /* The first NCCL with the device API (nccl_device.h) the kernel is written for. */
 #define ULYSSES_ONE_PASS_MIN_NCCL 22800
+/* From 2.29 NCCL versions its device structs: a library built against
+ * version V runs on any loaded NCCL >= V. Before, only on V itself. */
+#define ULYSSES_ONE_PASS_VERSIONED_NCCL 22900
 
 enum { ULYSSES_PATH_STAGED = 0, ULYSSES_PATH_ONE_PASS = 1 };
 

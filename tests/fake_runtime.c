@@ -397,7 +397,7 @@ cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
  * NCCL
  *----------------------------------------------------------------------*/
 ncclResult_t ncclGetVersion(int* version) {
-  *version = NCCL_VERSION_CODE;
+  *version = fake.loadedNcclVersion != 0 ? fake.loadedNcclVersion : NCCL_VERSION_CODE;
   return ncclSuccess;
 }
 

@@ -62,6 +62,8 @@ typedef struct {
    * windows registered in the same order on every rank, and stores into
    * them with the kernel's per-thread functions. */
   int onePassKernelBuilt;
+  /* What ncclGetVersion answers (0: NCCL_VERSION_CODE, the headers'). */
+  int loadedNcclVersion;
   ncclResult_t devCommResult;
   int lsaRanks;
   int liveDevComms;

@@ -272,8 +272,12 @@ static void testPathFallbackReasons(void** state) {
       {{0, 1, 22809, 22809, 1, 2, 4}, "one pass is off"}, /* two broken: the first is said */
       {{1, 0, 22809, 22809, 1, 4, 4}, "no one-pass kernel"},
       {{1, 1, 22703, 22703, 1, 4, 4}, "without the device API"},
-      {{1, 1, 22809, 22900, 1, 4, 4}, "not the version"},
-      {{1, 1, 22809, 22808, 1, 4, 4}, "not the version"},
+      /* Built against 2.28: that release only, newer or older. */
+      {{1, 1, 22809, 22900, 1, 4, 4}, "not the 2.28 release"},
+      {{1, 1, 22809, 22808, 1, 4, 4}, "not the 2.28 release"},
+      /* From 2.29: a loaded NCCL at least the compiled one. */
+      {{1, 1, 23203, 23202, 1, 4, 4}, "older than the one"},
+      {{1, 1, 22900, 22809, 1, 4, 4}, "older than the one"},
       {{1, 1, 22809, 22809, 1, 1, 1}, "single rank"},
       {{1, 1, 22809, 22809, 0, 4, 4}, "ncclDevCommCreate failed"},
       {{1, 1, 22809, 22809, 1, 2, 4}, "LSA team is smaller"}, /* two nodes of two GPUs */
@@ -283,6 +287,17 @@ static void testPathFallbackReasons(void** state) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     c.support = cases[i].support;
     expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_STAGED, cases[i].phrase);
+  }
+  pathTeardown(&c);
+
+  /* The versions NCCL runs: 2.28 on itself, from 2.29 anything at least as new. */
+  static const int granted[][2] = {{22809, 22809}, {22900, 22900}, {22900, 23203},
+                                   {23203, 23203}, {23203, 23300}};
+  pathSetup(&c);
+  for (size_t i = 0; i < sizeof granted / sizeof granted[0]; i++) {
+    c.support.compiledNcclVersion = granted[i][0];
+    c.support.runtimeNcclVersion = granted[i][1];
+    expectPath(&c, ulyssesOpSeqToHead, ULYSSES_PATH_ONE_PASS, "one pass:");
   }
   pathTeardown(&c);
 

@@ -2,8 +2,8 @@
  * ulyssesGetExchangePath) through the public API, against
  * tests/fake_runtime.c in place of CUDA and NCCL: their argument checks,
  * what they ask of NCCL, what is left after a failure, and the path an
- * exchange takes (always the staged one in this version) with its reason in
- * the return value and under ULYSSES_DEBUG=INFO. */
+ * exchange takes with its reason in the return value and under
+ * ULYSSES_DEBUG=INFO. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -205,28 +205,49 @@ static void testExchangePathAndItsReason(void** state) {
   }
 }
 
-/* With the kernel built, what the comm learnt at creation decides:
- * ncclDevCommCreate's failure, an LSA team smaller than the comm, or one
- * pass; config.onePass = 0 wins over the environment and asks NCCL nothing. */
+/* Built against 2.28, the loaded NCCL must be that release; from 2.29, at
+ * least the compiled one (one_pass.h, ULYSSES_ONE_PASS_VERSIONED_NCCL). */
+#if NCCL_VERSION_CODE < 22900
+#define NEWER_LOADED_PATH ulyssesPathStaged
+#define NEWER_LOADED_REASON "not the 2.28 release"
+#define NEWER_LOADED_CREATED 0
+#define OLDER_LOADED_REASON "not the 2.28 release"
+#else
+#define NEWER_LOADED_PATH ulyssesPathOnePass
+#define NEWER_LOADED_REASON "one pass:"
+#define NEWER_LOADED_CREATED 1
+#define OLDER_LOADED_REASON "older than the one"
+#endif
+
+/* With the kernel built, what the comm learnt at creation decides: the
+ * loaded NCCL's version, ncclDevCommCreate's failure, an LSA team smaller
+ * than the comm, or one pass; config.onePass = 0 wins over the environment
+ * and asks NCCL nothing, nor does a loaded NCCL that cannot run the kernel. */
 static void testDeviceCommDecides(void** state) {
   (void)state;
   struct {
     ncclResult_t devComm;
-    int lsaRanks, configOnePass;
+    int lsaRanks, configOnePass, loadedNccl;
     ulyssesPath_t path;
     const char* reason;
     int created;
   } cases[] = {
-      {ncclInvalidUsage, 0, ULYSSES_CONFIG_UNDEF_INT, ulyssesPathStaged, "ncclDevCommCreate failed", 1},
-      {ncclSuccess, 2, ULYSSES_CONFIG_UNDEF_INT, ulyssesPathStaged, "LSA team is smaller", 1},
-      {ncclSuccess, 0, ULYSSES_CONFIG_UNDEF_INT, ulyssesPathOnePass, "one pass:", 1},
-      {ncclSuccess, 0, 0, ulyssesPathStaged, "one pass is off", 0},
+      {ncclInvalidUsage, 0, ULYSSES_CONFIG_UNDEF_INT, 0, ulyssesPathStaged,
+       "ncclDevCommCreate failed", 1},
+      {ncclSuccess, 2, ULYSSES_CONFIG_UNDEF_INT, 0, ulyssesPathStaged, "LSA team is smaller", 1},
+      {ncclSuccess, 0, ULYSSES_CONFIG_UNDEF_INT, 0, ulyssesPathOnePass, "one pass:", 1},
+      {ncclSuccess, 0, 0, 0, ulyssesPathStaged, "one pass is off", 0},
+      {ncclSuccess, 0, ULYSSES_CONFIG_UNDEF_INT, NCCL_VERSION_CODE + 1, NEWER_LOADED_PATH,
+       NEWER_LOADED_REASON, NEWER_LOADED_CREATED},
+      {ncclSuccess, 0, ULYSSES_CONFIG_UNDEF_INT, NCCL_VERSION_CODE - 1, ulyssesPathStaged,
+       OLDER_LOADED_REASON, 0},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     fakeReset(4, 2);
     fake.onePassKernelBuilt = 1;
     fake.devCommResult = cases[i].devComm;
     fake.lsaRanks = cases[i].lsaRanks;
+    fake.loadedNcclVersion = cases[i].loadedNccl;
     setenv("ULYSSES_ONE_PASS", "1", 1);
     ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
     config.onePass = cases[i].configOnePass;
