@@ -193,8 +193,11 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
     return ulyssesFail(ulyssesErrorSystemError, "out of host memory registering a comm");
   }
   ulyssesLogSetRank(c->rank);
-  ulyssesLog(ULYSSES_LOG_INFO, "comm: rank %d of %d on CUDA device %d, NCCL %d, plan check %s",
-             c->rank, c->nRanks, c->cudaDevice, ncclVersion, c->checkPlans ? "on" : "off");
+  ulyssesLog(ULYSSES_LOG_INFO,
+             "comm: rank %d of %d on CUDA device %d, NCCL %d loaded (built against %d), plan "
+             "check %s",
+             c->rank, c->nRanks, c->cudaDevice, ncclVersion, NCCL_VERSION_CODE,
+             c->checkPlans ? "on" : "off");
   *comm = c;
   return ulyssesSuccess;
 restore:

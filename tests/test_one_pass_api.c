@@ -271,6 +271,34 @@ static void testDeviceCommDecides(void** state) {
   }
 }
 
+/* The comm's creation logs the NCCL loaded and the one the library was
+ * built against, since only the pair tells whether one pass can run. */
+static void testCommCreateNamesBothNccls(void** state) {
+  (void)state;
+  fakeReset(2, 0);
+  fake.loadedNcclVersion = 23300;
+  fflush(stderr);
+  int saved = dup(2);
+  FILE* capture = tmpfile();
+  assert_non_null(capture);
+  dup2(fileno(capture), 2);
+  ulyssesComm_t comm = NULL;
+  ulyssesResult_t created = ulyssesCommCreate(&comm, fakeComm(), NULL);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  rewind(capture);
+  char log[2048];
+  size_t got = fread(log, 1, sizeof log - 1, capture);
+  log[got] = '\0';
+  fclose(capture);
+  assert_int_equal(created, ulyssesSuccess);
+  char expected[96];
+  snprintf(expected, sizeof expected, "NCCL 23300 loaded (built against %d)", NCCL_VERSION_CODE);
+  if (strstr(log, expected) == NULL) fail_msg("the log \"%s\" does not say \"%s\"", log, expected);
+  assert_int_equal(ulyssesCommDestroy(comm), ulyssesSuccess);
+}
+
 static void testExchangePathArguments(void** state) {
   (void)state;
   ulyssesComm_t comm = createComm(4, 2, "1");
@@ -314,6 +342,7 @@ int main(void) {
       cmocka_unit_test(testExchangePathAndItsReason),
       cmocka_unit_test(testDeviceCommDecides),
       cmocka_unit_test(testExchangePathArguments),
+      cmocka_unit_test(testCommCreateNamesBothNccls),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
