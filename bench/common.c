@@ -36,7 +36,7 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "length, the way nccl-tests times a collective, and NCCL's own all-to-all (or\n"
           "all-gather) of the same bytes beside it. Flags (defaults in brackets):\n"
           "  -p P        fork mode: rank processes [the number of GPUs]; with fewer GPUs than\n"
-          "              ranks the ranks share GPUs over NCCL's socket transport: that\n"
+          "              ranks the ranks share GPUs (P2P from NCCL 2.30, else sockets): that\n"
           "              measures correctness, not speed (MPI and env modes: the launcher's\n"
           "              rank count; -p, if given, must equal it)\n"
           "  -b LEN      smallest total sequence length Ltot, all ranks together [1K]\n"
@@ -116,8 +116,10 @@ static void printUsage(FILE* out, const char* program, const benchOp* const* ops
           "        MASTER_PORT; ULYSSES_ID_PORT overrides), or, with ULYSSES_ID_FILE set,\n"
           "        through that file on a file system every rank sees (it must not exist\n"
           "        before the run; rank 0 removes it once all ranks have joined)\n"
-          "  Ranks of a host that land on one GPU share it over NCCL's socket transport (one\n"
-          "  NCCL host id per rank), as fork mode does: correctness, not speed. mpi: ranks\n"
+          "  Ranks of a host that land on one GPU share it, as fork mode does: over P2P\n"
+          "  (NCCL_MULTI_RANK_GPU_ENABLE=1) where the loaded NCCL is 2.30 or newer, else over\n"
+          "  loopback sockets, one NCCL host id per rank; NCCL_MULTI_RANK_GPU_ENABLE=0 asks for\n"
+          "  sockets. Correctness, not speed. mpi: ranks\n"
           "  whose devices have the same PCI bus id; env: more ranks (LOCAL_WORLD_SIZE)\n"
           "  than visible GPUs, so every rank must see all of its host's GPUs.\n"
           "\n"
@@ -570,6 +572,13 @@ static int describeRanks(benchContext* c, rankInfo** all) {
   return 0;
 }
 
+/* How ranks sharing a GPU talk: what the launcher (launcher.c, or
+ * benchLaunchShareGpu) chose, from the loaded NCCL and the environment it
+ * left. */
+static gpuSharingMode sharingMode(const benchContext* c) {
+  return gpuSharingChoose(c->ncclVersion, getenv("NCCL_MULTI_RANK_GPU_ENABLE"), NULL);
+}
+
 /* Whether the op moves shared kv heads (some layout has queryHeads > 0): its
  * table has the expandKV column. */
 static int opGrouped(const benchConfig* config) {
@@ -623,12 +632,14 @@ static int printHeader(benchContext* c) {
       printf("#  Rank %3d Pid %7d on %10s device %2d [%s] %s\n", i, (int)all[i].pid, all[i].host,
              (int)all[i].device, all[i].busId, all[i].name);
     printf("# %d rank(s); launch mode: %s; one-GPU shared mode: %s\n", c->nRanks,
-           benchLaunchModeName(c->launchMode), c->sharedGpu ? "yes" : "no");
+           benchLaunchModeName(c->launchMode),
+           c->sharedGpu ? gpuSharingName(sharingMode(c)) : "no");
     printf("# NCCL baseline (nccl, xnccl): %s of the size column's bytes per rank\n",
            ncclBaselineName(c));
     if (c->sharedGpu)
-      printf("# NOTE: several ranks share one GPU and talk over NCCL's socket transport:\n"
-             "#       these figures measure correctness over sockets, not speed.\n");
+      printf("# NOTE: several ranks share one GPU (%s): these figures\n"
+             "#       measure correctness and compare paths, not NVLink speed.\n",
+             gpuSharingName(sharingMode(c)));
     printf(
         "# Path asked (--path): %s, outputs from %s; the library chooses the path taken\n"
         "#  (the path column, ulyssesGetExchangePath)\n",
@@ -1144,10 +1155,14 @@ static void writeJson(benchContext* c, const benchRow* row, const rowResult* r) 
   benchNcclVersionText(c->ncclVersion, ncclText, sizeof ncclText);
   fprintf(f,
           "{\"bench\":\"ulysses_perf\",\"op\":\"%s\",\"mode\":\"%s\",\"pattern\":\"%s\","
-          "\"order\":\"%s\",\"ranks\":%d,\"launch\":\"%s\",\"shared_gpu\":%s,\"gpu\":",
+          "\"order\":\"%s\",\"ranks\":%d,\"launch\":\"%s\",\"shared_gpu\":%s,"
+          "\"gpu_sharing\":\"%s\",\"gpu\":",
           config->op->name, config->capacityMode ? "capacity" : "exact",
           patternName(config->pattern), config->sbhd ? "sbhd" : "bshd", c->nRanks,
-          benchLaunchModeName(c->launchMode), c->sharedGpu ? "true" : "false");
+          benchLaunchModeName(c->launchMode), c->sharedGpu ? "true" : "false",
+          !c->sharedGpu                        ? "none"
+          : sharingMode(c) == GPU_SHARING_P2P ? "p2p"
+                                               : "sockets");
   benchJsonString(f, c->info.name);
   fprintf(f, ",\"nccl\":\"%s\",\"batch\":%lld,\"heads\":%lld,", ncclText, (long long)config->batch,
           (long long)config->heads);
@@ -1317,8 +1332,11 @@ static int initLaunchedComm(benchContext* c, const benchLaunch* launch) {
     CUDACHECK(cudaDeviceGetPCIBusId(busId, sizeof busId - 1, c->device));
     BENCHCHECK(benchMpiLocalDuplicates(busId, sizeof busId, &shared));
   }
-  if (shared && benchLaunchShareGpu(c->rank) != 0) {
-    benchReportFailure(__FILE__, __LINE__, "cannot set NCCL's socket-mode variables");
+  int loadedNccl = 0;
+  NCCLCHECK(ncclGetVersion(&loadedNccl));
+  gpuSharingMode mode;
+  if (shared && benchLaunchShareGpu(c->rank, loadedNccl, &mode) != 0) {
+    benchReportFailure(__FILE__, __LINE__, "cannot set the variables of ranks sharing a GPU");
     return 1;
   }
   CUDACHECK(cudaSetDevice(c->device));
@@ -1406,7 +1424,9 @@ static int runRank(const benchConfig* config, const rankStart* start) {
              c.rows > 0 ? c.checkRatioSum / c.rows : 0.0);
     printf("# Rows in one pass     : %d of %d (--path %s)\n", c.onePassRows, c.rows,
            config->onePass ? "onepass" : "staged");
-    if (c.sharedGpu) printf("# (one-GPU shared mode: correctness over sockets, not speed)\n");
+    if (c.sharedGpu)
+      printf("# (one-GPU shared mode, %s: correctness, not speed)\n",
+             gpuSharingName(sharingMode(&c)));
     printf("#\n");
   }
   if (c.json != NULL) fclose(c.json);

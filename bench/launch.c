@@ -190,18 +190,12 @@ int benchLaunchDevice(int localRank, int localSize, int deviceCount, int* device
   return 0;
 }
 
-int benchLaunchShareGpu(int rank) {
-  /* shared/GPU.md: each rank its own host to NCCL, connected over loopback. */
-  static const char* const variables[][2] = {
-      {"NCCL_NET", "Socket"},     {"NCCL_SOCKET_IFNAME", "lo"}, {"NCCL_IB_DISABLE", "1"},
-      {"NCCL_P2P_DISABLE", "1"},  {"NCCL_SHM_DISABLE", "1"},    {"NCCL_NVLS_ENABLE", "0"},
-      {"NCCL_MNNVL_ENABLE", "0"},
-  };
-  char hostId[32];
-  snprintf(hostId, sizeof hostId, "ulyrank%d", rank);
-  if (setenv("NCCL_HOSTID", hostId, 1) != 0) return 1;
-  for (size_t i = 0; i < sizeof variables / sizeof variables[0]; i++)
-    if (setenv(variables[i][0], variables[i][1], 0) != 0) return 1;
+int benchLaunchShareGpu(int rank, int loadedNcclVersion, gpuSharingMode* mode) {
+  *mode = gpuSharingChoose(loadedNcclVersion, getenv("NCCL_MULTI_RANK_GPU_ENABLE"), NULL);
+  gpuSharingVariable variables[GPU_SHARING_MAX_VARIABLES];
+  int n = gpuSharingVariables(*mode, rank, variables);
+  for (int i = 0; i < n; i++)
+    if (setenv(variables[i].name, variables[i].value, variables[i].overridesUser) != 0) return 1;
   return 0;
 }
 

@@ -9,6 +9,8 @@
 
 #include <stddef.h>
 
+#include "gpu_sharing.h"
+
 typedef enum {
   BENCH_LAUNCH_AUTO, /* -L auto: from the environment */
   BENCH_LAUNCH_FORK, /* ulysses_perf forks its ranks on this host */
@@ -55,10 +57,13 @@ int benchLaunchDetect(char* const* environment, benchLaunchMode requested, int m
 int benchLaunchDevice(int localRank, int localSize, int deviceCount, int* device, int* shared,
                       char* error, size_t errorSize);
 
-/* The one-GPU socket mode in this process's own environment, before NCCL
- * reads it: NCCL_HOSTID=ulyrank<rank> always, the transport variables only
- * where the user has not set them. Returns 0 on success. */
-int benchLaunchShareGpu(int rank);
+/* Ranks sharing a GPU, in this process's own environment before NCCL reads
+ * it: the mode of tests/gpu/gpu_sharing.h for a loaded NCCL of
+ * loadedNcclVersion (P2P from 2.30, else sockets with
+ * NCCL_HOSTID=ulyrank<rank>), each variable only where the user has not set
+ * it, but for the socket mode's host id. *mode gets the mode taken. Returns 0
+ * on success. */
+int benchLaunchShareGpu(int rank, int loadedNcclVersion, gpuSharingMode* mode);
 
 /* TCP handoff. Rank 0 listens on port (0: any free port, for tests) of every
  * address; *port gets the port bound. Returns a socket, or -1 after saying why

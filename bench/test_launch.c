@@ -235,7 +235,11 @@ static void test_share_gpu_environment(void** state) {
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unsetenv(names[i]);
   setenv("NCCL_HOSTID", "left-by-a-parent", 1);
   setenv("NCCL_SOCKET_IFNAME", "eth9", 1); /* the user's choice wins */
-  assert_int_equal(benchLaunchShareGpu(3), 0);
+  unsetenv("NCCL_MULTI_RANK_GPU_ENABLE");
+  gpuSharingMode mode = GPU_SHARING_P2P;
+  assert_int_equal(benchLaunchShareGpu(3, 22809, &mode), 0);
+  assert_int_equal(mode, GPU_SHARING_SOCKETS);
+  assert_null(getenv("NCCL_MULTI_RANK_GPU_ENABLE"));
   assert_string_equal(getenv("NCCL_HOSTID"), "ulyrank3");
   assert_string_equal(getenv("NCCL_SOCKET_IFNAME"), "eth9");
   assert_string_equal(getenv("NCCL_NET"), "Socket");
@@ -244,6 +248,23 @@ static void test_share_gpu_environment(void** state) {
   assert_string_equal(getenv("NCCL_IB_DISABLE"), "1");
   assert_string_equal(getenv("NCCL_NVLS_ENABLE"), "0");
   assert_string_equal(getenv("NCCL_MNNVL_ENABLE"), "0");
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unsetenv(names[i]);
+
+  /* From NCCL 2.30: one host, P2P between the ranks, no socket variables. */
+  setenv("NCCL_HOSTID", "left-by-a-parent", 1);
+  assert_int_equal(benchLaunchShareGpu(3, 23203, &mode), 0);
+  assert_int_equal(mode, GPU_SHARING_P2P);
+  assert_string_equal(getenv("NCCL_MULTI_RANK_GPU_ENABLE"), "1");
+  assert_string_equal(getenv("NCCL_HOSTID"), "left-by-a-parent");
+  assert_null(getenv("NCCL_NET"));
+  assert_null(getenv("NCCL_P2P_DISABLE"));
+  /* ...unless the user turned that mode off. */
+  setenv("NCCL_MULTI_RANK_GPU_ENABLE", "0", 1);
+  assert_int_equal(benchLaunchShareGpu(3, 23203, &mode), 0);
+  assert_int_equal(mode, GPU_SHARING_SOCKETS);
+  assert_string_equal(getenv("NCCL_HOSTID"), "ulyrank3");
+  assert_string_equal(getenv("NCCL_P2P_DISABLE"), "1");
+  unsetenv("NCCL_MULTI_RANK_GPU_ENABLE");
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) unsetenv(names[i]);
 }
 

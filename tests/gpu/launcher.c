@@ -1,9 +1,11 @@
 /* The rank launcher of launcher.h: fork + execve of P copies of a program,
  * a deadline on all of them, and the ncclUniqueId handed out through a file.
  * Where there are fewer CUDA devices than ranks, every rank gets the
- * environment of shared/GPU.md ("Several ranks on one GPU") so that NCCL sees
- * each process as its own host and connects them over loopback sockets. */
+ * environment of gpu_sharing.h: NCCL's multi-rank-per-GPU mode (P2P) where
+ * the loaded NCCL has it, else one host id per rank over loopback sockets. */
 #include "launcher.h"
+
+#include "gpu_sharing.h"
 
 #include <cuda_runtime.h>
 #include <errno.h>
@@ -28,13 +30,6 @@ extern char** environ;
  * (they may be waiting in NCCL for the rank that died). */
 #define GRACE_AFTER_FAILURE_SECONDS 20
 #define POLL_NANOSECONDS 10000000L /* 10 ms */
-
-static const char* const sharedGpuVariables[][2] = {
-    {"NCCL_NET", "Socket"},          {"NCCL_SOCKET_IFNAME", "lo"}, {"NCCL_IB_DISABLE", "1"},
-    {"NCCL_P2P_DISABLE", "1"},       {"NCCL_SHM_DISABLE", "1"},    {"NCCL_NVLS_ENABLE", "0"},
-    {"NCCL_MNNVL_ENABLE", "0"},
-};
-#define SHARED_GPU_VARIABLE_COUNT (sizeof sharedGpuVariables / sizeof sharedGpuVariables[0])
 
 static double nowSeconds(void) {
   struct timespec t;
@@ -69,12 +64,13 @@ static void freeStrings(char** strings) {
 }
 
 /* The environment of one rank: the parent's, without NCCL_HOSTID and our own
- * device-count variable, plus the device count and, when ranks share GPUs, the
- * socket-transport variables the user has not set and this rank's host id. */
-static char** buildEnvironment(int rank, int deviceCount, int sharedGpus) {
+ * device-count variable, plus the device count and, when ranks share GPUs,
+ * the variables of the sharing mode (those the user has set kept as the
+ * user set them, but for the socket mode's host id). */
+static char** buildEnvironment(int rank, int deviceCount, int sharedGpus, gpuSharingMode mode) {
   size_t count = 0;
   while (environ[count] != NULL) count++;
-  char** env = calloc(count + SHARED_GPU_VARIABLE_COUNT + 3, sizeof(char*));
+  char** env = calloc(count + GPU_SHARING_MAX_VARIABLES + 2, sizeof(char*));
   if (env == NULL) return NULL;
   size_t n = 0;
   for (size_t i = 0; i < count; i++) {
@@ -84,11 +80,11 @@ static char** buildEnvironment(int rank, int deviceCount, int sharedGpus) {
   }
   if ((env[n++] = formatString("%s=%d", DEVICE_COUNT_VARIABLE, deviceCount)) == NULL) goto failed;
   if (sharedGpus) {
-    if ((env[n++] = formatString("NCCL_HOSTID=ulyrank%d", rank)) == NULL) goto failed;
-    for (size_t v = 0; v < SHARED_GPU_VARIABLE_COUNT; v++) {
-      if (getenv(sharedGpuVariables[v][0]) != NULL) continue; /* the user's setting wins */
-      if ((env[n++] = formatString("%s=%s", sharedGpuVariables[v][0], sharedGpuVariables[v][1])) ==
-          NULL)
+    gpuSharingVariable variables[GPU_SHARING_MAX_VARIABLES];
+    int nVariables = gpuSharingVariables(mode, rank, variables);
+    for (int v = 0; v < nVariables; v++) {
+      if (!variables[v].overridesUser && getenv(variables[v].name) != NULL) continue;
+      if ((env[n++] = formatString("%s=%s", variables[v].name, variables[v].value)) == NULL)
         goto failed;
     }
   }
@@ -143,6 +139,10 @@ int launcherRun(const char* program, const char* const* args, int nRanks, int ti
   if (cudaGetDeviceCount(&deviceCount) != cudaSuccess) deviceCount = 0;
   cudaGetLastError(); /* forget a "no device" error */
   int sharedGpus = deviceCount < nRanks;
+  int ncclVersion = 0;
+  if (ncclGetVersion(&ncclVersion) != ncclSuccess) ncclVersion = 0;
+  const char* why = NULL;
+  gpuSharingMode mode = gpuSharingChoose(ncclVersion, getenv("NCCL_MULTI_RANK_GPU_ENABLE"), &why);
 
   const char* tmp = getenv("TMPDIR");
   if (tmp == NULL || tmp[0] == '\0') tmp = "/tmp";
@@ -172,7 +172,7 @@ int launcherRun(const char* program, const char* const* args, int nRanks, int ti
    * fork and execve a child calls only async-signal-safe functions. */
   for (int r = 0; r < nRanks; r++) {
     argvs[r] = buildArguments(program, args, r, nRanks, idFile);
-    envs[r] = buildEnvironment(r, deviceCount, sharedGpus);
+    envs[r] = buildEnvironment(r, deviceCount, sharedGpus, mode);
     if (argvs[r] == NULL || envs[r] == NULL) {
       fprintf(stderr, "launcher: out of memory\n");
       failed = 1;
@@ -181,9 +181,9 @@ int launcherRun(const char* program, const char* const* args, int nRanks, int ti
   }
   if (sharedGpus)
     fprintf(stderr,
-            "launcher: %d rank(s) on %d CUDA device(s): NCCL over loopback sockets, one host id "
-            "per rank\n",
-            nRanks, deviceCount);
+            "launcher: %d rank(s) on %d CUDA device(s), NCCL %d loaded: ranks share a GPU over "
+            "%s (%s); NCCL_DEBUG=INFO shows NCCL's transport\n",
+            nRanks, deviceCount, ncclVersion, gpuSharingName(mode), why);
 
   pid_t parent = getpid();
   fflush(stdout);

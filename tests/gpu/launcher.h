@@ -1,8 +1,8 @@
 /* Runs P rank processes of one program, the way the GPU tests and the benches
  * need them: each rank its own process and GPU; where there are fewer GPUs than
- * ranks, every process looks like its own host to NCCL (NCCL_HOSTID and the
- * socket transport over loopback, see shared/GPU.md) so that several ranks can
- * share one GPU. Rank 0 hands the ncclUniqueId to the others through a file. */
+ * ranks, the ranks share them in gpu_sharing.h's mode (NCCL's multi-rank-per-GPU
+ * P2P from NCCL 2.30, else one host id per rank over loopback sockets). Rank 0
+ * hands the ncclUniqueId to the others through a file. */
 #ifndef ULYSSES_LAUNCHER_H_
 #define ULYSSES_LAUNCHER_H_
 
