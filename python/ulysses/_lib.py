@@ -95,18 +95,17 @@ def candidates():
 
 
 def _open(path):
-    """dlopen path; where it fails only for want of libnccl.so.2, load NCCL first
-    (the nvidia-nccl wheel's, for instance) and try again."""
+    """dlopen path after the process's NCCL (_nccl.library(): one already
+    loaded, else the nvidia-nccl wheel's, as PyTorch's wheel loads it), so that
+    libulysses's libnccl.so.2 is that one and not another on the loader's path."""
     try:
-        return ctypes.CDLL(path)
-    except OSError as error:
-        if _nccl.NCCL_SONAME not in str(error):
-            raise
+        _nccl.library()
+    except OSError as nccl_error:
         try:
-            _nccl.library()
-        except OSError as nccl_error:
+            return ctypes.CDLL(path)
+        except OSError as error:
             raise OSError("%s (and NCCL could not be loaded either: %s)" % (error, nccl_error))
-        return ctypes.CDLL(path)
+    return ctypes.CDLL(path)
 
 
 def library_version_code(cdll):
