@@ -7,12 +7,36 @@
 #include <string.h>
 
 /*------------------------------------------------------------------------
- * One pass asked for (config.onePass = 1, outputs from ulyssesMemAlloc) on
- * this launcher's setup: one rank, or ranks sharing one GPU over sockets,
- * where NCCL has no symmetric memory. The library must take the staged path
- * and say why, and the exchange must still be exact. ulyssesMemAlloc itself
- * may be refused there (NCCL's call): then with a clear NCCL error.
+ * One pass asked for (config.onePass = 1, outputs from ulyssesMemAlloc).
+ * The path is the library's to choose, and it says which and why: one pass
+ * where NCCL granted the device comm and the outputs' symmetric windows (the
+ * ranks in one load/store team: NVLink, or ranks sharing a GPU over NCCL's
+ * multi-rank P2P), staged elsewhere (one rank; ranks over sockets, where
+ * NCCL has no symmetric memory). So the scenario checks what holds on
+ * either: a reason always, the staged path for one rank, the same path on
+ * every rank, and the exchange into ulyssesMemAlloc memory exact with
+ * nothing written past the output. ulyssesMemAlloc itself may be refused
+ * (NCCL's call): then with a clear NCCL error.
  *----------------------------------------------------------------------*/
+/* The smallest and the largest path of the ranks, all-reduced on nccl. */
+static void pathRange(ncclComm_t nccl, ulyssesPath_t path, int* smallest, int* largest) {
+  int* device = NULL;
+  int host[2] = {(int)path, (int)path};
+  CUDA_CHECK(cudaMalloc((void**)&device, 2 * sizeof(int)));
+  CUDA_CHECK(cudaMemcpyAsync(device, host, 2 * sizeof(int), cudaMemcpyHostToDevice, gStream));
+  NCCL_CHECK(ncclAllReduce(device, device, 1, ncclInt32, ncclMin, nccl, gStream));
+  NCCL_CHECK(ncclAllReduce(device + 1, device + 1, 1, ncclInt32, ncclMax, nccl, gStream));
+  CUDA_CHECK(cudaMemcpyAsync(host, device, 2 * sizeof(int), cudaMemcpyDeviceToHost, gStream));
+  CUDA_CHECK(cudaStreamSynchronize(gStream));
+  CUDA_CHECK(cudaFree(device));
+  *smallest = host[0];
+  *largest = host[1];
+}
+
+static const char* pathName(ulyssesPath_t path) {
+  return path == ulyssesPathOnePass ? "one pass" : path == ulyssesPathStaged ? "staged" : "unknown";
+}
+
 static void runOnePassRequestedScenario(const Suite* suite, int argument) {
   (void)argument;
   ncclComm_t nccl = suite->nccl;
@@ -23,7 +47,9 @@ static void runOnePassRequestedScenario(const Suite* suite, int argument) {
   ULY_CHECK(ulyssesCommCreate(&comm, nccl, &config));
   int64_t lengths[MAX_RANKS];
   for (int r = 0; r < gRanks; r++) lengths[r] = r + 2;
-  const ulyssesLayout_t layout = LAYOUT(2, 6, 4, 2, 1, BSHD);
+  /* 8 heads: every rank receives some at P <= 8, so no empty output sends
+   * the call to the staged path. */
+  const ulyssesLayout_t layout = LAYOUT(2, 8, 4, 2, 1, BSHD);
   Case c;
   caseInit(&c, 1, &layout, lengths, lengths, 0);
   const refShape shape = c.shapes[0];
@@ -46,11 +72,22 @@ static void runOnePassRequestedScenario(const Suite* suite, int argument) {
     ulyssesPath_t path = ulyssesPathOnePass;
     const char* reason = NULL;
     ULY_CHECK(ulyssesGetExchangePath(plan, ulyssesOpSeqToHead, 1, &output, comm, &path, &reason));
-    gChecks++;
-    if (path != ulyssesPathStaged || reason == NULL || *reason == '\0')
-      reportFailure("path %d (\"%s\"): this setup has no load/store peers", (int)path,
-                    reason != NULL ? reason : "(null)");
-    if (gRank == 0) printf("rank 0: one pass requested, path staged: %s\n", reason);
+    gChecks += 3;
+    if (path != ulyssesPathStaged && path != ulyssesPathOnePass)
+      reportFailure("ulyssesGetExchangePath gives path %d, not a ulyssesPath_t", (int)path);
+    if (reason == NULL || *reason == '\0')
+      reportFailure("the %s path comes without a reason", pathName(path));
+    if (gRanks == 1 && path != ulyssesPathStaged)
+      reportFailure("one rank has no peer to write to, yet the path is %s (\"%s\")",
+                    pathName(path), reason != NULL ? reason : "(null)");
+    int smallest = 0, largest = 0;
+    pathRange(nccl, path, &smallest, &largest);
+    if (smallest != largest)
+      reportFailure("the ranks disagree on the path (some staged, some one pass); this rank's: "
+                    "%s (\"%s\")", pathName(path), reason != NULL ? reason : "(null)");
+    if (gRank == 0)
+      printf("rank 0: one pass requested, %d rank(s): path %s: %s\n", gRanks, pathName(path),
+             reason != NULL ? reason : "(null)");
     setScenario("one pass requested: the exchange into ulyssesMemAlloc memory");
     unsigned char** inputs = allocSide(&c, 0, SIDE_SEQ);
     fillSide(&c, 0, SIDE_SEQ, inputs, mixSeed(4000, 0));
@@ -69,7 +106,8 @@ static void runOnePassRequestedScenario(const Suite* suite, int argument) {
     CUDA_CHECK(cudaStreamSynchronize(gStream));
     gChecks++;
     if (memcmp(got, expected[gRank], outBytes) != 0)
-      reportFailure("the output in ulyssesMemAlloc memory differs from the reference");
+      reportFailure("the output in ulyssesMemAlloc memory (path %s) differs from the reference",
+                    pathName(path));
     for (size_t i = outBytes; i < allocBytes; i++)
       if (got[i] != 0x5a) {
         reportFailure("byte %zu past the output was written", i);
