@@ -1359,7 +1359,8 @@ static int initLaunchedComm(benchContext* c, const benchLaunch* launch) {
     BENCHCHECK(
         benchIdFetch(launch->idHost, launch->idPort, c->rank, c->nRanks, &id, sizeof id, timeout));
   }
-  NCCLCHECK(ncclCommInitRank(&c->nccl, c->nRanks, id, c->rank));
+  if (launcherCommInitRank(&c->nccl, c->nRanks, id, c->rank, c->device, shared, timeout) != 0)
+    return 1;
   /* Every rank has joined, so every rank has read the file. */
   if (c->rank == 0 && launch->mode == BENCH_LAUNCH_ENV && launch->idSource == BENCH_ID_FILE)
     BENCHCHECK(benchIdRemoveFile(launch->idFile));

@@ -42,4 +42,12 @@ int gpuSharingVariables(gpuSharingMode mode, int rank, gpuSharingVariable* out);
 /* "P2P (NCCL_MULTI_RANK_GPU_ENABLE=1)" or "loopback sockets, one host id per rank". */
 const char* gpuSharingName(gpuSharingMode mode);
 
+/* The message for an NCCL communicator of nRanks ranks that did not come up:
+ * ncclError is NCCL's error (its name and last error), or NULL when the init
+ * gave no answer within timeoutSeconds. Names the rank count, whether ranks
+ * share a GPU and in which mode, and what to try. Writes at most size bytes
+ * of out, always terminated. */
+void gpuSharingInitAdvice(char* out, size_t size, int nRanks, int sharedGpu, gpuSharingMode mode,
+                          const char* ncclError, int timeoutSeconds);
+
 #endif /* ULYSSES_GPU_SHARING_H_ */
