@@ -1,11 +1,11 @@
 /* How the ranks of one host talk to NCCL when there are more ranks than
  * GPUs, for the rank launcher (launcher.c) and ulysses_perf's launch modes
- * (bench/common.c). Pure: no CUDA, no NCCL call, tested on the CPU.
+ * (bench/driver_rank.c). Pure: no CUDA, no NCCL call, tested on the CPU.
  *
  * From NCCL 2.30, NCCL_MULTI_RANK_GPU_ENABLE=1 lets ranks of one comm share
  * a GPU: one host, P2P between the ranks, every rank in the load/store team.
  * Before, each rank must look like its own host (NCCL_HOSTID) and the ranks
- * talk over loopback sockets (shared/GPU.md). The user's setting of
+ * talk over loopback sockets. The user's setting of
  * NCCL_MULTI_RANK_GPU_ENABLE decides where it is set. */
 #ifndef ULYSSES_GPU_SHARING_H_
 #define ULYSSES_GPU_SHARING_H_
