@@ -11,6 +11,7 @@
 
 #include "common.h"
 #include "gpu_sharing.h"
+#include "rows.h"
 
 /* -c 1 checks a row only when its tensors, gathered over every rank, total at
  * most this: each rank process then builds every rank's input and output on
@@ -67,19 +68,6 @@ typedef struct {
 /* "0000:00:00.0" with room to spare. */
 #define BENCH_BUS_ID_BYTES 64
 
-/* Where the real rows of a rank's send (isSend) or receive tensor lie in its
- * buffer: `entries` blocks of `rows` real rows, each block `strideRows` rows
- * after the previous one. Exact mode keeps them dense. Capacity mode gives
- * every tensor capacity rows: a BSHD buffer holds B entries of C rows (C_r on
- * the sequence side, Ctot = sum of capacities on the head side and for the
- * gathered tensor), the real rows (L_r, or Ltot) first in each; SBHD keeps its
- * real rows as one prefix, so it is one block either way. */
-typedef struct {
-  int64_t entries;
-  int64_t rows;
-  int64_t strideRows;
-  size_t rowBytes;
-} realRows;
 
 typedef struct {
   int64_t totalLength;
@@ -90,8 +78,8 @@ typedef struct {
   ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
   size_t sendBytes[ULYSSES_MAX_TENSORS]; /* buffer sizes, from ulyssesGetBufferSizes */
   size_t recvBytes[ULYSSES_MAX_TENSORS];
-  realRows sendRows[ULYSSES_MAX_TENSORS]; /* where the real rows lie in the buffers */
-  realRows recvRows[ULYSSES_MAX_TENSORS];
+  sideRows sendRows[ULYSSES_MAX_TENSORS]; /* where the real rows lie in the buffers */
+  sideRows recvRows[ULYSSES_MAX_TENSORS];
   int64_t* deviceLocalLength;
   benchCall call;
   double gatheredBytes; /* every tensor gathered over every rank, real lengths */
@@ -143,7 +131,7 @@ int benchDeviceAlloc(void** pointer, size_t bytes);
 /* Copies the real rows between a dense host tensor and a device buffer
  * laid out as r says: toDevice scatters dense into buffer, else gathers
  * buffer into dense. On stream, synchronised. */
-int benchCopyRealRows(const realRows* r, unsigned char* dense, unsigned char* buffer, int toDevice,
+int benchCopyRealRows(const sideRows* r, unsigned char* dense, unsigned char* buffer, int toDevice,
                       cudaStream_t stream);
 /* The row of totalLength: plan, buffers (inputs filled), path. */
 int benchSetupRow(benchContext* c, int64_t totalLength, benchRow* row);

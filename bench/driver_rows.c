@@ -72,8 +72,7 @@ size_t benchSideBytes(ulyssesOp_t direction, int isSend, const refGqaShape* gqaS
   const refShape* shape = &gqaShape->kv;
   if (direction == ulyssesOpAllGather)
     return isSend ? refSeqBytes(shape, rank) : refGatherBytes(shape);
-  int sequenceSide = (direction == ulyssesOpSeqToHead) == (isSend != 0);
-  if (sequenceSide) return refSeqBytes(shape, rank);
+  if (rowsOnSequenceSide(direction, isSend)) return refSeqBytes(shape, rank);
   return (size_t)(shape->batch * refTotalLength(shape) * shape->packed *
                   headSideHeads(gqaShape, rank) * shape->headDim * shape->elementSize);
 }
@@ -97,59 +96,41 @@ int benchDeviceAlloc(void** pointer, size_t bytes) {
   return 0;
 }
 
-
-static realRows realRowsOf(ulyssesOp_t direction, int isSend, const refGqaShape* realGqaShape,
+/* Where the real rows of rank's send (isSend) or receive tensor lie in its
+ * buffer: L_r rows (Ltot on the head side and for the gathered tensor) in
+ * slots of C_r (Ctot) rows, rows.h's model. */
+static sideRows realRowsOf(ulyssesOp_t direction, int isSend, const refGqaShape* realGqaShape,
                            const refShape* slotShape, int rank) {
   const refShape* realShape = &realGqaShape->kv;
-  int sequenceSide = direction == ulyssesOpAllGather
-                         ? isSend
-                         : (direction == ulyssesOpSeqToHead) == (isSend != 0);
+  int sequenceSide = rowsOnSequenceSide(direction, isSend);
   int64_t heads = sequenceSide || direction == ulyssesOpAllGather
                       ? realShape->heads
                       : headSideHeads(realGqaShape, rank);
-  int64_t length = sequenceSide ? realShape->lengths[rank] : refTotalLength(realShape);
-  int64_t capacity = sequenceSide ? slotShape->lengths[rank] : refTotalLength(slotShape);
-  realRows r;
+  sideRows r;
   r.rowBytes = (size_t)(realShape->packed * heads * realShape->headDim * realShape->elementSize);
-  if (realShape->sbhd) {
-    r.entries = 1;
-    r.rows = length * realShape->batch;
-    r.strideRows = capacity * realShape->batch;
-  } else {
-    r.entries = realShape->batch;
-    r.rows = length;
-    r.strideRows = capacity;
-  }
+  r.batch = realShape->batch;
+  r.realRows = sequenceSide ? realShape->lengths[rank] : refTotalLength(realShape);
+  r.slotRows = sequenceSide ? slotShape->lengths[rank] : refTotalLength(slotShape);
+  r.sequenceFirst = realShape->sbhd;
   return r;
 }
 
-/* The bytes from the buffer's start to the end of its last real row. */
-static size_t realRowsSpan(const realRows* r) {
-  if (r->entries == 0 || r->rows == 0 || r->rowBytes == 0) return 0;
-  return ((size_t)(r->entries - 1) * (size_t)r->strideRows + (size_t)r->rows) * r->rowBytes;
-}
-
-/* The dense host tensor is [B, L, ...] or [L, B, ...]. */
-int benchCopyRealRows(const realRows* r, unsigned char* dense, unsigned char* buffer,
-                        int toDevice, cudaStream_t stream) {
-  size_t blockBytes = (size_t)r->rows * r->rowBytes;
-  if (blockBytes == 0) return 0;
-  if (r->rows == r->strideRows) { /* dense already: one copy */
-    blockBytes *= (size_t)r->entries;
+/* The dense host tensor is [B, L, ...] or [L, B, ...]; one copy per run of
+ * real rows, or one in all where the buffer is dense. */
+int benchCopyRealRows(const sideRows* r, unsigned char* dense, unsigned char* buffer,
+                      int toDevice, cudaStream_t stream) {
+  if (sideRowsDenseBytes(r) == 0) return 0;
+  int64_t runs = r->realRows == r->slotRows ? 1 : sideRowsRunCount(r);
+  for (int64_t run = 0; run < runs; run++) {
+    size_t bufferOffset, denseOffset, bytes;
+    sideRowsRun(r, run, &bufferOffset, &denseOffset, &bytes);
+    if (runs == 1) bytes = sideRowsDenseBytes(r);
     if (toDevice)
-      CUDACHECK(cudaMemcpyAsync(buffer, dense, blockBytes, cudaMemcpyHostToDevice, stream));
+      CUDACHECK(cudaMemcpyAsync(buffer + bufferOffset, dense + denseOffset, bytes,
+                                cudaMemcpyHostToDevice, stream));
     else
-      CUDACHECK(cudaMemcpyAsync(dense, buffer, blockBytes, cudaMemcpyDeviceToHost, stream));
-  } else {
-    size_t strideBytes = (size_t)r->strideRows * r->rowBytes;
-    for (int64_t e = 0; e < r->entries; e++) {
-      unsigned char* d = dense + (size_t)e * blockBytes;
-      unsigned char* b = buffer + (size_t)e * strideBytes;
-      if (toDevice)
-        CUDACHECK(cudaMemcpyAsync(b, d, blockBytes, cudaMemcpyHostToDevice, stream));
-      else
-        CUDACHECK(cudaMemcpyAsync(d, b, blockBytes, cudaMemcpyDeviceToHost, stream));
-    }
+      CUDACHECK(cudaMemcpyAsync(dense + denseOffset, buffer + bufferOffset, bytes,
+                                cudaMemcpyDeviceToHost, stream));
   }
   CUDACHECK(cudaStreamSynchronize(stream)); /* before dense is freed or read */
   return 0;
@@ -165,8 +146,7 @@ static int fillInputs(benchContext* c, benchRow* row) {
     void* sendbuff = (void*)(uintptr_t)row->call.sendbuffs[t];
     if (row->sendBytes[t] > 0)
       CUDACHECK(cudaMemsetAsync(sendbuff, BENCH_INPUT_PADDING, row->sendBytes[t], c->stream));
-    size_t realBytes = (size_t)row->sendRows[t].entries * (size_t)row->sendRows[t].rows *
-                       row->sendRows[t].rowBytes;
+    size_t realBytes = sideRowsDenseBytes(&row->sendRows[t]);
     if (realBytes == 0) continue;
     unsigned char* host = benchHostAlloc(realBytes);
     HOSTCHECK(host);
@@ -297,13 +277,13 @@ int benchSetupRow(benchContext* c, int64_t totalLength, benchRow* row) {
                                        &row->recvBytes[t]));
     row->sendRows[t] = realRowsOf(op->direction, 1, &realShape, &slotShape.kv, rank);
     row->recvRows[t] = realRowsOf(op->direction, 0, &realShape, &slotShape.kv, rank);
-    if (realRowsSpan(&row->sendRows[t]) > row->sendBytes[t] ||
-        realRowsSpan(&row->recvRows[t]) > row->recvBytes[t]) {
+    if (sideRowsSpan(&row->sendRows[t]) > row->sendBytes[t] ||
+        sideRowsSpan(&row->recvRows[t]) > row->recvBytes[t]) {
       benchReportFailure(__FILE__, __LINE__,
                          "tensor %d: ulyssesGetBufferSizes gives %zu send and %zu receive bytes; "
                          "the real rows span %zu and %zu",
                          t, row->sendBytes[t], row->recvBytes[t],
-                         realRowsSpan(&row->sendRows[t]), realRowsSpan(&row->recvRows[t]));
+                         sideRowsSpan(&row->sendRows[t]), sideRowsSpan(&row->recvRows[t]));
       return 1;
     }
     void* sendbuff = NULL;

@@ -51,7 +51,7 @@ static void replayPrepare(Replay* x, int capacity, int phase, uint64_t seed) {
   refExchange(&x->c, 0, ulyssesOpSeqToHead, x->seqIn, x->toHead);
   /* The input's image: this phase's rows in their places (they move with the
    * lengths in capacity mode), junk in the padding. */
-  RowMap in = caseMap(&x->c, 0, SIDE_SEQ, gRank), out = caseMap(&x->c, 0, SIDE_HEAD, gRank);
+  sideRows in = caseMap(&x->c, 0, SIDE_SEQ, gRank), out = caseMap(&x->c, 0, SIDE_HEAD, gRank);
   bufSetInput(&x->send, &in, x->seqIn[gRank], mixSeed(seed, 20 + (uint64_t)phase));
   /* The output's image: the fill, then this phase's expectation. */
   memset(x->recv.image + x->recv.before, OUTPUT_FILL, x->recv.bytes);
@@ -64,7 +64,7 @@ static void replayPrepare(Replay* x, int capacity, int phase, uint64_t seed) {
 }
 
 static void replayCheck(Replay* x, const char* label) {
-  RowMap out = caseMap(&x->c, 0, SIDE_HEAD, gRank);
+  sideRows out = caseMap(&x->c, 0, SIDE_HEAD, gRank);
   checkCall(label, 1, &x->send, &x->recv, &out, &x->ws);
 }
 

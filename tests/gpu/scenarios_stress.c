@@ -57,7 +57,7 @@ typedef struct {
   Case c; /* in place: its shapes point at its lengths */
   ulyssesPlan_t plan;
   DevBuf send[MAX_TENSORS], recv[MAX_TENSORS], ws;
-  RowMap outMaps[MAX_TENSORS];
+  sideRows outMaps[MAX_TENSORS];
 } StressSlot;
 
 typedef struct {
@@ -263,7 +263,7 @@ static double stressStart(StressSlot* s, long iteration, const StressDraw* d, ui
     fillSide(&s->c, t, in, inputs, mixSeed(dataSeed, (uint64_t)t));
     outputs[t] = allocSide(&s->c, t, out);
     refExchange(&s->c, t, d->op, inputs, outputs[t]);
-    RowMap inMap = caseMap(&s->c, t, in, gRank);
+    sideRows inMap = caseMap(&s->c, t, in, gRank);
     bufSetInput(&s->send[t], &inMap, inputs[gRank], mixSeed(dataSeed, 100 + (uint64_t)t));
     s->outMaps[t] = caseMap(&s->c, t, out, gRank);
     freePerRank(inputs);

@@ -29,6 +29,7 @@
 
 #include "reference.h"
 #include "reference_gqa.h"
+#include "rows.h"
 #include "ulysses.h"
 
 enum {
@@ -121,31 +122,17 @@ enum { CHECK_GUARDS = 0, CHECK_ALL = 1 };
 int bufCompare(const DevBuf* b, const char* what, int mode);
 int bufCheck(DevBuf* b, const char* what, int mode);
 
-/* Row maps: where the rows of a dense reference tensor ([B, real, ...] or
- * [real, B, ...]) live in a buffer of the plan's layout ([B, slot, ...] or
- * [slot, B, ...]). Batch first: entry b's real rows are buffer rows
- * b * slot + s (s < real), the rest of the entry padding. Sequence first: the
- * real rows are the buffer's prefix. In exact mode slot == real and the map
- * is the identity. */
-typedef struct {
-  size_t rowBytes; /* T * heads * D * E of that side */
-  int64_t batch;
-  int64_t real; /* real rows per batch entry: L_r, or Ltot on the head side */
-  int64_t slot; /* rows per batch entry in the buffer: C_r or Ctot (exact: real) */
-  int sbhd;
-} RowMap;
-
-size_t mapDenseBytes(const RowMap* m);
-size_t mapBufferBytes(const RowMap* m);
+/* Where the real rows of a dense reference tensor live in a buffer of the
+ * plan's layout: rows.h's sideRows. */
 /* Writes the dense rows into their places in the image's user bytes. */
-void bufScatterRows(DevBuf* b, const RowMap* m, const unsigned char* dense);
+void bufScatterRows(DevBuf* b, const sideRows* m, const unsigned char* dense);
 /* An input's image: junk everywhere (a kernel reading padding as data shows
  * in its output), then the dense rows in their places. */
-void bufSetInput(DevBuf* b, const RowMap* m, const unsigned char* dense, uint64_t junkSeed);
+void bufSetInput(DevBuf* b, const sideRows* m, const unsigned char* dense, uint64_t junkSeed);
 /* An output after the call, as last downloaded: its guards intact and its
  * real rows equal to the image's (set with bufScatterRows); its padding rows
  * are scratch. */
-int bufCompareOutput(const DevBuf* b, const char* what, const RowMap* m);
+int bufCompareOutput(const DevBuf* b, const char* what, const sideRows* m);
 
 /*------------------------------------------------------------------------
  * Cases: the lengths, the slots the plan knows (the lengths in exact mode,
@@ -171,7 +158,7 @@ typedef enum { SIDE_SEQ = 0, SIDE_HEAD = 1, SIDE_GATHER = 2 } Side;
 Side inputSide(ulyssesOp_t op);
 Side outputSide(ulyssesOp_t op);
 /* Tensor t's rows on one side of rank `rank`, for the case's current lengths. */
-RowMap caseMap(const Case* c, int t, Side side, int rank);
+sideRows caseMap(const Case* c, int t, Side side, int rank);
 /* The bytes of tensor t's sendbuff (isSend) or recvbuff for op, from
  * ulyssesGetBufferSizes, which must agree with the layout's own count; a
  * disagreement ends the rank, as the buffers could not be built. */
@@ -233,15 +220,15 @@ ulyssesResult_t enqueueExchangeOn(ulyssesPlan_t plan, ulyssesOp_t op, int nTenso
  * in their real rows and intact in their guards, the workspace's guards
  * intact. checkCall downloads them first. */
 void compareCall(const char* label, int nTensors, const DevBuf* send, const DevBuf* recv,
-                 const RowMap* outMaps, const DevBuf* ws);
-void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv, const RowMap* outMaps,
+                 const sideRows* outMaps, const DevBuf* ws);
+void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv, const sideRows* outMaps,
                DevBuf* ws);
 /* Uploads the buffers, sets the outputs' expectation (the dense rows
  * `expected`, placed by outMaps), runs the exchange on gStream, waits for it
  * and checks everything. */
 void runAndCheck(ulyssesPlan_t plan, ulyssesOp_t op, const char* label, int nTensors, int useMulti,
                  DevBuf* send, DevBuf* recv, unsigned char* const* expected,
-                 const RowMap* outMaps, ulyssesComm_t comm);
+                 const sideRows* outMaps, ulyssesComm_t comm);
 void checkNoAsyncError(ulyssesComm_t comm);
 
 /* How a call's user buffers are made. */
@@ -260,7 +247,7 @@ typedef struct {
   unsigned char** inputs[MAX_TENSORS];  /* every rank's dense input */
   unsigned char** outputs[MAX_TENSORS]; /* every rank's reference output */
   DevBuf send[MAX_TENSORS], recv[MAX_TENSORS];
-  RowMap outMaps[MAX_TENSORS];
+  sideRows outMaps[MAX_TENSORS];
 } Exchange;
 
 /* Allocates every side, fills the inputs from seed, runs the reference and

@@ -152,50 +152,26 @@ int bufCheck(DevBuf* b, const char* what, int mode) {
 }
 
 /*------------------------------------------------------------------------
- * Row maps.
+ * Real rows.
  *----------------------------------------------------------------------*/
-size_t mapDenseBytes(const RowMap* m) { return (size_t)(m->batch * m->real) * m->rowBytes; }
-size_t mapBufferBytes(const RowMap* m) { return (size_t)(m->batch * m->slot) * m->rowBytes; }
-
-/* The real rows as contiguous runs: one per batch entry (batch first) or one
- * in all (sequence first). */
-static int64_t mapRunCount(const RowMap* m) { return m->sbhd ? 1 : m->batch; }
-
-static void mapRun(const RowMap* m, int64_t run, size_t* bufferOffset, size_t* denseOffset,
-                   size_t* bytes) {
-  if (m->sbhd) {
-    *bufferOffset = 0;
-    *denseOffset = 0;
-    *bytes = mapDenseBytes(m);
-  } else {
-    *bufferOffset = (size_t)(run * m->slot) * m->rowBytes;
-    *denseOffset = (size_t)(run * m->real) * m->rowBytes;
-    *bytes = (size_t)m->real * m->rowBytes;
-  }
+void bufScatterRows(DevBuf* b, const sideRows* m, const unsigned char* dense) {
+  scatterDense(m, dense, b->image + b->before);
 }
 
-void bufScatterRows(DevBuf* b, const RowMap* m, const unsigned char* dense) {
-  for (int64_t run = 0; run < mapRunCount(m); run++) {
-    size_t bufferOffset, denseOffset, bytes;
-    mapRun(m, run, &bufferOffset, &denseOffset, &bytes);
-    if (bytes > 0) memcpy(b->image + b->before + bufferOffset, dense + denseOffset, bytes);
-  }
-}
-
-void bufSetInput(DevBuf* b, const RowMap* m, const unsigned char* dense, uint64_t junkSeed) {
+void bufSetInput(DevBuf* b, const sideRows* m, const unsigned char* dense, uint64_t junkSeed) {
   if (b->bytes > 0) refFillPattern(b->image + b->before, b->bytes, junkSeed);
   bufScatterRows(b, m, dense);
 }
 
-int bufCompareOutput(const DevBuf* b, const char* what, const RowMap* m) {
+int bufCompareOutput(const DevBuf* b, const char* what, const sideRows* m) {
   int ok = 1;
   size_t userEnd = b->before + b->bytes;
   ok &= compareRegion(b, what, "guard before the buffer", 0, b->before);
   gChecks++;
   size_t differing = 0, realBytes = 0, first = 0;
-  for (int64_t run = 0; run < mapRunCount(m); run++) {
+  for (int64_t run = 0; run < sideRowsRunCount(m); run++) {
     size_t bufferOffset, denseOffset, bytes;
-    mapRun(m, run, &bufferOffset, &denseOffset, &bytes);
+    sideRowsRun(m, run, &bufferOffset, &denseOffset, &bytes);
     realBytes += bytes;
     for (size_t i = b->before + bufferOffset; i < b->before + bufferOffset + bytes; i++)
       if (b->actual[i] != b->image[i]) {
@@ -205,12 +181,12 @@ int bufCompareOutput(const DevBuf* b, const char* what, const RowMap* m) {
   }
   if (differing > 0) {
     size_t offset = first - b->before, row = offset / m->rowBytes;
+    int64_t entry, position;
+    sideRowsLocate(m, (int64_t)row, &entry, &position);
     reportFailure("%s: byte %zu (row %zu of the buffer: batch entry %lld, row %lld) differs (got "
                   "0x%02x, want 0x%02x); %zu of the %zu bytes of the real rows differ",
-                  what, offset, row,
-                  (long long)(m->sbhd ? (int64_t)row % m->batch : (int64_t)row / m->slot),
-                  (long long)(m->sbhd ? (int64_t)row / m->batch : (int64_t)row % m->slot),
-                  b->actual[first], b->image[first], differing, realBytes);
+                  what, offset, row, (long long)entry, (long long)position, b->actual[first],
+                  b->image[first], differing, realBytes);
     ok = 0;
   }
   ok &= compareRegion(b, what, "guard after the buffer", userEnd, bufTotal(b));

@@ -51,23 +51,23 @@ Side outputSide(ulyssesOp_t op) {
   return op == ulyssesOpSeqToHead ? SIDE_HEAD : op == ulyssesOpHeadToSeq ? SIDE_SEQ : SIDE_GATHER;
 }
 
-RowMap caseMap(const Case* c, int t, Side side, int rank) {
+sideRows caseMap(const Case* c, int t, Side side, int rank) {
   const ulyssesLayout_t* l = &c->layouts[t];
   const refShape* s = &c->shapes[t];
-  RowMap m;
+  sideRows m;
   m.batch = l->batch;
-  m.sbhd = l->order == ulyssesOrderSBHD;
+  m.sequenceFirst = l->order == ulyssesOrderSBHD;
   if (side == SIDE_SEQ) {
     m.rowBytes = rowBytes(l, l->heads);
-    m.real = c->lengths[rank];
-    m.slot = c->slots[rank];
+    m.realRows = c->lengths[rank];
+    m.slotRows = c->slots[rank];
   } else {
     int64_t heads = side == SIDE_GATHER ? l->heads
                     : c->isGqa[t]       ? refKvCount(&c->gqa[t], rank)
                                         : refHeadCount(s, rank);
     m.rowBytes = rowBytes(l, heads);
-    m.real = refTotalLength(s);
-    m.slot = c->slotTotal;
+    m.realRows = refTotalLength(s);
+    m.slotRows = c->slotTotal;
   }
   return m;
 }
@@ -84,19 +84,19 @@ size_t planBytes(ulyssesPlan_t plan, const Case* c, ulyssesOp_t op, int t, int i
     ULY_CHECK(ulyssesGetBufferSizes(plan, op, t, &alone, NULL));
   else
     ULY_CHECK(ulyssesGetBufferSizes(plan, op, t, NULL, &alone));
-  RowMap sendMap = caseMap(c, t, inputSide(op), gRank);
-  RowMap recvMap = caseMap(c, t, outputSide(op), gRank);
+  sideRows sendMap = caseMap(c, t, inputSide(op), gRank);
+  sideRows recvMap = caseMap(c, t, outputSide(op), gRank);
   size_t got = isSend ? sendBytes : recvBytes;
-  size_t want = mapBufferBytes(isSend ? &sendMap : &recvMap);
+  size_t want = sideRowsBufferBytes(isSend ? &sendMap : &recvMap);
   gChecks += 2;
   if (alone != got)
     reportFailure("ulyssesGetBufferSizes(op %d, tensor %d) gives %zu %s bytes with both pointers, "
                   "%zu with the other NULL", (int)op, t, got, isSend ? "send" : "recv", alone);
-  if (sendBytes != mapBufferBytes(&sendMap) || recvBytes != mapBufferBytes(&recvMap)) {
+  if (sendBytes != sideRowsBufferBytes(&sendMap) || recvBytes != sideRowsBufferBytes(&recvMap)) {
     printf("rank %d: scenario %s: ulyssesGetBufferSizes(op %d, tensor %d) gives send %zu, recv "
            "%zu bytes; the layout needs send %zu, recv %zu\n",
-           gRank, gScenario, (int)op, t, sendBytes, recvBytes, mapBufferBytes(&sendMap),
-           mapBufferBytes(&recvMap));
+           gRank, gScenario, (int)op, t, sendBytes, recvBytes, sideRowsBufferBytes(&sendMap),
+           sideRowsBufferBytes(&recvMap));
     fflush(stdout);
     _exit(2);
   }
@@ -175,8 +175,8 @@ ulyssesLayout_t gqaLayout(int64_t batch, int64_t heads, int64_t headDim, ulysses
 unsigned char** allocSide(const Case* c, int t, Side side) {
   unsigned char** buffers = xmalloc(sizeof(unsigned char*) * (size_t)gRanks);
   for (int r = 0; r < gRanks; r++) {
-    RowMap m = caseMap(c, t, side, r);
-    buffers[r] = xmalloc(mapDenseBytes(&m));
+    sideRows m = caseMap(c, t, side, r);
+    buffers[r] = xmalloc(sideRowsDenseBytes(&m));
   }
   return buffers;
 }
@@ -184,8 +184,8 @@ unsigned char** allocSide(const Case* c, int t, Side side) {
 void fillSide(const Case* c, int t, Side side, unsigned char** buffers, uint64_t seed) {
   const ulyssesLayout_t* l = &c->layouts[t];
   for (int r = 0; r < gRanks; r++) {
-    RowMap m = caseMap(c, t, side, r);
-    size_t bytes = mapDenseBytes(&m);
+    sideRows m = caseMap(c, t, side, r);
+    size_t bytes = sideRowsDenseBytes(&m);
     if (l->dataType == ulyssesTypeOpaque)
       refFillPattern(buffers[r], bytes, mixSeed(seed, (uint64_t)r));
     else
@@ -246,7 +246,7 @@ ulyssesResult_t enqueueExchangeOn(ulyssesPlan_t plan, ulyssesOp_t op, int nTenso
 }
 
 void compareCall(const char* label, int nTensors, const DevBuf* send, const DevBuf* recv,
-                 const RowMap* outMaps, const DevBuf* ws) {
+                 const sideRows* outMaps, const DevBuf* ws) {
   char what[160];
   for (int t = 0; t < nTensors; t++) {
     snprintf(what, sizeof what, "%s: tensor %d: sendbuff (an input)", label, t);
@@ -258,7 +258,7 @@ void compareCall(const char* label, int nTensors, const DevBuf* send, const DevB
   bufCompare(ws, what, CHECK_GUARDS);
 }
 
-void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv, const RowMap* outMaps,
+void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv, const sideRows* outMaps,
                DevBuf* ws) {
   for (int t = 0; t < nTensors; t++) {
     bufDownload(&send[t]);
@@ -270,7 +270,7 @@ void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv, cons
 
 void runAndCheck(ulyssesPlan_t plan, ulyssesOp_t op, const char* label, int nTensors, int useMulti,
                  DevBuf* send, DevBuf* recv, unsigned char* const* expected,
-                 const RowMap* outMaps, ulyssesComm_t comm) {
+                 const sideRows* outMaps, ulyssesComm_t comm) {
   DevBuf ws;
   workspaceCreate(&ws, plan, op);
   bufUpload(&ws);
@@ -307,7 +307,7 @@ void exchangePrepare(Exchange* x, const Case* c, ulyssesPlan_t plan, ulyssesOp_t
     fillSide(c, t, in, x->inputs[t], mixSeed(seed, (uint64_t)t));
     x->outputs[t] = allocSide(c, t, out);
     refExchange(c, t, op, x->inputs[t], x->outputs[t]);
-    RowMap inMap = caseMap(c, t, in, gRank);
+    sideRows inMap = caseMap(c, t, in, gRank);
     x->outMaps[t] = caseMap(c, t, out, gRank);
     bufCreate(&x->send[t], planBytes(plan, c, op, t, 1), style->before, style->nullWhenEmpty, 0);
     bufSetInput(&x->send[t], &inMap, x->inputs[t][gRank], mixSeed(seed, 100 + (uint64_t)t));
@@ -389,7 +389,7 @@ static void runRoundTrip(const Case* c, ulyssesPlan_t plan, Exchange* toHead,
   DevBuf seqBack[MAX_TENSORS];
   unsigned char** roundTrip[MAX_TENSORS] = {0};
   unsigned char* expected[MAX_TENSORS];
-  RowMap seqMaps[MAX_TENSORS];
+  sideRows seqMaps[MAX_TENSORS];
   for (int t = 0; t < c->nTensors; t++) {
     bufAdopt(&toHead->recv[t]);
     planBytes(plan, c, ulyssesOpHeadToSeq, t, 1); /* checked: the size that buffer has */
