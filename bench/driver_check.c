@@ -36,7 +36,8 @@ int benchCheckRow(benchContext* c, benchRow* row, const ulyssesComm_t* comms, in
       refGqaShape shape = benchShapeOf(&row->layouts[t], nRanks, row->lengths);
       got[k][t] = benchHostAlloc(benchSideBytes(op->direction, 0, &shape, c->rank));
       HOSTCHECK(got[k][t]);
-      BENCHCHECK(benchCopyRealRows(&row->recvRows[t], got[k][t], row->call.recvbuffs[t], 0, c->stream));
+      BENCHCHECK(
+          benchCopyRealRows(&row->recvRows[t], got[k][t], row->call.recvbuffs[t], 0, c->stream));
     }
   }
 

@@ -58,7 +58,8 @@ void densify(const sideRows* side, const void* buffer, void* dense) {
     size_t bufferOffset, denseOffset, bytes;
     sideRowsRun(side, run, &bufferOffset, &denseOffset, &bytes);
     if (bytes > 0)
-      memcpy((unsigned char*)dense + denseOffset, (const unsigned char*)buffer + bufferOffset, bytes);
+      memcpy((unsigned char*)dense + denseOffset, (const unsigned char*)buffer + bufferOffset,
+             bytes);
   }
 }
 
@@ -67,6 +68,7 @@ void scatterDense(const sideRows* side, const void* dense, void* buffer) {
     size_t bufferOffset, denseOffset, bytes;
     sideRowsRun(side, run, &bufferOffset, &denseOffset, &bytes);
     if (bytes > 0)
-      memcpy((unsigned char*)buffer + bufferOffset, (const unsigned char*)dense + denseOffset, bytes);
+      memcpy((unsigned char*)buffer + bufferOffset, (const unsigned char*)dense + denseOffset,
+             bytes);
   }
 }

@@ -198,7 +198,8 @@ static void runGqaOpaqueScenario(const Suite* suite, int argument) {
     Exchange x;
     exchangePrepare(&x, &c, plan, ulyssesOpHeadToSeq, &style, mixSeed(seed, 1));
     char message[512];
-    ulyssesResult_t got = exchangeRefused(&x, plan, "refused head->seq", comm, message, sizeof message);
+    ulyssesResult_t got =
+        exchangeRefused(&x, plan, "refused head->seq", comm, message, sizeof message);
     gChecks++;
     if (got != ulyssesErrorUnsupportedElementSize)
       reportFailure("ulyssesHeadToSeq of an opaque kv tensor with shared kv heads returned %s, "

@@ -259,7 +259,8 @@ static void runCaptureScenario(const Suite* suite, int argument) {
 void addGraphScenarios(ScenarioList* list) {
   for (int capacity = 0; capacity <= 1; capacity++) {
     const char* mode = capacity ? "capacity" : "exact";
-    scenarioAdd(list, "graphs", runReplayScenario, 2 * REPLAY_GRAPH + capacity, 0, "graph-%s", mode);
+    scenarioAdd(list, "graphs", runReplayScenario, 2 * REPLAY_GRAPH + capacity, 0, "graph-%s",
+                mode);
     scenarioAdd(list, "graphs", runReplayScenario, 2 * REPLAY_NO_HIDDEN_SYNC + capacity, 0,
                 "no-hidden-sync-%s", mode);
   }

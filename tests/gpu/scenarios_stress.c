@@ -389,7 +389,7 @@ int soakSeconds(void) {
   char* end;
   long seconds = strtol(text, &end, 10);
   if (*end != '\0' || seconds < 1 || seconds > SOAK_MAX_SECONDS) {
-    printf("rank %d: ULYSSES_SOAK_SECONDS=%s: expected 1 to %d\n", gRank, text, SOAK_MAX_SECONDS);
+    printf("ULYSSES_SOAK_SECONDS=%s: expected 1 to %d\n", text, SOAK_MAX_SECONDS);
     exit(2);
   }
   return (int)seconds;

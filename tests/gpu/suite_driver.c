@@ -93,6 +93,14 @@ static int entrySelected(const ScenarioEntry* e) {
   return names == NULL || *names == '\0' || listSelects(names, e->name);
 }
 
+/* Whether the ranks of the table's rank counts run e: selected, not a launch
+ * of its own, and under a soak (the stress run alone, for as long as it was
+ * asked) only the stress run. */
+static int entryRunsInTable(const ScenarioEntry* e) {
+  return e->ownRanks == 0 && entrySelected(e) &&
+         (soakSeconds() == 0 || strcmp(e->name, "stress") == 0);
+}
+
 /* A selection that selects nothing is a typo: say so on the CPU too. */
 static int checkSelection(void) {
   if (gGroup != NULL) {
@@ -188,14 +196,8 @@ static int rankMain(const launcherRank* me) {
     reportFailure("the comm says rank %d of %d", rank, count);
   checkNoAsyncError(suite.comm);
 
-  /* The soak is the stress run alone, for as long as it was asked. */
-  int soak = soakSeconds() > 0;
-  for (int i = 0; i < gAll.count; i++) {
-    const ScenarioEntry* e = &gAll.entries[i];
-    if (e->ownRanks > 0 || !entrySelected(e)) continue;
-    if (soak && strcmp(e->name, "stress") != 0) continue;
-    e->run(&suite, e->argument);
-  }
+  for (int i = 0; i < gAll.count; i++)
+    if (entryRunsInTable(&gAll.entries[i])) gAll.entries[i].run(&suite, gAll.entries[i].argument);
 
   /* Graphs are gone already; then our comm, then NCCL's. */
   setScenario("teardown");
@@ -228,13 +230,13 @@ static void runWithRanks(void** state) {
   char name[16];
   snprintf(name, sizeof name, "%d", nRanks);
   int any = 0;
-  for (int i = 0; i < gAll.count; i++)
-    any |= gAll.entries[i].ownRanks == 0 && entrySelected(&gAll.entries[i]);
+  for (int i = 0; i < gAll.count; i++) any |= entryRunsInTable(&gAll.entries[i]);
   if (!any || !ranksSelected(name)) skip();
   printf("[ gpu      ] %s: %d rank(s)\n", gGroup != NULL ? gGroup : "every group", nRanks);
   fflush(stdout);
   const char* const args[] = {"--group", gGroup, NULL};
-  assert_int_equal(launcherRun(gSelf, gGroup != NULL ? args : NULL, nRanks, RUN_TIMEOUT_SECONDS), 0);
+  assert_int_equal(launcherRun(gSelf, gGroup != NULL ? args : NULL, nRanks, RUN_TIMEOUT_SECONDS),
+                   0);
 }
 
 /* A scenario with a launch of its own: the rank failure (three ranks, the
