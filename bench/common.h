@@ -1,8 +1,9 @@
 /* The shared driver of ulysses_perf, after nccl-tests: argument parsing, the
  * rank processes, buffers, timing with CUDA events, checking against the CPU
- * reference and the table. Each operation lives in its own op_*.c file and
- * only says which tensors it moves, the bytes it is credited with, its CPU
- * reference and the one library call it times. */
+ * reference and the table (driver.h names its parts). Each operation is one
+ * entry of the table in ops.c that only says which tensors it moves, the
+ * bytes it is credited with, its CPU reference and the one library call it
+ * times. */
 #ifndef ULYSSES_BENCH_COMMON_H_
 #define ULYSSES_BENCH_COMMON_H_
 
@@ -81,16 +82,12 @@ typedef struct benchOp {
   benchReference reference;
   /* The library call that is timed. */
   ulyssesResult_t (*run)(const benchCall* call);
+  int usesKvHeads; /* its layouts read -G */
 } benchOp;
 
-/* The ops, one per op_*.c file. */
-extern const benchOp benchOpSeqToHead;
-extern const benchOp benchOpHeadToSeq;
-extern const benchOp benchOpQkv;
-extern const benchOp benchOpMulti;
-extern const benchOp benchOpGqa;
-extern const benchOp benchOpGqaBackward;
-extern const benchOp benchOpAllGather;
+/* The ops (ops.c), in -h's order; the first is -o's default. */
+extern const benchOp benchOps[];
+extern const int benchOpCount;
 
 /* A layout of the configuration's batch, head dim, element size and order. */
 ulyssesLayout_t benchLayout(const benchConfig* config, int64_t heads, int packed);
@@ -117,7 +114,7 @@ int benchLengths(benchPattern pattern, uint64_t seed, int64_t totalLength, int n
                  int64_t* lengths);
 
 /* ulysses_perf's main: as the parent, starts the ranks; as a rank, runs the
- * sweep. ops: the -o choices. */
-int benchMain(int argc, char** argv, const benchOp* const* ops, int nOps);
+ * sweep. ops[0..nOps): the -o choices. */
+int benchMain(int argc, char** argv, const benchOp* ops, int nOps);
 
 #endif /* ULYSSES_BENCH_COMMON_H_ */

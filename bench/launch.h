@@ -50,7 +50,7 @@ int benchLaunchDetect(char* const* environment, benchLaunchMode requested, int m
 
 /* The GPU of a local rank, as nccl-tests picks it: local rank i takes device
  * i. With more local ranks than devices (localSize known) they share them
- * round robin and *shared is 1: the one-GPU socket mode of shared/GPU.md.
+ * round robin and *shared is 1: they share a GPU (gpu_sharing.h).
  * localSize 0 (unknown) and localRank >= deviceCount is an error (the ranks
  * of this host could not agree on sharing). Returns 0, or 1 with a message.
  * (MPI mode then asks the bus ids: benchMpiLocalDuplicates.) */

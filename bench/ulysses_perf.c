@@ -2,9 +2,4 @@
  * per total sequence length, in the manner of nccl-tests (-h for the flags). */
 #include "common.h"
 
-int main(int argc, char** argv) {
-  static const benchOp* const ops[] = {&benchOpSeqToHead, &benchOpHeadToSeq, &benchOpQkv,
-                                       &benchOpMulti, &benchOpGqa, &benchOpGqaBackward,
-                                       &benchOpAllGather};
-  return benchMain(argc, argv, ops, (int)(sizeof ops / sizeof ops[0]));
-}
+int main(int argc, char** argv) { return benchMain(argc, argv, benchOps, benchOpCount); }

@@ -85,22 +85,3 @@ refShape shapeOf(const scenario* s, int t, const int64_t* lengths) {
                     layout->packed, layout->order == ulyssesOrderSBHD};
   return shape;
 }
-
-size_t rowOffset(const sideRows* side, int64_t denseRow) {
-  int64_t row = denseRow;
-  if (!side->sequenceFirst)
-    row = denseRow / side->realRows * side->slotRows + denseRow % side->realRows;
-  return (size_t)row * side->rowBytes;
-}
-
-void densify(const sideRows* side, const void* buffer, void* dense) {
-  for (int64_t i = 0; i < side->batch * side->realRows; i++)
-    memcpy((unsigned char*)dense + (size_t)i * side->rowBytes,
-           (const unsigned char*)buffer + rowOffset(side, i), side->rowBytes);
-}
-
-void scatterDense(const sideRows* side, const void* dense, void* buffer) {
-  for (int64_t i = 0; i < side->batch * side->realRows; i++)
-    memcpy((unsigned char*)buffer + rowOffset(side, i),
-           (const unsigned char*)dense + (size_t)i * side->rowBytes, side->rowBytes);
-}

@@ -1,5 +1,6 @@
 /* Shared by the CPU tests: simulated ranks' buffers with guard zones, random
- * shapes, and the reference output of a plan's tensors. */
+ * shapes, and the reference output of a plan's tensors; the real rows of a
+ * padded buffer are rows.h's. */
 #ifndef ULYSSES_TESTS_HARNESS_H_
 #define ULYSSES_TESTS_HARNESS_H_
 
@@ -8,6 +9,7 @@
 
 #include "reference.h"
 #include "reference_gqa.h"
+#include "rows.h"
 #include "ulysses.h"
 
 #define HARNESS_MAX_RANKS 16
@@ -25,23 +27,6 @@ void guardedAlloc(guardedBuffer* buffer, size_t bytes, size_t misalignment);
 void guardedFree(guardedBuffer* buffer);
 /* 1 when both guard zones still hold their pattern. */
 int guardsIntact(const guardedBuffer* buffer);
-
-/* The rows of one side of one tensor: batch entries of realRows real rows,
- * held at a stride of slotRows rows (batch first) or as a prefix (sequence
- * first). In exact mode the two are equal and the buffer is dense. */
-typedef struct {
-  size_t rowBytes;
-  int64_t batch;
-  int64_t realRows;
-  int64_t slotRows;
-  int sequenceFirst;
-} sideRows;
-
-/* The byte offset in the buffer of the dense tensor's row denseRow. */
-size_t rowOffset(const sideRows* side, int64_t denseRow);
-/* Copies the real rows of buffer into a dense tensor, or back. */
-void densify(const sideRows* side, const void* buffer, void* dense);
-void scatterDense(const sideRows* side, const void* dense, void* buffer);
 
 /* One multi-tensor scenario: P ranks, mode, lengths, capacities, layouts. */
 typedef struct {

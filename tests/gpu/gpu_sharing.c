@@ -51,3 +51,22 @@ const char* gpuSharingName(gpuSharingMode mode) {
   return mode == GPU_SHARING_P2P ? "P2P (NCCL_MULTI_RANK_GPU_ENABLE=1)"
                                  : "loopback sockets, one host id per rank";
 }
+
+void gpuSharingInitAdvice(char* out, size_t size, int nRanks, int sharedGpu, gpuSharingMode mode,
+                          const char* ncclError, int timeoutSeconds) {
+  char outcome[320];
+  if (ncclError != NULL)
+    snprintf(outcome, sizeof outcome, "failed: %s", ncclError);
+  else
+    snprintf(outcome, sizeof outcome, "gave no answer within %d s", timeoutSeconds);
+  const char* sharing = !sharedGpu ? "each rank on a GPU of its own" : gpuSharingName(mode);
+  const char* advice =
+      !sharedGpu ? "check that every rank started (the lines above) and reaches the others"
+      : mode == GPU_SHARING_P2P
+          ? "NCCL's multi-rank-per-GPU mode is experimental and may refuse this many ranks on one "
+            "GPU: try fewer ranks, or NCCL_MULTI_RANK_GPU_ENABLE=0 for loopback sockets"
+          : "try fewer ranks, or an NCCL of 2.30 or newer, whose ranks share a GPU over P2P";
+  snprintf(out, size,
+           "NCCL's communicator of %d rank(s) %s; ranks: %s. %s; NCCL_DEBUG=INFO shows NCCL's side",
+           nRanks, outcome, sharing, advice);
+}

@@ -1,11 +1,11 @@
 /* How the ranks of one host talk to NCCL when there are more ranks than
  * GPUs, for the rank launcher (launcher.c) and ulysses_perf's launch modes
- * (bench/common.c). Pure: no CUDA, no NCCL call, tested on the CPU.
+ * (bench/driver_rank.c). Pure: no CUDA, no NCCL call, tested on the CPU.
  *
  * From NCCL 2.30, NCCL_MULTI_RANK_GPU_ENABLE=1 lets ranks of one comm share
  * a GPU: one host, P2P between the ranks, every rank in the load/store team.
  * Before, each rank must look like its own host (NCCL_HOSTID) and the ranks
- * talk over loopback sockets (shared/GPU.md). The user's setting of
+ * talk over loopback sockets. The user's setting of
  * NCCL_MULTI_RANK_GPU_ENABLE decides where it is set. */
 #ifndef ULYSSES_GPU_SHARING_H_
 #define ULYSSES_GPU_SHARING_H_
@@ -41,5 +41,13 @@ int gpuSharingVariables(gpuSharingMode mode, int rank, gpuSharingVariable* out);
 
 /* "P2P (NCCL_MULTI_RANK_GPU_ENABLE=1)" or "loopback sockets, one host id per rank". */
 const char* gpuSharingName(gpuSharingMode mode);
+
+/* The message for an NCCL communicator of nRanks ranks that did not come up:
+ * ncclError is NCCL's error (its name and last error), or NULL when the init
+ * gave no answer within timeoutSeconds. Names the rank count, whether ranks
+ * share a GPU and in which mode, and what to try. Writes at most size bytes
+ * of out, always terminated. */
+void gpuSharingInitAdvice(char* out, size_t size, int nRanks, int sharedGpu, gpuSharingMode mode,
+                          const char* ncclError, int timeoutSeconds);
 
 #endif /* ULYSSES_GPU_SHARING_H_ */

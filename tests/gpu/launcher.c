@@ -9,6 +9,7 @@
 
 #include <cuda_runtime.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -336,6 +337,7 @@ int launcherParseRank(int argc, char** argv, launcherRank* rank) {
     cudaGetLastError();
   }
   rank->device = deviceCount > 0 ? rank->rank % deviceCount : 0;
+  rank->deviceCount = deviceCount;
   return 1;
 }
 
@@ -418,13 +420,79 @@ int launcherInitComm(const launcherRank* rank, ncclComm_t* comm, int timeoutSeco
   } else if (!readUniqueId(rank, &id, timeoutSeconds)) {
     return 1;
   }
-  ncclResult_t result = ncclCommInitRank(comm, rank->nRanks, id, rank->rank);
-  if (result != ncclSuccess) {
-    fprintf(stderr, "rank %d: ncclCommInitRank(%d ranks) on device %d failed: %s (%s)\n",
-            rank->rank, rank->nRanks, rank->device, ncclGetErrorString(result),
-            ncclGetLastError(NULL));
-    *comm = NULL;
+  return launcherCommInitRank(comm, rank->nRanks, id, rank->rank, rank->device,
+                              rank->deviceCount < rank->nRanks, timeoutSeconds);
+}
+
+typedef struct {
+  int nRanks, rank, device;
+  ncclUniqueId id;
+  ncclComm_t comm;
+  ncclResult_t result;
+  char error[256];
+  int done; /* written last, with __atomic */
+} commInit;
+
+static void* initInThread(void* argument) {
+  commInit* init = argument;
+  cudaError_t selected = cudaSetDevice(init->device);
+  if (selected != cudaSuccess) {
+    init->result = ncclUnhandledCudaError;
+    snprintf(init->error, sizeof init->error, "cudaSetDevice(%d): %s", init->device,
+             cudaGetErrorString(selected));
+  } else {
+    init->result = ncclCommInitRank(&init->comm, init->nRanks, init->id, init->rank);
+    if (init->result != ncclSuccess)
+      snprintf(init->error, sizeof init->error, "%s (%s)", ncclGetErrorString(init->result),
+               ncclGetLastError(NULL));
+  }
+  __atomic_store_n(&init->done, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+int launcherCommInitRank(ncclComm_t* comm, int nRanks, ncclUniqueId id, int rank, int device,
+                         int sharedGpu, int timeoutSeconds) {
+  *comm = NULL;
+  int ncclVersion = 0;
+  if (ncclGetVersion(&ncclVersion) != ncclSuccess) ncclVersion = 0;
+  gpuSharingMode mode = gpuSharingChoose(ncclVersion, getenv("NCCL_MULTI_RANK_GPU_ENABLE"), NULL);
+  /* Never freed where the thread may still run: it is stuck in NCCL then. */
+  commInit* init = calloc(1, sizeof *init);
+  if (init == NULL) {
+    fprintf(stderr, "rank %d: out of memory\n", rank);
     return 1;
   }
-  return 0;
+  init->nRanks = nRanks;
+  init->rank = rank;
+  init->device = device;
+  init->id = id;
+  pthread_t thread;
+  int started = pthread_create(&thread, NULL, initInThread, init);
+  if (started != 0) {
+    fprintf(stderr, "rank %d: cannot start the thread of ncclCommInitRank: %s\n", rank,
+            strerror(started));
+    free(init);
+    return 1;
+  }
+  double deadline = nowSeconds() + timeoutSeconds;
+  while (!__atomic_load_n(&init->done, __ATOMIC_ACQUIRE) && nowSeconds() < deadline) sleepPoll();
+  char advice[768];
+  if (!__atomic_load_n(&init->done, __ATOMIC_ACQUIRE)) {
+    gpuSharingInitAdvice(advice, sizeof advice, nRanks, sharedGpu, mode, NULL, timeoutSeconds);
+    fprintf(stderr, "rank %d: %s\n", rank, advice);
+    fflush(stdout);
+    fflush(stderr);
+    _exit(2);
+  }
+  pthread_join(thread, NULL);
+  int ok = init->result == ncclSuccess;
+  if (ok) {
+    *comm = init->comm;
+  } else {
+    gpuSharingInitAdvice(advice, sizeof advice, nRanks, sharedGpu, mode, init->error,
+                         timeoutSeconds);
+    fprintf(stderr, "rank %d (device %d): %s\n", rank, device, advice);
+  }
+  free(init);
+  return ok ? 0 : 1;
 }

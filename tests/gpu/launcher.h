@@ -20,6 +20,7 @@ typedef struct {
   int rank;
   int nRanks;
   int device;          /* the CUDA device this rank uses */
+  int deviceCount;     /* the CUDA devices the parent saw: fewer than nRanks, ranks share */
   const char* idFile;
 } launcherRank;
 
@@ -29,8 +30,17 @@ int launcherParseRank(int argc, char** argv, launcherRank* rank);
 
 /* Selects the rank's device, exchanges the unique id through the file (rank 0
  * writes it atomically, the others poll for at most timeoutSeconds) and
- * initialises a blocking NCCL communicator. Returns 0 on success, 1 after
- * printing why on stderr. */
+ * initialises a blocking NCCL communicator (launcherCommInitRank). Returns 0
+ * on success, 1 after printing why on stderr. */
 int launcherInitComm(const launcherRank* rank, ncclComm_t* comm, int timeoutSeconds);
+
+/* ncclCommInitRank of a blocking communicator, bounded: a helper thread
+ * (on `device`) makes it while this one waits at most timeoutSeconds, as a
+ * rank count that NCCL refuses on one GPU may hang there. A failure prints
+ * on stderr what gpuSharingInitAdvice says for sharedGpu and the sharing mode
+ * of this process's environment, and returns 1; a timeout prints the same and
+ * ends the process with status 2 (the helper thread is stuck in NCCL). */
+int launcherCommInitRank(ncclComm_t* comm, int nRanks, ncclUniqueId id, int rank, int device,
+                         int sharedGpu, int timeoutSeconds);
 
 #endif /* ULYSSES_LAUNCHER_H_ */

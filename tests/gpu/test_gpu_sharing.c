@@ -1,4 +1,5 @@
-/* gpu_sharing.h: which mode ranks sharing a GPU take, and its variables. */
+/* gpu_sharing.h: which mode ranks sharing a GPU take, its variables, and the
+ * message when NCCL's communicator does not come up. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -70,10 +71,44 @@ static void testVariablesOfEachMode(void** state) {
   assert_null(find(variables, n, "NCCL_MULTI_RANK_GPU_ENABLE"));
 }
 
+/* Every message names the rank count, the sharing and something to try. */
+static void testInitAdviceNamesRanksModeAndRemedy(void** state) {
+  (void)state;
+  static const struct {
+    int sharedGpu;
+    gpuSharingMode mode;
+    const char* error; /* NULL: a timeout */
+    const char* phrases[3];
+  } cases[] = {
+      {1, GPU_SHARING_P2P, NULL,
+       {"gave no answer within 90 s", "P2P (NCCL_MULTI_RANK_GPU_ENABLE=1)",
+        "NCCL_MULTI_RANK_GPU_ENABLE=0"}},
+      {1, GPU_SHARING_P2P, "ncclInvalidUsage (too many ranks)",
+       {"failed: ncclInvalidUsage (too many ranks)", "P2P", "try fewer ranks"}},
+      {1, GPU_SHARING_SOCKETS, NULL,
+       {"within 90 s", "loopback sockets", "2.30 or newer"}},
+      {0, GPU_SHARING_SOCKETS, "ncclSystemError",
+       {"failed: ncclSystemError", "a GPU of its own", "every rank started"}},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char text[512];
+    gpuSharingInitAdvice(text, sizeof text, 8, cases[i].sharedGpu, cases[i].mode, cases[i].error,
+                         90);
+    if (strstr(text, "of 8 rank(s)") == NULL) fail_msg("case %zu: no rank count: %s", i, text);
+    for (int k = 0; k < 3; k++)
+      if (strstr(text, cases[i].phrases[k]) == NULL)
+        fail_msg("case %zu: \"%s\" lacks \"%s\"", i, text, cases[i].phrases[k]);
+  }
+  char tiny[8];
+  gpuSharingInitAdvice(tiny, sizeof tiny, 8, 1, GPU_SHARING_P2P, NULL, 90);
+  assert_int_equal(strlen(tiny), sizeof tiny - 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testModeFollowsNcclAndTheUser),
       cmocka_unit_test(testVariablesOfEachMode),
+      cmocka_unit_test(testInitAdviceNamesRanksModeAndRemedy),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
