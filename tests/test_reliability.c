@@ -80,6 +80,10 @@ static ulyssesResult_t seqToHead(call* c, ulyssesComm_t comm) {
   return ulyssesSeqToHead(c->plan, c->send, c->recv, c->workspace, c->workspaceBytes, comm, NULL);
 }
 
+static ulyssesResult_t headToSeq(call* c, ulyssesComm_t comm) {
+  return ulyssesHeadToSeq(c->plan, c->send, c->recv, c->workspace, c->workspaceBytes, comm, NULL);
+}
+
 /*------------------------------------------------------------------------
  * Configuration, logging, results.
  *----------------------------------------------------------------------*/
@@ -380,6 +384,17 @@ static void testPlanCheck(void** state) {
   /* ...but not its other op, nor the same plan on a comm that never checked it. */
   expectCode(ulyssesHeadToSeq(c.plan, c.send, c.recv, c.workspace, c.workspaceBytes, comm, NULL),
              ulyssesErrorInvalidUsage, "once eagerly");
+  /* Once the other op has passed too (buffers of its sizes), the comm
+   * remembers both. */
+  call h;
+  callSetup(&h, 2, 0, lengths, ulyssesOpHeadToSeq);
+  fake.capturing = 0;
+  fake.peersEcho = 1;
+  assert_int_equal(headToSeq(&h, comm), ulyssesSuccess);
+  fake.capturing = 1;
+  assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
+  assert_int_equal(headToSeq(&h, comm), ulyssesSuccess);
+  callTeardown(&h);
   ulyssesCommDestroy(comm);
   comm = createComm(2, 0, 1);
   fake.capturing = 1;
@@ -390,6 +405,40 @@ static void testPlanCheck(void** state) {
   assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
   assert_int_equal(fakeCount(FAKE_ALL_GATHER) + fakeCount(FAKE_SYNCHRONIZE), 0);
   ulyssesCommDestroy(comm);
+  callTeardown(&c);
+}
+
+/* The plan check covers the path too: with the same plan, a rank taking one
+ * pass while its peer stages gets ulyssesErrorPlanMismatch. The peer's
+ * fingerprint here is the plan's own, as the staged path gives it. */
+static void testPlanCheckComparesThePath(void** state) {
+  (void)state;
+  int64_t lengths[2] = {3, 2};
+  fakeReset(2, 0);
+  fake.onePassKernelBuilt = 1;
+  ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
+  config.checkPlans = 1;
+  config.onePass = 1;
+  ulyssesComm_t comm = NULL;
+  assert_int_equal(ulyssesCommCreate(&comm, fakeComm(), &config), ulyssesSuccess);
+  call c;
+  callSetup(&c, 2, 0, lengths, ulyssesOpSeqToHead);
+  uint64_t staged = ulyssesPlanFingerprint(c.plan, ulyssesOpSeqToHead);
+  fake.peerAllGatherBytes = &staged;
+  void* windowed = NULL;
+  assert_int_equal(ulyssesMemAlloc(comm, c.recvBytes, &windowed), ulyssesSuccess);
+  ulyssesPath_t path;
+  assert_int_equal(ulyssesGetExchangePath(c.plan, ulyssesOpSeqToHead, 1, &windowed, comm, &path,
+                                          NULL),
+                   ulyssesSuccess);
+  assert_int_equal(path, ulyssesPathOnePass);
+  expectCode(ulyssesSeqToHead(c.plan, c.send, windowed, c.workspace, c.workspaceBytes, comm, NULL),
+             ulyssesErrorPlanMismatch, "(1)");
+  assert_int_equal(fakeCount(FAKE_ONE_PASS_KERNEL), 0);
+  /* The same plan on the staged path agrees with the peer. */
+  assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
+  assert_int_equal(ulyssesMemFree(comm, windowed), ulyssesSuccess);
+  assert_int_equal(ulyssesCommDestroy(comm), ulyssesSuccess);
   callTeardown(&c);
 }
 
@@ -922,6 +971,7 @@ int main(void) {
       cmocka_unit_test(testDestroyedCommIsRefused),
       cmocka_unit_test(testAbortedCommIsRefused),
       cmocka_unit_test(testPlanCheck),
+      cmocka_unit_test(testPlanCheckComparesThePath),
       cmocka_unit_test(testNonBlockingCommunicator),
       cmocka_unit_test(testNcclErrorClosesTheGroup),
       cmocka_unit_test(testLateCudaErrorStaysInTheBuffers),
