@@ -140,15 +140,36 @@ static void testLogLevels(void** state) {
   assert_int_equal(ulyssesLogLevelFromString("VERSION"), ULYSSES_LOG_NONE);
 }
 
+/* Standard error into a temporary file, from captureStart to captureEnd,
+ * which returns what was written (at most size - 1 bytes). */
+typedef struct {
+  int saved;
+  FILE* file;
+} stderrCapture;
+
+static stderrCapture captureStart(void) {
+  fflush(stderr);
+  stderrCapture capture = {dup(2), tmpfile()};
+  assert_non_null(capture.file);
+  dup2(fileno(capture.file), 2);
+  return capture;
+}
+
+static void captureEnd(stderrCapture* capture, char* text, size_t size) {
+  fflush(stderr);
+  dup2(capture->saved, 2);
+  close(capture->saved);
+  rewind(capture->file);
+  size_t got = fread(text, 1, size - 1, capture->file);
+  text[got] = '\0';
+  fclose(capture->file);
+}
+
 /* With ULYSSES_DEBUG=INFO (set by main before the first call), a plan and an
  * error each print one line with the rank. */
 static void testLogLines(void** state) {
   (void)state;
-  fflush(stderr);
-  int saved = dup(2);
-  FILE* capture = tmpfile();
-  assert_non_null(capture);
-  dup2(fileno(capture), 2);
+  stderrCapture capture = captureStart();
   ulyssesPlan_t plan = NULL;
   int64_t lengths[3] = {1, 2, 3};
   assert_int_equal(ulyssesPlanCreateExact(&plan, 3, 2, lengths, 1, &layout), ulyssesSuccess);
@@ -156,15 +177,9 @@ static void testLogLines(void** state) {
   bad.packed = 5;
   ulyssesPlan_t unused;
   assert_int_equal(ulyssesPlanCreateExact(&unused, 3, 1, lengths, 1, &bad), ulyssesErrorInvalidArgument);
-  fflush(stderr);
-  dup2(saved, 2);
-  close(saved);
+  char text[2048];
+  captureEnd(&capture, text, sizeof text);
   ulyssesPlanDestroy(plan);
-  char text[2048] = "";
-  rewind(capture);
-  size_t got = fread(text, 1, sizeof text - 1, capture);
-  text[got] = '\0';
-  fclose(capture);
   assert_non_null(strstr(text, "ulysses INFO [rank 2] plan: exact mode, 3 rank(s), 1 tensor(s)"));
   assert_non_null(strstr(text, "ulysses WARN [rank 1] ulyssesErrorInvalidArgument: layouts[0].packed is 5"));
 }
@@ -296,6 +311,44 @@ static void testDeviceLengthErrorIsReported(void** state) {
   free(recv);
   free(workspace);
   ulyssesPlanDestroy(plan);
+  ulyssesCommDestroy(comm);
+}
+
+/* A watchdog polls: an asynchronous error is described by every poll that
+ * reports it (ulyssesGetLastError) but logged once, when first reported;
+ * a poll that reports none leaves an empty message. */
+static void testAsyncErrorIsLoggedOnce(void** state) {
+  (void)state;
+  ulyssesComm_t comm = createComm(1, 0, 0);
+  int64_t capacities[1] = {4}, deviceLength = 6;
+  call c;
+  assert_int_equal(ulyssesPlanCreateCapacity(&c.plan, 1, 0, capacities, &deviceLength, 1, &layout),
+                   ulyssesSuccess);
+  assert_int_equal(ulyssesGetBufferSizes(c.plan, ulyssesOpSeqToHead, 0, &c.sendBytes, &c.recvBytes),
+                   ulyssesSuccess);
+  assert_int_equal(ulyssesGetWorkspaceSize(c.plan, ulyssesOpSeqToHead, &c.workspaceBytes),
+                   ulyssesSuccess);
+  c.send = calloc(c.sendBytes, 1);
+  c.recv = calloc(c.recvBytes, 1);
+  c.workspace = aligned_alloc(256, c.workspaceBytes / 256 * 256 + 256);
+  assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
+  ulyssesResult_t asyncError;
+  stderrCapture capture = captureStart();
+  for (int poll = 0; poll < 3; poll++) {
+    assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
+    expectCode(asyncError, ulyssesErrorLengthExceedsCapacity, "above its capacity");
+  }
+  char text[2048];
+  captureEnd(&capture, text, sizeof text);
+  const char* line = "WARN [rank 0] asynchronous error: ulyssesErrorLengthExceedsCapacity";
+  const char* first = strstr(text, line);
+  if (first == NULL || strstr(first + 1, line) != NULL)
+    fail_msg("expected one \"%s\" in \"%s\"", line, text);
+  assert_int_equal(ulyssesCommClearAsyncError(comm), ulyssesSuccess);
+  assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
+  assert_int_equal(asyncError, ulyssesSuccess);
+  assert_string_equal(ulyssesGetLastError(), "");
+  callTeardown(&c);
   ulyssesCommDestroy(comm);
 }
 
@@ -968,6 +1021,7 @@ int main(void) {
       cmocka_unit_test(testFingerprints),
       cmocka_unit_test(testOneRankThroughThePublicApi),
       cmocka_unit_test(testDeviceLengthErrorIsReported),
+      cmocka_unit_test(testAsyncErrorIsLoggedOnce),
       cmocka_unit_test(testDestroyedCommIsRefused),
       cmocka_unit_test(testAbortedCommIsRefused),
       cmocka_unit_test(testPlanCheck),
