@@ -7,6 +7,7 @@
 
 #include "comm.h"
 #include "config.h"
+#include "env.h"
 #include "error.h"
 #include "log.h"
 #include "one_pass.h"
@@ -138,8 +139,8 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
   if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
   if (ncclComm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "ncclComm is NULL");
   ulyssesSettings settings;
-  ULYSSES_CHECK(
-      ulyssesReadConfig(config, getenv("ULYSSES_CHECK"), getenv("ULYSSES_ONE_PASS"), &settings));
+  ULYSSES_CHECK(ulyssesReadConfig(config, ulyssesEnvValue(ULYSSES_ENV_CHECK),
+                                  ulyssesEnvValue(ULYSSES_ENV_ONE_PASS), &settings));
   int ncclVersion = 0;
   if (ncclGetVersion(&ncclVersion) != ncclSuccess || ncclVersion < MIN_NCCL_VERSION)
     return ulyssesFail(ulyssesErrorUnsupported,

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "env.h"
 #include "error.h"
 #include "fake_runtime.h"
 #include "log.h"
@@ -129,6 +130,33 @@ static void testConfig(void** state) {
   config.magic = 0;
   expectCode(ulyssesReadConfig(&config, NULL, NULL, &settings), ulyssesErrorInvalidArgument,
              "ULYSSES_CONFIG_INITIALIZER");
+}
+
+/* Each variable's name, and its default where unset: the check and one pass
+ * off, the log silent. */
+static void testEnvironmentSettings(void** state) {
+  (void)state;
+  static const char* const names[ULYSSES_ENV_COUNT] = {"ULYSSES_DEBUG", "ULYSSES_CHECK",
+                                                        "ULYSSES_ONE_PASS"};
+  for (int i = 0; i < ULYSSES_ENV_COUNT; i++) {
+    ulyssesEnvSetting setting = (ulyssesEnvSetting)i;
+    assert_string_equal(ulyssesEnvName(setting), names[i]);
+    const char* saved = getenv(names[i]);
+    char kept[64] = "";
+    if (saved != NULL) snprintf(kept, sizeof kept, "%s", saved);
+    unsetenv(names[i]);
+    const char* unset = ulyssesEnvValue(setting);
+    if (setting == ULYSSES_ENV_DEBUG)
+      assert_int_equal(ulyssesLogLevelFromString(unset), ULYSSES_LOG_NONE);
+    else
+      assert_string_equal(unset, "0");
+    setenv(names[i], "1", 1);
+    assert_string_equal(ulyssesEnvValue(setting), "1");
+    if (saved != NULL)
+      setenv(names[i], kept, 1);
+    else
+      unsetenv(names[i]);
+  }
 }
 
 static void testLogLevels(void** state) {
@@ -1015,6 +1043,7 @@ int main(void) {
   setenv("ULYSSES_DEBUG", "INFO", 1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testConfig),
+      cmocka_unit_test(testEnvironmentSettings),
       cmocka_unit_test(testLogLevels),
       cmocka_unit_test(testLogLines),
       cmocka_unit_test(testAsyncResults),
