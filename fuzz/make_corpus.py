@@ -108,7 +108,7 @@ def ptr(kind, other=0, offset=0):
 
 QKV = [layout(batch=2, heads=8, head_dim=4, element_size=2)] * 3
 SEEDS = {
-    # Exact mode, one tensor, the lengths of the examples.
+    # Exact mode, one tensor, uneven lengths with a zero.
     'exact_basic': case(4, 1, [3, 0, 5, 2], [layout(batch=2, heads=8, head_dim=4, element_size=2)]),
     'exact_sbhd': case(4, 2, [3, 0, 5, 2], [layout(batch=2, heads=6, head_dim=3, element_size=4, order=1)]),
     'exact_batch1_direct': case(3, 0, [2, 1, 3], [layout(batch=1, heads=3, head_dim=8, element_size=1)]),

@@ -75,7 +75,10 @@ typedef enum {
 ULYSSES_API const char* ulyssesGetErrorString(ulyssesResult_t result);
 
 /* The message of the calling thread's most recent call, if it failed: which
- * argument and why. Empty after a call that succeeded. Never NULL. */
+ * argument and why. Empty after a call that succeeded, except
+ * ulyssesCommGetAsyncError, which leaves here the description of the
+ * asynchronous error it reports (empty when it reports ulyssesSuccess).
+ * Never NULL. */
 ULYSSES_API const char* ulyssesGetLastError(void);
 
 /* The version of the loaded library, as ULYSSES_VERSION_CODE. Compare it with
@@ -185,10 +188,14 @@ ULYSSES_API ulyssesResult_t ulyssesCommUserRank(ulyssesComm_t comm, int* rank);
  * ncclRemoteError however late it comes; after ulyssesCommAbort, the error
  * NCCL reported just before the abort), its message naming the device error
  * too if there is one; else the error a kernel of this communicator found
- * on the device (ulyssesErrorLengthExceedsCapacity, else
- * ulyssesErrorInvalidLength: a capacity-mode length outside [0, capacity];
- * the kernels clamped it and wrote nothing outside the buffers); else
- * ulyssesSuccess. Device errors stay set until ulyssesCommClearAsyncError. */
+ * on the device, in this order: ulyssesErrorPlanMismatch (a one-pass
+ * exchange found the ranks' outputs of a tensor in different
+ * ulyssesMemAlloc allocations; it wrote nothing), then
+ * ulyssesErrorLengthExceedsCapacity, then ulyssesErrorInvalidLength (a
+ * capacity-mode length outside [0, capacity]; the kernels clamped it and
+ * wrote nothing outside the buffers); else ulyssesSuccess. Device errors
+ * stay set until ulyssesCommClearAsyncError. Under ULYSSES_DEBUG=WARN an
+ * error is logged when a call first reports it, not on every poll. */
 ULYSSES_API ulyssesResult_t ulyssesCommGetAsyncError(ulyssesComm_t comm, ulyssesResult_t* asyncError);
 
 /* Clears the device errors of comm (a capacity-mode length outside

@@ -7,6 +7,7 @@
 
 #include "comm.h"
 #include "config.h"
+#include "env.h"
 #include "error.h"
 #include "log.h"
 #include "one_pass.h"
@@ -138,8 +139,8 @@ ULYSSES_API ulyssesResult_t ulyssesCommCreate(ulyssesComm_t* comm, ncclComm_t nc
   if (comm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "comm is NULL");
   if (ncclComm == NULL) return ulyssesFail(ulyssesErrorNullPointer, "ncclComm is NULL");
   ulyssesSettings settings;
-  ULYSSES_CHECK(
-      ulyssesReadConfig(config, getenv("ULYSSES_CHECK"), getenv("ULYSSES_ONE_PASS"), &settings));
+  ULYSSES_CHECK(ulyssesReadConfig(config, ulyssesEnvValue(ULYSSES_ENV_CHECK),
+                                  ulyssesEnvValue(ULYSSES_ENV_ONE_PASS), &settings));
   int ncclVersion = 0;
   if (ncclGetVersion(&ncclVersion) != ncclSuccess || ncclVersion < MIN_NCCL_VERSION)
     return ulyssesFail(ulyssesErrorUnsupported,
@@ -290,8 +291,13 @@ static ulyssesResult_t asyncErrorOf(struct ulyssesComm* comm, ulyssesResult_t* a
     ncclAsync = comm->abortedWith;
   else if (ncclCommGetAsyncError(comm->nccl, &ncclAsync) != ncclSuccess)
     ncclAsync = ncclInternalError;
-  pthread_mutex_unlock(&comm->lock);
   *asyncError = ulyssesAsyncResult(status, ncclAsync, ncclGetErrorString(ncclAsync));
+  int firstReport = *asyncError != comm->reportedAsync;
+  comm->reportedAsync = *asyncError;
+  pthread_mutex_unlock(&comm->lock);
+  if (firstReport && *asyncError != ulyssesSuccess)
+    ulyssesLog(ULYSSES_LOG_WARN, "asynchronous error: %s: %s", ulyssesGetErrorString(*asyncError),
+               ulyssesGetLastError());
   return ulyssesSuccess;
 }
 
@@ -308,6 +314,9 @@ ULYSSES_API ulyssesResult_t ulyssesCommClearAsyncError(ulyssesComm_t comm) {
   ulyssesClearError();
   ULYSSES_CHECK(acquireComm(comm, 1));
   __atomic_store_n(comm->hostStatus, 0u, __ATOMIC_RELEASE);
+  pthread_mutex_lock(&comm->lock);
+  comm->reportedAsync = ulyssesSuccess; /* a recurring error is logged again */
+  pthread_mutex_unlock(&comm->lock);
   releaseComm(comm);
   return ulyssesSuccess;
 }
@@ -363,7 +372,7 @@ static void restoreCaptureMode(enum cudaStreamCaptureMode mode) {
  * a capture forbids; but the fingerprint covers everything that sizes the
  * messages, so a plan that passed eagerly on this comm (as NCCL's eager run
  * before a capture does) needs no check when a graph captures it. */
-static ulyssesResult_t checkPlansAgree(struct ulyssesComm* comm, ulyssesPlan_t plan, ulyssesOp_t op,
+static ulyssesResult_t checkPlansAgree(struct ulyssesComm* comm, const struct ulyssesPlan* plan, ulyssesOp_t op,
                                        int path, cudaStream_t stream,
                                        const ulyssesBackend* backend) {
   /* The path is folded in: a rank taking one pass while another stages
@@ -410,7 +419,7 @@ done:
   return result;
 }
 
-static ulyssesResult_t exchangeOnComm(struct ulyssesComm* comm, ulyssesPlan_t plan, ulyssesOp_t op,
+static ulyssesResult_t exchangeOnComm(struct ulyssesComm* comm, const struct ulyssesPlan* plan, ulyssesOp_t op,
                                       int nTensors, const void* const* sendbuffs,
                                       void* const* recvbuffs, void* workspace, size_t workspaceSize,
                                       cudaStream_t stream) {
@@ -557,7 +566,7 @@ ULYSSES_API ulyssesResult_t ulyssesGatherLengthsHost(int64_t localLength, int64_
   return result;
 }
 
-static ulyssesResult_t runStage(ulyssesPlan_t plan, ulyssesOp_t op, ulyssesSide side, int nTensors,
+static ulyssesResult_t runStage(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side, int nTensors,
                                 const void* const* buffers, const int64_t* deviceLengths,
                                 uint32_t* deviceStatus, void* workspace, size_t workspaceSize,
                                 cudaStream_t stream) {

@@ -32,10 +32,13 @@ struct ulyssesComm {
   atomic_int aborted;
   /* Held around every use of nccl that may run on another thread than the
    * exchanges (ncclCommGetAsyncError, ncclCommAbort), so that the abort never
-   * frees the NCCL communicator under a query; and around checked[]. Never
-   * held across a call that can block. */
+   * frees the NCCL communicator under a query; and around checked[] and
+   * reportedAsync. Never held across a call that can block. */
   pthread_mutex_t lock;
   ncclResult_t abortedWith; /* NCCL's asynchronous error just before the abort */
+  /* What ulyssesCommGetAsyncError last reported: an error is logged once,
+   * when it is first reported, not on every poll. */
+  ulyssesResult_t reportedAsync;
   uint64_t checked[ULYSSES_CHECKED_PLANS];
   int checkedCount, checkedNext;
   /* The registry's reference while the comm is live, plus one per public call

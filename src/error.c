@@ -36,12 +36,25 @@ ULYSSES_API const char* ulyssesGetErrorString(ulyssesResult_t result) {
 
 ULYSSES_API const char* ulyssesGetLastError(void) { return lastError; }
 
+static void recordMessage(const char* format, va_list args) {
+  vsnprintf(lastError, sizeof lastError, format, args);
+}
+
 ulyssesResult_t ulyssesFail(ulyssesResult_t code, const char* format, ...) {
   va_list args;
   va_start(args, format);
-  vsnprintf(lastError, sizeof lastError, format, args);
+  recordMessage(format, args);
   va_end(args);
   ulyssesLog(ULYSSES_LOG_WARN, "%s: %s", resultNames[code], lastError);
+  return code;
+}
+
+/* ulyssesFail without the log line. */
+static __attribute__((format(printf, 2, 3))) ulyssesResult_t describe(ulyssesResult_t code, const char* format, ...) {
+  va_list args;
+  va_start(args, format);
+  recordMessage(format, args);
+  va_end(args);
   return code;
 }
 
@@ -59,15 +72,15 @@ ulyssesResult_t ulyssesAsyncResult(uint32_t deviceStatus, ncclResult_t ncclAsync
   /* NCCL's error first: a broken communicator is what a watchdog must act on
    * (abort), and a clamped length must not hide it. */
   if (ncclAsync != ncclSuccess && ncclAsync != ncclInProgress)
-    return ulyssesFail(ulyssesErrorNcclError, "NCCL reports an asynchronous error: %s%s%s",
-                       ncclErrorName, deviceError ? "; on the device, also: " : "",
-                       deviceError ? deviceError : "");
+    return describe(ulyssesErrorNcclError, "NCCL reports an asynchronous error: %s%s%s",
+                    ncclErrorName, deviceError ? "; on the device, also: " : "",
+                    deviceError ? deviceError : "");
   if (deviceStatus & ULYSSES_STATUS_ONE_PASS_OUTPUTS)
-    return ulyssesFail(ulyssesErrorPlanMismatch, "%s", deviceError);
+    return describe(ulyssesErrorPlanMismatch, "%s", deviceError);
   if (deviceStatus & ULYSSES_STATUS_LENGTH_ABOVE_CAPACITY)
-    return ulyssesFail(ulyssesErrorLengthExceedsCapacity, "%s", deviceError);
+    return describe(ulyssesErrorLengthExceedsCapacity, "%s", deviceError);
   if (deviceStatus & ULYSSES_STATUS_NEGATIVE_LENGTH)
-    return ulyssesFail(ulyssesErrorInvalidLength, "%s", deviceError);
+    return describe(ulyssesErrorInvalidLength, "%s", deviceError);
   return ulyssesSuccess;
 }
 

@@ -5,7 +5,8 @@
 
 #include "ulysses.h"
 
-/* Records a printf-style message for ulyssesGetLastError and returns code. */
+/* Records a printf-style message for ulyssesGetLastError, logs it under
+ * ULYSSES_DEBUG=WARN and returns code. */
 ulyssesResult_t ulyssesFail(ulyssesResult_t code, const char* format, ...)
     __attribute__((format(printf, 2, 3)));
 
@@ -17,7 +18,9 @@ ulyssesResult_t ulyssesFail(ulyssesResult_t code, const char* format, ...)
  * NCCL's asynchronous state (ncclErrorName: ncclGetErrorString's): NCCL's
  * error (ncclInProgress is no error), its message naming the device error
  * too if there is one; else the device error; else ulyssesSuccess. Sets the
- * message. */
+ * message (empty for ulyssesSuccess) and logs nothing: the comm logs an
+ * error when it first reports it, so that a watchdog's polls do not repeat
+ * it. */
 ulyssesResult_t ulyssesAsyncResult(uint32_t deviceStatus, ncclResult_t ncclAsync,
                                    const char* ncclErrorName);
 

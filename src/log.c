@@ -3,8 +3,9 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <strings.h>
+
+#include "env.h"
 
 static ulyssesLogLevel level = ULYSSES_LOG_NONE;
 static pthread_once_t levelOnce = PTHREAD_ONCE_INIT;
@@ -17,7 +18,7 @@ ulyssesLogLevel ulyssesLogLevelFromString(const char* value) {
   return ULYSSES_LOG_NONE;
 }
 
-static void readLevel(void) { level = ulyssesLogLevelFromString(getenv("ULYSSES_DEBUG")); }
+static void readLevel(void) { level = ulyssesLogLevelFromString(ulyssesEnvValue(ULYSSES_ENV_DEBUG)); }
 
 ulyssesLogLevel ulyssesLogLevelNow(void) {
   pthread_once(&levelOnce, readLevel);

@@ -1,6 +1,7 @@
 /* ULYSSES_DEBUG=WARN|INFO, after NCCL_DEBUG: one line per error (WARN) and
  * per plan and communicator (INFO) on standard error, with the rank where
- * the call knows it. Silent by default. The variable is read once. */
+ * the call knows it. Silent by default. The variable (src/env.h) is read
+ * once. */
 #ifndef ULYSSES_LOG_H_
 #define ULYSSES_LOG_H_
 

@@ -175,7 +175,7 @@ ulyssesResult_t ulyssesOnePassExchange(const struct ulyssesComm* comm,
                           "the one-pass kernel's launch");
 }
 
-static ulyssesResult_t getExchangePath(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors,
+static ulyssesResult_t getExchangePath(const struct ulyssesPlan* plan, ulyssesOp_t op, int nTensors,
                                        void* const* recvbuffs, struct ulyssesComm* comm,
                                        ulyssesPath_t* path, const char** reason) {
   if (path == NULL) return ulyssesFail(ulyssesErrorNullPointer, "path is NULL");

@@ -5,8 +5,6 @@
 #include "error.h"
 #include "log.h"
 
-typedef struct ulyssesPlan ulyssesPlanData;
-
 /* A place in the workspace; none when the plan needs no workspace. */
 static void* at(void* workspace, size_t offset) {
   return workspace == NULL ? NULL : (unsigned char*)workspace + offset;
@@ -15,7 +13,7 @@ static void* at(void* workspace, size_t offset) {
 /* The table kernel carries the host values of ULYSSES_TABLE_CHUNK ranks per
  * launch; each launch continues the prefix sums where the previous one,
  * earlier on the same stream, left them. */
-static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan,
+static ulyssesResult_t enqueueTable(const struct ulyssesPlan* plan,
                                     const ulyssesWorkspaceLayout* layout, void* workspace,
                                     const int64_t* gatheredLengths, uint32_t* status,
                                     const ulyssesBackend* backend) {
@@ -40,7 +38,7 @@ static ulyssesResult_t enqueueTable(const ulyssesPlanData* plan,
 }
 
 /* The copy of one side of every tensor; returns whether any tensor needs it. */
-static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
+static int buildCopy(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side,
                      const void* const* userBuffers, void* workspace,
                      const ulyssesWorkspaceLayout* layout, ulyssesCopyArgs* args,
                      int64_t* maxRuns) {
@@ -113,7 +111,7 @@ static int buildCopy(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide si
   return anyActive;
 }
 
-static const void* segmentAddress(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+static const void* segmentAddress(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                   ulyssesSide side, int peer, const void* userBuffer,
                                   void* workspace, const ulyssesWorkspaceLayout* layout,
                                   size_t* bytes) {
@@ -126,7 +124,7 @@ static const void* segmentAddress(const ulyssesPlanData* plan, ulyssesOp_t op, i
   return (const unsigned char*)workspace + layout->regionOffset[side][tensor] + segment.offset;
 }
 
-static ulyssesResult_t postMessages(const ulyssesPlanData* plan, ulyssesOp_t op,
+static ulyssesResult_t postMessages(const struct ulyssesPlan* plan, ulyssesOp_t op,
                                     const void* const* sendbuffs, void* const* recvbuffs,
                                     void* workspace, const ulyssesWorkspaceLayout* layout,
                                     const ulyssesBackend* backend) {
@@ -150,7 +148,7 @@ static ulyssesResult_t postMessages(const ulyssesPlanData* plan, ulyssesOp_t op,
   return result != ulyssesSuccess ? result : endResult;
 }
 
-ulyssesResult_t ulyssesRunExchange(const ulyssesPlanData* plan, ulyssesOp_t op,
+ulyssesResult_t ulyssesRunExchange(const struct ulyssesPlan* plan, ulyssesOp_t op,
                                    const void* const* sendbuffs, void* const* recvbuffs,
                                    void* workspace, uint32_t* status,
                                    const ulyssesBackend* backend) {
@@ -172,7 +170,7 @@ ulyssesResult_t ulyssesRunExchange(const ulyssesPlanData* plan, ulyssesOp_t op,
   return ulyssesSuccess;
 }
 
-ulyssesResult_t ulyssesRunStage(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
+ulyssesResult_t ulyssesRunStage(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side,
                                 const void* const* userBuffers, const int64_t* deviceLengths,
                                 void* workspace, uint32_t* status, const ulyssesBackend* backend) {
   const ulyssesWorkspaceLayout* layout = &plan->ops[op].workspace;
@@ -186,7 +184,7 @@ ulyssesResult_t ulyssesRunStage(const ulyssesPlanData* plan, ulyssesOp_t op, uly
   return ulyssesSuccess;
 }
 
-ulyssesResult_t ulyssesCheckExchange(const ulyssesPlanData* plan, int commRanks, int commRank,
+ulyssesResult_t ulyssesCheckExchange(const struct ulyssesPlan* plan, int commRanks, int commRank,
                                      ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
                                      void* const* recvbuffs, const void* workspace,
                                      size_t workspaceSize) {
@@ -197,7 +195,7 @@ ulyssesResult_t ulyssesCheckExchange(const ulyssesPlanData* plan, int commRanks,
                              1);
 }
 
-ulyssesResult_t ulyssesExchange(const ulyssesPlanData* plan, int commRanks, int commRank,
+ulyssesResult_t ulyssesExchange(const struct ulyssesPlan* plan, int commRanks, int commRank,
                                 ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
                                 void* const* recvbuffs, void* workspace, size_t workspaceSize,
                                 uint32_t* status, const ulyssesBackend* backend) {
@@ -206,7 +204,7 @@ ulyssesResult_t ulyssesExchange(const ulyssesPlanData* plan, int commRanks, int 
   return ulyssesRunExchange(plan, op, sendbuffs, recvbuffs, workspace, status, backend);
 }
 
-ulyssesResult_t ulyssesStage(const ulyssesPlanData* plan, ulyssesOp_t op, ulyssesSide side,
+ulyssesResult_t ulyssesStage(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side,
                              int nTensors, const void* const* userBuffers,
                              const int64_t* deviceLengths, uint32_t* deviceStatus, void* workspace,
                              size_t workspaceSize, const ulyssesBackend* backend) {

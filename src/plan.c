@@ -7,8 +7,6 @@
 #include "error.h"
 #include "log.h"
 
-typedef struct ulyssesPlan ulyssesPlanData;
-
 /* The kernels' header (ulysses_index.h, also compiled as CUDA) repeats these
  * constants of the public header rather than include it. */
 _Static_assert(ULYSSES_KERNEL_MAX_TENSORS == ULYSSES_MAX_TENSORS, "tensor limit");
@@ -35,7 +33,7 @@ static int64_t headBytesOf(const ulyssesLayout_t* layout) {
   return layout->headDim * layout->elementSize;
 }
 
-static int64_t slotTotal(const ulyssesPlanData* plan) { return plan->slotOffsets[plan->nRanks]; }
+static int64_t slotTotal(const struct ulyssesPlan* plan) { return plan->slotOffsets[plan->nRanks]; }
 
 /*------------------------------------------------------------------------
  * Creation and validation.
@@ -143,14 +141,14 @@ static ulyssesResult_t checkLayout(const ulyssesLayout_t* layout, int index) {
 
 /* The heads peer gets of layout: its plain group, or the kv heads its query
  * heads read. */
-static int64_t peerHeads(const ulyssesPlanData* plan, const ulyssesLayout_t* layout, int peer,
+static int64_t peerHeads(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout, int peer,
                          int64_t* begin) {
   return ulyssesPeerHeads(layout->heads, layout->queryHeads, plan->nRanks, peer, begin);
 }
 
 /* The heads of every peer, summed: more than the tensor has when kv heads
  * are shared by several ranks. */
-static int64_t sentHeads(const ulyssesPlanData* plan, const ulyssesLayout_t* layout) {
+static int64_t sentHeads(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout) {
   return ulyssesPeerHeadPrefix(layout->heads, layout->queryHeads, plan->nRanks, plan->nRanks);
 }
 
@@ -166,7 +164,7 @@ static ulyssesResult_t checkAddressable(int64_t bytes, int index, const char* wh
                      what, (long long)bytes);
 }
 
-static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyssesLayout_t* layout,
+static ulyssesResult_t checkTensorSizes(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout,
                                         int index) {
   int64_t headBytes, rowBytes, packedHeads, rows, bytes, localRuns, runs;
   ULYSSES_CHECK(
@@ -195,7 +193,7 @@ static ulyssesResult_t checkTensorSizes(const ulyssesPlanData* plan, const ulyss
   return ulyssesSuccess;
 }
 
-static void computeOps(ulyssesPlanData* plan);
+static void computeOps(struct ulyssesPlan* plan);
 
 static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int mode,
                                   const int64_t* lengths, const int64_t* deviceLocalLength,
@@ -230,7 +228,7 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
   ULYSSES_CHECK(readLayouts(layouts, nTensors, known));
   for (int t = 0; t < nTensors; t++) ULYSSES_CHECK(checkLayout(&known[t], t));
 
-  ulyssesPlanData* plan = calloc(1, sizeof *plan);
+  struct ulyssesPlan* plan = calloc(1, sizeof *plan);
   int64_t* slotLengths = malloc(sizeof(int64_t) * (size_t)nRanks);
   int64_t* slotOffsets = malloc(sizeof(int64_t) * ((size_t)nRanks + 1));
   ulyssesSegment_t* segmentStore = calloc(
@@ -304,7 +302,7 @@ ULYSSES_API ulyssesResult_t ulyssesPlanDestroy(ulyssesPlan_t plan) {
 /*------------------------------------------------------------------------
  * Sides, segments and the workspace, computed once when the plan is made.
  *----------------------------------------------------------------------*/
-static ulyssesSideShape computeSide(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+static ulyssesSideShape computeSide(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                     ulyssesSide side) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   ulyssesSideShape shape = {ULYSSES_COPY_ROW_SCATTER, 0, 0};
@@ -344,7 +342,7 @@ static ulyssesSideShape computeSide(const ulyssesPlanData* plan, ulyssesOp_t op,
 /* Every peer's segment of one side, in one pass: the heads of the peers
  * before each one are carried along rather than summed per peer, so that
  * shared kv heads cost O(nRanks), not O(nRanks^2). Also the longest run. */
-static int64_t computeSegments(const ulyssesPlanData* plan, int tensor, ulyssesSideShape shape,
+static int64_t computeSegments(const struct ulyssesPlan* plan, int tensor, ulyssesSideShape shape,
                                ulyssesSegment_t* segments) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   int64_t headBytes = headBytesOf(layout);
@@ -381,7 +379,7 @@ static int64_t computeSegments(const ulyssesPlanData* plan, int tensor, ulyssesS
   return maxRunBytes;
 }
 
-static size_t computeUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+static size_t computeUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                ulyssesSide side) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   int64_t headBytes = headBytesOf(layout);
@@ -399,7 +397,7 @@ static size_t computeUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int 
 
 /* The copy's runs at this rank's slot length (the capacity in capacity
  * mode): the most the device can find, whatever the real lengths. */
-static int64_t computeMaxRuns(const ulyssesPlanData* plan, int tensor, ulyssesSideShape shape) {
+static int64_t computeMaxRuns(const struct ulyssesPlan* plan, int tensor, ulyssesSideShape shape) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   if (shape.direct) return 0;
   int64_t localRuns = layout->batch * plan->slotLengths[plan->rank] * layout->packed;
@@ -412,7 +410,7 @@ static size_t alignUp(size_t value, size_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
 }
 
-static void computeWorkspace(const ulyssesPlanData* plan, ulyssesPlanOp* opPlan) {
+static void computeWorkspace(const struct ulyssesPlan* plan, ulyssesPlanOp* opPlan) {
   ulyssesWorkspaceLayout* layout = &opPlan->workspace;
   memset(layout, 0, sizeof *layout);
   int anyCopy = 0;
@@ -444,11 +442,11 @@ static void computeWorkspace(const ulyssesPlanData* plan, ulyssesPlanOp* opPlan)
   layout->totalBytes = cursor;
 }
 
-static uint64_t computeFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op);
+static uint64_t computeFingerprint(const struct ulyssesPlan* plan, ulyssesOp_t op);
 
 /* Fills plan->ops; plan->segmentStore holds ULYSSES_OP_COUNT * 2 * nTensors *
  * nRanks segments. */
-static void computeOps(ulyssesPlanData* plan) {
+static void computeOps(struct ulyssesPlan* plan) {
   ulyssesSegment_t* next = plan->segmentStore;
   for (int op = 0; op < ULYSSES_OP_COUNT; op++) {
     ulyssesPlanOp* opPlan = &plan->ops[op];
@@ -467,26 +465,26 @@ static void computeOps(ulyssesPlanData* plan) {
   }
 }
 
-int ulyssesPlanInlineTable(const ulyssesPlanData* plan) {
+int ulyssesPlanInlineTable(const struct ulyssesPlan* plan) {
   return plan->mode == ULYSSES_MODE_EXACT && plan->nRanks <= ULYSSES_INLINE_TABLE_RANKS;
 }
 
-ulyssesSideShape ulyssesPlanSide(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+ulyssesSideShape ulyssesPlanSide(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                  ulyssesSide side) {
   return plan->ops[op].sides[side][tensor].shape;
 }
 
-ulyssesSegment_t ulyssesPlanSegment(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+ulyssesSegment_t ulyssesPlanSegment(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                     ulyssesSide side, int peer) {
   return plan->ops[op].sides[side][tensor].segments[peer];
 }
 
-size_t ulyssesPlanUserBytes(const ulyssesPlanData* plan, ulyssesOp_t op, int tensor,
+size_t ulyssesPlanUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                             ulyssesSide side) {
   return plan->ops[op].sides[side][tensor].userBytes;
 }
 
-void ulyssesPlanWorkspace(const ulyssesPlanData* plan, ulyssesOp_t op,
+void ulyssesPlanWorkspace(const struct ulyssesPlan* plan, ulyssesOp_t op,
                           ulyssesWorkspaceLayout* layout) {
   *layout = plan->ops[op].workspace;
 }
@@ -508,7 +506,7 @@ static int rangesOverlap(const bufferRange* a, const bufferRange* b) {
   return aBegin < bBegin + b->bytes && bBegin < aBegin + a->bytes;
 }
 
-ulyssesResult_t ulyssesCheckBuffers(const ulyssesPlanData* plan, ulyssesOp_t op, int nTensors,
+ulyssesResult_t ulyssesCheckBuffers(const struct ulyssesPlan* plan, ulyssesOp_t op, int nTensors,
                                     const void* const* sendbuffs, void* const* recvbuffs,
                                     const void* workspace, size_t workspaceSize, int checkSend,
                                     int checkRecv) {
@@ -575,7 +573,7 @@ ulyssesResult_t ulyssesCheckBuffers(const ulyssesPlanData* plan, ulyssesOp_t op,
   return ulyssesSuccess;
 }
 
-ulyssesResult_t ulyssesCheckCommShape(const ulyssesPlanData* plan, int commRanks, int commRank) {
+ulyssesResult_t ulyssesCheckCommShape(const struct ulyssesPlan* plan, int commRanks, int commRank) {
   if (commRanks != plan->nRanks || commRank != plan->rank)
     return ulyssesFail(ulyssesErrorCommMismatch,
                        "comm is rank %d of %d but the plan was made for rank %d of %d", commRank,
@@ -594,7 +592,7 @@ static uint64_t hashInt(uint64_t hash, int64_t value) {
   return hashBytes(hash, &value, sizeof value);
 }
 
-static uint64_t computeFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op) {
+static uint64_t computeFingerprint(const struct ulyssesPlan* plan, ulyssesOp_t op) {
   uint64_t hash = 0xcbf29ce484222325ull;
   hash = hashInt(hash, op);
   hash = hashInt(hash, plan->nRanks);
@@ -610,7 +608,7 @@ static uint64_t computeFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op) 
   return hash;
 }
 
-uint64_t ulyssesPlanFingerprint(const ulyssesPlanData* plan, ulyssesOp_t op) {
+uint64_t ulyssesPlanFingerprint(const struct ulyssesPlan* plan, ulyssesOp_t op) {
   return plan->ops[op].fingerprint;
 }
 

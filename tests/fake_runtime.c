@@ -468,7 +468,9 @@ ncclResult_t ncclAllGather(const void* sendbuff, void* recvbuff, size_t count, n
   } else {
     for (int r = 0; r < fake.nRanks; r++) {
       unsigned char* part = (unsigned char*)recvbuff + (size_t)r * count;
-      if (r != me && !fake.peersEcho)
+      if (r != me && fake.peerAllGatherBytes != NULL)
+        memcpy(part, fake.peerAllGatherBytes, count);
+      else if (r != me && !fake.peersEcho)
         memset(part, fake.peerAllGatherByte, count);
       else if (part != sendbuff)
         memmove(part, sendbuff, count);

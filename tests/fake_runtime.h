@@ -42,8 +42,10 @@ typedef struct {
   int capturing;
   /* What the other ranks contribute to an all-gather, byte by byte... */
   unsigned char peerAllGatherByte;
-  /* ...unless they echo this rank's contribution (ranks that agree). */
+  /* ...unless they echo this rank's contribution (ranks that agree), or,
+   * where set, each contribute these bytes (as many as this rank's). */
   int peersEcho;
+  const void* peerAllGatherBytes;
   /* The ranks are threads (see above); set after fakeReset. */
   int paired;
   /* Symmetric memory: returned by the next ncclMemAlloc or

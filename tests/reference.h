@@ -1,5 +1,5 @@
 /*
- * CPU reference for the Ulysses exchanges of SPEC.md ("Semantics"), for P
+ * CPU reference for the Ulysses exchanges (include/ulysses.h, "Exchanges"), for P
  * ranks simulated in one process. Every rank's buffer is plain host memory;
  * elements are opaque runs of elementSize bytes, moved and never interpreted.
  *

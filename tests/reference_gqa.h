@@ -1,5 +1,5 @@
-/* CPU reference for grouped-query attention's kv exchanges (issue "kv heads
- * shared across ranks"): G = Hq / Hkv query heads read each kv head; rank j
+/* CPU reference for grouped-query attention's kv exchanges (kv heads shared
+ * across ranks, include/ulysses.h's queryHeads): G = Hq / Hkv query heads read each kv head; rank j
  * owns query heads [h_j, h_{j+1}) (the plain split of Hq) and needs kv heads
  * [floor(h_j / G), ceil(h_{j+1} / G)), none when it owns no query head.
  *

@@ -164,7 +164,7 @@ static void testStagesSkipLikeTheExchange(void** state) {
   }
 }
 
-/* The issue's shapes of grouped-query attention: (Hq, Hkv, P). q (plain)
+/* Common shapes of grouped-query attention: (Hq, Hkv, P). q (plain)
  * and k, v (kv heads) move in one call each way, against the reference, with
  * uneven lengths and zeros, in both modes and orders. */
 static void testNamedGroupedQueryShapes(void** state) {

@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "env.h"
 #include "error.h"
 #include "fake_runtime.h"
 #include "log.h"
@@ -80,6 +81,10 @@ static ulyssesResult_t seqToHead(call* c, ulyssesComm_t comm) {
   return ulyssesSeqToHead(c->plan, c->send, c->recv, c->workspace, c->workspaceBytes, comm, NULL);
 }
 
+static ulyssesResult_t headToSeq(call* c, ulyssesComm_t comm) {
+  return ulyssesHeadToSeq(c->plan, c->send, c->recv, c->workspace, c->workspaceBytes, comm, NULL);
+}
+
 /*------------------------------------------------------------------------
  * Configuration, logging, results.
  *----------------------------------------------------------------------*/
@@ -127,6 +132,33 @@ static void testConfig(void** state) {
              "ULYSSES_CONFIG_INITIALIZER");
 }
 
+/* Each variable's name, and its default where unset: the check and one pass
+ * off, the log silent. */
+static void testEnvironmentSettings(void** state) {
+  (void)state;
+  static const char* const names[ULYSSES_ENV_COUNT] = {"ULYSSES_DEBUG", "ULYSSES_CHECK",
+                                                        "ULYSSES_ONE_PASS"};
+  for (int i = 0; i < ULYSSES_ENV_COUNT; i++) {
+    ulyssesEnvSetting setting = (ulyssesEnvSetting)i;
+    assert_string_equal(ulyssesEnvName(setting), names[i]);
+    const char* saved = getenv(names[i]);
+    char kept[64] = "";
+    if (saved != NULL) snprintf(kept, sizeof kept, "%s", saved);
+    unsetenv(names[i]);
+    const char* unset = ulyssesEnvValue(setting);
+    if (setting == ULYSSES_ENV_DEBUG)
+      assert_int_equal(ulyssesLogLevelFromString(unset), ULYSSES_LOG_NONE);
+    else
+      assert_string_equal(unset, "0");
+    setenv(names[i], "1", 1);
+    assert_string_equal(ulyssesEnvValue(setting), "1");
+    if (saved != NULL)
+      setenv(names[i], kept, 1);
+    else
+      unsetenv(names[i]);
+  }
+}
+
 static void testLogLevels(void** state) {
   (void)state;
   assert_int_equal(ulyssesLogLevelFromString(NULL), ULYSSES_LOG_NONE);
@@ -136,15 +168,36 @@ static void testLogLevels(void** state) {
   assert_int_equal(ulyssesLogLevelFromString("VERSION"), ULYSSES_LOG_NONE);
 }
 
+/* Standard error into a temporary file, from captureStart to captureEnd,
+ * which returns what was written (at most size - 1 bytes). */
+typedef struct {
+  int saved;
+  FILE* file;
+} stderrCapture;
+
+static stderrCapture captureStart(void) {
+  fflush(stderr);
+  stderrCapture capture = {dup(2), tmpfile()};
+  assert_non_null(capture.file);
+  dup2(fileno(capture.file), 2);
+  return capture;
+}
+
+static void captureEnd(stderrCapture* capture, char* text, size_t size) {
+  fflush(stderr);
+  dup2(capture->saved, 2);
+  close(capture->saved);
+  rewind(capture->file);
+  size_t got = fread(text, 1, size - 1, capture->file);
+  text[got] = '\0';
+  fclose(capture->file);
+}
+
 /* With ULYSSES_DEBUG=INFO (set by main before the first call), a plan and an
  * error each print one line with the rank. */
 static void testLogLines(void** state) {
   (void)state;
-  fflush(stderr);
-  int saved = dup(2);
-  FILE* capture = tmpfile();
-  assert_non_null(capture);
-  dup2(fileno(capture), 2);
+  stderrCapture capture = captureStart();
   ulyssesPlan_t plan = NULL;
   int64_t lengths[3] = {1, 2, 3};
   assert_int_equal(ulyssesPlanCreateExact(&plan, 3, 2, lengths, 1, &layout), ulyssesSuccess);
@@ -152,15 +205,9 @@ static void testLogLines(void** state) {
   bad.packed = 5;
   ulyssesPlan_t unused;
   assert_int_equal(ulyssesPlanCreateExact(&unused, 3, 1, lengths, 1, &bad), ulyssesErrorInvalidArgument);
-  fflush(stderr);
-  dup2(saved, 2);
-  close(saved);
+  char text[2048];
+  captureEnd(&capture, text, sizeof text);
   ulyssesPlanDestroy(plan);
-  char text[2048] = "";
-  rewind(capture);
-  size_t got = fread(text, 1, sizeof text - 1, capture);
-  text[got] = '\0';
-  fclose(capture);
   assert_non_null(strstr(text, "ulysses INFO [rank 2] plan: exact mode, 3 rank(s), 1 tensor(s)"));
   assert_non_null(strstr(text, "ulysses WARN [rank 1] ulyssesErrorInvalidArgument: layouts[0].packed is 5"));
 }
@@ -295,6 +342,44 @@ static void testDeviceLengthErrorIsReported(void** state) {
   ulyssesCommDestroy(comm);
 }
 
+/* A watchdog polls: an asynchronous error is described by every poll that
+ * reports it (ulyssesGetLastError) but logged once, when first reported;
+ * a poll that reports none leaves an empty message. */
+static void testAsyncErrorIsLoggedOnce(void** state) {
+  (void)state;
+  ulyssesComm_t comm = createComm(1, 0, 0);
+  int64_t capacities[1] = {4}, deviceLength = 6;
+  call c;
+  assert_int_equal(ulyssesPlanCreateCapacity(&c.plan, 1, 0, capacities, &deviceLength, 1, &layout),
+                   ulyssesSuccess);
+  assert_int_equal(ulyssesGetBufferSizes(c.plan, ulyssesOpSeqToHead, 0, &c.sendBytes, &c.recvBytes),
+                   ulyssesSuccess);
+  assert_int_equal(ulyssesGetWorkspaceSize(c.plan, ulyssesOpSeqToHead, &c.workspaceBytes),
+                   ulyssesSuccess);
+  c.send = calloc(c.sendBytes, 1);
+  c.recv = calloc(c.recvBytes, 1);
+  c.workspace = aligned_alloc(256, c.workspaceBytes / 256 * 256 + 256);
+  assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
+  ulyssesResult_t asyncError;
+  stderrCapture capture = captureStart();
+  for (int poll = 0; poll < 3; poll++) {
+    assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
+    expectCode(asyncError, ulyssesErrorLengthExceedsCapacity, "above its capacity");
+  }
+  char text[2048];
+  captureEnd(&capture, text, sizeof text);
+  const char* line = "WARN [rank 0] asynchronous error: ulyssesErrorLengthExceedsCapacity";
+  const char* first = strstr(text, line);
+  if (first == NULL || strstr(first + 1, line) != NULL)
+    fail_msg("expected one \"%s\" in \"%s\"", line, text);
+  assert_int_equal(ulyssesCommClearAsyncError(comm), ulyssesSuccess);
+  assert_int_equal(ulyssesCommGetAsyncError(comm, &asyncError), ulyssesSuccess);
+  assert_int_equal(asyncError, ulyssesSuccess);
+  assert_string_equal(ulyssesGetLastError(), "");
+  callTeardown(&c);
+  ulyssesCommDestroy(comm);
+}
+
 static void testDestroyedCommIsRefused(void** state) {
   (void)state;
   ulyssesComm_t comm = createComm(1, 0, 0);
@@ -380,6 +465,17 @@ static void testPlanCheck(void** state) {
   /* ...but not its other op, nor the same plan on a comm that never checked it. */
   expectCode(ulyssesHeadToSeq(c.plan, c.send, c.recv, c.workspace, c.workspaceBytes, comm, NULL),
              ulyssesErrorInvalidUsage, "once eagerly");
+  /* Once the other op has passed too (buffers of its sizes), the comm
+   * remembers both. */
+  call h;
+  callSetup(&h, 2, 0, lengths, ulyssesOpHeadToSeq);
+  fake.capturing = 0;
+  fake.peersEcho = 1;
+  assert_int_equal(headToSeq(&h, comm), ulyssesSuccess);
+  fake.capturing = 1;
+  assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
+  assert_int_equal(headToSeq(&h, comm), ulyssesSuccess);
+  callTeardown(&h);
   ulyssesCommDestroy(comm);
   comm = createComm(2, 0, 1);
   fake.capturing = 1;
@@ -390,6 +486,40 @@ static void testPlanCheck(void** state) {
   assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
   assert_int_equal(fakeCount(FAKE_ALL_GATHER) + fakeCount(FAKE_SYNCHRONIZE), 0);
   ulyssesCommDestroy(comm);
+  callTeardown(&c);
+}
+
+/* The plan check covers the path too: with the same plan, a rank taking one
+ * pass while its peer stages gets ulyssesErrorPlanMismatch. The peer's
+ * fingerprint here is the plan's own, as the staged path gives it. */
+static void testPlanCheckComparesThePath(void** state) {
+  (void)state;
+  int64_t lengths[2] = {3, 2};
+  fakeReset(2, 0);
+  fake.onePassKernelBuilt = 1;
+  ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
+  config.checkPlans = 1;
+  config.onePass = 1;
+  ulyssesComm_t comm = NULL;
+  assert_int_equal(ulyssesCommCreate(&comm, fakeComm(), &config), ulyssesSuccess);
+  call c;
+  callSetup(&c, 2, 0, lengths, ulyssesOpSeqToHead);
+  uint64_t staged = ulyssesPlanFingerprint(c.plan, ulyssesOpSeqToHead);
+  fake.peerAllGatherBytes = &staged;
+  void* windowed = NULL;
+  assert_int_equal(ulyssesMemAlloc(comm, c.recvBytes, &windowed), ulyssesSuccess);
+  ulyssesPath_t path;
+  assert_int_equal(ulyssesGetExchangePath(c.plan, ulyssesOpSeqToHead, 1, &windowed, comm, &path,
+                                          NULL),
+                   ulyssesSuccess);
+  assert_int_equal(path, ulyssesPathOnePass);
+  expectCode(ulyssesSeqToHead(c.plan, c.send, windowed, c.workspace, c.workspaceBytes, comm, NULL),
+             ulyssesErrorPlanMismatch, "(1)");
+  assert_int_equal(fakeCount(FAKE_ONE_PASS_KERNEL), 0);
+  /* The same plan on the staged path agrees with the peer. */
+  assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
+  assert_int_equal(ulyssesMemFree(comm, windowed), ulyssesSuccess);
+  assert_int_equal(ulyssesCommDestroy(comm), ulyssesSuccess);
   callTeardown(&c);
 }
 
@@ -913,15 +1043,18 @@ int main(void) {
   setenv("ULYSSES_DEBUG", "INFO", 1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testConfig),
+      cmocka_unit_test(testEnvironmentSettings),
       cmocka_unit_test(testLogLevels),
       cmocka_unit_test(testLogLines),
       cmocka_unit_test(testAsyncResults),
       cmocka_unit_test(testFingerprints),
       cmocka_unit_test(testOneRankThroughThePublicApi),
       cmocka_unit_test(testDeviceLengthErrorIsReported),
+      cmocka_unit_test(testAsyncErrorIsLoggedOnce),
       cmocka_unit_test(testDestroyedCommIsRefused),
       cmocka_unit_test(testAbortedCommIsRefused),
       cmocka_unit_test(testPlanCheck),
+      cmocka_unit_test(testPlanCheckComparesThePath),
       cmocka_unit_test(testNonBlockingCommunicator),
       cmocka_unit_test(testNcclErrorClosesTheGroup),
       cmocka_unit_test(testLateCudaErrorStaysInTheBuffers),

@@ -451,6 +451,18 @@ static void testHarmlessInputs(void** state) {
                    ulyssesSuccess);
   assert_true(simCountCalls(run.world, 0) > 0);
   exchangeTeardown(&run);
+  /* Rank 0 holds rows now, and both tensors read them from one buffer. */
+  s.lengths[0] = 2;
+  exchangeSetup(&run, &s, ulyssesOpSeqToHead, 13);
+  const void* sharedInput[2] = {run.send[0][0].data, run.send[0][0].data};
+  recvbuffs[0] = run.recv[0][0].data;
+  recvbuffs[1] = run.recv[0][1].data;
+  backend = simBackendOf(run.world, 0);
+  assert_int_equal(ulyssesExchange(run.plans[0], 2, 0, ulyssesOpSeqToHead, 2, sharedInput,
+                                   recvbuffs, run.workspace[0].data, run.workspaceBytes[0], NULL,
+                                   &backend),
+                   ulyssesSuccess);
+  exchangeTeardown(&run);
 }
 
 static void testStageArguments(void** state) {
