@@ -160,11 +160,13 @@ ULYSSES_HD void ulyssesOnePassMoveThread(const ulyssesOnePassArgs* a, const ulys
                                          int laneCount) {
   /* A peer that owns no heads has empty runs. */
   if (r.bytes == 0) return;
-  int64_t inputStride, outputStride;
-  ulyssesOnePassStrides(a, x, &r, &inputStride, &outputStride);
-  ulyssesCopyRunsThread(x->input + r.inputOffset, inputStride,
-                        x->peerOutputs[r.peer] + r.outputOffset, outputStride, count, r.bytes,
-                        x->wordBytes, lane, laneCount);
+  ulyssesSweep sweep;
+  ulyssesOnePassStrides(a, x, &r, &sweep.srcStride, &sweep.dstStride);
+  sweep.src = x->input + r.inputOffset;
+  sweep.dst = x->peerOutputs[r.peer] + r.outputOffset;
+  sweep.count = count;
+  sweep.bytes = r.bytes;
+  ulyssesCopyRunsThread(&sweep, x->wordBytes, lane, laneCount);
 }
 
 /* Chunks of x->chunkRuns runs that tensor t's runs make. */

@@ -80,6 +80,12 @@
 #define ULYSSES_SHORT_CHUNK_WORDS_PER_LANE 32
 #endif
 #define ULYSSES_LINE_BYTES 128
+/* The longest run (in words) whose words a sweep counts in 32 bits; longer
+ * runs are swept one at a time (ulyssesCopyRunsThread). A knob only so that
+ * the CPU tests can take that path with short runs. */
+#ifndef ULYSSES_COPY_COUNTED_WORDS
+#define ULYSSES_COPY_COUNTED_WORDS INT32_MAX
+#endif
 /* Threads the chunks of a launch must keep busy before they may grow: a few
  * waves of the largest GPU (an H200 holds 132 x 2 blocks of 256), so that
  * longer chunks never leave multiprocessors idle (the whole-row chunks of
@@ -647,74 +653,129 @@ ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run
 #undef ULYSSES_SUM_UNITS
 }
 
-/* One thread's share of count runs of the same size, run k at src + k *
- * srcStride and dst + k * dstStride: words lane, lane + laneCount, ... of
- * their concatenation, in rounds of ULYSSES_WORDS_IN_FLIGHT loads, then as
- * many stores, so that the loads of one round may span several runs. */
-ULYSSES_HD void ulyssesCopyRunsThread(const unsigned char* src, int64_t srcStride,
-                                      unsigned char* dst, int64_t dstStride, int64_t count,
-                                      int64_t bytes, int wordBytes, int lane, int laneCount) {
-  int64_t words = bytes / wordBytes, total = count * words;
+/* count runs of the same size, run k at src + k * srcStride and dst + k *
+ * dstStride: what one sweep moves. */
+typedef struct {
+  const unsigned char* src;
+  int64_t srcStride;
+  unsigned char* dst;
+  int64_t dstStride;
+  int64_t count;
+  int64_t bytes;
+} ulyssesSweep;
+
+/* One thread's share of a sweep: words lane, lane + laneCount, ... of the
+ * runs' concatenation, in rounds of ULYSSES_WORDS_IN_FLIGHT loads, then as
+ * many stores, so that the loads of one round may span several runs.
+ * Everything but the loads and stores is resolved before the loop: a lane's
+ * next word is laneCount / words runs and laneCount % words words on, plus
+ * one run where the word passes the run's end, so a step is two adds and a
+ * compare (no division, no table), the word's place in its run counted in 32
+ * bits. Longer runs (above ULYSSES_COPY_COUNTED_WORDS) are swept one at a
+ * time, no lane leaving its run, so that nothing wraps and that place is not
+ * counted. The stores retrace the loads' steps rather than hold their
+ * addresses, which would take registers that the words in flight need. Only
+ * the last round, with fewer words, checks each word (by a constant index,
+ * so that the words stay in registers). */
+ULYSSES_HD void ulyssesCopyRunsThread(const ulyssesSweep* s, int wordBytes, int lane,
+                                      int laneCount) {
+  int64_t words = s->bytes / wordBytes, total = s->count * words, sweeps = 1;
+  if (words > ULYSSES_COPY_COUNTED_WORDS) {
+    sweeps = s->count;
+    total = words;
+  }
   if (lane >= total) return;
-  /* The word's run and place in it, advanced without a division per word;
-   * the stores retrace the loads' steps rather than hold their addresses. */
-  int64_t run0 = lane / words, word0 = lane % words;
+  int64_t firstWord = lane % words, runStep = laneCount / words, wordStep = laneCount % words;
+  int32_t runWords = (int32_t)words, stepWords = (int32_t)wordStep;
+  if (sweeps > 1) {
+    runWords = 1;
+    stepWords = 0;
+  }
+  int64_t srcStep = runStep * s->srcStride + wordStep * wordBytes;
+  int64_t dstStep = runStep * s->dstStride + wordStep * wordBytes;
+  int64_t srcWrap = s->srcStride - words * wordBytes, dstWrap = s->dstStride - words * wordBytes;
+#define ULYSSES_COPY_STEP(At, Step, Wrap) \
+  do {                                    \
+    word += stepWords;                    \
+    At += Step;                           \
+    if (word >= runWords) {               \
+      word -= runWords;                   \
+      At += Wrap;                         \
+    }                                     \
+  } while (0)
+#define ULYSSES_COPY_LOAD(Type)                   \
+  do {                                            \
+    held[k] = *(const Type*)(const void*)src;     \
+    ULYSSES_COPY_STEP(src, srcStep, srcWrap);     \
+  } while (0)
+#define ULYSSES_COPY_STORE(Type)                  \
+  do {                                            \
+    *(Type*)(void*)dst = held[k];                 \
+    ULYSSES_COPY_STEP(dst, dstStep, dstWrap);     \
+  } while (0)
   /* The widest type the alignment allows: 16-byte words are one vector
    * load and store per lane. */
-#define ULYSSES_COPY_WORDS(Type)                                                           \
-  do {                                                                                     \
-    int64_t run = run0, word = word0;                                                      \
-    for (int64_t j = lane; j < total; j += ULYSSES_WORDS_IN_FLIGHT * laneCount) {          \
-      Type held[ULYSSES_WORDS_IN_FLIGHT];                                                  \
-      int64_t roundRun = run, roundWord = word;                                            \
-      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++) {                                  \
-        if (j + k * laneCount < total)                                                     \
-          held[k] = ((const Type*)(const void*)(src + run * srcStride))[word];             \
-        for (word += laneCount; word >= words; word -= words) run++;                       \
-      }                                                                                    \
-      run = roundRun;                                                                      \
-      word = roundWord;                                                                    \
-      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++) {                                  \
-        if (j + k * laneCount < total) ((Type*)(void*)(dst + run * dstStride))[word] = held[k]; \
-        for (word += laneCount; word >= words; word -= words) run++;                       \
-      }                                                                                    \
-    }                                                                                      \
+#define ULYSSES_COPY_WORDS(Type)                                                     \
+  do {                                                                               \
+    Type held[ULYSSES_WORDS_IN_FLIGHT];                                              \
+    int32_t roundWord;                                                               \
+    for (; left >= ULYSSES_WORDS_IN_FLIGHT; left -= ULYSSES_WORDS_IN_FLIGHT) {       \
+      roundWord = word;                                                              \
+      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++) ULYSSES_COPY_LOAD(Type);     \
+      word = roundWord;                                                              \
+      for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++) ULYSSES_COPY_STORE(Type);    \
+    }                                                                                \
+    roundWord = word;                                                                \
+    for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++)                                \
+      if (k < left) ULYSSES_COPY_LOAD(Type);                                         \
+    word = roundWord;                                                                \
+    for (int k = 0; k < ULYSSES_WORDS_IN_FLIGHT; k++)                                \
+      if (k < left) ULYSSES_COPY_STORE(Type);                                        \
   } while (0)
-  switch (wordBytes) {
-    case 16:
-      ULYSSES_COPY_WORDS(ulyssesWord16);
-      break;
-    case 8:
-      ULYSSES_COPY_WORDS(uint64_t);
-      break;
-    case 4:
-      ULYSSES_COPY_WORDS(uint32_t);
-      break;
-    case 2:
-      ULYSSES_COPY_WORDS(uint16_t);
-      break;
-    default:
-      ULYSSES_COPY_WORDS(uint8_t);
+  for (int64_t sweep = 0; sweep < sweeps; sweep++) {
+    int64_t run = sweeps > 1 ? sweep : lane / words;
+    const unsigned char* src = s->src + run * s->srcStride + firstWord * wordBytes;
+    unsigned char* dst = s->dst + run * s->dstStride + firstWord * wordBytes;
+    int64_t left = (total - lane + laneCount - 1) / laneCount;
+    int32_t word = sweeps > 1 ? 0 : (int32_t)firstWord;
+    switch (wordBytes) {
+      case 16:
+        ULYSSES_COPY_WORDS(ulyssesWord16);
+        break;
+      case 8:
+        ULYSSES_COPY_WORDS(uint64_t);
+        break;
+      case 4:
+        ULYSSES_COPY_WORDS(uint32_t);
+        break;
+      case 2:
+        ULYSSES_COPY_WORDS(uint16_t);
+        break;
+      default:
+        ULYSSES_COPY_WORDS(uint8_t);
+    }
   }
 #undef ULYSSES_COPY_WORDS
+#undef ULYSSES_COPY_STORE
+#undef ULYSSES_COPY_LOAD
+#undef ULYSSES_COPY_STEP
 }
 
-/* One thread's share of count runs of r.bytes from run r on, userStride
- * apart in the user buffer and back to back in the segments, in the
- * direction of the launch (pack: user -> segments). */
-ULYSSES_HD void ulyssesMoveRunsThread(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x,
-                                      ulyssesRun r, int64_t count, int64_t userStride,
-                                      int wordBytes, int lane, int laneCount) {
-  /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
-  if (r.bytes == 0) return;
-  unsigned char* userBytes = x->user + r.userOffset;
-  unsigned char* segmentBytes = x->segments + r.segmentOffset;
-  if (a->toSegments)
-    ulyssesCopyRunsThread(userBytes, userStride, segmentBytes, r.bytes, count, r.bytes, wordBytes,
-                          lane, laneCount);
-  else
-    ulyssesCopyRunsThread(segmentBytes, r.bytes, userBytes, userStride, count, r.bytes, wordBytes,
-                          lane, laneCount);
+/* The sweep of count runs of r.bytes from run r on, userStride apart in the
+ * user buffer and back to back in the segments, in the direction of the
+ * launch (pack: user -> segments). */
+ULYSSES_HD ulyssesSweep ulyssesMoveSweep(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x,
+                                         const ulyssesRun* r, int64_t count, int64_t userStride) {
+  ulyssesSweep sweep;
+  unsigned char* userBytes = x->user + r->userOffset;
+  unsigned char* segmentBytes = x->segments + r->segmentOffset;
+  sweep.src = a->toSegments ? userBytes : segmentBytes;
+  sweep.srcStride = a->toSegments ? userStride : r->bytes;
+  sweep.dst = a->toSegments ? segmentBytes : userBytes;
+  sweep.dstStride = a->toSegments ? r->bytes : userStride;
+  sweep.count = count;
+  sweep.bytes = r->bytes;
+  return sweep;
 }
 
 /* One thread's share of one run (a head sum: of its elements), in words of
@@ -729,7 +790,11 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
     ulyssesSumRunThread(a, t, run, lane, laneCount);
     return;
   }
-  ulyssesMoveRunsThread(a, x, ulyssesCopyRunAt(a, t, run), 1, 0, wordBytes, lane, laneCount);
+  ulyssesRun r = ulyssesCopyRunAt(a, t, run);
+  /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
+  if (r.bytes == 0) return;
+  ulyssesSweep sweep = ulyssesMoveSweep(a, x, &r, 1, 0);
+  ulyssesCopyRunsThread(&sweep, wordBytes, lane, laneCount);
 }
 
 /* Chunks of x->chunkRuns runs that tensor t's runs make. */
@@ -770,7 +835,9 @@ ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t 
   int64_t count, userStride;
   if (wordBytes == 0) wordBytes = x->wordBytes;
   if (ulyssesChunkSweep(a, t, chunk, &r, &count, &userStride)) {
-    ulyssesMoveRunsThread(a, x, r, count, userStride, wordBytes, lane, laneCount);
+    if (r.bytes == 0) return;
+    ulyssesSweep sweep = ulyssesMoveSweep(a, x, &r, count, userStride);
+    ulyssesCopyRunsThread(&sweep, wordBytes, lane, laneCount);
     return;
   }
   for (int64_t k = 0; k < count; k++)

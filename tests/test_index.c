@@ -542,9 +542,9 @@ static void testRunsThreadsCopyEachRunOnce(void** state) {
         for (int64_t count = 1; count <= MAX_RUNS; count++) {
           int64_t bytes = words * wordBytes, sourceStride = bytes + GAP;
           memset(target, 0, sizeof target);
+          ulyssesSweep sweep = {source, sourceStride, target, bytes, count, bytes};
           for (int lane = 0; lane < lanes; lane++)
-            ulyssesCopyRunsThread(source, sourceStride, target, bytes, count, bytes, wordBytes,
-                                  lane, lanes);
+            ulyssesCopyRunsThread(&sweep, wordBytes, lane, lanes);
           for (int64_t k = 0; k < count; k++)
             if (memcmp(target + k * bytes, source + k * sourceStride, (size_t)bytes) != 0)
               fail_msg("%d lanes, %lld runs of %lld words of %d bytes: run %lld not copied",
