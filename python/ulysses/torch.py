@@ -74,7 +74,7 @@ _FLOAT_TYPES = {
 
 
 def element_type(dtype):
-    """(elementSize, DataType) of a torch dtype: the float types the library can
+    """(element_size, DataType) of a torch dtype: the float types the library can
     sum, every other dtype moved as opaque bytes."""
     return dtype.itemsize, _FLOAT_TYPES.get(dtype, DataType.OPAQUE)
 
