@@ -71,30 +71,7 @@ class HeadSplitTest(unittest.TestCase):
         self.assertEqual(_planning.local_kv_counts(2, 8, 4, 3), [2])
 
 
-class LengthTest(unittest.TestCase):
-    def test_host_lengths(self):
-        self.assertEqual(_planning.host_lengths([3, 0, 5], 3), (3, 0, 5))
-        with self.assertRaises(ValueError):
-            _planning.host_lengths([3, 5], 3)
-        with self.assertRaises(ValueError):
-            _planning.host_lengths([3, -1], 2)
-        with self.assertRaises(ValueError):
-            _planning.host_lengths([ulysses.MAX_LENGTH + 1], 1)
-        with self.assertRaises(TypeError):
-            _planning.host_lengths([3.5], 1)
-
-    def test_device_values_are_refused_rather_than_synchronised(self):
-        class DeviceScalar:
-            is_cuda = True
-
-            def __index__(self):
-                raise AssertionError("a device value was read on the host")
-
-        with self.assertRaises(TypeError):
-            _planning.host_lengths([DeviceScalar()], 1)
-        with self.assertRaises(TypeError):
-            _planning.host_lengths(DeviceScalar(), 1)
-
+class RowsTest(unittest.TestCase):
     def test_exact_rows(self):
         self.assertEqual(_planning.exact_rows(Op.SEQ_TO_HEAD, (3, 5), 1, 5), (5, 8))
         self.assertEqual(_planning.exact_rows(Op.HEAD_TO_SEQ, (3, 5), 1, 8), (5, 8))
