@@ -68,15 +68,15 @@ class ErrorTest(FailureAssertions):
         # queryHeads and dataType follow the enum and the padding: a misplaced
         # field would show up as a different error or none.
         self.assertFails(Result.ERROR_INVALID_ARGUMENT, ["layouts[0].queryHeads is -1"],
-                         ulysses.Plan.exact, 1, 0, [1], layout(queryHeads=-1))
+                         ulysses.Plan.exact, 1, 0, [1], layout(query_heads=-1))
         self.assertFails(Result.ERROR_HEAD_GROUP_MISMATCH, ["queryHeads is 12", "8 kv heads"],
-                         ulysses.Plan.exact, 1, 0, [1], layout(queryHeads=12))
+                         ulysses.Plan.exact, 1, 0, [1], layout(query_heads=12))
         self.assertFails(Result.ERROR_UNSUPPORTED_ELEMENT_SIZE, ["dataType has 2-byte elements",
                                                                  "elementSize is 4"],
                          ulysses.Plan.exact, 1, 0, [1],
-                         layout(element_size=4, dataType=DataType.BFLOAT16))
+                         layout(element_size=4, dtype=DataType.BFLOAT16))
         self.assertFails(Result.ERROR_INVALID_ARGUMENT, ["dataType is 9"], ulysses.Plan.exact, 1, 0,
-                         [1], layout(dataType=9))
+                         [1], layout(dtype=9))
 
     def test_capacity_plan_arguments(self):
         self.assertFails(Result.ERROR_NULL_POINTER, ["deviceLocalLength"], ulysses.Plan.capacity, 2, 0,
@@ -118,7 +118,7 @@ class CommWithoutGpuTest(FailureAssertions):
     def test_null_communicators(self):
         self.assertFails(Result.ERROR_NULL_POINTER, ["ncclComm"], ulysses.comm_create, None)
         self.assertFails(Result.ERROR_NULL_POINTER, ["ncclComm"], ulysses.comm_create, 0,
-                         ulysses.Config(checkPlans=True))
+                         ulysses.Config(check_plans=True))
         self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.comm_count, None)
         self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.comm_user_rank, None)
         self.assertFails(Result.ERROR_NULL_POINTER, ["comm"], ulysses.comm_get_async_error, None)
@@ -152,11 +152,12 @@ class CommWithoutGpuTest(FailureAssertions):
 
     def test_config_defaults_are_the_initializers(self):
         config = ulysses.Config()
-        self.assertEqual((config.size, config.magic, config.version, config.checkPlans),
+        self.assertEqual((config.size, config.magic, config.version, config.check_plans),
                          (ctypes.sizeof(ulysses.Config), ulysses.CONFIG_MAGIC, ulysses.VERSION_CODE,
                           ulysses.CONFIG_UNDEF_INT))
-        self.assertEqual(ulysses.Config(checkPlans=True).checkPlans, 1)
-        self.assertEqual(ulysses.Config(checkPlans=False).checkPlans, 0)
+        self.assertEqual(ulysses.Config(check_plans=True).check_plans, 1)
+        self.assertEqual(ulysses.Config(check_plans=False).checkPlans, 0)
+        self.assertEqual(ulysses.Config(one_pass=True).onePass, 1)
 
 
 class StageTest(FailureAssertions):
@@ -195,7 +196,7 @@ class StageTest(FailureAssertions):
                              sendbuffs, None, None, workspace, needed, 0)
 
     def test_shared_kv_heads_need_a_float_type_to_be_summed(self):
-        kv = layout(batch=1, heads=2, queryHeads=8)  # 2 kv heads over 4 ranks: shared
+        kv = layout(batch=1, heads=2, query_heads=8)  # 2 kv heads over 4 ranks: shared
         with ulysses.Plan.exact(4, 0, [2, 2, 2, 2], kv) as plan:
             self.assertFails(Result.ERROR_UNSUPPORTED_ELEMENT_SIZE, ["dataType"], ulysses.unpack,
                              plan, Op.HEAD_TO_SEQ, [FAKE_DEVICE], None, None, FAKE_DEVICE + 2**24,
@@ -203,7 +204,7 @@ class StageTest(FailureAssertions):
 
 
 def seq_bytes(lay, length):
-    return lay.batch * length * lay.packed * lay.heads * lay.headDim * lay.elementSize
+    return lay.batch * length * lay.packed * lay.heads * lay.head_dim * lay.element_size
 
 
 def split(heads, n_ranks, rank):
@@ -245,7 +246,7 @@ class PlanSizeTest(unittest.TestCase):
         for n_ranks, query_heads, kv_heads in [(8, 28, 4), (4, 8, 2), (4, 8, 4), (3, 6, 2),
                                                (6, 4, 1), (5, 32, 8), (2, 16, 16)]:
             lengths = [r + 1 for r in range(n_ranks)]
-            kv = Layout(1, kv_heads, 128, 2, queryHeads=query_heads, dataType=DataType.BFLOAT16)
+            kv = Layout(1, kv_heads, 128, 2, query_heads=query_heads, dtype=DataType.BFLOAT16)
             for rank in range(n_ranks):
                 with ulysses.Plan.exact(n_ranks, rank, lengths, kv) as plan:
                     count = kv_heads_of(kv_heads, query_heads, n_ranks, rank)
@@ -290,7 +291,7 @@ class SegmentTest(unittest.TestCase):
         for n_ranks, batch, order in itertools.product([1, 2, 3, 4], [1, 2], [Order.BSHD, Order.SBHD]):
             lengths = [(3 * r + 2) % 4 for r in range(n_ranks)]
             layouts = [Layout(batch, 5, 8, 4, order=order),
-                       Layout(batch, 2, 8, 4, order=order, queryHeads=4, dataType=DataType.FLOAT32)]
+                       Layout(batch, 2, 8, 4, order=order, query_heads=4, dtype=DataType.FLOAT32)]
             plans = self.plans(n_ranks, lengths, layouts)
             for op, tensor in itertools.product(Op, range(len(layouts))):
                 for rank, peer in itertools.product(range(n_ranks), repeat=2):
@@ -350,11 +351,33 @@ class PlanObjectTest(unittest.TestCase):
         ulysses.plan_destroy(None)
 
     def test_layout_value_semantics(self):
-        a = Layout(1, 2, 3, 4, queryHeads=4, dataType=DataType.FLOAT32)
+        a = Layout(1, 2, 3, 4, query_heads=4, dtype=DataType.FLOAT32)
         self.assertEqual(a, Layout(1, 2, 3, 4, 1, Order.BSHD, 4, DataType.FLOAT32))
         self.assertNotEqual(a, Layout(1, 2, 3, 4))
-        self.assertEqual(len({a, Layout(1, 2, 3, 4, queryHeads=4, dataType=DataType.FLOAT32)}), 1)
-        self.assertIn("queryHeads=4", repr(a))
+        self.assertEqual(len({a, Layout(1, 2, 3, 4, query_heads=4, dtype=DataType.FLOAT32)}), 1)
+        self.assertIn("query_heads=4", repr(a))
+        self.assertIn("dtype=1", repr(a))
+
+    def test_snake_case_names_reach_the_c_fields(self):
+        a = Layout(batch=2, heads=8, head_dim=16, element_size=2, query_heads=16,
+                   dtype=DataType.BFLOAT16)
+        self.assertEqual((a.headDim, a.elementSize, a.queryHeads, a.dataType),
+                         (16, 2, 16, DataType.BFLOAT16))
+        self.assertEqual((a.head_dim, a.element_size, a.query_heads, a.dtype),
+                         (16, 2, 16, DataType.BFLOAT16))
+        self.assertIs(type(a.dtype), DataType)
+        a.head_dim = 32
+        self.assertEqual(a.headDim, 32)
+
+    def test_the_c_keywords_are_refused_naming_the_new_ones(self):
+        for c_name, name in (("headDim", "head_dim"), ("elementSize", "element_size"),
+                             ("queryHeads", "query_heads"), ("dataType", "dtype")):
+            with self.assertRaisesRegex(TypeError, r"Layout\(\) takes %s=, not the C name %s="
+                                        % (name, c_name)):
+                Layout(1, 2, **{c_name: 4})
+        for c_name, name in (("checkPlans", "check_plans"), ("onePass", "one_pass")):
+            with self.assertRaisesRegex(TypeError, r"Config\(\) takes %s=" % name):
+                ulysses.Config(**{c_name: True})
 
     def test_reverse(self):
         self.assertEqual(ulysses.reverse(Op.SEQ_TO_HEAD), Op.HEAD_TO_SEQ)

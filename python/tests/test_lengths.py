@@ -1,10 +1,12 @@
-"""Which lengths an exchange uses when it is given none (ulysses._lengths), the
-lengths hooks, and lengths in the caller's forms (_planning.host_lengths):
-torch-free, so CI runs them without torch or a GPU."""
+"""Which lengths an exchange uses (ulysses._lengths.resolve), the lengths
+hooks, and lengths in the caller's forms (_lengths.host_lengths): torch-free,
+with stand-ins for the gather and the device read, so CI runs them without
+torch or a GPU."""
 
 import unittest
 
-from ulysses import Op, _lengths, _planning
+import ulysses
+from ulysses import Op, _lengths
 
 
 class FakeDeviceTensor:
@@ -41,61 +43,116 @@ def state(lengths=None, local_length=None, equal=False, last=None):
     return made
 
 
-class DecideTest(unittest.TestCase):
-    def test_no_lengths_seq_to_head_and_all_gather_learn(self):
-        for op in (Op.SEQ_TO_HEAD, Op.ALL_GATHER):
-            self.assertEqual(_lengths.decide(op, 4, 7, None, None, None),
-                             (_lengths.LEARN, None, None))
-            self.assertEqual(_lengths.decide(op, 4, 7, None, None, state(last=(1, 2, 3, 4))),
-                             (_lengths.LEARN, None, None))
+class Gather:
+    """The stand-in for the one gather of learned mode: every rank's length."""
+
+    def __init__(self, lengths):
+        self.lengths, self.calls = lengths, []
+
+    def __call__(self, rows):
+        self.calls.append(rows)
+        return list(self.lengths)
+
+
+def no_gather(rows):
+    raise AssertionError("this call should not gather the lengths")
+
+
+def resolve(op, n_ranks, rank, input_rows, **arguments):
+    arguments.setdefault("gather", no_gather)
+    return _lengths.resolve(op, n_ranks, rank, input_rows, **arguments)
+
+
+class ResolveTest(unittest.TestCase):
+    def test_no_lengths_seq_to_head_and_all_gather_learn_with_one_gather(self):
+        for op, head_rows in ((Op.SEQ_TO_HEAD, 19), (Op.ALL_GATHER, 19)):
+            gather = Gather([4, 4, 4, 7])
+            resolved = resolve(op, 4, 3, 7, gather=gather, state=state(last=(1, 2, 3, 4)))
+            self.assertEqual(resolved, _lengths.Resolved(_lengths.LEARNED, (4, 4, 4, 7), None, None,
+                                                         7, head_rows))
+            self.assertEqual(gather.calls, [7])
+
+    def test_learned_lengths_hold_this_ranks_rows(self):
+        with self.assertRaisesRegex(RuntimeError, "returned 4 for rank 2, which holds 7"):
+            resolve(Op.SEQ_TO_HEAD, 4, 2, 7, gather=Gather([4, 4, 4, 7]))
+        with self.assertRaises(ValueError):
+            resolve(Op.SEQ_TO_HEAD, 4, 3, 7, gather=Gather([4, -4, 4, 7]))
+        with self.assertRaisesRegex(ValueError, "3 lengths for 4 ranks"):
+            resolve(Op.SEQ_TO_HEAD, 4, 2, 7, gather=Gather([4, 4, 7]))
 
     def test_head_to_seq_uses_the_last_seq_to_head_lengths(self):
         vila = (4, 4, 4, 7)
-        self.assertEqual(_lengths.decide(Op.HEAD_TO_SEQ, 4, 19, None, None, state(last=vila)),
-                         (_lengths.EXACT, vila, None))
+        self.assertEqual(resolve(Op.HEAD_TO_SEQ, 4, 0, 19, state=state(last=vila)),
+                         _lengths.Resolved(_lengths.RECORDED, vila, None, None, 4, 19))
+
+    def test_seq_to_head_records_its_lengths_and_nothing_else_does(self):
+        group_state = state(last=(1, 2))
+        resolve(Op.ALL_GATHER, 2, 0, 3, state=group_state, gather=Gather([3, 3]))
+        resolve(Op.HEAD_TO_SEQ, 2, 0, 8, state=group_state, lengths=[5, 3])
+        self.assertEqual(group_state.last, (1, 2))
+        resolve(Op.SEQ_TO_HEAD, 2, 1, 3, state=group_state, lengths=[5, 3])
+        self.assertEqual(group_state.last, (5, 3))
+        resolve(Op.SEQ_TO_HEAD, 2, 1, 3, state=group_state, gather=Gather([6, 3]))
+        self.assertEqual(group_state.last, (6, 3))
+
+    def test_capacity_mode_forgets_the_last_lengths(self):
+        group_state = state(last=(1, 2))
+        device_length = object()
+        self.assertEqual(resolve(Op.SEQ_TO_HEAD, 2, 0, 6, local_length=device_length,
+                                 state=group_state),
+                         _lengths.Resolved(_lengths.CAPACITY, None, device_length, 6, 6, 12))
+        self.assertIsNone(group_state.last)
 
     def test_head_to_seq_without_a_seq_to_head_is_a_clear_error(self):
         for group_state in (None, state()):
             with self.assertRaisesRegex(ValueError, "no seq -> head on this group"):
-                _lengths.decide(Op.HEAD_TO_SEQ, 4, 16, None, None, group_state)
+                resolve(Op.HEAD_TO_SEQ, 4, 0, 16, state=group_state)
 
     def test_head_to_seq_refuses_last_lengths_that_do_not_fit(self):
         with self.assertRaisesRegex(ValueError, r"sum to 19, but the head-side input has 16"):
-            _lengths.decide(Op.HEAD_TO_SEQ, 4, 16, None, None, state(last=(4, 4, 4, 7)))
+            resolve(Op.HEAD_TO_SEQ, 4, 0, 16, state=state(last=(4, 4, 4, 7)))
 
     def test_equal_lengths_only_when_opted_in(self):
-        self.assertEqual(_lengths.decide(Op.SEQ_TO_HEAD, 3, 5, None, None, state(equal=True)),
-                         (_lengths.EXACT, (5, 5, 5), None))
-        self.assertEqual(_lengths.decide(Op.HEAD_TO_SEQ, 3, 15, None, None, state(equal=True)),
-                         (_lengths.EXACT, (5, 5, 5), None))
+        self.assertEqual(resolve(Op.SEQ_TO_HEAD, 3, 1, 5, state=state(equal=True)).lengths,
+                         (5, 5, 5))
+        self.assertEqual(resolve(Op.HEAD_TO_SEQ, 3, 1, 15, state=state(equal=True)),
+                         _lengths.Resolved(_lengths.GIVEN, (5, 5, 5), None, None, 5, 15))
         with self.assertRaises(ValueError):
-            _lengths.decide(Op.HEAD_TO_SEQ, 3, 16, None, None, state(equal=True))
+            resolve(Op.HEAD_TO_SEQ, 3, 0, 16, state=state(equal=True))
+
+    def test_given_lengths_must_fit_the_input(self):
+        with self.assertRaisesRegex(ValueError, "rank 1's sequence-side input has 3 rows"):
+            resolve(Op.SEQ_TO_HEAD, 2, 1, 3, lengths=[3, 5])
+        with self.assertRaisesRegex(ValueError, "head-side input has 7 rows"):
+            resolve(Op.HEAD_TO_SEQ, 2, 1, 7, lengths=[3, 5])
+
+    def test_use_sync_in_the_lengths_place_means_no_lengths(self):
+        self.assertEqual(resolve(Op.SEQ_TO_HEAD, 2, 0, 3, lengths=True,
+                                 gather=Gather([3, 5])).mode, _lengths.LEARNED)
 
     def test_first_found_wins(self):
         device_length = object()
         full = state(lengths=(1, 2), local_length=device_length, equal=True, last=(3, 0))
-        self.assertEqual(_lengths.decide(Op.SEQ_TO_HEAD, 2, 5, (5, 1), None, full),
-                         (_lengths.EXACT, (5, 1), None))
-        self.assertEqual(_lengths.decide(Op.SEQ_TO_HEAD, 2, 2, None, None, full),
-                         (_lengths.EXACT, (1, 2), None))
+        self.assertEqual(resolve(Op.SEQ_TO_HEAD, 2, 0, 5, lengths=(5, 1), state=full).lengths,
+                         (5, 1))
+        self.assertEqual(resolve(Op.SEQ_TO_HEAD, 2, 1, 2, state=full).lengths, (1, 2))
         call_length = object()
-        self.assertEqual(_lengths.decide(Op.HEAD_TO_SEQ, 2, 8, None, call_length,
-                                         state(local_length=device_length, equal=True)),
-                         (_lengths.CAPACITY, None, call_length))
-        self.assertEqual(_lengths.decide(Op.HEAD_TO_SEQ, 2, 8, None, None,
-                                         state(local_length=device_length, equal=True)),
-                         (_lengths.CAPACITY, None, device_length))
-        self.assertEqual(_lengths.decide(Op.HEAD_TO_SEQ, 2, 8, None, None,
-                                         state(equal=True, last=(3, 0))),
-                         (_lengths.EXACT, (4, 4), None))
+        self.assertEqual(resolve(Op.HEAD_TO_SEQ, 2, 0, 8, local_length=call_length,
+                                 state=state(local_length=device_length, equal=True)).local_length,
+                         call_length)
+        self.assertEqual(resolve(Op.HEAD_TO_SEQ, 2, 0, 8,
+                                 state=state(local_length=device_length, equal=True)).local_length,
+                         device_length)
+        self.assertEqual(resolve(Op.HEAD_TO_SEQ, 2, 0, 8, state=state(equal=True, last=(3, 0))),
+                         _lengths.Resolved(_lengths.GIVEN, (4, 4), None, None, 4, 8))
 
-    def test_learned_lengths_hold_this_ranks_rows(self):
-        self.assertEqual(_lengths.learned([4, 4, 4, 7], 4, 3, 7, _planning.host_lengths),
-                         (4, 4, 4, 7))
-        with self.assertRaises(RuntimeError):
-            _lengths.learned([4, 4, 4, 7], 4, 2, 7, _planning.host_lengths)
-        with self.assertRaises(ValueError):
-            _lengths.learned([4, -4, 4, 7], 4, 3, 7, _planning.host_lengths)
+    def test_device_lengths_go_through_the_reader(self):
+        reader = CountingReader()
+        resolved = resolve(Op.SEQ_TO_HEAD, 2, 1, 3, lengths=[FakeDeviceTensor(5),
+                                                             FakeDeviceTensor(3)],
+                           read_device=reader)
+        self.assertEqual((resolved.mode, resolved.lengths), (_lengths.GIVEN, (5, 3)))
+        self.assertEqual(len(reader.calls), 1)
 
 
 class ReferenceSignatureTest(unittest.TestCase):
@@ -117,32 +174,13 @@ class ReferenceSignatureTest(unittest.TestCase):
 
 
 class HookTest(unittest.TestCase):
-    def test_seq_to_head_records_and_calls_the_hooks_in_order(self):
+    def test_hooks_are_called_in_the_order_they_were_added(self):
         hooks, seen = _lengths.LengthHooks(), []
         hooks.add(lambda group, lengths, device: seen.append(("first", group, lengths, device)))
         hooks.add(lambda group, lengths, device: seen.append(("second", group, lengths, device)))
-        group_state = state()
-        _lengths.record(group_state, hooks, Op.SEQ_TO_HEAD, (4, 4, 4, 7), "group", "cuda:1")
-        self.assertEqual(group_state.last, (4, 4, 4, 7))
+        hooks.call("group", (4, 4, 4, 7), "cuda:1")
         self.assertEqual(seen, [("first", "group", (4, 4, 4, 7), "cuda:1"),
                                 ("second", "group", (4, 4, 4, 7), "cuda:1")])
-
-    def test_other_ops_record_nothing(self):
-        hooks, seen = _lengths.LengthHooks(), []
-        hooks.add(lambda *args: seen.append(args))
-        group_state = state(last=(1, 2))
-        for op in (Op.HEAD_TO_SEQ, Op.ALL_GATHER):
-            _lengths.record(group_state, hooks, op, (5, 5), "group", "cuda:0")
-        self.assertEqual(group_state.last, (1, 2))
-        self.assertEqual(seen, [])
-
-    def test_capacity_mode_forgets_the_last_lengths_and_calls_no_hook(self):
-        hooks, seen = _lengths.LengthHooks(), []
-        hooks.add(lambda *args: seen.append(args))
-        group_state = state(last=(1, 2))
-        _lengths.record(group_state, hooks, Op.SEQ_TO_HEAD, None, "group", "cuda:0")
-        self.assertIsNone(group_state.last)
-        self.assertEqual(seen, [])
 
     def test_a_removed_hook_is_not_called(self):
         hooks, seen = _lengths.LengthHooks(), []
@@ -162,42 +200,53 @@ class HookTest(unittest.TestCase):
 
 
 class CallersFormsTest(unittest.TestCase):
+    def test_host_lengths(self):
+        self.assertEqual(_lengths.host_lengths([3, 0, 5], 3), (3, 0, 5))
+        with self.assertRaises(ValueError):
+            _lengths.host_lengths([3, 5], 3)
+        with self.assertRaises(ValueError):
+            _lengths.host_lengths([3, -1], 2)
+        with self.assertRaises(ValueError):
+            _lengths.host_lengths([ulysses.MAX_LENGTH + 1], 1)
+        with self.assertRaises(TypeError):
+            _lengths.host_lengths([3.5], 1)
+
     def test_a_list_of_device_scalars_is_read_once(self):
         reader = CountingReader()
         globals_format = [FakeDeviceTensor(4), FakeDeviceTensor(4), FakeDeviceTensor(4),
                           FakeDeviceTensor(7)]
-        self.assertEqual(_planning.host_lengths(globals_format, 4, reader), (4, 4, 4, 7))
+        self.assertEqual(_lengths.host_lengths(globals_format, 4, reader), (4, 4, 4, 7))
         self.assertEqual(len(reader.calls), 1)
         self.assertEqual(len(reader.calls[0]), 4)
 
     def test_host_and_device_elements_mixed(self):
         reader = CountingReader()
-        self.assertEqual(_planning.host_lengths([3, FakeDeviceTensor(0), 5], 3, reader), (3, 0, 5))
+        self.assertEqual(_lengths.host_lengths([3, FakeDeviceTensor(0), 5], 3, reader), (3, 0, 5))
         self.assertEqual(len(reader.calls), 1)
 
     def test_one_device_tensor_of_every_length(self):
         reader = CountingReader()
-        self.assertEqual(_planning.host_lengths(FakeDeviceTensor(6, 6, 7), 3, reader), (6, 6, 7))
+        self.assertEqual(_lengths.host_lengths(FakeDeviceTensor(6, 6, 7), 3, reader), (6, 6, 7))
         self.assertEqual(len(reader.calls), 1)
         with self.assertRaisesRegex(ValueError, "2 lengths for 3 ranks"):
-            _planning.host_lengths(FakeDeviceTensor(6, 6), 3, reader)
+            _lengths.host_lengths(FakeDeviceTensor(6, 6), 3, reader)
 
     def test_device_lengths_are_checked_like_host_ones(self):
         reader = CountingReader()
         with self.assertRaises(ValueError):
-            _planning.host_lengths([FakeDeviceTensor(3), FakeDeviceTensor(-1)], 2, reader)
+            _lengths.host_lengths([FakeDeviceTensor(3), FakeDeviceTensor(-1)], 2, reader)
         with self.assertRaisesRegex(ValueError, "lengths\\[1\\] has 2 elements"):
-            _planning.host_lengths([FakeDeviceTensor(3), FakeDeviceTensor(1, 2)], 2, reader)
+            _lengths.host_lengths([FakeDeviceTensor(3), FakeDeviceTensor(1, 2)], 2, reader)
 
     def test_device_lengths_without_a_reader_are_refused(self):
         with self.assertRaises(TypeError):
-            _planning.host_lengths([FakeDeviceTensor(3)], 1)
+            _lengths.host_lengths([FakeDeviceTensor(3)], 1)
         with self.assertRaises(TypeError):
-            _planning.host_lengths(FakeDeviceTensor(3), 1)
+            _lengths.host_lengths(FakeDeviceTensor(3), 1)
 
     def test_a_reader_that_returns_too_few_values_is_caught(self):
         with self.assertRaises(RuntimeError):
-            _planning.host_lengths([FakeDeviceTensor(3), FakeDeviceTensor(4)], 2,
+            _lengths.host_lengths([FakeDeviceTensor(3), FakeDeviceTensor(4)], 2,
                                    lambda tensors: [3])
 
 

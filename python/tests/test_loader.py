@@ -12,7 +12,7 @@ import unittest
 from unittest import mock
 
 import ulysses
-from ulysses import _lib
+from ulysses import _lib, _loader, _nccl
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(ulysses.__file__))
 
@@ -37,6 +37,30 @@ def bare_environment():
     env = {k: v for k, v in os.environ.items()
            if k not in (_lib.ENV_VAR, "LD_LIBRARY_PATH", "PYTHONPATH")}
     return env
+
+
+class LazyTest(unittest.TestCase):
+    def test_loads_once_on_first_use(self):
+        calls = []
+        lazy = _loader.Lazy(lambda: calls.append("load") or len(calls))
+        self.assertFalse(lazy.loaded)
+        self.assertEqual((lazy(), lazy()), (1, 1))
+        self.assertTrue(lazy.loaded)
+        self.assertEqual(calls, ["load"])
+
+    def test_the_first_candidate_that_loads_and_why_the_others_did_not(self):
+        def open_one(path):
+            if path != "good":
+                raise OSError("cannot open %s" % path)
+            return "opened " + path
+        self.assertEqual(_loader.first_that_loads([("first", "bad"), ("second", "good")], open_one),
+                         ("opened good", ["  bad (first): cannot open bad"]))
+        self.assertEqual(_loader.first_that_loads([("first", "bad")], open_one),
+                         (None, ["  bad (first): cannot open bad"]))
+
+    def test_libulysses_and_nccl_share_the_loader(self):
+        self.assertIsInstance(_lib.library, _loader.Lazy)
+        self.assertIsInstance(_nccl.library, _loader.Lazy)
 
 
 class EnvironmentVariableTest(unittest.TestCase):
@@ -126,7 +150,7 @@ class SearchOrderTest(unittest.TestCase):
         result = run_python("""
             import sys, ulysses
             from ulysses import _lib
-            print(_lib._library is None, "torch" in sys.modules)
+            print(not _lib.library.loaded, "torch" in sys.modules)
             print(ulysses.Layout(1, 2, 3, 4).heads, ulysses.Result.ERROR_NULL_POINTER.value)
         """, bare_environment(), self.scratch)
         self.assertEqual(result.returncode, 0, result.stderr)

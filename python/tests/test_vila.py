@@ -139,6 +139,10 @@ class ApplyTest(unittest.TestCase):
                       Reference4D)
         self.assertIs(self.modules["llava.train.sequence_parallel.hybrid_attn"].A2A, Reference4D)
         self.assertIs(self.modules[vila.ALL_TO_ALL_MODULE].SeqAllGather, ReferenceGather)
+        # Only the auto-attach hook is left (turned off here, as it would attach again).
+        self.assertEqual(self.other_hooks(), len(_lengths.hooks))
+        vila.set_auto_attach(False)
+        self.addCleanup(vila.set_auto_attach, True)
         _lengths.hooks.call("group", (1, 2), "cuda:0")
         self.assertIsNone(self.modules[vila.GLOBALS_MODULE].get_ulysses_seq_len())
 
@@ -199,6 +203,17 @@ class AutoAttachTest(unittest.TestCase):
             self.assertIs(vila.attach_if_loaded(hooks), writer)  # once
             self.assertIn(writer, hooks)
             self.assertEqual(len(hooks), 1)
+
+    def test_the_packages_hook_attaches_and_writes_the_first_lengths(self):
+        self.assertIn(vila.auto_attach, _lengths.hooks)
+        received = []
+        globals_module = module(vila.GLOBALS_MODULE, set_ulysses_seq_len=received.append)
+        with mock.patch.dict(sys.modules, {vila.GLOBALS_MODULE: globals_module}):
+            with mock.patch.object(vila, "reference_format", fake_make([])):
+                vila.auto_attach("group", (4, 7), "cuda:0")
+                self.assertEqual(received, [[("tensor", 4, "cuda:0"), ("tensor", 7, "cuda:0")]])
+                vila.auto_attach("group", (5, 7), "cuda:0")  # attached: the writer writes
+                self.assertEqual(len(received), 1)
 
     def test_nothing_without_vila_or_when_turned_off(self):
         hooks = _lengths.LengthHooks()

@@ -48,6 +48,7 @@ from ._api import (
 from ._errors import UlyssesError, UlyssesLibraryError
 from ._lib import library, load_library
 from ._planning import head_range
+from . import vila  # its lengths hook keeps VILA's globals wherever VILA is loaded
 from ._types import (
     CONFIG_MAGIC,
     CONFIG_UNDEF_INT,

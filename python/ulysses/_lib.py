@@ -10,9 +10,8 @@ The library's major version must be this package's (ulyssesGetVersion).
 
 import ctypes
 import os
-import threading
 
-from . import _nccl
+from . import _loader, _nccl
 from ._errors import UlyssesLibraryError
 from ._types import MAJOR, MINOR, PATCH, Config, Layout, Segment, version_tuple
 
@@ -141,38 +140,31 @@ def _declare(cdll, path):
         function.argtypes = argtypes
 
 
+def _open_checked(path):
+    """The Library at path: loaded, of this package's major version, with every
+    function of PROTOTYPES declared. A missing file is an OSError like any other
+    failure to load."""
+    if os.sep in path and not os.path.exists(path):
+        raise OSError("no such file")
+    cdll = _open(path)
+    loaded_path = getattr(cdll, "_name", path)
+    version = check_version(library_version_code(cdll), loaded_path)
+    _declare(cdll, loaded_path)
+    return Library(cdll, loaded_path, version)
+
+
 def load_library(path=None):
     """Loads and checks a libulysses (path, else the search order of this module's
     docstring) and returns a Library. Does not touch the cached one (library())."""
     tried = [("the path given", path)] if path is not None else candidates()
-    failures = []
-    for where, candidate in tried:
-        if os.sep in candidate and not os.path.exists(candidate):
-            failures.append("  %s (%s): no such file" % (candidate, where))
-            continue
-        try:
-            cdll = _open(candidate)
-        except OSError as error:
-            failures.append("  %s (%s): %s" % (candidate, where, error))
-            continue
-        loaded_path = getattr(cdll, "_name", candidate)
-        version = check_version(library_version_code(cdll), loaded_path)
-        _declare(cdll, loaded_path)
-        return Library(cdll, loaded_path, version)
+    loaded, failures = _loader.first_that_loads(tried, _open_checked)
+    if loaded is not None:
+        return loaded
     raise UlyssesLibraryError(
         "libulysses could not be loaded; tried:\n%s\nBuild it (meson setup build && ninja -C "
         "build) and set %s to the full path of build/libulysses.so, or install it where the "
         "loader finds it." % ("\n".join(failures), ENV_VAR))
 
 
-_lock = threading.Lock()
-_library = None
-
-
-def library():
-    """The process's libulysses, loaded on first use and kept."""
-    global _library
-    with _lock:
-        if _library is None:
-            _library = load_library()
-        return _library
+# The process's libulysses, loaded on first use and kept.
+library = _loader.Lazy(load_library)

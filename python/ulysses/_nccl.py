@@ -9,7 +9,8 @@ nvidia-nccl wheel's copy, otherwise the loader's search path.
 import ctypes
 import importlib.util
 import os
-import threading
+
+from . import _loader
 
 NCCL_SONAME = "libnccl.so.2"
 NCCL_UNIQUE_ID_BYTES = 128
@@ -127,22 +128,13 @@ class Nccl:
         self._check("ncclCommDestroy", self.cdll.ncclCommDestroy(comm))
 
 
-_lock = threading.Lock()
-_nccl = None
+def load():
+    """The first NCCL of candidates() that loads (see the module's docstring)."""
+    nccl, failures = _loader.first_that_loads(candidates(), Nccl)
+    if nccl is None:
+        raise OSError("NCCL could not be loaded; tried:\n" + "\n".join(failures))
+    return nccl
 
 
-def library():
-    """The process's NCCL (loaded once; see the module's docstring for the order)."""
-    global _nccl
-    with _lock:
-        if _nccl is None:
-            failures = []
-            for where, path in candidates():
-                try:
-                    _nccl = Nccl(path)
-                    break
-                except OSError as error:
-                    failures.append("  %s (%s): %s" % (path, where, error))
-            else:
-                raise OSError("NCCL could not be loaded; tried:\n" + "\n".join(failures))
-        return _nccl
+# The process's NCCL, loaded on first use and kept.
+library = _loader.Lazy(load)

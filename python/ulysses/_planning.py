@@ -1,12 +1,10 @@
 """Host arithmetic a framework binding needs before it allocates: the head split
-(the library's, re-derived from the header's definition), the rows of each side
-of an exchange, and the checking of host lengths. Pure Python, no torch, so the
-CPU tests check it against the library's own buffer sizes.
+(the library's, re-derived from the header's definition) and the rows of each
+side of an exchange. Pure arithmetic on ints, no torch and no state, so the CPU
+tests check it against the library's own buffer sizes.
 """
 
-import operator
-
-from ._types import MAX_LENGTH, Op
+from ._types import Op
 
 
 def head_begin(heads, n_ranks, rank):
@@ -58,50 +56,6 @@ def local_kv_counts(kv_heads, query_heads, n_ranks, rank):
     for i in range(query_count):
         counts[(query_begin + i) // group - kv_begin] += 1
     return counts
-
-
-def host_lengths(lengths, n_ranks, read_device=None):
-    """lengths as a tuple of n_ranks ints, checked. lengths: host ints, a list of
-    one-element tensors (VILA's globals) or one tensor of n_ranks lengths.
-    Device tensors are read with read_device(tensors) -> their values as one
-    list of ints, one synchronisation for all of them; without read_device they
-    are refused, as reading them would synchronise the host."""
-    if getattr(lengths, "is_cuda", False):
-        values = _read_device("lengths is a device tensor", read_device, [lengths])
-    else:
-        values = list(lengths)
-        on_device = [i for i, value in enumerate(values) if getattr(value, "is_cuda", False)]
-        if on_device:
-            _need_reader("lengths[%d] is a device tensor" % on_device[0], read_device)
-            for i in on_device:
-                if values[i].numel() != 1:
-                    raise ValueError("lengths[%d] has %d elements; each element is one rank's "
-                                     "length" % (i, values[i].numel()))
-            read = _read_device("lengths", read_device, [values[i] for i in on_device])
-            for i, value in zip(on_device, read):
-                values[i] = value
-    values = [operator.index(value) for value in values]
-    if len(values) != n_ranks:
-        raise ValueError("%d lengths for %d ranks" % (len(values), n_ranks))
-    for i, value in enumerate(values):
-        if not 0 <= value <= MAX_LENGTH:
-            raise ValueError("lengths[%d] is %d; it must be in [0, %d]" % (i, value, MAX_LENGTH))
-    return tuple(values)
-
-
-def _need_reader(what, read_device):
-    if read_device is None:
-        raise TypeError("%s; host lengths are needed (a list of ints): gather them once per "
-                        "step, or use capacity mode with a device length" % what)
-
-
-def _read_device(what, read_device, tensors):
-    _need_reader(what, read_device)
-    values = list(read_device(tensors))
-    expected = sum(tensor.numel() for tensor in tensors)
-    if len(values) != expected:
-        raise RuntimeError("reading %d device lengths gave %d values" % (expected, len(values)))
-    return values
 
 
 def exact_rows(op, lengths, rank, input_rows):

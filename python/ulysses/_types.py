@@ -7,6 +7,7 @@ function), so this file is updated together with the header.
 
 import ctypes
 import enum
+import functools
 
 # The header this package was written for (ULYSSES_MAJOR/MINOR/PATCH).
 MAJOR = 0
@@ -98,11 +99,40 @@ class Path(enum.IntEnum):
 _c_enum = ctypes.c_int
 
 
+def refuses_c_names(**renamed):
+    """A decorator: the function refuses the C API's camelCase keywords that the
+    Python API spells in snake_case, with a TypeError naming the new keyword
+    (renamed: C name=Python name)."""
+    def decorate(function):
+        @functools.wraps(function)
+        def checked(*args, **kwargs):
+            for c_name, name in renamed.items():
+                if c_name in kwargs:
+                    raise TypeError("%s() takes %s=, not the C name %s="
+                                    % (function.__qualname__.split(".")[0], name, c_name))
+            return function(*args, **kwargs)
+        return checked
+    return decorate
+
+
+def _c_field(c_name, convert=None):
+    """A snake_case attribute of a ctypes struct that reads and writes its C field."""
+    def read(self):
+        value = getattr(self, c_name)
+        return convert(value) if convert is not None else value
+
+    def write(self, value):
+        setattr(self, c_name, int(value))
+    return property(read, write, doc="The C field %s." % c_name)
+
+
 class Layout(ctypes.Structure):
     """ulyssesLayout_t: one tensor's shape, described on its sequence side.
 
-    size is filled in (sizeof(ulyssesLayout_t) as ctypes lays it out); the
-    positional arguments are the fields after it.
+    Layout(batch, heads, head_dim, element_size, packed=1, order=Order.BSHD,
+    query_heads=0, dtype=DataType.OPAQUE); size is filled in (sizeof as ctypes
+    lays it out). The fields keep the header's names inside (headDim, ...); the
+    snake_case attributes read and write them.
     """
     _fields_ = [
         ("size", ctypes.c_size_t),
@@ -115,11 +145,21 @@ class Layout(ctypes.Structure):
         ("queryHeads", ctypes.c_int64),
         ("dataType", _c_enum),
     ]
+    # The constructor's keywords, in the order of the fields after size.
+    KEYWORDS = ("batch", "heads", "head_dim", "element_size", "packed", "order", "query_heads",
+                "dtype")
 
-    def __init__(self, batch, heads, headDim, elementSize, packed=1, order=Order.BSHD,
-                 queryHeads=0, dataType=DataType.OPAQUE):
-        super().__init__(ctypes.sizeof(Layout), batch, heads, headDim, elementSize, packed,
-                         int(order), queryHeads, int(dataType))
+    head_dim = _c_field("headDim")
+    element_size = _c_field("elementSize")
+    query_heads = _c_field("queryHeads")
+    dtype = _c_field("dataType", DataType)
+
+    @refuses_c_names(headDim="head_dim", elementSize="element_size", queryHeads="query_heads",
+                     dataType="dtype")
+    def __init__(self, batch, heads, head_dim, element_size, packed=1, order=Order.BSHD,
+                 query_heads=0, dtype=DataType.OPAQUE):
+        super().__init__(ctypes.sizeof(Layout), batch, heads, head_dim, element_size, packed,
+                         int(order), query_heads, int(dtype))
 
     def key(self):
         """The fields after size as a tuple, in the constructor's order
@@ -133,7 +173,7 @@ class Layout(ctypes.Structure):
         return hash(self.key())
 
     def __repr__(self):
-        fields = ", ".join("%s=%r" % (name, getattr(self, name)) for name, _ in self._fields_[1:])
+        fields = ", ".join("%s=%r" % pair for pair in zip(self.KEYWORDS, self.key()))
         return "Layout(%s)" % fields
 
 
@@ -160,8 +200,9 @@ SEGMENT_SIZE_MIN = ctypes.sizeof(Segment)
 class Config(ctypes.Structure):
     """ulyssesConfig_t, filled as ULYSSES_CONFIG_INITIALIZER fills it.
 
-    checkPlans, onePass: None leaves the library's default (the ULYSSES_CHECK
-    and ULYSSES_ONE_PASS environment variables), True or False set it.
+    check_plans, one_pass: None leaves the library's default (the ULYSSES_CHECK
+    and ULYSSES_ONE_PASS environment variables), True or False set it. The
+    fields keep the header's names inside (checkPlans, onePass).
     """
     _fields_ = [
         ("size", ctypes.c_size_t),
@@ -171,8 +212,12 @@ class Config(ctypes.Structure):
         ("onePass", ctypes.c_int),
     ]
 
-    def __init__(self, checkPlans=None, onePass=None):
+    check_plans = _c_field("checkPlans")
+    one_pass = _c_field("onePass")
+
+    @refuses_c_names(checkPlans="check_plans", onePass="one_pass")
+    def __init__(self, check_plans=None, one_pass=None):
         def setting(value):
             return CONFIG_UNDEF_INT if value is None else int(bool(value))
-        super().__init__(ctypes.sizeof(Config), CONFIG_MAGIC, VERSION_CODE, setting(checkPlans),
-                         setting(onePass))
+        super().__init__(ctypes.sizeof(Config), CONFIG_MAGIC, VERSION_CODE, setting(check_plans),
+                         setting(one_pass))

@@ -52,7 +52,6 @@ import torch
 import torch.distributed as dist
 
 from . import _api, _lengths, _nccl, _planning
-from . import vila as _vila
 from ._types import DataType, Layout, Op, Order
 
 __all__ = [
@@ -74,7 +73,7 @@ _FLOAT_TYPES = {
 
 
 def element_type(dtype):
-    """(elementSize, DataType) of a torch dtype: the float types the library can
+    """(element_size, DataType) of a torch dtype: the float types the library can
     sum, every other dtype moved as opaque bytes."""
     return dtype.itemsize, _FLOAT_TYPES.get(dtype, DataType.OPAQUE)
 
@@ -247,7 +246,7 @@ def _read_device_lengths(tensors):
 
 
 def _host_lengths(lengths, n_ranks):
-    return _planning.host_lengths(lengths, n_ranks, _read_device_lengths)
+    return _lengths.host_lengths(lengths, n_ranks, _read_device_lengths)
 
 
 def set_lengths(lengths, group=None):
@@ -314,23 +313,17 @@ def gather_lengths(local_length, group=None):
                                     torch.cuda.current_stream(made.device).cuda_stream)
 
 
-def _call_lengths(group_comm, op, input_rows, lengths, local_length, device):
-    """(host lengths or None, device local length or None) of one call, learning
-    them where none are given (_lengths.decide), and a seq -> head's recorded
-    for the group and its hooks."""
-    state = _group_lengths(group_comm.group)
-    lengths, _ = _lengths.split_use_sync(lengths)
-    given = None if lengths is None else _host_lengths(lengths, group_comm.size)
-    mode, host, local_length = _lengths.decide(op, group_comm.size, input_rows, given,
-                                               local_length, state)
-    if mode == _lengths.LEARN:
-        gathered = _api.gather_lengths_host(input_rows, group_comm.comm,
-                                            torch.cuda.current_stream(device).cuda_stream)
-        host = _lengths.learned(gathered, group_comm.size, group_comm.rank, input_rows,
-                                _planning.host_lengths)
-    _vila.attach_if_loaded()
-    _lengths.record(state, _lengths.hooks, op, host, group_comm.group, device)
-    return host, local_length
+def _resolve(group_comm, op, input_rows, lengths, local_length, device):
+    """The _lengths.Resolved of one call; the hooks get a seq -> head's host lengths."""
+    def gather(rows):
+        return _api.gather_lengths_host(rows, group_comm.comm,
+                                        torch.cuda.current_stream(device).cuda_stream)
+    resolved = _lengths.resolve(op, group_comm.size, group_comm.rank, input_rows, lengths,
+                                local_length, _group_lengths(group_comm.group), gather,
+                                _read_device_lengths)
+    if op == Op.SEQ_TO_HEAD and resolved.lengths is not None:
+        _lengths.hooks.call(group_comm.group, resolved.lengths, device)
+    return resolved
 
 
 # ---------------------------------------------------------------------------
@@ -390,18 +383,15 @@ class _Exchanger:
         self.dtypes = list(dtypes)
         self.device = device
         n_ranks, rank = group_comm.size, group_comm.rank
-        host, local_length = _call_lengths(group_comm, op, input_rows, lengths, local_length,
-                                           device)
-        self.lengths = host
-        if host is not None:
-            self.seq_rows, self.head_rows = _planning.exact_rows(op, host, rank, input_rows)
-            self.plan = _exact_plan(n_ranks, rank, host, self.layouts)
+        resolved = _resolve(group_comm, op, input_rows, lengths, local_length, device)
+        self.lengths = resolved.lengths
+        self.seq_rows, self.head_rows = resolved.seq_rows, resolved.head_rows
+        if resolved.lengths is not None:
+            self.plan = _exact_plan(n_ranks, rank, resolved.lengths, self.layouts)
             self.snapshot = None
         else:
-            capacity, self.seq_rows, self.head_rows = _planning.capacity_rows(op, n_ranks,
-                                                                              input_rows)
-            self.capacity = capacity
-            self.snapshot = _local_length_snapshot(local_length, device)
+            capacity = self.capacity = resolved.capacity
+            self.snapshot = _local_length_snapshot(resolved.local_length, device)
             self.plan = self._capacity_plan(self.layouts)
             gathered = torch.empty(n_ranks, dtype=torch.int64, device=device)
             _api.all_gather_lengths(self.snapshot.data_ptr(), gathered.data_ptr(),
@@ -552,6 +542,23 @@ def _seq_exchanger(group, tensor, op, packed, lengths, heads, local_length, quer
                                 [packing + (my_heads, head_dim)])
 
 
+def _seq_all_to_all(ctx, group, input, reference_pairs, packed, lengths, heads, local_length,
+                    query_heads):
+    """The forward of SeqAllToAll4D and SeqAllToAll5D (ctx.op and ctx.exchanger
+    kept for the backward)."""
+    op = _lengths.reference_op(ctx.scatter_idx, ctx.gather_idx, *reference_pairs)
+    exchanger = _seq_exchanger(group, input, op, packed, lengths, heads, local_length, query_heads)
+    ctx.exchanger, ctx.op = exchanger, op
+    return exchanger.run(op, [input])[0]
+
+
+def _seq_all_to_all_backward(ctx, grad_output, inputs):
+    """The backward of SeqAllToAll4D and SeqAllToAll5D: the reverse exchange with
+    the same lengths; a gradient for group and input of forward's inputs."""
+    (grad_input,) = _Exchange.apply(ctx.exchanger, _api.reverse(ctx.op), grad_output)
+    return (None, grad_input) + (None,) * (inputs - 2)
+
+
 class SeqAllToAll4D(torch.autograd.Function):
     """SeqAllToAll4D.apply(group, input, scatter_idx, gather_idx[, lengths, heads,
     local_length, query_heads]).
@@ -568,15 +575,13 @@ class SeqAllToAll4D(torch.autograd.Function):
     @staticmethod
     def forward(ctx, group, input, scatter_idx=2, gather_idx=1, lengths=None, heads=None,
                 local_length=None, query_heads=None):
-        op = _lengths.reference_op(scatter_idx, gather_idx, (2, 1), (1, 2))
-        exchanger = _seq_exchanger(group, input, op, 1, lengths, heads, local_length, query_heads)
-        ctx.exchanger, ctx.op = exchanger, op
-        return exchanger.run(op, [input])[0]
+        ctx.scatter_idx, ctx.gather_idx = scatter_idx, gather_idx
+        return _seq_all_to_all(ctx, group, input, ((2, 1), (1, 2)), 1, lengths, heads,
+                               local_length, query_heads)
 
     @staticmethod
     def backward(ctx, grad_output):
-        (grad_input,) = _Exchange.apply(ctx.exchanger, _api.reverse(ctx.op), grad_output)
-        return (None, grad_input) + (None,) * 6
+        return _seq_all_to_all_backward(ctx, grad_output, 8)
 
 
 class SeqAllToAll5D(torch.autograd.Function):
@@ -591,15 +596,13 @@ class SeqAllToAll5D(torch.autograd.Function):
     @staticmethod
     def forward(ctx, group, input, scatter_idx=3, gather_idx=1, lengths=None, heads=None,
                 local_length=None):
-        op = _lengths.reference_op(scatter_idx, gather_idx, (3, 1), (1, 3))
-        exchanger = _seq_exchanger(group, input, op, 3, lengths, heads, local_length, None)
-        ctx.exchanger, ctx.op = exchanger, op
-        return exchanger.run(op, [input])[0]
+        ctx.scatter_idx, ctx.gather_idx = scatter_idx, gather_idx
+        return _seq_all_to_all(ctx, group, input, ((3, 1), (1, 3)), 3, lengths, heads,
+                               local_length, None)
 
     @staticmethod
     def backward(ctx, grad_output):
-        (grad_input,) = _Exchange.apply(ctx.exchanger, _api.reverse(ctx.op), grad_output)
-        return (None, grad_input) + (None,) * 5
+        return _seq_all_to_all_backward(ctx, grad_output, 7)
 
 
 def _stack_gather(group, tensor):

@@ -13,9 +13,11 @@ device, in rank order, so VILA's code that reads get_ulysses_seq_len() (the
 gathered attention mask) works unchanged. revert() undoes both.
 
 Switching only the import (from ulysses.torch import SeqAllToAll4D) keeps the
-globals updated too: the first seq -> head attaches the same writer where the
+globals updated too: this module (imported with the package) adds a lengths
+hook that, at the first seq -> head, attaches the same writer where the
 process has imported VILA's globals module (set_auto_attach(False) stops
-that). Importing this module imports neither VILA nor torch.
+that); ulysses.torch knows nothing of VILA. Importing this module imports
+neither VILA nor torch.
 """
 
 import importlib
@@ -29,7 +31,7 @@ ALL_TO_ALL_MODULE = "llava.train.sequence_parallel.all_to_all"
 CLASS_NAMES = ("SeqAllToAll4D", "SeqAllToAll5D", "SeqAllGather")
 
 __all__ = ["apply", "revert", "VilaNotFoundError", "GlobalsWriter", "attach_globals",
-           "detach_globals", "attach_if_loaded", "set_auto_attach", "replace_classes"]
+           "detach_globals", "attach_if_loaded", "auto_attach", "set_auto_attach", "replace_classes"]
 
 
 class VilaNotFoundError(ImportError):
@@ -77,12 +79,13 @@ _replaced = []
 _originals = {}
 
 
-def attach_globals(globals_module, make=reference_format, hooks=None):
+def attach_globals(globals_module, make=None, hooks=None):
     """Keeps globals_module's set_ulysses_seq_len updated after each seq -> head
-    (replacing the writer attached before, if any). Returns the writer."""
+    (replacing the writer attached before, if any); make: the globals' value
+    (default reference_format). Returns the writer."""
     global _writer, _writer_handle
     detach_globals()
-    _writer = GlobalsWriter(globals_module, make)
+    _writer = GlobalsWriter(globals_module, make or reference_format)
     _writer_handle = (hooks if hooks is not None else _lengths.hooks).add(_writer)
     return _writer
 
@@ -110,6 +113,19 @@ def attach_if_loaded(hooks=None):
         if module is not None and hasattr(module, "set_ulysses_seq_len"):
             return attach_globals(module, hooks=hooks)
     return _writer
+
+
+def auto_attach(group, lengths, device):
+    """The lengths hook this module adds: attaches the globals writer where
+    VILA's globals module is loaded and none is attached, and hands it this
+    call's lengths (the writer is a hook from then on)."""
+    if _writer is None:
+        writer = attach_if_loaded()
+        if writer is not None:
+            writer(group, lengths, device)
+
+
+_lengths.hooks.add(auto_attach)
 
 
 def replace_classes(replacements, package=PACKAGE, modules=None):
