@@ -15,8 +15,10 @@
  * NCCL has no symmetric memory). So the scenario checks what holds on
  * either: a reason always, the staged path for one rank, the same path on
  * every rank, and the exchange into ulyssesMemAlloc memory exact with
- * nothing written past the output. ulyssesMemAlloc itself may be refused
- * (NCCL's call): then with a clear NCCL error.
+ * nothing written past the output. ULYSSES_TEST_EXPECT_PATH=onepass or
+ * staged, where the run knows what NCCL grants, makes the path of more than
+ * one rank a check too. ulyssesMemAlloc itself may be refused (NCCL's call):
+ * then with a clear NCCL error.
  *----------------------------------------------------------------------*/
 /* The smallest and the largest path of the ranks, all-reduced on nccl. */
 static void pathRange(ncclComm_t nccl, ulyssesPath_t path, int* smallest, int* largest) {
@@ -40,6 +42,9 @@ static const char* pathName(ulyssesPath_t path) {
 static void runOnePassRequestedScenario(const Suite* suite, int argument) {
   (void)argument;
   ncclComm_t nccl = suite->nccl;
+  /* Where the run knows what NCCL grants (the device run's P2P steps), it
+   * says so, and the path must be that one. */
+  const char* expected = getenv("ULYSSES_TEST_EXPECT_PATH");
   setScenario("one pass requested: comm");
   ulyssesConfig_t config = ULYSSES_CONFIG_INITIALIZER;
   config.onePass = 1;
@@ -66,6 +71,9 @@ static void runOnePassRequestedScenario(const Suite* suite, int argument) {
     if (allocated != ulyssesErrorNcclError || *ulyssesGetLastError() == '\0')
       reportFailure("ulyssesMemAlloc: %s (\"%s\")", ulyssesGetErrorString(allocated),
                     ulyssesGetLastError());
+    if (expected != NULL && strcmp(expected, "onepass") == 0 && gRanks > 1)
+      reportFailure("ulyssesMemAlloc refused where ULYSSES_TEST_EXPECT_PATH=onepass: %s",
+                    ulyssesGetLastError());
     if (gRank == 0) printf("rank 0: ulyssesMemAlloc refused here: %s\n", ulyssesGetLastError());
   } else {
     setScenario("one pass requested: the path");
@@ -85,6 +93,17 @@ static void runOnePassRequestedScenario(const Suite* suite, int argument) {
     if (smallest != largest)
       reportFailure("the ranks disagree on the path (some staged, some one pass); this rank's: "
                     "%s (\"%s\")", pathName(path), reason != NULL ? reason : "(null)");
+    if (expected != NULL && *expected != '\0') {
+      gChecks++;
+      ulyssesPath_t expectedPath = strcmp(expected, "onepass") == 0  ? ulyssesPathOnePass
+                                   : strcmp(expected, "staged") == 0 ? ulyssesPathStaged
+                                                                     : (ulyssesPath_t)-1;
+      if (expectedPath == (ulyssesPath_t)-1)
+        reportFailure("ULYSSES_TEST_EXPECT_PATH=%s: it must be onepass or staged", expected);
+      else if (gRanks > 1 && path != expectedPath)
+        reportFailure("the path is %s (\"%s\"), not the %s that ULYSSES_TEST_EXPECT_PATH names",
+                      pathName(path), reason != NULL ? reason : "(null)", expected);
+    }
     if (gRank == 0)
       printf("rank 0: one pass requested, %d rank(s): path %s: %s\n", gRanks, pathName(path),
              reason != NULL ? reason : "(null)");
