@@ -53,22 +53,24 @@ void sideRowsLocate(const sideRows* side, int64_t bufferRow, int64_t* entry, int
   }
 }
 
-void densify(const sideRows* side, const void* buffer, void* dense) {
+/* Every run between the buffer and the dense tensor, toBuffer saying which way. */
+static void copyRuns(const sideRows* side, unsigned char* buffer, unsigned char* dense,
+                     int toBuffer) {
   for (int64_t run = 0; run < sideRowsRunCount(side); run++) {
     size_t bufferOffset, denseOffset, bytes;
     sideRowsRun(side, run, &bufferOffset, &denseOffset, &bytes);
-    if (bytes > 0)
-      memcpy((unsigned char*)dense + denseOffset, (const unsigned char*)buffer + bufferOffset,
-             bytes);
+    if (bytes == 0) continue;
+    if (toBuffer)
+      memcpy(buffer + bufferOffset, dense + denseOffset, bytes);
+    else
+      memcpy(dense + denseOffset, buffer + bufferOffset, bytes);
   }
 }
 
+void densify(const sideRows* side, const void* buffer, void* dense) {
+  copyRuns(side, (unsigned char*)(uintptr_t)buffer, dense, 0);
+}
+
 void scatterDense(const sideRows* side, const void* dense, void* buffer) {
-  for (int64_t run = 0; run < sideRowsRunCount(side); run++) {
-    size_t bufferOffset, denseOffset, bytes;
-    sideRowsRun(side, run, &bufferOffset, &denseOffset, &bytes);
-    if (bytes > 0)
-      memcpy((unsigned char*)buffer + bufferOffset, (const unsigned char*)dense + denseOffset,
-             bytes);
-  }
+  copyRuns(side, buffer, (unsigned char*)(uintptr_t)dense, 1);
 }
