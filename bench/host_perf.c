@@ -4,10 +4,12 @@
  *
  *   build/bench/host_perf [-p 2,4,...] [-t 1,3] [-n ITERATIONS] [-j FILE]
  *
- * An exchange here is the library's checked entry behind ulyssesExchangeMulti
- * (every argument validated, then the whole pipeline enqueued) against a
- * backend whose calls return at once; the public entry adds a registry lookup
- * and cudaGetDevice. The buffers are address ranges that are never touched. */
+ * An exchange here is ulyssesEnqueueExchange, what ulyssesExchangeMulti runs
+ * (every argument validated, the path chosen, then the whole pipeline
+ * enqueued), on a comm of rank 0 without the plan check or one pass and a
+ * backend whose calls return at once; the public entry adds the comm's
+ * reference and cudaGetDevice. The buffers are address ranges that are
+ * never touched. */
 #define _POSIX_C_SOURCE 200809L
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,8 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "enqueue.h"
 #include "host_perf_version.h"
-#include "pipeline.h"
 
 #define MAX_RANK_COUNTS 16
 #define MAX_TENSOR_COUNTS 4
@@ -137,6 +139,9 @@ typedef struct {
   void* recvbuffs[3];
   void* workspace;
   size_t workspaceBytes;
+  struct ulyssesComm comm;
+  struct ulyssesOnePassState onePass;
+  ulyssesCall call;
   ulyssesBackend backend;
 } exchangeCall;
 
@@ -155,16 +160,33 @@ static void prepareExchange(exchangeCall* e, const setting* s, ulyssesPlan_t pla
   }
   ulyssesGetWorkspaceSize(plan, op, &e->workspaceBytes);
   e->workspace = (void*)cursor;
-  ulyssesBackend backend = {NULL,          doNothingAllGather, doNothingGroup, doNothingGroup,
-                            doNothingSend, doNothingRecv,      doNothingTable, doNothingCopy};
+  memset(&e->comm, 0, sizeof e->comm);
+  memset(&e->onePass, 0, sizeof e->onePass);
+  e->comm.nRanks = s->nRanks;
+  e->comm.onePass = &e->onePass;
+  e->onePass.support.commRanks = s->nRanks;
+  ulyssesCall call = {.plan = plan,
+                      .op = op,
+                      .nTensors = s->nTensors,
+                      .sendbuffs = e->sendbuffs,
+                      .recvbuffs = e->recvbuffs,
+                      .workspace = e->workspace,
+                      .workspaceSize = e->workspaceBytes,
+                      .comm = &e->comm};
+  e->call = call;
+  ulyssesBackend backend = {.allGather = doNothingAllGather,
+                            .groupStart = doNothingGroup,
+                            .groupEnd = doNothingGroup,
+                            .send = doNothingSend,
+                            .recv = doNothingRecv,
+                            .launchTable = doNothingTable,
+                            .launchCopy = doNothingCopy};
   e->backend = backend;
 }
 
 static int exchangeOnce(void* context) {
   exchangeCall* e = context;
-  ulyssesResult_t result =
-      ulyssesExchange(e->plan, e->s->nRanks, 0, e->op, e->s->nTensors, e->sendbuffs, e->recvbuffs,
-                      e->workspace, e->workspaceBytes, NULL, &e->backend);
+  ulyssesResult_t result = ulyssesEnqueueExchange(&e->call, &e->backend);
   if (result == ulyssesSuccess) return 0;
   fprintf(stderr, "host_perf: %s: %s: %s\n", opNames[e->op], ulyssesGetErrorString(result),
           ulyssesGetLastError());

@@ -354,9 +354,14 @@ static ulyssesResult_t keepCopy(void* context, const ulyssesCopyArgs* args, int6
 static int captureLaunch(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* const* users,
                          void* workspace, stageLaunch* launch) {
   memset(launch, 0, sizeof *launch);
-  ulyssesBackend backend = {launch, NULL, NULL, NULL, NULL, NULL, keepNoTable, keepCopy};
-  ULYSSESCHECK(ulyssesRunStage(plan, op, isPack ? ULYSSES_SEND : ULYSSES_RECV,
-                               (const void* const*)users, NULL, workspace, NULL, &backend));
+  ulyssesBackend backend = {.context = launch, .launchTable = keepNoTable, .launchCopy = keepCopy};
+  ulyssesCall call = {.plan = plan,
+                      .op = op,
+                      .nTensors = plan->nTensors,
+                      .sendbuffs = (const void* const*)users,
+                      .recvbuffs = users,
+                      .workspace = workspace};
+  ULYSSESCHECK(ulyssesRunStage(&call, isPack ? ULYSSES_SEND : ULYSSES_RECV, &backend));
   if (launch->copies > 0) {
     CUDACHECK(ulyssesCopyWave(&launch->args, &launch->wave));
     launch->gridBlocks = ulyssesShareWave(&launch->args, launch->wave);

@@ -53,7 +53,8 @@
  *    backend (tests/sim_backend.c): the ranks' messages match, the guard
  *    zones around every buffer are intact, the status bits are those of the
  *    device lengths, and the outputs equal the CPU reference;
- *  - ulyssesExchange and ulyssesStage, with fuzzed pointers (NULL,
+ *  - ulyssesEnqueueExchange and ulyssesEnqueueStage (what the public
+ *    exchanges and stages run through), with fuzzed pointers (NULL,
  *    overlapping, adjacent, misaligned) and sizes, accept exactly what the
  *    documented rules accept; when they refuse, nothing was recorded. */
 #include <limits.h>
@@ -63,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "enqueue.h"
 #include "error.h"
 #include "harness.h"
 #include "pipeline.h"
@@ -911,9 +913,19 @@ static void simulate(const fuzzCase* c, ulyssesPlan_t* plans, int op) {
     }
     void* workspaceData = nullEmpty && workspaceBytes[r] == 0 ? NULL : workspace[r].data;
     ulyssesBackend backend = simBackendOf(world, r);
+    simComm comm;
+    simCommInit(&comm, n, r);
+    ulyssesCall call = {.plan = plans[r],
+                        .op = (ulyssesOp_t)op,
+                        .nTensors = T,
+                        .sendbuffs = sendbuffs,
+                        .recvbuffs = recvbuffs,
+                        .workspace = workspaceData,
+                        .workspaceSize = workspaceBytes[r],
+                        .deviceStatus = &status[r],
+                        .comm = &comm.comm};
     ulyssesClearError();
-    ulyssesResult_t result = ulyssesExchange(plans[r], n, r, (ulyssesOp_t)op, T, sendbuffs, recvbuffs,
-                                             workspaceData, workspaceBytes[r], &status[r], &backend);
+    ulyssesResult_t result = ulyssesEnqueueExchange(&call, &backend);
     if (headSumOpaque) {
       CHECK(result == ulyssesErrorUnsupportedElementSize, "op %d rank %d: opaque kv heads summed (%s)",
             op, r, ulyssesGetErrorString(result));
@@ -1102,18 +1114,24 @@ static void fuzzCall(reader* in, const fuzzCase* c, ulyssesPlan_t plan) {
   uint32_t status = 0;
   ulyssesClearError();
   ulyssesResult_t result;
-  const char* what = stage ? "ulyssesStage" : "ulyssesExchange";
-  if (stage) {
-    const void* const* userBuffers = stageSide == ULYSSES_SEND
-                                         ? (sendArrayNull ? NULL : sendbuffs)
-                                         : (recvArrayNull ? NULL : (const void* const*)recvbuffs);
-    result = ulyssesStage(plan, (ulyssesOp_t)op, stageSide, nTensors, userBuffers, deviceLengths,
-                          deviceStatus, workspace, workspaceSize, &backend);
-  } else {
-    result = ulyssesExchange(plan, commRanks, commRank, (ulyssesOp_t)op, nTensors,
-                             sendArrayNull ? NULL : sendbuffs, recvArrayNull ? NULL : recvbuffs,
-                             workspace, workspaceSize, &status, &backend);
-  }
+  const char* what = stage ? "ulyssesEnqueueStage" : "ulyssesEnqueueExchange";
+  simComm comm;
+  simCommInit(&comm, commRanks, commRank);
+  /* A stage reads only its side's array. */
+  ulyssesCall call = {.plan = plan,
+                      .op = (ulyssesOp_t)op,
+                      .nTensors = nTensors,
+                      .sendbuffs = sendArrayNull ? NULL : sendbuffs,
+                      .recvbuffs = recvArrayNull ? NULL : recvbuffs,
+                      .workspace = workspace,
+                      .workspaceSize = workspaceSize,
+                      .deviceLengths = stage ? deviceLengths : NULL,
+                      .deviceStatus = stage ? deviceStatus : &status,
+                      .comm = stage ? NULL : &comm.comm};
+  if (stage)
+    result = ulyssesEnqueueStage(&call, stageSide, &backend);
+  else
+    result = ulyssesEnqueueExchange(&call, &backend);
   trace("  %s, op %d: %s %s (the rules say %s)\n", what, op, ulyssesGetErrorString(result),
         ulyssesGetLastError(), valid ? "valid" : "invalid");
   if (result == ulyssesSuccess) {
@@ -1127,8 +1145,16 @@ static void fuzzCall(reader* in, const fuzzCase* c, ulyssesPlan_t plan) {
           ulyssesGetErrorString(result), simCountCalls(world, c->rank));
   }
   ulyssesClearError();
-  CHECK(ulyssesExchange(NULL, n, c->rank, ulyssesOpSeqToHead, T, sendbuffs, recvbuffs, workspace,
-                        workspaceSize, &status, &backend) == ulyssesErrorNullPointer, "NULL plan");
+  simCommInit(&comm, n, c->rank);
+  ulyssesCall noPlan = {.op = ulyssesOpSeqToHead,
+                        .nTensors = T,
+                        .sendbuffs = sendbuffs,
+                        .recvbuffs = recvbuffs,
+                        .workspace = workspace,
+                        .workspaceSize = workspaceSize,
+                        .deviceStatus = &status,
+                        .comm = &comm.comm};
+  CHECK(ulyssesEnqueueExchange(&noPlan, &backend) == ulyssesErrorNullPointer, "NULL plan");
   simDestroy(world);
   free(sendbuffs);
   free(recvbuffs);

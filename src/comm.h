@@ -1,11 +1,12 @@
-/* The library's communicator and its backend: the NCCL calls and kernel
- * launches of the pipeline, on the caller's stream and the comm's device. */
+/* The library's communicator, and what the files that work on it share: its
+ * CUDA backend, its device, its references and its one-pass state. */
 #ifndef ULYSSES_COMM_H_
 #define ULYSSES_COMM_H_
 
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "one_pass.h"
 #include "pipeline.h"
 
 /* Plans whose check passed eagerly, remembered so that a capture of the same
@@ -44,16 +45,12 @@ struct ulyssesComm {
   /* The registry's reference while the comm is live, plus one per public call
    * in progress; under the registry's lock. The last release frees. */
   int references;
-  struct ulyssesOnePassState* onePass; /* src/one_pass.h */
+  struct ulyssesOnePassState* onePass;
 };
 
-typedef struct {
-  struct ulyssesComm* comm; /* NULL for the local stages, which call no NCCL */
-  cudaStream_t stream;
-} ulyssesCudaContext;
-
-/* The library's backend over context. */
-ulyssesBackend ulyssesCudaBackend(ulyssesCudaContext* context);
+/* The library's backend for call: NCCL on call->comm (none for the local
+ * stages) and the kernels, on call->stream (src/cuda_backend.c). */
+ulyssesBackend ulyssesCudaBackend(const ulyssesCall* call);
 
 ulyssesResult_t ulyssesCudaCheck(cudaError_t error, const char* what);
 
@@ -62,11 +59,32 @@ ulyssesResult_t ulyssesCudaCheck(cudaError_t error, const char* what);
  * (ncclInProgress), so that what follows on the stream comes after NCCL's work. */
 ulyssesResult_t ulyssesNcclCheck(ncclResult_t result, ncclComm_t comm, const char* what);
 
-/* For the entry points of other files, as src/api.c's own: a call takes a
+/* Runs work on the comm's device, as NCCL does, and restores the caller's. */
+typedef struct {
+  int previous;
+  int switched;
+} ulyssesDeviceGuard;
+
+ulyssesResult_t ulyssesEnterDevice(int device, ulyssesDeviceGuard* guard);
+void ulyssesLeaveDevice(const ulyssesDeviceGuard* guard);
+
+/* For every public entry point on a comm (src/comm.c): a call takes a
  * reference to a live comm (refused if aborted, unless allowAborted) and
  * gives it back when it returns, so that a concurrent ulyssesCommDestroy
  * frees nothing in use. */
 ulyssesResult_t ulyssesAcquireComm(struct ulyssesComm* comm, int allowAborted);
 void ulyssesReleaseComm(struct ulyssesComm* comm);
+
+/* The comm's one-pass state (src/one_pass_comm.c). At ulyssesCommCreate
+ * (collective), after the comm's size is known: what the comm supports;
+ * where enabled, the NCCL device comm (its failure only means the staged
+ * path). */
+ulyssesResult_t ulyssesOnePassCreate(struct ulyssesComm* comm, int enabled, int runtimeNcclVersion);
+/* At ulyssesCommDestroy (collective then): frees the symmetric allocations
+ * left, in allocation order. comm->onePass may be NULL. */
+ulyssesResult_t ulyssesOnePassDestroy(struct ulyssesComm* comm);
+/* Deregisters (unless the comm was aborted, which took its windows) and
+ * frees one allocation of ulyssesMemAlloc; the first failure is returned. */
+ulyssesResult_t ulyssesOnePassRelease(ncclComm_t nccl, int commAborted, void* ptr, void* window);
 
 #endif /* ULYSSES_COMM_H_ */

@@ -92,23 +92,4 @@ struct ulyssesOnePassState {
   void* devComm; /* ulyssesOnePassDevCommCreate's, or NULL */
 };
 
-struct ulyssesComm;
-/* At ulyssesCommCreate (collective), after the comm's size is known: what
- * the comm supports; where enabled, the NCCL device comm (its failure only
- * means the staged path). */
-ulyssesResult_t ulyssesOnePassCreate(struct ulyssesComm* comm, int enabled, int runtimeNcclVersion);
-/* At ulyssesCommDestroy (collective then): frees the symmetric allocations
- * left, in allocation order. comm->onePass may be NULL. */
-ulyssesResult_t ulyssesOnePassDestroy(struct ulyssesComm* comm);
-/* The one-pass exchange, enqueued on stream (the comm's device current). */
-ulyssesResult_t ulyssesOnePassExchange(const struct ulyssesComm* comm,
-                                       const struct ulyssesPlan* plan, ulyssesOp_t op,
-                                       const void* const* sendbuffs, void* const* recvbuffs,
-                                       cudaStream_t stream);
-/* The path of an exchange whose arguments have been checked, logged under
- * ULYSSES_DEBUG=INFO. */
-ulyssesResult_t ulyssesOnePassPath(const struct ulyssesComm* comm, const struct ulyssesPlan* plan,
-                                   ulyssesOp_t op, void* const* recvbuffs, int* path,
-                                   const char** reason);
-
 #endif /* ULYSSES_ONE_PASS_H_ */

@@ -3,7 +3,6 @@
 #include <string.h>
 
 #include "error.h"
-#include "log.h"
 
 /* A place in the workspace; none when the plan needs no workspace. */
 static void* at(void* workspace, size_t offset) {
@@ -37,11 +36,19 @@ static ulyssesResult_t enqueueTable(const struct ulyssesPlan* plan,
   return ulyssesSuccess;
 }
 
+/* The caller's buffers of one side of call. */
+static const void* const* userBuffersOf(const ulyssesCall* call, ulyssesSide side) {
+  return side == ULYSSES_SEND ? call->sendbuffs : (const void* const*)call->recvbuffs;
+}
+
 /* The copy of one side of every tensor; returns whether any tensor needs it. */
-static int buildCopy(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side,
-                     const void* const* userBuffers, void* workspace,
-                     const ulyssesWorkspaceLayout* layout, ulyssesCopyArgs* args,
+static int buildCopy(const ulyssesCall* call, ulyssesSide side, ulyssesCopyArgs* args,
                      int64_t* maxRuns) {
+  const struct ulyssesPlan* plan = call->plan;
+  ulyssesOp_t op = call->op;
+  const void* const* userBuffers = userBuffersOf(call, side);
+  void* workspace = call->workspace;
+  const ulyssesWorkspaceLayout* layout = &plan->ops[op].workspace;
   memset(args, 0, sizeof *args);
   args->toSegments = side == ULYSSES_SEND;
   args->nRanks = plan->nRanks;
@@ -111,32 +118,28 @@ static int buildCopy(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide
   return anyActive;
 }
 
-static const void* segmentAddress(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
-                                  ulyssesSide side, int peer, const void* userBuffer,
-                                  void* workspace, const ulyssesWorkspaceLayout* layout,
+static const void* segmentAddress(const ulyssesCall* call, int tensor, ulyssesSide side, int peer,
                                   size_t* bytes) {
-  ulyssesSegment_t segment = ulyssesPlanSegment(plan, op, tensor, side, peer);
+  const struct ulyssesPlan* plan = call->plan;
+  ulyssesSegment_t segment = ulyssesPlanSegment(plan, call->op, tensor, side, peer);
   *bytes = segment.bytes;
   /* An empty segment has no address (its buffer may be NULL); it is not posted. */
   if (segment.bytes == 0) return NULL;
   if (segment.place == ulyssesSegmentInUserBuffer)
-    return (const unsigned char*)userBuffer + segment.offset;
-  return (const unsigned char*)workspace + layout->regionOffset[side][tensor] + segment.offset;
+    return (const unsigned char*)userBuffersOf(call, side)[tensor] + segment.offset;
+  return (const unsigned char*)call->workspace +
+         plan->ops[call->op].workspace.regionOffset[side][tensor] + segment.offset;
 }
 
-static ulyssesResult_t postMessages(const struct ulyssesPlan* plan, ulyssesOp_t op,
-                                    const void* const* sendbuffs, void* const* recvbuffs,
-                                    void* workspace, const ulyssesWorkspaceLayout* layout,
-                                    const ulyssesBackend* backend) {
+static ulyssesResult_t postMessages(const ulyssesCall* call, const ulyssesBackend* backend) {
+  const struct ulyssesPlan* plan = call->plan;
   ULYSSES_CHECK(backend->groupStart(backend->context));
   ulyssesResult_t result = ulyssesSuccess;
   for (int peer = 0; peer < plan->nRanks && result == ulyssesSuccess; peer++)
     for (int t = 0; t < plan->nTensors && result == ulyssesSuccess; t++) {
       size_t sendBytes, recvBytes;
-      const void* sendAddress = segmentAddress(plan, op, t, ULYSSES_SEND, peer, sendbuffs[t],
-                                               workspace, layout, &sendBytes);
-      const void* recvAddress = segmentAddress(plan, op, t, ULYSSES_RECV, peer, recvbuffs[t],
-                                               workspace, layout, &recvBytes);
+      const void* sendAddress = segmentAddress(call, t, ULYSSES_SEND, peer, &sendBytes);
+      const void* recvAddress = segmentAddress(call, t, ULYSSES_RECV, peer, &recvBytes);
       /* Both sides compute the same byte count for each pair, so skipping
        * empty messages is agreed without talking. */
       if (sendBytes > 0) result = backend->send(backend->context, sendAddress, sendBytes, peer);
@@ -148,85 +151,37 @@ static ulyssesResult_t postMessages(const struct ulyssesPlan* plan, ulyssesOp_t 
   return result != ulyssesSuccess ? result : endResult;
 }
 
-ulyssesResult_t ulyssesRunExchange(const struct ulyssesPlan* plan, ulyssesOp_t op,
-                                   const void* const* sendbuffs, void* const* recvbuffs,
-                                   void* workspace, uint32_t* status,
-                                   const ulyssesBackend* backend) {
-  const ulyssesWorkspaceLayout* layout = &plan->ops[op].workspace;
+ulyssesResult_t ulyssesRunExchange(const ulyssesCall* call, const ulyssesBackend* backend) {
+  const struct ulyssesPlan* plan = call->plan;
+  void* workspace = call->workspace;
+  const ulyssesWorkspaceLayout* layout = &plan->ops[call->op].workspace;
   if (plan->mode == ULYSSES_MODE_CAPACITY)
     ULYSSES_CHECK(backend->allGather(backend->context, plan->deviceLocalLength,
                                      at(workspace, layout->gatheredOffset), sizeof(int64_t)));
   if (layout->needTable)
     ULYSSES_CHECK(enqueueTable(plan, layout, workspace, at(workspace, layout->gatheredOffset),
-                               status, backend));
+                               call->deviceStatus, backend));
   ulyssesCopyArgs copy;
   int64_t maxRuns;
-  if (buildCopy(plan, op, ULYSSES_SEND, sendbuffs, workspace, layout, &copy, &maxRuns))
+  if (buildCopy(call, ULYSSES_SEND, &copy, &maxRuns))
     ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
-  ULYSSES_CHECK(postMessages(plan, op, sendbuffs, recvbuffs, workspace, layout, backend));
-  if (buildCopy(plan, op, ULYSSES_RECV, (const void* const*)recvbuffs, workspace, layout, &copy,
-                &maxRuns))
+  ULYSSES_CHECK(postMessages(call, backend));
+  if (buildCopy(call, ULYSSES_RECV, &copy, &maxRuns))
     ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
   return ulyssesSuccess;
 }
 
-ulyssesResult_t ulyssesRunStage(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side,
-                                const void* const* userBuffers, const int64_t* deviceLengths,
-                                void* workspace, uint32_t* status, const ulyssesBackend* backend) {
-  const ulyssesWorkspaceLayout* layout = &plan->ops[op].workspace;
+ulyssesResult_t ulyssesRunStage(const ulyssesCall* call, ulyssesSide side,
+                                const ulyssesBackend* backend) {
+  const struct ulyssesPlan* plan = call->plan;
+  const ulyssesWorkspaceLayout* layout = &plan->ops[call->op].workspace;
   ulyssesCopyArgs copy;
   int64_t maxRuns;
-  int copies = buildCopy(plan, op, side, userBuffers, workspace, layout, &copy, &maxRuns);
+  int copies = buildCopy(call, side, &copy, &maxRuns);
   /* Capacity mode checks the lengths even when this stage copies nothing. */
   if (layout->needTable && (copies || plan->mode == ULYSSES_MODE_CAPACITY))
-    ULYSSES_CHECK(enqueueTable(plan, layout, workspace, deviceLengths, status, backend));
+    ULYSSES_CHECK(enqueueTable(plan, layout, call->workspace, call->deviceLengths,
+                               call->deviceStatus, backend));
   if (copies) ULYSSES_CHECK(backend->launchCopy(backend->context, &copy, maxRuns));
   return ulyssesSuccess;
-}
-
-ulyssesResult_t ulyssesCheckExchange(const struct ulyssesPlan* plan, int commRanks, int commRank,
-                                     ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
-                                     void* const* recvbuffs, const void* workspace,
-                                     size_t workspaceSize) {
-  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
-  ulyssesLogSetRank(plan->rank);
-  ULYSSES_CHECK(ulyssesCheckCommShape(plan, commRanks, commRank));
-  return ulyssesCheckBuffers(plan, op, nTensors, sendbuffs, recvbuffs, workspace, workspaceSize, 1,
-                             1);
-}
-
-ulyssesResult_t ulyssesExchange(const struct ulyssesPlan* plan, int commRanks, int commRank,
-                                ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
-                                void* const* recvbuffs, void* workspace, size_t workspaceSize,
-                                uint32_t* status, const ulyssesBackend* backend) {
-  ULYSSES_CHECK(ulyssesCheckExchange(plan, commRanks, commRank, op, nTensors, sendbuffs, recvbuffs,
-                                     workspace, workspaceSize));
-  return ulyssesRunExchange(plan, op, sendbuffs, recvbuffs, workspace, status, backend);
-}
-
-ulyssesResult_t ulyssesStage(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side,
-                             int nTensors, const void* const* userBuffers,
-                             const int64_t* deviceLengths, uint32_t* deviceStatus, void* workspace,
-                             size_t workspaceSize, const ulyssesBackend* backend) {
-  if (plan == NULL) return ulyssesFail(ulyssesErrorNullPointer, "plan is NULL");
-  if (plan->mode == ULYSSES_MODE_CAPACITY) {
-    if (deviceLengths == NULL)
-      return ulyssesFail(ulyssesErrorNullPointer, "deviceLengths is NULL in capacity mode");
-    if (deviceStatus == NULL)
-      return ulyssesFail(ulyssesErrorNullPointer, "deviceStatus is NULL in capacity mode");
-    if ((uintptr_t)deviceLengths % sizeof(int64_t) != 0 ||
-        (uintptr_t)deviceStatus % sizeof(uint32_t) != 0)
-      return ulyssesFail(ulyssesErrorMisalignedPointer,
-                         "deviceLengths must be 8-byte and deviceStatus 4-byte aligned");
-  } else if (deviceLengths != NULL || deviceStatus != NULL) {
-    return ulyssesFail(ulyssesErrorInvalidArgument,
-                       "an exact-mode plan takes its lengths from the host: pass NULL "
-                       "deviceLengths and deviceStatus");
-  }
-  int isSend = side == ULYSSES_SEND;
-  ULYSSES_CHECK(ulyssesCheckBuffers(plan, op, nTensors, isSend ? userBuffers : NULL,
-                                    isSend ? NULL : (void* const*)(uintptr_t)userBuffers, workspace,
-                                    workspaceSize, isSend, !isSend));
-  return ulyssesRunStage(plan, op, side, userBuffers, deviceLengths, workspace, deviceStatus,
-                         backend);
 }

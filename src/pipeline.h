@@ -5,6 +5,7 @@
 #ifndef ULYSSES_PIPELINE_H_
 #define ULYSSES_PIPELINE_H_
 
+#include "one_pass_index.h"
 #include "plan.h"
 
 typedef struct {
@@ -17,38 +18,26 @@ typedef struct {
   ulyssesResult_t (*launchTable)(void* context, const ulyssesTableArgs* args);
   /* maxRuns: an upper bound of every tensor's run count, from the host. */
   ulyssesResult_t (*launchCopy)(void* context, const ulyssesCopyArgs* args, int64_t maxRuns);
+  /* Whether the stream is being captured into a CUDA graph, where nothing
+   * may wait for it on the host. */
+  ulyssesResult_t (*capturing)(void* context, int* capturing);
+  /* Every rank's 8 bytes of value, in rank order, into the host's values,
+   * once they have arrived (waits for the stream). */
+  ulyssesResult_t (*gatherToHost)(void* context, const void* value, void* values);
+  /* The one-pass kernel; windows[t]: this rank's window of output t. */
+  ulyssesResult_t (*launchOnePass)(void* context, const ulyssesOnePassArgs* args,
+                                   const ulyssesOnePassSync* sync, void* const* windows);
 } ulyssesBackend;
 
-/* The whole exchange: lengths, pack, NCCL group, unpack. status: where the
- * length-table kernel ORs its error bits (may be NULL in exact mode). The
- * buffers have passed ulyssesCheckBuffers. */
-ulyssesResult_t ulyssesRunExchange(const struct ulyssesPlan* plan, ulyssesOp_t op,
-                                   const void* const* sendbuffs, void* const* recvbuffs,
-                                   void* workspace, uint32_t* status,
-                                   const ulyssesBackend* backend);
+/* The whole staged exchange of call (its buffers have passed
+ * ulyssesCheckBuffers): lengths, pack, NCCL group, unpack. */
+ulyssesResult_t ulyssesRunExchange(const ulyssesCall* call, const ulyssesBackend* backend);
 
-/* One local stage alone (the public ulyssesPack and ulyssesUnpack):
- * side ULYSSES_SEND packs sendbuffs, ULYSSES_RECV unpacks into recvbuffs.
- * deviceLengths: capacity mode, every rank's length; exact mode, NULL. */
-ulyssesResult_t ulyssesRunStage(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side,
-                                const void* const* userBuffers, const int64_t* deviceLengths,
-                                void* workspace, uint32_t* status, const ulyssesBackend* backend);
-
-/* Validates every argument of an exchange, enqueuing nothing. */
-ulyssesResult_t ulyssesCheckExchange(const struct ulyssesPlan* plan, int commRanks, int commRank,
-                                     ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
-                                     void* const* recvbuffs, const void* workspace,
-                                     size_t workspaceSize);
-
-/* The checked entry points behind the public calls: every argument is
- * validated before anything is enqueued on backend. */
-ulyssesResult_t ulyssesExchange(const struct ulyssesPlan* plan, int commRanks, int commRank,
-                                ulyssesOp_t op, int nTensors, const void* const* sendbuffs,
-                                void* const* recvbuffs, void* workspace, size_t workspaceSize,
-                                uint32_t* status, const ulyssesBackend* backend);
-ulyssesResult_t ulyssesStage(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide side,
-                             int nTensors, const void* const* userBuffers,
-                             const int64_t* deviceLengths, uint32_t* deviceStatus, void* workspace,
-                             size_t workspaceSize, const ulyssesBackend* backend);
+/* One local stage alone (the public ulyssesPack and ulyssesUnpack): side
+ * ULYSSES_SEND packs call->sendbuffs, ULYSSES_RECV unpacks into
+ * call->recvbuffs. call->deviceLengths: capacity mode, every rank's length;
+ * exact mode, NULL. */
+ulyssesResult_t ulyssesRunStage(const ulyssesCall* call, ulyssesSide side,
+                                const ulyssesBackend* backend);
 
 #endif /* ULYSSES_PIPELINE_H_ */

@@ -195,9 +195,23 @@ static ulyssesResult_t checkTensorSizes(const struct ulyssesPlan* plan, const ul
 
 static void computeOps(struct ulyssesPlan* plan);
 
-static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int mode,
-                                  const int64_t* lengths, const int64_t* deviceLocalLength,
-                                  int nTensors, const ulyssesLayout_t* layouts) {
+/* The arguments of ulyssesPlanCreateExact or ulyssesPlanCreateCapacity. */
+typedef struct {
+  int nRanks;
+  int rank;
+  int mode;
+  const int64_t* lengths; /* exact: the lengths; capacity: the capacities */
+  const int64_t* deviceLocalLength;
+  int nTensors;
+  const ulyssesLayout_t* layouts;
+} planRequest;
+
+static ulyssesResult_t createPlan(ulyssesPlan_t* out, const planRequest* request) {
+  int nRanks = request->nRanks, rank = request->rank, mode = request->mode;
+  const int64_t* lengths = request->lengths;
+  const int64_t* deviceLocalLength = request->deviceLocalLength;
+  int nTensors = request->nTensors;
+  const ulyssesLayout_t* layouts = request->layouts;
   ulyssesClearError();
   if (rank >= 0 && rank < nRanks) ulyssesLogSetRank(rank);
   const char* lengthsName = mode == ULYSSES_MODE_EXACT ? "lengths" : "capacities";
@@ -277,7 +291,8 @@ static ulyssesResult_t createPlan(ulyssesPlan_t* out, int nRanks, int rank, int 
 ULYSSES_API ulyssesResult_t ulyssesPlanCreateExact(ulyssesPlan_t* plan, int nRanks, int rank,
                                                    const int64_t* lengths, int nTensors,
                                                    const ulyssesLayout_t* layouts) {
-  return createPlan(plan, nRanks, rank, ULYSSES_MODE_EXACT, lengths, NULL, nTensors, layouts);
+  planRequest request = {nRanks, rank, ULYSSES_MODE_EXACT, lengths, NULL, nTensors, layouts};
+  return createPlan(plan, &request);
 }
 
 ULYSSES_API ulyssesResult_t ulyssesPlanCreateCapacity(ulyssesPlan_t* plan, int nRanks, int rank,
@@ -285,8 +300,9 @@ ULYSSES_API ulyssesResult_t ulyssesPlanCreateCapacity(ulyssesPlan_t* plan, int n
                                                       const int64_t* deviceLocalLength,
                                                       int nTensors,
                                                       const ulyssesLayout_t* layouts) {
-  return createPlan(plan, nRanks, rank, ULYSSES_MODE_CAPACITY, capacities, deviceLocalLength,
-                    nTensors, layouts);
+  planRequest request = {nRanks,   rank,      ULYSSES_MODE_CAPACITY, capacities, deviceLocalLength,
+                         nTensors, layouts};
+  return createPlan(plan, &request);
 }
 
 ULYSSES_API ulyssesResult_t ulyssesPlanDestroy(ulyssesPlan_t plan) {
@@ -506,10 +522,14 @@ static int rangesOverlap(const bufferRange* a, const bufferRange* b) {
   return aBegin < bBegin + b->bytes && bBegin < aBegin + a->bytes;
 }
 
-ulyssesResult_t ulyssesCheckBuffers(const struct ulyssesPlan* plan, ulyssesOp_t op, int nTensors,
-                                    const void* const* sendbuffs, void* const* recvbuffs,
-                                    const void* workspace, size_t workspaceSize, int checkSend,
-                                    int checkRecv) {
+ulyssesResult_t ulyssesCheckBuffers(const ulyssesCall* call, int checkSend, int checkRecv) {
+  const struct ulyssesPlan* plan = call->plan;
+  ulyssesOp_t op = call->op;
+  int nTensors = call->nTensors;
+  const void* const* sendbuffs = call->sendbuffs;
+  void* const* recvbuffs = call->recvbuffs;
+  const void* workspace = call->workspace;
+  size_t workspaceSize = call->workspaceSize;
   if (!ulyssesOpIsValid((int)op))
     return ulyssesFail(ulyssesErrorInvalidArgument,
                        "op is %d; it must be ulyssesOpSeqToHead, ulyssesOpHeadToSeq or "

@@ -6,6 +6,7 @@
 #ifndef ULYSSES_PLAN_H_
 #define ULYSSES_PLAN_H_
 
+#include "call.h"
 #include "ulysses.h"
 #include "ulysses_index.h"
 
@@ -83,13 +84,10 @@ size_t ulyssesPlanUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int 
 void ulyssesPlanWorkspace(const struct ulyssesPlan* plan, ulyssesOp_t op,
                           ulyssesWorkspaceLayout* layout);
 
-/* Validates a call's buffers against the plan before anything is enqueued:
- * tensor count, NULL pointers, workspace size and alignment, overlaps.
- * checkSend / checkRecv: which sides the call touches. */
-ulyssesResult_t ulyssesCheckBuffers(const struct ulyssesPlan* plan, ulyssesOp_t op, int nTensors,
-                                    const void* const* sendbuffs, void* const* recvbuffs,
-                                    const void* workspace, size_t workspaceSize, int checkSend,
-                                    int checkRecv);
+/* Validates a call's buffers against its plan (not NULL) before anything is
+ * enqueued: tensor count, NULL pointers, workspace size and alignment,
+ * overlaps. checkSend / checkRecv: which sides the call touches. */
+ulyssesResult_t ulyssesCheckBuffers(const ulyssesCall* call, int checkSend, int checkRecv);
 
 /* The communicator's size and rank must be the plan's. */
 ulyssesResult_t ulyssesCheckCommShape(const struct ulyssesPlan* plan, int commRanks, int commRank);

@@ -31,6 +31,7 @@ void exchangeSetup(exchangeRun* run, const scenario* s, ulyssesOp_t op, uint64_t
   const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
   for (int r = 0; r < s->nRanks; r++) {
     run->deviceLengths[r] = s->lengths[r];
+    simCommInit(&run->comms[r], s->nRanks, r);
     ulyssesResult_t created =
         s->capacityMode
             ? ulyssesPlanCreateCapacity(&run->plans[r], s->nRanks, r, s->capacities,
@@ -78,19 +79,37 @@ void exchangeTeardown(exchangeRun* run) {
   simDestroy(run->world);
 }
 
+ulyssesCall exchangeCallOf(exchangeRun* run, int r) {
+  for (int t = 0; t < run->s->nTensors; t++) {
+    run->sendbuffs[r][t] = run->send[r][t].data;
+    run->recvbuffs[r][t] = run->recv[r][t].data;
+  }
+  ulyssesCall call = {.plan = run->plans[r],
+                      .op = run->op,
+                      .nTensors = run->s->nTensors,
+                      .sendbuffs = run->sendbuffs[r],
+                      .recvbuffs = run->recvbuffs[r],
+                      .workspace = run->workspace[r].data,
+                      .workspaceSize = run->workspaceBytes[r],
+                      .deviceStatus = &run->status[r],
+                      .comm = &run->comms[r].comm};
+  return call;
+}
+
+ulyssesCall exchangeStageCallOf(exchangeRun* run, int r, const int64_t* deviceLengths) {
+  ulyssesCall call = exchangeCallOf(run, r);
+  call.comm = NULL;
+  call.deviceLengths = run->s->capacityMode ? deviceLengths : NULL;
+  call.deviceStatus = run->s->capacityMode ? &run->status[r] : NULL;
+  return call;
+}
+
 void exchangeExecute(exchangeRun* run) {
   const scenario* s = run->s;
   for (int r = 0; r < s->nRanks; r++) {
-    const void* sendbuffs[ULYSSES_MAX_TENSORS];
-    void* recvbuffs[ULYSSES_MAX_TENSORS];
-    for (int t = 0; t < s->nTensors; t++) {
-      sendbuffs[t] = run->send[r][t].data;
-      recvbuffs[t] = run->recv[r][t].data;
-    }
+    ulyssesCall call = exchangeCallOf(run, r);
     ulyssesBackend backend = simBackendOf(run->world, r);
-    ulyssesResult_t result =
-        ulyssesExchange(run->plans[r], s->nRanks, r, run->op, s->nTensors, sendbuffs, recvbuffs,
-                        run->workspace[r].data, run->workspaceBytes[r], &run->status[r], &backend);
+    ulyssesResult_t result = ulyssesEnqueueExchange(&call, &backend);
     if (result != ulyssesSuccess)
       fail_msg("rank %d: %s: %s", r, ulyssesGetErrorString(result), ulyssesGetLastError());
   }

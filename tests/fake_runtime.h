@@ -1,8 +1,9 @@
 /* A stand-in for the CUDA runtime and NCCL, linked instead of them, so that
- * the library's public entry points (src/api.c, src/cuda_backend.c) run on
- * the CPU: host memory stands for device memory, the kernel launchers run
- * the kernels' per-thread functions for every coordinate, and the NCCL calls
- * of one simulated rank are recorded. A communicator of one rank executes
+ * the library's public entry points (src/comm.c, src/exchange.c,
+ * src/one_pass_api.c, over src/cuda_backend.c) run on the CPU: host memory
+ * stands for device memory, the kernel launchers run the kernels' per-thread
+ * functions for every coordinate, and the NCCL calls of one simulated rank
+ * are recorded. A communicator of one rank executes
  * its messages (self send and receive, all-gather); with more ranks, an
  * all-gather fills the other ranks' parts with fakePeerAllGatherByte and
  * messages to others are only recorded. With paired set, the ranks are

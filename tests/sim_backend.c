@@ -108,9 +108,26 @@ static ulyssesResult_t simLaunchCopy(void* context, const ulyssesCopyArgs* args,
 }
 
 ulyssesBackend simBackendOf(simWorld* world, int rank) {
-  ulyssesBackend backend = {&world->programs[rank], simAllGather, simGroupStart, simGroupEnd,
-                            simSend, simRecv, simLaunchTable, simLaunchCopy};
+  /* No capture, no host gather and no one-pass launch: a simComm checks no
+   * plans and takes no one pass. */
+  ulyssesBackend backend = {.context = &world->programs[rank],
+                            .allGather = simAllGather,
+                            .groupStart = simGroupStart,
+                            .groupEnd = simGroupEnd,
+                            .send = simSend,
+                            .recv = simRecv,
+                            .launchTable = simLaunchTable,
+                            .launchCopy = simLaunchCopy};
   return backend;
+}
+
+void simCommInit(simComm* comm, int nRanks, int rank) {
+  memset(comm, 0, sizeof *comm);
+  comm->comm.nRanks = nRanks;
+  comm->comm.rank = rank;
+  comm->comm.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+  comm->comm.onePass = &comm->onePass;
+  comm->onePass.support.commRanks = nRanks;
 }
 
 int simCountLaunches(const simWorld* world, int rank) {

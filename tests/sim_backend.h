@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 
+#include "comm.h"
 #include "pipeline.h"
 
 typedef struct simWorld simWorld;
@@ -18,6 +19,14 @@ simWorld* simCreate(int nRanks);
 void simDestroy(simWorld* world);
 /* The backend that records rank's calls. */
 ulyssesBackend simBackendOf(simWorld* world, int rank);
+/* One simulated rank's comm as the library's host code reads it (the
+ * exchanges run through ulyssesEnqueueExchange, as the public ones do): its
+ * size and rank, no plan check, one pass off. */
+typedef struct {
+  struct ulyssesComm comm;
+  struct ulyssesOnePassState onePass;
+} simComm;
+void simCommInit(simComm* comm, int nRanks, int rank);
 /* Runs and forgets what was recorded. Returns 0, or 1 with a description
  * of the first mismatch in message. */
 int simExecute(simWorld* world, char* message, size_t messageSize);

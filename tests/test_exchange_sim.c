@@ -91,13 +91,9 @@ static scenario singleTensor(int nRanks, int capacityMode, int64_t batch, int64_
 static int launchesOf(const scenario* s, ulyssesOp_t op, int rank) {
   exchangeRun run;
   exchangeSetup(&run, s, op, 7);
-  const void* sendbuffs[1] = {run.send[rank][0].data};
-  void* recvbuffs[1] = {run.recv[rank][0].data};
+  ulyssesCall call = exchangeCallOf(&run, rank);
   ulyssesBackend backend = simBackendOf(run.world, rank);
-  assert_int_equal(ulyssesExchange(run.plans[rank], s->nRanks, rank, op, 1, sendbuffs, recvbuffs,
-                                   run.workspace[rank].data, run.workspaceBytes[rank],
-                                   &run.status[rank], &backend),
-                   ulyssesSuccess);
+  assert_int_equal(ulyssesEnqueueExchange(&call, &backend), ulyssesSuccess);
   int launches = simCountLaunches(run.world, rank);
   exchangeTeardown(&run);
   /* The same exchange on every rank, executed and checked. */
@@ -150,13 +146,9 @@ static void testStagesSkipLikeTheExchange(void** state) {
     scenario s = singleTensor(4, capacityMode, 1, 8, ulyssesOrderBSHD);
     exchangeRun run;
     exchangeSetup(&run, &s, ulyssesOpSeqToHead, 9);
-    void* recvbuffs[1] = {run.recv[2][0].data};
+    ulyssesCall call = exchangeStageCallOf(&run, 2, s.lengths);
     ulyssesBackend backend = simBackendOf(run.world, 2);
-    assert_int_equal(ulyssesStage(run.plans[2], ulyssesOpSeqToHead, ULYSSES_RECV, 1,
-                                  (const void* const*)recvbuffs, capacityMode ? s.lengths : NULL,
-                                  capacityMode ? &run.status[2] : NULL, run.workspace[2].data,
-                                  run.workspaceBytes[2], &backend),
-                     ulyssesSuccess);
+    assert_int_equal(ulyssesEnqueueStage(&call, ULYSSES_RECV, &backend), ulyssesSuccess);
     /* Exact mode, batch 1: received in place, nothing to unpack. Capacity
      * mode: the rows' places are known on the device only: table + unpack. */
     assert_int_equal(simCountCalls(run.world, 2), capacityMode ? 2 : 0);
@@ -284,11 +276,12 @@ static void testMismatchedPlansAreCaught(void** state) {
   for (int r = 0; r < 2; r++) {
     const void* sendbuffs[1] = {r == 1 ? biggerBuffers[0].data : run.send[r][0].data};
     void* recvbuffs[1] = {r == 1 ? biggerBuffers[1].data : run.recv[r][0].data};
+    ulyssesCall call = exchangeCallOf(&run, r);
+    call.sendbuffs = sendbuffs;
+    call.recvbuffs = recvbuffs;
+    call.deviceStatus = NULL;
     ulyssesBackend backend = simBackendOf(run.world, r);
-    assert_int_equal(ulyssesExchange(run.plans[r], 2, r, ulyssesOpSeqToHead, 1, sendbuffs,
-                                     recvbuffs, run.workspace[r].data, run.workspaceBytes[r], NULL,
-                                     &backend),
-                     ulyssesSuccess);
+    assert_int_equal(ulyssesEnqueueExchange(&call, &backend), ulyssesSuccess);
   }
   char message[256];
   assert_int_equal(simExecute(run.world, message, sizeof message), 1);
@@ -309,15 +302,10 @@ static void testStagesWithOwnTransport(void** state) {
     ulyssesOp_t op = allOps[i % 3];
     exchangeRun run;
     exchangeSetup(&run, &s, op, (uint64_t)i);
-    const int64_t* deviceLengths = s.capacityMode ? s.lengths : NULL;
     for (int r = 0; r < s.nRanks; r++) {
-      const void* sendbuffs[ULYSSES_MAX_TENSORS];
-      for (int t = 0; t < s.nTensors; t++) sendbuffs[t] = run.send[r][t].data;
+      ulyssesCall call = exchangeStageCallOf(&run, r, s.lengths);
       ulyssesBackend backend = simBackendOf(run.world, r);
-      assert_int_equal(ulyssesStage(run.plans[r], op, ULYSSES_SEND, s.nTensors, sendbuffs,
-                                    deviceLengths, s.capacityMode ? &run.status[r] : NULL,
-                                    run.workspace[r].data, run.workspaceBytes[r], &backend),
-                       ulyssesSuccess);
+      assert_int_equal(ulyssesEnqueueStage(&call, ULYSSES_SEND, &backend), ulyssesSuccess);
     }
     char message[256];
     assert_int_equal(simExecute(run.world, message, sizeof message), 0);
@@ -339,14 +327,9 @@ static void testStagesWithOwnTransport(void** state) {
         }
       }
     for (int r = 0; r < s.nRanks; r++) {
-      void* recvbuffs[ULYSSES_MAX_TENSORS];
-      for (int t = 0; t < s.nTensors; t++) recvbuffs[t] = run.recv[r][t].data;
+      ulyssesCall call = exchangeStageCallOf(&run, r, s.lengths);
       ulyssesBackend backend = simBackendOf(run.world, r);
-      assert_int_equal(ulyssesStage(run.plans[r], op, ULYSSES_RECV, s.nTensors,
-                                    (const void* const*)recvbuffs, deviceLengths,
-                                    s.capacityMode ? &run.status[r] : NULL, run.workspace[r].data,
-                                    run.workspaceBytes[r], &backend),
-                       ulyssesSuccess);
+      assert_int_equal(ulyssesEnqueueStage(&call, ULYSSES_RECV, &backend), ulyssesSuccess);
     }
     assert_int_equal(simExecute(run.world, message, sizeof message), 0);
     exchangeCheck(&run, s.lengths);

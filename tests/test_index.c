@@ -161,10 +161,15 @@ static void testTableAcrossChunks(void** state) {
     uint32_t status = 0;
     captured c;
     memset(&c, 0, sizeof c);
-    ulyssesBackend backend = {&c, NULL, NULL, NULL, NULL, NULL, captureTable, captureCopy};
-    assert_int_equal(ulyssesRunStage(plan, ulyssesOpSeqToHead, ULYSSES_SEND, buffers,
-                                     capacityMode ? lengths : NULL, workspace, &status, &backend),
-                     ulyssesSuccess);
+    ulyssesBackend backend = {.context = &c, .launchTable = captureTable, .launchCopy = captureCopy};
+    ulyssesCall call = {.plan = plan,
+                        .op = ulyssesOpSeqToHead,
+                        .nTensors = 1,
+                        .sendbuffs = buffers,
+                        .workspace = workspace,
+                        .deviceLengths = capacityMode ? lengths : NULL,
+                        .deviceStatus = &status};
+    assert_int_equal(ulyssesRunStage(&call, ULYSSES_SEND, &backend), ulyssesSuccess);
     assert_int_equal(c.tables, (RANKS + ULYSSES_TABLE_CHUNK - 1) / ULYSSES_TABLE_CHUNK);
     const int64_t* tableLengths = (const int64_t*)(workspace + workspaceLayout.lengthsOffset);
     const int64_t* offsets = (const int64_t*)(workspace + workspaceLayout.offsetsOffset);
@@ -191,14 +196,18 @@ static void testTableAcrossChunks(void** state) {
 static void captureStage(const exchangeRun* run, int rank, ulyssesSide side, captured* c) {
   const scenario* s = run->s;
   memset(c, 0, sizeof *c);
-  ulyssesBackend backend = {c, NULL, NULL, NULL, NULL, NULL, captureTable, captureCopy};
+  ulyssesBackend backend = {.context = c, .launchTable = captureTable, .launchCopy = captureCopy};
   const void* buffers[ULYSSES_MAX_TENSORS];
   for (int t = 0; t < s->nTensors; t++)
     buffers[t] = side == ULYSSES_SEND ? (const void*)run->send[rank][t].data : run->recv[rank][t].data;
-  assert_int_equal(ulyssesRunStage(run->plans[rank], run->op, side, buffers,
-                                   s->capacityMode ? s->lengths : NULL, run->workspace[rank].data,
-                                   NULL, &backend),
-                   ulyssesSuccess);
+  ulyssesCall call = {.plan = run->plans[rank],
+                      .op = run->op,
+                      .nTensors = s->nTensors,
+                      .sendbuffs = buffers,
+                      .recvbuffs = (void* const*)buffers,
+                      .workspace = run->workspace[rank].data,
+                      .deviceLengths = s->capacityMode ? s->lengths : NULL};
+  assert_int_equal(ulyssesRunStage(&call, side, &backend), ulyssesSuccess);
 }
 
 /* check on both sides of every rank of `scenarios` random scenarios, each op. */

@@ -56,8 +56,8 @@ typedef struct {
 
 enum { SEND_GUARD = 0xa5, RECV_GUARD = 0x5a };
 
-static void callSetup(call* c, int nRanks, int rank, const int64_t* lengths, ulyssesOp_t op) {
-  assert_int_equal(ulyssesPlanCreateExact(&c->plan, nRanks, rank, lengths, 1, &layout), ulyssesSuccess);
+/* c->plan's buffers for op. */
+static void callBuffers(call* c, ulyssesOp_t op) {
   assert_int_equal(ulyssesGetBufferSizes(c->plan, op, 0, &c->sendBytes, &c->recvBytes),
                    ulyssesSuccess);
   assert_int_equal(ulyssesGetWorkspaceSize(c->plan, op, &c->workspaceBytes), ulyssesSuccess);
@@ -68,6 +68,11 @@ static void callSetup(call* c, int nRanks, int rank, const int64_t* lengths, uly
   refFillPattern(c->send, c->sendBytes, 42);
   c->send[c->sendBytes] = SEND_GUARD;
   c->recv[c->recvBytes] = RECV_GUARD;
+}
+
+static void callSetup(call* c, int nRanks, int rank, const int64_t* lengths, ulyssesOp_t op) {
+  assert_int_equal(ulyssesPlanCreateExact(&c->plan, nRanks, rank, lengths, 1, &layout), ulyssesSuccess);
+  callBuffers(c, op);
 }
 
 static void callTeardown(call* c) {
@@ -352,13 +357,7 @@ static void testAsyncErrorIsLoggedOnce(void** state) {
   call c;
   assert_int_equal(ulyssesPlanCreateCapacity(&c.plan, 1, 0, capacities, &deviceLength, 1, &layout),
                    ulyssesSuccess);
-  assert_int_equal(ulyssesGetBufferSizes(c.plan, ulyssesOpSeqToHead, 0, &c.sendBytes, &c.recvBytes),
-                   ulyssesSuccess);
-  assert_int_equal(ulyssesGetWorkspaceSize(c.plan, ulyssesOpSeqToHead, &c.workspaceBytes),
-                   ulyssesSuccess);
-  c.send = calloc(c.sendBytes, 1);
-  c.recv = calloc(c.recvBytes, 1);
-  c.workspace = aligned_alloc(256, c.workspaceBytes / 256 * 256 + 256);
+  callBuffers(&c, ulyssesOpSeqToHead);
   assert_int_equal(seqToHead(&c, comm), ulyssesSuccess);
   ulyssesResult_t asyncError;
   stderrCapture capture = captureStart();

@@ -284,9 +284,19 @@ static ulyssesResult_t watchedCallRank0(watchedCall* w, ulyssesPlan_t plan, int 
   }
   w->snapshots[n] = malloc(run->workspaceBytes[0] + 1);
   memcpy(w->snapshots[n], run->workspace[0].data, run->workspaceBytes[0]);
+  simComm comm;
+  simCommInit(&comm, commRanks, commRank);
+  ulyssesCall call = {.plan = plan,
+                      .op = op,
+                      .nTensors = nTensors,
+                      .sendbuffs = sendbuffs,
+                      .recvbuffs = recvbuffs,
+                      .workspace = workspace,
+                      .workspaceSize = workspaceSize,
+                      .deviceStatus = &run->status[0],
+                      .comm = &comm.comm};
   ulyssesBackend backend = simBackendOf(run->world, 0);
-  return ulyssesExchange(plan, commRanks, commRank, op, nTensors, sendbuffs, recvbuffs,
-                         workspace, workspaceSize, &run->status[0], &backend);
+  return ulyssesEnqueueExchange(&call, &backend);
 }
 
 /* Nothing was enqueued and no byte of an output, the workspace or a guard
@@ -411,12 +421,9 @@ static void testSharedKvHeadsNeedAFloatType(void** state) {
   for (int op = ulyssesOpSeqToHead; op <= ulyssesOpHeadToSeq; op++) {
     exchangeRun run;
     exchangeSetup(&run, &s, (ulyssesOp_t)op, 13);
-    const void* sendbuffs[1] = {run.send[0][0].data};
-    void* recvbuffs[1] = {run.recv[0][0].data};
+    ulyssesCall call = exchangeCallOf(&run, 0);
     ulyssesBackend backend = simBackendOf(run.world, 0);
-    ulyssesResult_t result = ulyssesExchange(run.plans[0], 4, 0, (ulyssesOp_t)op, 1, sendbuffs,
-                                             recvbuffs, run.workspace[0].data,
-                                             run.workspaceBytes[0], &run.status[0], &backend);
+    ulyssesResult_t result = ulyssesEnqueueExchange(&call, &backend);
     if (op == ulyssesOpSeqToHead) {
       assert_int_equal(result, ulyssesSuccess);
     } else {
@@ -444,25 +451,32 @@ static void testHarmlessInputs(void** state) {
   /* Rank 0 holds no rows: its inputs have zero bytes. Both tensors read the
    * same (empty) input. */
   const void* sendbuffs[2] = {NULL, NULL};
-  void* recvbuffs[2] = {run.recv[0][0].data, run.recv[0][1].data};
+  ulyssesCall call = exchangeCallOf(&run, 0);
+  call.sendbuffs = sendbuffs;
+  call.deviceStatus = NULL;
   ulyssesBackend backend = simBackendOf(run.world, 0);
-  assert_int_equal(ulyssesExchange(run.plans[0], 2, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs,
-                                   run.workspace[0].data, run.workspaceBytes[0], NULL, &backend),
-                   ulyssesSuccess);
+  assert_int_equal(ulyssesEnqueueExchange(&call, &backend), ulyssesSuccess);
   assert_true(simCountCalls(run.world, 0) > 0);
   exchangeTeardown(&run);
   /* Rank 0 holds rows now, and both tensors read them from one buffer. */
   s.lengths[0] = 2;
   exchangeSetup(&run, &s, ulyssesOpSeqToHead, 13);
   const void* sharedInput[2] = {run.send[0][0].data, run.send[0][0].data};
-  recvbuffs[0] = run.recv[0][0].data;
-  recvbuffs[1] = run.recv[0][1].data;
+  call = exchangeCallOf(&run, 0);
+  call.sendbuffs = sharedInput;
+  call.deviceStatus = NULL;
   backend = simBackendOf(run.world, 0);
-  assert_int_equal(ulyssesExchange(run.plans[0], 2, 0, ulyssesOpSeqToHead, 2, sharedInput,
-                                   recvbuffs, run.workspace[0].data, run.workspaceBytes[0], NULL,
-                                   &backend),
-                   ulyssesSuccess);
+  assert_int_equal(ulyssesEnqueueExchange(&call, &backend), ulyssesSuccess);
   exchangeTeardown(&run);
+}
+
+/* call's pack with plan, deviceLengths and deviceStatus. */
+static ulyssesResult_t stageWith(ulyssesCall* call, ulyssesPlan_t plan, const int64_t* deviceLengths,
+                                 uint32_t* deviceStatus, const ulyssesBackend* backend) {
+  call->plan = plan;
+  call->deviceLengths = deviceLengths;
+  call->deviceStatus = deviceStatus;
+  return ulyssesEnqueueStage(call, ULYSSES_SEND, backend);
 }
 
 static void testStageArguments(void** state) {
@@ -480,21 +494,20 @@ static void testStageArguments(void** state) {
   const void* sendbuffs[1] = {input};
   simWorld* world = simCreate(4);
   ulyssesBackend backend = simBackendOf(world, 0);
-  expectError(ulyssesStage(capacity, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs, NULL, &status,
-                           workspace, bytes, &backend),
+  ulyssesCall call = {.op = ulyssesOpSeqToHead,
+                      .nTensors = 1,
+                      .sendbuffs = sendbuffs,
+                      .workspace = workspace,
+                      .workspaceSize = bytes};
+  expectError(stageWith(&call, capacity, NULL, &status, &backend),
               ulyssesErrorNullPointer, "deviceLengths");
-  expectError(ulyssesStage(capacity, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs, deviceLengths,
-                           NULL, workspace, bytes, &backend),
+  expectError(stageWith(&call, capacity, deviceLengths, NULL, &backend),
               ulyssesErrorNullPointer, "deviceStatus");
-  expectError(ulyssesStage(capacity, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs,
-                           (const int64_t*)(const void*)((const char*)deviceLengths + 2), &status,
-                           workspace, bytes, &backend),
+  expectError(stageWith(&call, capacity, (const int64_t*)(const void*)((const char*)deviceLengths + 2), &status, &backend),
               ulyssesErrorMisalignedPointer, "deviceLengths");
-  expectError(ulyssesStage(exact, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs, deviceLengths,
-                           NULL, workspace, bytes, &backend),
+  expectError(stageWith(&call, exact, deviceLengths, NULL, &backend),
               ulyssesErrorInvalidArgument, "exact");
-  expectError(ulyssesStage(NULL, ulyssesOpSeqToHead, ULYSSES_SEND, 1, sendbuffs, NULL, NULL,
-                           workspace, bytes, &backend),
+  expectError(stageWith(&call, NULL, NULL, NULL, &backend),
               ulyssesErrorNullPointer, "plan");
   assert_int_equal(simCountCalls(world, 0), 0);
   assert_int_equal(status, 0);
