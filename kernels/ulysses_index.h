@@ -571,32 +571,67 @@ ULYSSES_HD int ulyssesSumUnitBytes(const ulyssesCopyTensor* x) {
   return x->wordBytes > elementSize ? x->wordBytes : elementSize;
 }
 
+/* The replicas of one head-sum run (one kv head of one row), in increasing
+ * rank order of their holders first .. last (ulyssesHeadHolders). A holder
+ * after the first has kv head `head` as its first head (its first query
+ * head is in that head's group, else the holder before it would not hold it
+ * too), and one strictly between first and last holds that head only; so
+ * replica i >= 1 lies at next + (i - 1) * stride, the last one lastExtra
+ * further (it may hold more heads, which widen its rows). Found once per
+ * run, so that the sum's loop over replicas does no division. */
+typedef struct {
+  const ulyssesCopyTensor* x;
+  unsigned char* out; /* the run's place in the user tensor */
+  const unsigned char* first;
+  const unsigned char* next;
+  int64_t stride;
+  int64_t lastExtra;
+  int replicas;
+} ulyssesSumRun;
+
+ULYSSES_HD ulyssesSumRun ulyssesSumRunAt(const ulyssesCopyArgs* a, int t, int64_t run) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  ulyssesSumRun r;
+  int64_t head = run % x->heads;
+  int64_t rowPart =
+      ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
+  int64_t slotRows = x->batch * (ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank]);
+  ulyssesHolders holders = ulyssesHeadHolders(x->heads, x->queryHeads, a->nRanks, head);
+  int64_t firstBegin, lastBegin;
+  int64_t firstCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, holders.first, &firstBegin);
+  int64_t lastCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, holders.last, &lastBegin);
+  int64_t headSlot = slotRows * x->packed * x->headBytes;
+  r.x = x;
+  r.out = x->user + (rowPart * x->heads + head) * x->headBytes;
+  r.first = x->segments + holders.prefix * headSlot +
+            (rowPart * firstCount + head - firstBegin) * x->headBytes;
+  r.next = x->segments + (holders.prefix + firstCount) * headSlot + rowPart * x->headBytes;
+  r.stride = headSlot;
+  r.lastExtra = rowPart * (lastCount - 1) * x->headBytes;
+  r.replicas = holders.last - holders.first + 1;
+  return r;
+}
+
 /* One thread's units of a head-sum run, for one unit size and element size
  * (constants where ulyssesSumRunThread calls it, so that the accumulators
  * and the unit's bytes stay in registers): lane l takes units l, l +
  * laneCount, ... (coalesced across the lanes), up to
  * ULYSSES_SUM_ELEMENTS_IN_FLIGHT elements per round. Each element is the
- * first replica, then the next ones added in increasing rank order; the
- * holders are found once per run, so an element costs one load and one add
- * per replica whatever the rank count. */
-ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesCopyTensor* x, ulyssesHolders holders,
-                                      int nRanks, int64_t head, int64_t rowPart, int64_t slotRows,
-                                      int unitBytes, int elementSize, int lane, int laneCount) {
+ * first replica, then the next ones added in increasing rank order, in fp32,
+ * rounded once; an element costs one load and one add per replica. */
+ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesSumRun* r, int unitBytes, int elementSize,
+                                      int lane, int laneCount) {
+  const ulyssesCopyTensor* x = r->x;
   int wordBytes = x->wordBytes < unitBytes ? x->wordBytes : unitBytes;
   int unitElements = unitBytes / elementSize;
   int roundUnits = ULYSSES_SUM_ELEMENTS_IN_FLIGHT / unitElements;
   int64_t units = x->headBytes / unitBytes;
-  unsigned char* out = x->user + (rowPart * x->heads + head) * x->headBytes;
   for (int64_t unit0 = lane; unit0 < units; unit0 += (int64_t)roundUnits * laneCount) {
     float sum[ULYSSES_SUM_ELEMENTS_IN_FLIGHT] = {0};
-    int64_t headPrefix = holders.prefix;
-    for (int peer = holders.first; peer <= holders.last; peer++) {
-      int64_t headBegin;
-      int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, nRanks, peer, &headBegin);
-      const unsigned char* replica = x->segments +
-                                     slotRows * x->packed * headPrefix * x->headBytes +
-                                     (rowPart * headCount + head - headBegin) * x->headBytes;
-      headPrefix += headCount;
+    for (int i = 0; i < r->replicas; i++) {
+      const unsigned char* replica =
+          i == 0 ? r->first
+                 : r->next + (i - 1) * r->stride + (i == r->replicas - 1 ? r->lastExtra : 0);
       for (int k = 0; k < roundUnits; k++) {
         if (unit0 + k * laneCount >= units) break;
         uint32_t bits[4];
@@ -605,8 +640,7 @@ ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesCopyTensor* x, ulyssesHolders
           /* Element e's raw bits: a whole word of a 4-byte type, a half of a 2-byte one. */
           uint32_t raw = elementSize == 4 ? bits[e] : bits[e / 2] >> (16 * (e % 2));
           float value = ulyssesFloatOfBits(raw, x->dataType);
-          sum[k * unitElements + e] =
-              peer == holders.first ? value : sum[k * unitElements + e] + value;
+          sum[k * unitElements + e] = i == 0 ? value : sum[k * unitElements + e] + value;
         }
       }
     }
@@ -620,7 +654,7 @@ ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesCopyTensor* x, ulyssesHolders
         else
           bits[e / 2] |= (raw & 0xffffu) << (16 * (e % 2));
       }
-      ulyssesStoreUnit(out + (unit0 + k * laneCount) * unitBytes, unitBytes, wordBytes, bits);
+      ulyssesStoreUnit(r->out + (unit0 + k * laneCount) * unitBytes, unitBytes, wordBytes, bits);
     }
   }
 }
@@ -631,15 +665,10 @@ ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesCopyTensor* x, ulyssesHolders
 ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
                                     int laneCount) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  int64_t head = run % x->heads;
-  int64_t rowPart =
-      ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
-  int64_t slotRows = x->batch * (ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank]);
-  ulyssesHolders holders = ulyssesHeadHolders(x->heads, x->queryHeads, a->nRanks, head);
+  ulyssesSumRun r = ulyssesSumRunAt(a, t, run);
   int unitBytes = ulyssesSumUnitBytes(x);
-#define ULYSSES_SUM_UNITS(UnitBytes, ElementSize)                                              \
-  ulyssesSumUnitsThread(x, holders, a->nRanks, head, rowPart, slotRows, UnitBytes, ElementSize, \
-                        lane, laneCount)
+#define ULYSSES_SUM_UNITS(UnitBytes, ElementSize) \
+  ulyssesSumUnitsThread(&r, UnitBytes, ElementSize, lane, laneCount)
   if (x->dataType == ULYSSES_TYPE_FLOAT32) {
     if (unitBytes == 16) ULYSSES_SUM_UNITS(16, 4);
     else if (unitBytes == 8) ULYSSES_SUM_UNITS(8, 4);
