@@ -84,7 +84,7 @@ static int buildCopy(const struct ulyssesPlan* plan, ulyssesOp_t op, ulyssesSide
     if (runs[t] > *maxRuns) *maxRuns = runs[t];
     runBytes[t] = info->maxRunBytes;
   }
-  /* The launch parameters (ulysses_index.h): lanes for the tensor that
+  /* The launch parameters (ulysses_launch_rules.h): lanes for the tensor that
    * needs the most, then each tensor's chunk for those lanes, in the words it
    * moves (the launch's common size, or its own). */
   int launchWordBytes = ulyssesLaunchWordBytes(args);
