@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The kernels seen from inside, without a GPU: for each kernel of the given
-objects, what ptxas gave it (registers and stack frame, from cuobjdump
--res-usage), its local-memory instructions (STL/LDL: spills or a stack
-array), and its steady loops from the SASS (cuobjdump -sass):
+objects (their sm_90 code, or --arch's), what ptxas gave it (registers and
+stack frame, from cuobjdump -res-usage), its local-memory instructions
+(STL/LDL: spills or a stack array), and its steady loops from the SASS
+(cuobjdump -sass):
 
   copy loop  an innermost loop that both loads and stores global memory
              and adds no floats (the pack / unpack / one-pass word loop);
@@ -23,8 +24,9 @@ With --bounds FILE it checks each kernel against FILE's lines
 LOOP copy or sum; WORD the loop's widest load in bytes; CALLS the most
 subroutine calls any such loop may hold) and exits 1 when a loop is
 above its bound, holds more calls, or a kernel named in FILE is missing, or
-has no such loop. Exits 77 (Meson's "skipped") where cuobjdump is not found:
-on PATH, beside nvcc, or in ULYSSES_CUOBJDUMP.
+has no such loop. Exits 77 (Meson's "skipped") where cuobjdump is not found
+(on PATH, beside nvcc, or in ULYSSES_CUOBJDUMP) or the objects hold no code
+of the architecture.
 """
 import argparse
 import os
@@ -152,13 +154,15 @@ def steady_loops(code):
     return result
 
 
-def report(objects, cuobjdump):
+def report(objects, cuobjdump, arch):
     kernels = []
     for obj in objects:
-        sass = subprocess.run([cuobjdump, "-sass", obj], capture_output=True, text=True,
-                              check=True).stdout
-        usage = subprocess.run([cuobjdump, "-res-usage", obj], capture_output=True, text=True,
-                               check=True).stdout
+        # One architecture's code: the objects may hold several, each with
+        # its own SASS under the same names.
+        sass = subprocess.run([cuobjdump, "-arch", arch, "-sass", obj], capture_output=True,
+                              text=True, check=True).stdout
+        usage = subprocess.run([cuobjdump, "-arch", arch, "-res-usage", obj],
+                               capture_output=True, text=True, check=True).stdout
         functions, resources = parse_sass(sass), parse_resources(usage)
         names = demangle(list(functions))
         for mangled, code in functions.items():
@@ -222,13 +226,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("objects", nargs="+", help="nvcc objects (kernels/*.cu compiled)")
     parser.add_argument("--bounds", help="check against this file's bounds")
+    parser.add_argument("--arch", default="sm_90", help="the architecture read [sm_90]")
     args = parser.parse_args()
     cuobjdump = find_cuobjdump()
     if cuobjdump is None:
         print("cuobjdump not found (pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm, "
               "then put its bin directory on PATH): skipped")
         return 77
-    kernels = report(args.objects, cuobjdump)
+    kernels = report(args.objects, cuobjdump, args.arch)
+    if not kernels:
+        print("no %s code in the objects (the bounds are for it): skipped" % args.arch)
+        return 77
     print_report(kernels)
     if args.bounds:
         failures = check_bounds(kernels, args.bounds)

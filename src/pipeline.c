@@ -91,7 +91,7 @@ static int buildCopy(const ulyssesCall* call, ulyssesSide side, ulyssesCopyArgs*
     if (runs[t] > *maxRuns) *maxRuns = runs[t];
     runBytes[t] = info->maxRunBytes;
   }
-  /* The launch parameters (ulysses_index.h): lanes for the tensor that
+  /* The launch parameters (ulysses_launch_rules.h): lanes for the tensor that
    * needs the most, then each tensor's chunk for those lanes, in the words it
    * moves (the launch's common size, or its own). */
   int launchWordBytes = ulyssesLaunchWordBytes(args);

@@ -57,6 +57,16 @@ static void testKvHeadMap(void** state) {
               fail_msg("Hq %lld, Hkv %lld, P %d: kv head %lld held by rank %d: %d, holders %d .. %d",
                        (long long)queryHeads, (long long)kvHeads, nRanks, (long long)head, r, holds,
                        holders.first, holders.last);
+            /* What ulyssesSumRunAt places the replicas by: a holder after the
+             * first starts at this head, one before the last holds it only. */
+            if (r > holders.first && r <= holders.last && begin != head)
+              fail_msg("Hq %lld, Hkv %lld, P %d: holder %d of kv head %lld begins at %lld",
+                       (long long)queryHeads, (long long)kvHeads, nRanks, r, (long long)head,
+                       (long long)begin);
+            if (r > holders.first && r < holders.last && count != 1)
+              fail_msg("Hq %lld, Hkv %lld, P %d: inner holder %d of kv head %lld holds %lld heads",
+                       (long long)queryHeads, (long long)kvHeads, nRanks, r, (long long)head,
+                       (long long)count);
           }
         }
       }

@@ -1,0 +1,112 @@
+/* Row addressing: which rank's rows hold a global position, where a real
+ * row lies in a padded tensor, and each run's place in the user buffer and
+ * in the segments. */
+#ifndef ULYSSES_ROWS_H_
+#define ULYSSES_ROWS_H_
+
+#include "ulysses_args.h"
+#include "ulysses_heads.h"
+
+/* The rank whose rows hold global position g: the largest r with
+ * offsets[r] <= g (ranks of length zero own nothing: a later rank with the
+ * same offset wins). Requires 0 <= g < offsets[nRanks]. */
+ULYSSES_HD int ulyssesRowOwner(const int64_t* offsets, int nRanks, int64_t g) {
+  int low = 0, high = nRanks - 1;
+  while (low < high) {
+    int mid = low + (high - low + 1) / 2;
+    if (offsets[mid] <= g)
+      low = mid;
+    else
+      high = mid - 1;
+  }
+  return low;
+}
+
+typedef struct {
+  int64_t userOffset;
+  int64_t segmentOffset;
+  int64_t bytes;
+  /* Runs of one piece follow each other at fixed strides or further apart,
+   * never closer (see ulyssesChunkSweep); pieces increase with the run. */
+  int64_t piece;
+} ulyssesRun;
+
+/* How many runs tensor t has, from the device-side lengths. */
+ULYSSES_HD int64_t ulyssesCopyRunCount(const ulyssesCopyArgs* a, int t) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  if (!x->active) return 0;
+  if (x->kind == ULYSSES_COPY_HEAD_SLICE)
+    /* In the order the plan bounded the product: local runs, then peers. */
+    return x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed * a->nRanks;
+  if (x->kind == ULYSSES_COPY_HEAD_SUM)
+    return x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed * x->heads;
+  return x->batch * ulyssesCopyOffsets(a)[a->nRanks];
+}
+
+/* The row of the sequence-side tensor holding its realRow-th real row. */
+ULYSSES_HD int64_t ulyssesLocalRow(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x,
+                                   int64_t realRow) {
+  int64_t length = ulyssesCopyLengths(a)[a->rank];
+  int64_t slotLength = ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank];
+  return x->order == ULYSSES_ORDER_BSHD ? realRow / length * slotLength + realRow % length
+                                        : realRow;
+}
+
+/* Run `run` of tensor t: a head slice enumerates (peer, real row, packed
+ * index), peer slowest; a row scatter enumerates the user tensor's real rows.
+ * Batch-first tensors keep each batch entry's rows at a stride of the slot
+ * length (capacity mode: [B, capacity, ...], the real rows first in each
+ * entry); sequence-first tensors hold their real rows as a prefix. */
+ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t run) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  ulyssesRun result;
+  int64_t slotRows = x->batch * (ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank]);
+  if (x->kind == ULYSSES_COPY_HEAD_SLICE) {
+    int64_t runsPerPeer = x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed;
+    int peer = (int)(run / runsPerPeer);
+    int64_t rowPart =
+        ulyssesLocalRow(a, x, run % runsPerPeer / x->packed) * x->packed + run % x->packed;
+    int64_t headBegin;
+    int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
+    int64_t headPrefix = ulyssesPeerHeadPrefix(x->heads, x->queryHeads, a->nRanks, peer);
+    result.userOffset = (rowPart * x->heads + headBegin) * x->headBytes;
+    result.segmentOffset =
+        slotRows * x->packed * headPrefix * x->headBytes + rowPart * headCount * x->headBytes;
+    result.bytes = headCount * x->headBytes;
+    result.piece = peer;
+  } else if (x->kind == ULYSSES_COPY_HEAD_SUM) {
+    /* One kv head of one row; its replicas are read by ulyssesSumRunThread. */
+    int64_t rowPart =
+        ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
+    result.userOffset = (rowPart * x->heads + run % x->heads) * x->headBytes;
+    result.segmentOffset = 0;
+    result.bytes = x->headBytes;
+    result.piece = run;
+  } else {
+    int64_t totalLength = ulyssesCopyOffsets(a)[a->nRanks];
+    int64_t b, g, userRow;
+    if (x->order == ULYSSES_ORDER_BSHD) {
+      b = run / totalLength;
+      g = run % totalLength;
+      userRow = b * ulyssesCopySlotOffsets(a)[a->nRanks] + g;
+    } else {
+      g = run / x->batch;
+      b = run % x->batch;
+      userRow = run;
+    }
+    int owner = ulyssesRowOwner(ulyssesCopyOffsets(a), a->nRanks, g);
+    int64_t s = g - ulyssesCopyOffsets(a)[owner];
+    int64_t ownerSlotLength = ulyssesCopySlotOffsets(a)[owner + 1] - ulyssesCopySlotOffsets(a)[owner];
+    int64_t segmentRow =
+        x->order == ULYSSES_ORDER_BSHD ? b * ownerSlotLength + s : s * x->batch + b;
+    int64_t rowBytes = x->packed * x->rowHeads * x->headBytes;
+    result.userOffset = userRow * rowBytes;
+    result.segmentOffset = (x->batch * ulyssesCopySlotOffsets(a)[owner] + segmentRow) * rowBytes;
+    result.bytes = rowBytes;
+    /* Batch first, the owners repeat in every batch entry. */
+    result.piece = x->order == ULYSSES_ORDER_BSHD ? b * a->nRanks + owner : owner;
+  }
+  return result;
+}
+
+#endif /* ULYSSES_ROWS_H_ */
