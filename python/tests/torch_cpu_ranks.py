@@ -10,7 +10,14 @@ Each rank checks:
   - torch.compile(fullgraph=True, backend="aot_eager") of an attention layer
     (lengths set for the step, capacity mode, grouped-query kv heads): no
     graph break (torch._dynamo.explain), outputs and gradients bit-exact
-    against eager; learned lengths: the graph breaks it costs, same results.
+    against eager; learned lengths: the graph breaks it costs, same results;
+  - VILA's layer (the stand-in's UlyssesAttention, on the stand-in's reference
+    exchange) against itself after ulysses.vila.apply(attention=True), with
+    VILA's length rule and no lengths passed, with and without an attention
+    mask, fp32 and bf16, kv heads split and kv heads copied for several ranks:
+    outputs, q gradients and VILA's globals identical, kv gradients identical
+    where no kv head is copied, else reported (the sums of the copies differ
+    in order: expandKV's backward sums them per rank, ours in the exchange).
 
 Run: python3 torch_cpu_ranks.py P (exit status 0: every rank passed).
 """
@@ -21,6 +28,7 @@ import sys
 import traceback
 
 HEADS, HEAD_DIM, BATCH = 6, 4, 2
+STANDIN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vila_standin")
 LENGTHS = {2: [5, 3], 3: [4, 0, 6]}
 
 
@@ -214,8 +222,95 @@ class Checks:
         # Learned lengths: the host read runs outside the graph.
         self.compiled_against_eager("learned lengths", [q, k, v, weight], fullgraph=False)
 
+    # -- VILA's layer ------------------------------------------------------------
+    def vila_step(self, layer, inputs, masked):
+        """Output, input gradients and the globals of one forward and backward."""
+        import llava.train.sequence_parallel.globals as vila_globals
+        vila_globals.set_ulysses_seq_len(None)
+        q, k, v, mask, weight = inputs
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        keywords = {"attention_mask": mask} if masked else {"causal": True}
+        output = layer(*leaves, **keywords)
+        (output.float() * weight).sum().backward()
+        return [output.detach()] + [leaf.grad for leaf in leaves], vila_globals.get_ulysses_seq_len()
+
+    def check_vila_layer(self):
+        torch = self.torch
+        sys.path.insert(0, STANDIN_PATH)
+        import llava.train.sequence_parallel.globals as vila_globals
+        import llava.train.sequence_parallel.ulysses_attn as vila_attention
+        import ulysses.vila
+        vila_globals.set_ulysses_sp_pg(self.group)
+        total = 11
+        lengths = [total // self.n_ranks] * (self.n_ranks - 1)
+        lengths.append(total - sum(lengths))  # VILA's rule: the remainder on the last rank
+        self.lengths = lengths
+
+        def local_attention(q, k, v, attention_mask=None, dropout_p=0.0, softmax_scale=None,
+                            seqlens_in_batch=None, causal=False):
+            keys = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+            o = torch.nn.functional.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=keys,
+                is_causal=causal, scale=softmax_scale, enable_gqa=True)
+            return o.transpose(1, 2)
+
+        for kv_heads in (self.n_ranks, 1):
+            copied = kv_heads < self.n_ranks
+            for dtype in (torch.float32, torch.bfloat16):
+                q = self.local(self.global_tensor(HEADS, 100)).to(dtype)
+                k = self.local(self.global_tensor(kv_heads, 110)).to(dtype)
+                v = self.local(self.global_tensor(kv_heads, 120)).to(dtype)
+                mask = torch.ones(BATCH, lengths[self.rank], dtype=torch.int64)
+                mask[:, -1:] = 0  # each rank's last row masked out
+                weight = torch.randn(HEAD_DIM, generator=torch.Generator().manual_seed(7))
+                for masked in (False, True):
+                    case = "VILA layer, %d kv heads%s, %s%s" % (
+                        kv_heads, " (copied)" if copied else "", str(dtype)[6:],
+                        ", masked" if masked else "")
+                    self.compare_vila(case, vila_attention.UlyssesAttention(local_attention,
+                                                                            self.group),
+                                      (q, k, v, mask, weight), masked, copied)
+
+    def compare_vila(self, case, layer, inputs, masked, copied):
+        torch = self.torch
+        import ulysses.vila
+        from ulysses import _comms
+        reference, reference_globals = self.vila_step(layer, inputs, masked)
+        replaced = ulysses.vila.apply(attention=True)
+        exchange = _comms._stand_ins[self.name]
+        gathers = []
+
+        def counted(rows, gather=exchange.gather_lengths_host):
+            gathers.append(rows)
+            return gather(rows)
+        exchange.gather_lengths_host = counted
+        try:
+            ours, our_globals = self.vila_step(layer, inputs, masked)
+        finally:
+            del exchange.gather_lengths_host
+            ulysses.vila.revert()
+        self.check("%s: forward replaced, one length gather" % case,
+                   "llava.train.sequence_parallel.ulysses_attn.UlyssesAttention.forward" in replaced
+                   and len(gathers) == 1, "(%d gathers)" % len(gathers))
+        self.same("%s: output" % case, ours[0], reference[0])
+        self.same("%s: q gradient" % case, ours[1], reference[1])
+        for name, a, b in (("k", ours[2], reference[2]), ("v", ours[3], reference[3])):
+            if not copied:
+                self.same("%s: %s gradient" % (case, name), a, b)
+                continue
+            difference = (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
+            self.check("%s: %s gradient equal up to the sum's order" % (case, name),
+                       torch.allclose(a.float(), b.float(), rtol=1e-2, atol=1e-2),
+                       "(%s, largest difference %g)"
+                       % ("bit-exact" if torch.equal(a, b) else "not bit-exact", difference))
+        self.check("%s: VILA's globals in the reference's format" % case,
+                   [int(t.item()) for t in our_globals] == self.lengths and
+                   all(t.dtype == torch.int64 and tuple(t.shape) == (1,) for t in our_globals) and
+                   [int(t.item()) for t in reference_globals] == self.lengths)
+
     def run_all(self):
-        for check in (self.check_results, self.check_opcheck, self.check_compile):
+        for check in (self.check_results, self.check_opcheck, self.check_compile,
+                      self.check_vila_layer):
             try:
                 check()
             except Exception:

@@ -433,6 +433,12 @@ def output_head_to_seq(output, query_heads, call):
     return output
 
 
+def gather_rows(tensor, call):
+    """tensor [B, L_r, ...] (an attention mask) all-gathered into [B, Ltot, ...]
+    with the lengths of an exchange (call), in the rows' order of its head side."""
+    return _ops.all_gather(tensor, call.group, call.lengths, call.local_length)
+
+
 def ulysses_attention(attention, query, key, value, *args, group=None, lengths=None,
                       local_length=None, expand_kv=False, **kwargs):
     """Ulysses attention around attention(q, k, v, *args, **kwargs).
