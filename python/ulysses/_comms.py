@@ -51,21 +51,30 @@ def device_index(device):
 
 
 # ---------------------------------------------------------------------------
-# Exact plans, cached: pure host data, reused by every call of the same shape.
+# Plans, cached: pure host data, reused by every call of the same shape. A
+# capacity plan names its device length, which it keeps alive, so that a
+# CUDA graph captured with it never sees that address reused or the plan freed.
 # ---------------------------------------------------------------------------
 _plans = OrderedDict()
 _plans_lock = threading.Lock()
 _PLAN_CACHE_SIZE = 256
 
 
-def exact_plan(n_ranks, rank, lengths, layouts):
-    key = (n_ranks, rank, tuple(lengths), tuple(layout.key() for layout in layouts))
+def plan_of(n_ranks, rank, lengths, layouts, local_length=None):
+    """The exact plan of every rank's lengths, or with local_length (a device
+    tensor) the capacity plan of every rank's capacity."""
+    key = (n_ranks, rank, tuple(lengths), tuple(layout.key() for layout in layouts),
+           None if local_length is None else local_length.data_ptr())
     with _plans_lock:
         plan = _plans.get(key)
         if plan is not None:
             _plans.move_to_end(key)
             return plan
-    plan = _api.Plan.exact(n_ranks, rank, list(lengths), layouts)
+    if local_length is None:
+        plan = _api.Plan.exact(n_ranks, rank, list(lengths), layouts)
+    else:
+        plan = _api.Plan.capacity(n_ranks, rank, list(lengths), local_length.data_ptr(), layouts)
+        plan.keepalive = local_length
     with _plans_lock:
         _plans[key] = plan
         while len(_plans) > _PLAN_CACHE_SIZE:
@@ -92,11 +101,7 @@ class GroupComm:
         return torch.cuda.current_stream(self.device).cuda_stream
 
     def run(self, op, inputs, outputs, layouts, lengths, local_length):
-        if local_length is None:
-            plan = exact_plan(self.size, self.rank, lengths, layouts)
-        else:
-            plan = _api.Plan.capacity(self.size, self.rank, list(lengths),
-                                      local_length.data_ptr(), layouts)
+        plan = plan_of(self.size, self.rank, lengths, layouts, local_length)
         workspace_bytes = plan.workspace_size(op)
         workspace = (torch.empty(workspace_bytes, dtype=torch.uint8, device=inputs[0].device)
                      if workspace_bytes else None)
