@@ -90,6 +90,21 @@ class TorchBindingTest(unittest.TestCase):
         self.assertIn("Tensor[] inputs, str group, SymInt[] lengths, Tensor? local_length",
                       str(ops.seq_to_head.default._schema))
 
+    def test_plans_are_cached_and_a_capacity_plan_keeps_its_length(self):
+        torch, ulysses = self.torch, self.ulysses
+        from ulysses import _comms
+        layouts = [ulysses.Layout(2, 8, 16, 2)]
+        exact = _comms.plan_of(2, 0, (3, 5), layouts)
+        self.assertIs(_comms.plan_of(2, 0, [3, 5], [ulysses.Layout(2, 8, 16, 2)]), exact)
+        self.assertFalse(exact.capacity_mode)
+        local_length = torch.tensor([4])
+        capacity = _comms.plan_of(2, 0, (6, 6), layouts, local_length)
+        self.assertTrue(capacity.capacity_mode)
+        self.assertIs(capacity.keepalive, local_length)
+        self.assertEqual(capacity.device_local_length, local_length.data_ptr())
+        self.assertIs(_comms.plan_of(2, 0, (6, 6), layouts, local_length), capacity)
+        self.assertIsNot(_comms.plan_of(2, 0, (6, 6), layouts, torch.tensor([4])), capacity)
+
     def test_reference_format_of_the_globals(self):
         torch, vila = self.torch, self.ulysses_vila()
         values = vila.reference_format((4, 4, 4, 7), torch.device("cpu"))
