@@ -22,6 +22,16 @@ ulysses.torch, and after ulysses.vila.apply(). Lengths by VILA's rule
 batch 1 and 2, plain and grouped-query kv heads; outputs, gradients and the
 globals (set_ulysses_seq_len) must equal the reference's bit for bit.
 
+With ULYSSES_GPU_CHECK_COMPILE_RANKS=2,3,4 (the python_compile step of
+.ci/device-run), then torch.compile of the layer on the operators, P = 2, 3
+and 4 (CompileRank): fullgraph=True with 0 graph breaks (torch._dynamo.explain)
+and bit-exact against eager (backend aot_eager), lengths set for the step and
+capacity mode, VILA's rule and a skewed pattern, bf16, batch 1 and 2, plain
+and grouped-query kv heads; Inductor (and mode="reduce-overhead" in capacity
+mode) on one case, reported; VILA's layer after ulysses.vila.apply(attention=True)
+against its own forward; and the time per layer of eager, compiled, and VILA's
+layer with three exchanges and with one.
+
 Exit status: 0 all passed, 1 a failure, 77 (skipped) without torch or a GPU.
 Run: ULYSSES_LIBRARY=build/libulysses.so PYTHONPATH=python python3 python/tests/gpu_torch_check.py
 """
@@ -34,7 +44,8 @@ import traceback
 import types
 
 SKIP = 77
-RANK_COUNTS = tuple(int(p) for p in os.environ.get("ULYSSES_GPU_CHECK_RANKS", "1,2,4").split(","))
+RANK_COUNTS = tuple(int(p) for p in os.environ.get("ULYSSES_GPU_CHECK_RANKS", "1,2,4").split(",")
+                    if p)
 VILA_RANK_COUNTS = tuple(int(p) for p in
                          os.environ.get("ULYSSES_GPU_CHECK_VILA_RANKS", "2,3,4").split(",") if p)
 STANDIN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vila_standin")
@@ -506,7 +517,8 @@ class Rank(Checks):
 
 
 def worker(rank, n_ranks, port, n_gpus, kind="binding"):
-    """One rank process: kind "binding" runs Rank's checks, "vila" VilaRank's."""
+    """One rank process: kind "binding" runs Rank's checks, "vila" VilaRank's,
+    "compile" CompileRank's."""
     if n_gpus < n_ranks:
         os.environ.update(SHARED_GPU_ENV)
         os.environ["NCCL_HOSTID"] = "ulyrank%d" % rank
@@ -516,7 +528,8 @@ def worker(rank, n_ranks, port, n_gpus, kind="binding"):
     torch.cuda.set_device(device)
     dist.init_process_group("nccl", init_method="tcp://127.0.0.1:%d" % port, rank=rank,
                             world_size=n_ranks, device_id=torch.device("cuda", device))
-    checks = (Rank if kind == "binding" else VilaRank)(rank, n_ranks, device)
+    checks = {"binding": Rank, "vila": VilaRank, "compile": CompileRank}[kind](rank, n_ranks,
+                                                                              device)
     checks.run_all()
     import ulysses.torch as ut
     ut.release_all()
@@ -631,6 +644,156 @@ class VilaRank(Checks):
                     "%r vs %r" % (stored, expected))
 
 
+# -- torch.compile of the layer (the operators of torch.ops.ulysses) -----------------
+COMPILE_RANK_COUNTS = tuple(int(p) for p in
+                            os.environ.get("ULYSSES_GPU_CHECK_COMPILE_RANKS", "").split(",") if p)
+TIMED_ITERATIONS = int(os.environ.get("ULYSSES_GPU_CHECK_TIMED", "20"))
+
+
+class CompileRank(VilaRank):
+    """One rank's torch.compile checks, on the stand-in VILA's shapes: the
+    attention layer (UlyssesAttention around SDPA's math backend) compiled
+    with fullgraph=True against eager, bit-exact (backend aot_eager) and with
+    Inductor, no graph break (torch._dynamo.explain), with the lengths set for
+    the step and in capacity mode (mode="reduce-overhead", CUDA graphs);
+    VILA's layer against itself after ulysses.vila.apply(attention=True); the
+    time per layer of eager, compiled and VILA's three exchanges."""
+
+    def __init__(self, rank, n_ranks, device):
+        super().__init__(rank, n_ranks, device)
+        import ulysses.torch as ut
+        self.ut = ut
+        self.group = self.torch.distributed.group.WORLD
+        self.globals.set_ulysses_sp_pg(self.group)
+
+    def layer(self, q, k, v, weight):
+        output = self.ut.ulysses_attention(self.sdpa, q, k, v, group=self.group)
+        return (output.float() * weight).sum()
+
+    def vila_sdpa(self, q, k, v, attention_mask=None, dropout_p=0.0, softmax_scale=None,
+                  seqlens_in_batch=None, causal=False):
+        """The local attention as VILA's layer calls it (causal, no mask here)."""
+        return self.sdpa(q, k, v)
+
+    def forward_backward(self, function, inputs):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs[:3]]
+        loss = function(*leaves, inputs[3])
+        loss.backward()
+        return [loss.detach()] + [leaf.grad for leaf in leaves]
+
+    def timed(self, function, inputs):
+        """Milliseconds per forward and backward of function, after a warm-up."""
+        torch = self.torch
+        self.forward_backward(function, inputs)
+        torch.cuda.synchronize(self.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(TIMED_ITERATIONS):
+            self.forward_backward(function, inputs)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / TIMED_ITERATIONS
+
+    def compiled_against_eager(self, name, inputs, inductor_mode=False):
+        """The layer compiled (aot_eager) against eager; with inductor_mode (None:
+        Inductor's default, or a mode's name) also with Inductor, reported, and
+        returned for timing."""
+        torch = self.torch
+        explained = torch._dynamo.explain(self.layer)(*[t.detach() for t in inputs])
+        self.check("%s: 0 graph breaks" % name, explained.graph_break_count == 0,
+                   "%d: %r" % (explained.graph_break_count, explained.break_reasons))
+        eager = self.forward_backward(self.layer, inputs)
+        torch._dynamo.reset()
+        exact = self.forward_backward(torch.compile(self.layer, fullgraph=True,
+                                                    backend="aot_eager"), inputs)
+        for label, a, b in zip(("loss", "dq", "dk", "dv"), exact, eager):
+            self.same("%s: compiled (aot_eager) %s bit-exact against eager" % (name, label), a, b)
+        if inductor_mode is False:
+            return None
+        torch._dynamo.reset()
+        inductor = torch.compile(self.layer, fullgraph=True, mode=inductor_mode)
+        fused = self.forward_backward(inductor, inputs)
+        for label, a, b in zip(("loss", "dq", "dk", "dv"), fused, eager):
+            difference = (a.float() - b.float()).abs().max().item() if a.numel() else 0.0
+            self.log("     %s: Inductor%s %s %s, largest difference %g" % (
+                name, " " + inductor_mode if inductor_mode else "", label,
+                "bit-exact" if torch.equal(a, b) else "not bit-exact", difference))
+        return inductor
+
+    def run_all(self):
+        torch, ut = self.torch, self.ut
+        vila_rule = vila_rule_lengths(VILA_TOTAL_ROWS, self.n_ranks)
+        skewed = VILA_SKEWED[self.n_ranks]
+        # Each pattern, batch and kv head count once, not every combination (each
+        # case compiles afresh); Inductor and the timing on one (timed).
+        cases = [("VILA's rule", vila_rule, 1, VILA_QUERY_HEADS, False),
+                 ("VILA's rule", vila_rule, 2, 2, True),
+                 ("skewed", skewed, 2, VILA_QUERY_HEADS, False),
+                 ("skewed", skewed, 1, 2, False)]
+        for pattern, lengths, batch, kv_heads, timed in cases:
+            name = "compile %s %s B=%d Hkv=%d" % (pattern, lengths, batch, kv_heads)
+            rows, seed = lengths[self.rank], 20000 + 100 * batch + kv_heads
+            inputs = [self.make((batch, rows, heads, VILA_HEAD_DIM), seed + 7 * i + self.rank)
+                      for i, heads in enumerate((VILA_QUERY_HEADS, kv_heads, kv_heads))]
+            inputs.append(self.make((batch, rows, VILA_QUERY_HEADS, VILA_HEAD_DIM),
+                                    seed + 31 + self.rank).float())
+            with ut.sequence_lengths(lengths, group=self.group):
+                compiled = self.compiled_against_eager(name + " lengths set", inputs,
+                                                       None if timed else False)
+                if timed:
+                    self.log("     %s: ms per layer, eager %.3f, compiled %.3f" % (
+                        name, self.timed(self.layer, inputs), self.timed(compiled, inputs)))
+            capacity = max(lengths)
+            padded = []
+            for tensor in inputs:
+                made = torch.zeros((batch, capacity) + tuple(tensor.shape[2:]),
+                                   dtype=tensor.dtype, device=self.device)
+                made[:, :rows] = tensor
+                padded.append(made)
+            local_length = torch.tensor([rows], dtype=torch.int64, device=self.device)
+            with ut.sequence_lengths(local_length=local_length, group=self.group):
+                self.compiled_against_eager(name + " capacity", padded,
+                                            "reduce-overhead" if timed else False)
+            # VILA's layer needs the kv heads split evenly, or copied evenly.
+            if kv_heads % self.n_ranks == 0 or self.n_ranks % kv_heads == 0:
+                self.check_vila_layer(name, inputs, kv_heads, timed)
+            torch._dynamo.reset()
+
+    def check_vila_layer(self, name, inputs, kv_heads, timed):
+        """VILA's layer, its own forward (three exchanges, on ulysses' classes
+        after apply()) against apply(attention=True)'s (one exchange)."""
+        layer = self.module.UlyssesAttention(self.vila_sdpa, self.group)
+
+        def vila_layer(q, k, v, weight):
+            return (layer(q, k, v, causal=True).float() * weight).sum()
+        reference = self.forward_backward(vila_layer, inputs)
+        self.vila.apply()
+        try:
+            three = self.forward_backward(vila_layer, inputs)
+            three_ms = self.timed(vila_layer, inputs) if timed else None
+            self.vila.apply(attention=True)
+            one = self.forward_backward(vila_layer, inputs)
+            one_ms = self.timed(vila_layer, inputs) if timed else None
+        finally:
+            self.vila.revert()
+        copied = kv_heads < self.n_ranks
+        for label, a, b, c in zip(("loss", "dq", "dk", "dv"), one, three, reference):
+            self.same("%s VILA layer on ulysses' classes: %s" % (name, label), b, c)
+            if copied and label in ("dk", "dv"):
+                difference = (a.float() - c.float()).abs().max().item() if a.numel() else 0.0
+                self.check("%s VILA layer in one exchange: %s equal up to the sum's order"
+                           % (name, label), self.torch.allclose(a.float(), c.float(), rtol=1e-2,
+                                                                atol=1e-2),
+                           "(%s, largest difference %g)" % (
+                               "bit-exact" if self.torch.equal(a, c) else "not bit-exact",
+                               difference))
+            else:
+                self.same("%s VILA layer in one exchange: %s" % (name, label), a, c)
+        if timed:
+            self.log("     %s: ms per VILA layer, three exchanges %.3f, one exchange %.3f"
+                     % (name, three_ms, one_ms))
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -691,6 +854,12 @@ def main():
         results["vila %d" % n_ranks] = passed = run_ranks(n_ranks, n_gpus, "vila")
         print("=== VILA P=%d %s in %.1f s" % (n_ranks, "passed" if passed else "FAILED",
                                              time.monotonic() - started), flush=True)
+    for n_ranks in COMPILE_RANK_COUNTS:
+        print("=== torch.compile, P=%d" % n_ranks, flush=True)
+        started = time.monotonic()
+        results["compile %d" % n_ranks] = passed = run_ranks(n_ranks, n_gpus, "compile")
+        print("=== compile P=%d %s in %.1f s" % (n_ranks, "passed" if passed else "FAILED",
+                                                time.monotonic() - started), flush=True)
     return 0 if all(results.values()) else 1
 
 

@@ -30,6 +30,11 @@ class Ours4D:
     pass
 
 
+class ReferenceAttention:
+    def forward(self, query, key, value):
+        return "reference"
+
+
 class Ours5D:
     pass
 
@@ -57,7 +62,7 @@ def fake_vila():
     all_to_all = module(vila.ALL_TO_ALL_MODULE, SeqAllToAll4D=Reference4D,
                         SeqAllToAll5D=Reference5D, SeqAllGather=ReferenceGather)
     attention = module("llava.train.sequence_parallel.ulysses_attn", SeqAllToAll4D=Reference4D,
-                       SeqAllGather=ReferenceGather)
+                       SeqAllGather=ReferenceGather, UlyssesAttention=ReferenceAttention)
     hybrid = module("llava.train.sequence_parallel.hybrid_attn", A2A=Reference4D,
                     SeqAllToAll5D=Reference5D, unrelated=Reference4D.__name__)
     modules = {"llava": module("llava"), "llava.train": module("llava.train"),
@@ -145,6 +150,25 @@ class ApplyTest(unittest.TestCase):
         self.addCleanup(vila.set_auto_attach, True)
         _lengths.hooks.call("group", (1, 2), "cuda:0")
         self.assertIsNone(self.modules[vila.GLOBALS_MODULE].get_ulysses_seq_len())
+
+    def test_attention_true_replaces_the_layers_forward_and_revert_restores_it(self):
+        original = ReferenceAttention.forward
+        self.assertEqual(len(vila.apply(OURS, make=fake_make([]))), 7)
+        self.assertIs(ReferenceAttention.forward, original)
+        replaced = vila.apply(OURS, make=fake_make([]), attention=True)
+        self.assertEqual(replaced, ["llava.train.sequence_parallel.ulysses_attn.UlyssesAttention."
+                                    "forward"])
+        self.assertIs(ReferenceAttention.forward, vila.one_exchange_forward)
+        self.assertEqual(vila.apply(OURS, make=fake_make([]), attention=True), [])  # once
+        vila.revert()
+        self.assertIs(ReferenceAttention.forward, original)
+        self.assertIs(self.modules["llava.train.sequence_parallel.ulysses_attn"].SeqAllToAll4D,
+                      Reference4D)
+
+    def test_a_vila_without_the_layer_is_refused(self):
+        del self.modules["llava.train.sequence_parallel.ulysses_attn"].UlyssesAttention
+        with self.assertRaisesRegex(vila.VilaNotFoundError, "has no UlyssesAttention"):
+            vila.apply(OURS, make=fake_make([]), attention=True)
 
     def test_a_vila_without_the_classes_is_refused(self):
         del self.modules[vila.ALL_TO_ALL_MODULE].SeqAllToAll5D

@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
-"""ulysses.torch and ulysses.vila with torch but without a GPU or a process
-group: what runs on the CPU. Its own Meson test (python_torch), which exits 77,
-Meson's SKIP, where torch is not installed, so that the skip shows in the
-test summary instead of hiding inside an OK. The torch-free logic is in
-test_lengths.py and test_vila.py; the multi-rank checks in gpu_torch_check.py.
+"""ulysses.torch and ulysses.vila with torch but without a GPU: what runs on
+the CPU. Its own Meson test (python_torch), which exits 77, Meson's SKIP,
+where torch is not installed, so that the skip shows in the test summary
+instead of hiding inside an OK. The torch-free logic is in test_lengths.py and
+test_vila.py; the operators on P = 2 and 3 CPU rank processes (gloo, with a
+stand-in exchange) in torch_cpu_ranks.py, which this runs; the multi-rank
+checks on GPUs in gpu_torch_check.py.
 """
 
 import importlib.util
 import inspect
 import os
+import subprocess
 import sys
 import unittest
 
 SKIP = 77
-STANDIN_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vila_standin")
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+STANDIN_PATH = os.path.join(TESTS_DIR, "vila_standin")
 
 
 class TorchBindingTest(unittest.TestCase):
@@ -48,7 +52,7 @@ class TorchBindingTest(unittest.TestCase):
     def test_padding_rows_are_zeroed(self):
         torch, binding = self.torch, self.binding
         tensor = torch.full((2, 6, 3, 4), float("nan"))
-        binding._zero_rows_from(tensor, torch.tensor(4))
+        self.ulysses._ops._zero_rows_from(tensor, torch.tensor(4))
         self.assertTrue(torch.isnan(tensor[:, :4]).all())
         self.assertTrue((tensor[:, 4:] == 0).all())
 
@@ -77,6 +81,29 @@ class TorchBindingTest(unittest.TestCase):
                          ["ctx", "group", "input"])
         self.assertTrue(issubclass(binding.SeqAllToAll4D, self.torch.autograd.Function))
         self.assertTrue(issubclass(binding.UlyssesAttention, self.torch.nn.Module))
+
+    def test_the_operators_are_registered(self):
+        ops = self.torch.ops.ulysses
+        for name in ("seq_to_head", "head_to_seq", "all_gather", "all_gather_backward"):
+            schema = str(getattr(ops, name).default._schema)
+            self.assertTrue(schema.startswith("ulysses::%s(" % name), schema)
+        self.assertIn("Tensor[] inputs, str group, SymInt[] lengths, Tensor? local_length",
+                      str(ops.seq_to_head.default._schema))
+
+    def test_plans_are_cached_and_a_capacity_plan_keeps_its_length(self):
+        torch, ulysses = self.torch, self.ulysses
+        from ulysses import _comms
+        layouts = [ulysses.Layout(2, 8, 16, 2)]
+        exact = _comms.plan_of(2, 0, (3, 5), layouts)
+        self.assertIs(_comms.plan_of(2, 0, [3, 5], [ulysses.Layout(2, 8, 16, 2)]), exact)
+        self.assertFalse(exact.capacity_mode)
+        local_length = torch.tensor([4])
+        capacity = _comms.plan_of(2, 0, (6, 6), layouts, local_length)
+        self.assertTrue(capacity.capacity_mode)
+        self.assertIs(capacity.keepalive, local_length)
+        self.assertEqual(capacity.device_local_length, local_length.data_ptr())
+        self.assertIs(_comms.plan_of(2, 0, (6, 6), layouts, local_length), capacity)
+        self.assertIsNot(_comms.plan_of(2, 0, (6, 6), layouts, torch.tensor([4])), capacity)
 
     def test_reference_format_of_the_globals(self):
         torch, vila = self.torch, self.ulysses_vila()
@@ -127,6 +154,24 @@ class StandInVilaTest(unittest.TestCase):
         self.vila.revert()
         self.assertIs(self.attention.SeqAllToAll4D, self.reference["SeqAllToAll4D"])
         self.assertIs(self.all_to_all.SeqAllToAll5D, self.reference["SeqAllToAll5D"])
+
+
+class CpuRanksTest(unittest.TestCase):
+    """torch_cpu_ranks.py: the operators, opcheck and torch.compile on P CPU ranks."""
+
+    def run_ranks(self, n_ranks):
+        result = subprocess.run([sys.executable, os.path.join(TESTS_DIR, "torch_cpu_ranks.py"),
+                                 str(n_ranks)], capture_output=True, text=True, timeout=900)
+        lines = result.stdout.splitlines()
+        print("\n".join(line for line in lines if "rank 0]" in line or "FAIL" in line))
+        self.assertEqual(result.returncode, 0, "\n".join(
+            [line for line in lines if "FAIL" in line] + [result.stderr[-4000:]]))
+
+    def test_two_ranks(self):
+        self.run_ranks(2)
+
+    def test_three_ranks(self):
+        self.run_ranks(3)
 
 
 def main():

@@ -6,7 +6,10 @@
 replaces the reference's SeqAllToAll4D, SeqAllToAll5D and SeqAllGather with
 ulysses.torch's, in llava.train.sequence_parallel.all_to_all (so that modules
 imported later get ours) and in every llava module already loaded that had
-imported them (under any name), and keeps VILA's sequence-parallel globals in
+imported them (under any name), with attention=True also VILA's
+UlyssesAttention.forward (one_exchange_forward: q, k and v in one exchange,
+kv heads replicated inside it instead of expandKV), and keeps VILA's
+sequence-parallel globals in
 the reference's format: after each seq -> head, set_ulysses_seq_len() receives
 every rank's length as a list of one-element int64 tensors on the input's
 device, in rank order, so VILA's code that reads get_ulysses_seq_len() (the
@@ -28,10 +31,12 @@ from . import _lengths
 PACKAGE = "llava"
 GLOBALS_MODULE = "llava.train.sequence_parallel.globals"
 ALL_TO_ALL_MODULE = "llava.train.sequence_parallel.all_to_all"
+ATTENTION_MODULE = "llava.train.sequence_parallel.ulysses_attn"
 CLASS_NAMES = ("SeqAllToAll4D", "SeqAllToAll5D", "SeqAllGather")
 
 __all__ = ["apply", "revert", "VilaNotFoundError", "GlobalsWriter", "attach_globals",
-           "detach_globals", "attach_if_loaded", "auto_attach", "set_auto_attach", "replace_classes"]
+           "detach_globals", "attach_if_loaded", "auto_attach", "set_auto_attach", "replace_classes",
+           "one_exchange_forward"]
 
 
 class VilaNotFoundError(ImportError):
@@ -150,23 +155,67 @@ def replace_classes(replacements, package=PACKAGE, modules=None):
     return replaced
 
 
-def apply(replacements=None, make=reference_format):
-    """Runs VILA's Ulysses exchanges on ulysses (see the module's docstring).
+def one_exchange_forward(self, query, key, value, *args, attention_mask=None, dropout_p=0.0,
+                         softmax_scale=None, seqlens_in_batch=None, causal=False,
+                         window_size=(-1, -1), alibi_slopes=None, deterministic=False,
+                         return_attn_probs=False):
+    """VILA's UlyssesAttention.forward, its signature and its calls of the local
+    attention, on one exchange: q, k and v seq -> head in one call with one
+    resolution of the lengths (one gather where they are learned), each rank
+    receiving the kv heads its query heads read where VILA first copies them
+    with expandKV (their gradients summed in the backward, as expandKV's
+    backward does); the attention mask gathered with those lengths, as VILA
+    builds it from its globals; the output head -> seq. window_size,
+    alibi_slopes, deterministic and return_attn_probs are ignored, as VILA's
+    forward ignores them."""
+    from . import torch as binding
+    q, k, v, call = binding.qkv_seq_to_head(query, key, value, self.spg)
+    keywords = {"dropout_p": dropout_p, "softmax_scale": softmax_scale, "causal": causal}
+    if attention_mask is not None:
+        keywords["attention_mask"] = binding.gather_rows(attention_mask, call)
+        keywords["seqlens_in_batch"] = seqlens_in_batch
+    context = self.local_attn(q, k, v, *args, **keywords)
+    if isinstance(context, tuple):
+        context = context[0]
+    return binding.output_head_to_seq(context, query.shape[2], call)
 
-    replacements: {class name: replacement class}; default ulysses.torch's
-    SeqAllToAll4D, SeqAllToAll5D and SeqAllGather. make(lengths, device): the
-    globals' value (default: the reference's format). Returns the replaced
-    attributes as "module.name" strings. Calling it again patches the llava
-    modules loaded since. Raises VilaNotFoundError without VILA.
-    """
+
+def _import(name):
     try:
-        all_to_all = importlib.import_module(ALL_TO_ALL_MODULE)
-        globals_module = importlib.import_module(GLOBALS_MODULE)
+        return importlib.import_module(name)
     except ImportError as error:
         raise VilaNotFoundError(
             "ulysses.vila.apply() patches VILA's %s, which could not be imported (%s): install "
             "VILA (the llava package) first, or import ulysses.torch's classes directly"
-            % (ALL_TO_ALL_MODULE, error)) from error
+            % (name, error)) from error
+
+
+def _replace_forward(attention_module):
+    """VILA's UlyssesAttention.forward replaced by one_exchange_forward; returns
+    what was replaced, as replace_classes does."""
+    attention_class = getattr(attention_module, "UlyssesAttention", None)
+    if attention_class is None:
+        raise VilaNotFoundError("%s has no UlyssesAttention: not the VILA this integration knows"
+                                % ATTENTION_MODULE)
+    if attention_class.forward is one_exchange_forward:
+        return []
+    original = attention_class.forward
+    attention_class.forward = one_exchange_forward
+    return [(attention_class, "forward", original)]
+
+
+def apply(replacements=None, make=reference_format, attention=False):
+    """Runs VILA's Ulysses exchanges on ulysses (see the module's docstring).
+
+    replacements: {class name: replacement class}; default ulysses.torch's
+    SeqAllToAll4D, SeqAllToAll5D and SeqAllGather. make(lengths, device): the
+    globals' value (default: the reference's format). attention: also replace
+    VILA's UlyssesAttention.forward with one_exchange_forward. Returns the
+    replaced attributes as "module.name" strings. Calling it again patches the
+    llava modules loaded since. Raises VilaNotFoundError without VILA.
+    """
+    all_to_all = _import(ALL_TO_ALL_MODULE)
+    globals_module = _import(GLOBALS_MODULE)
     if replacements is None:
         from . import torch as binding
         replacements = {name: getattr(binding, name) for name in CLASS_NAMES}
@@ -182,15 +231,20 @@ def apply(replacements=None, make=reference_format):
             _originals[name] = original
             by_original[original] = replacement
     replaced = replace_classes(by_original)
+    names = ["%s.%s" % (module.__name__, attribute) for module, attribute, _ in replaced]
+    if attention:
+        forward = _replace_forward(_import(ATTENTION_MODULE))
+        replaced += forward
+        names += ["%s.UlyssesAttention.forward" % ATTENTION_MODULE for _ in forward]
     _replaced.extend(replaced)
     if _writer is None or _writer.globals_module is not globals_module or _writer.make is not make:
         attach_globals(globals_module, make)
-    return ["%s.%s" % (module.__name__, attribute) for module, attribute, _ in replaced]
+    return names
 
 
 def revert():
-    """Puts the reference's classes back where apply() replaced them and stops
-    updating VILA's globals."""
+    """Puts the reference's classes (and UlyssesAttention.forward) back where
+    apply() replaced them and stops updating VILA's globals."""
     while _replaced:
         module, attribute, original = _replaced.pop()
         setattr(module, attribute, original)

@@ -17,7 +17,7 @@ def _seq_to_head(x, group):
     batch, rows, heads, dim = x.shape
     lengths = [torch.zeros(1, dtype=torch.int64, device=x.device) for _ in range(ranks)]
     dist.barrier(group=get_ulysses_sp_pg())
-    dist.all_gather(lengths, torch.tensor(rows, device=x.device), group=get_ulysses_sp_pg())
+    dist.all_gather(lengths, torch.tensor([rows], device=x.device), group=get_ulysses_sp_pg())
     set_ulysses_seq_len(lengths)
     longest = int(max(lengths).item())
     padded = F.pad(x, (0, 0, 0, 0, 0, longest - rows))
