@@ -1,5 +1,5 @@
 """Stand-in for llava.train.sequence_parallel.all_to_all: the reference
-algorithm as shared/SPEC.md describes it, in this project's words. seq -> head
+algorithm that ulysses replaces, in this project's words. seq -> head
 learns every rank's length (barrier, all-gather, host reads) and stores it in
 the globals; head -> seq reads it back; each slice is padded to the longest,
 sent with one equal all_to_all_single, and the padding cut off."""
