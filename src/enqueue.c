@@ -75,7 +75,7 @@ static ulyssesResult_t checkPlansAgree(const ulyssesCall* call, int path,
 
 static ulyssesResult_t launchOnePass(const ulyssesCall* call, const ulyssesBackend* backend) {
   ulyssesOnePassArgs args;
-  ulyssesOnePassFill(call->plan, call->op, call->sendbuffs, NULL, NULL, NULL, NULL, &args);
+  ulyssesOnePassFill(call->plan, call->op, call->sendbuffs, NULL, &args);
   ulyssesOnePassSync sync;
   void* windows[ULYSSES_KERNEL_MAX_TENSORS] = {NULL};
   ulyssesOnePassFillSync(call->plan, call->op, &call->comm->onePass->registry, call->recvbuffs,

@@ -164,16 +164,12 @@ int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
  *----------------------------------------------------------------------*/
 void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
                         const void* const* sendbuffs, unsigned char* const* const* peerOutputs,
-                        const int64_t* lengths, const int64_t* offsets, const int64_t* slotOffsets,
                         ulyssesOnePassArgs* args) {
   memset(args, 0, sizeof *args);
   args->op = (int32_t)op;
   args->nRanks = plan->nRanks;
   args->rank = plan->rank;
   args->nTensors = plan->nTensors;
-  args->lengths = lengths;
-  args->offsets = offsets;
-  args->slotOffsets = slotOffsets;
   int64_t words[ULYSSES_KERNEL_MAX_TENSORS] = {0};
   for (int t = 0; t < plan->nTensors; t++) {
     const ulyssesLayout_t* layout = &plan->layouts[t];

@@ -72,10 +72,11 @@ int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
 /* The one-pass launch of op for plan: inputs sendbuffs; peerOutputs[t], when
  * not NULL, the nRanks addresses of tensor t's outputs as this rank writes
  * them (the word size then divides them all; the kernel narrows it further
- * from the addresses it resolves itself); the length table's three arrays. */
+ * from the addresses it resolves itself). The length table's three arrays
+ * (args->lengths, offsets, slotOffsets) are left NULL for the caller, which
+ * knows where its table lives, as the pack and unpack launches do. */
 void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
                         const void* const* sendbuffs, unsigned char* const* const* peerOutputs,
-                        const int64_t* lengths, const int64_t* offsets, const int64_t* slotOffsets,
                         ulyssesOnePassArgs* args);
 
 /* The host's part of the NCCL launch for op with plan (after the path

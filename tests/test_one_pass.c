@@ -33,8 +33,10 @@ static void fillRank(const exchangeRun* run, int r, const lengthTable* table,
     for (int p = 0; p < s->nRanks; p++) peerOutputs[t][p] = run->recv[p][t].data;
     tables[t] = peerOutputs[t];
   }
-  ulyssesOnePassFill(run->plans[r], run->op, sendbuffs, tables, table->lengths, table->offsets,
-                     table->slotOffsets, args);
+  ulyssesOnePassFill(run->plans[r], run->op, sendbuffs, tables, args);
+  args->lengths = table->lengths;
+  args->offsets = table->offsets;
+  args->slotOffsets = table->slotOffsets;
 }
 
 /* Every rank's launch, every chunk, every lane. */

@@ -31,7 +31,9 @@ static int namesOnlyRank(const char* text, int rank) {
  * its plan, so only the check can tell). */
 static void expectPlanMismatch(ulyssesComm_t comm, ulyssesOp_t op, int nTensors,
                                const ulyssesLayout_t* layouts, const int64_t* slots, int capacity,
-                               const char* label, uint64_t seed) {
+                               uint64_t seed) {
+  char label[64];
+  snprintf(label, sizeof label, "%s %s", capacity ? "capacity" : "exact", opName(op));
   int64_t mine[MAX_RANKS];
   memcpy(mine, slots, sizeof(int64_t) * (size_t)gRanks);
   if (gRank == gRanks - 1) mine[0] += 2;
@@ -84,8 +86,7 @@ static void runPlanCheckScenario(const Suite* suite, int argument) {
   for (int r = 0; r < gRanks; r++) lengths[r] = (r + 2) % 3; /* 2, 0, 1, 2, ... */
   if (gRanks >= 2) {
     setScenario("plan check (config.checkPlans = 1): rank %d's lengths differ", gRanks - 1);
-    expectPlanMismatch(byConfig, ulyssesOpSeqToHead, 1, &exact, lengths, 0, "exact seq->head",
-                       mixSeed(seed, 1));
+    expectPlanMismatch(byConfig, ulyssesOpSeqToHead, 1, &exact, lengths, 0, mixSeed(seed, 1));
   }
   setScenario("plan check (config.checkPlans = 1): agreeing plans");
   Case c;
@@ -103,7 +104,7 @@ static void runPlanCheckScenario(const Suite* suite, int argument) {
   if (gRanks >= 2) {
     setScenario("plan check (ULYSSES_CHECK=1): rank %d's capacities differ", gRanks - 1);
     expectPlanMismatch(byEnvironment, ulyssesOpHeadToSeq, 2, pair, capacities, 1,
-                       "capacity head->seq", mixSeed(seed, 3));
+                       mixSeed(seed, 3));
   }
   setScenario("plan check (ULYSSES_CHECK=1): agreeing plans");
   caseInit(&c, 2, pair, lengths, capacities, 1);
@@ -295,7 +296,8 @@ static void runRankFailure(const Suite* suite, int argument) {
       fflush(stdout);
       _exit(0);
     }
-    ULY_CHECK(enqueueExchangeOn(plan, ulyssesOpSeqToHead, 1, 0, &send, &recv, &ws, comm, gStream));
+    const ExchangeCall call = {plan, ulyssesOpSeqToHead, 1, 0, &send, &recv, &ws};
+    ULY_CHECK(enqueueExchangeOn(&call, comm, gStream));
     /* A watchdog's wait: the stream, or an asynchronous error. */
     double waitStarted = nowMs();
     for (;;) {

@@ -282,8 +282,8 @@ static double stressStart(StressSlot* s, long iteration, const StressDraw* d, ui
     freePerRank(outputs[t]);
   }
   stressExpect(s, &s->ws);
-  ULY_CHECK(
-      enqueueExchangeOn(s->plan, d->op, T, d->useMulti, s->send, s->recv, &s->ws, comm, s->stream));
+  const ExchangeCall call = {s->plan, d->op, T, d->useMulti, s->send, s->recv, &s->ws};
+  ULY_CHECK(enqueueExchangeOn(&call, comm, s->stream));
   CUDA_CHECK(cudaMemcpyAsync(s->actual, s->device, s->used, cudaMemcpyDeviceToHost, s->stream));
   s->busy = 1;
   return moved;

@@ -209,11 +209,20 @@ void freePerRank(unsigned char** buffers);
  * Running and checking exchanges.
  *----------------------------------------------------------------------*/
 void workspaceCreate(DevBuf* ws, ulyssesPlan_t plan, ulyssesOp_t op);
-/* Enqueues one exchange of every tensor of the plan on stream: through
- * ulyssesExchangeMulti when useMulti or several tensors, else the op's own
- * entry point. */
-ulyssesResult_t enqueueExchangeOn(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors, int useMulti,
-                                  DevBuf* send, DevBuf* recv, DevBuf* ws, ulyssesComm_t comm,
+/* One exchange of a scenario: the plan, the op, its tensors' buffers and the
+ * workspace; useMulti: through ulyssesExchangeMulti even for one tensor. */
+typedef struct {
+  ulyssesPlan_t plan;
+  ulyssesOp_t op;
+  int nTensors;
+  int useMulti;
+  DevBuf* send;
+  DevBuf* recv;
+  DevBuf* ws;
+} ExchangeCall;
+/* Enqueues call on stream: through ulyssesExchangeMulti when useMulti or
+ * several tensors, else the op's own entry point. */
+ulyssesResult_t enqueueExchangeOn(const ExchangeCall* call, ulyssesComm_t comm,
                                   cudaStream_t stream);
 /* Checks every buffer of a finished call, as last downloaded: inputs
  * unchanged (padding and guards included), outputs equal to the expectation

@@ -224,18 +224,20 @@ void workspaceCreate(DevBuf* ws, ulyssesPlan_t plan, ulyssesOp_t op) {
   bufCreate(ws, bytes, GUARD_BYTES, 1, WORKSPACE_FILL); /* 0 bytes: NULL */
 }
 
-ulyssesResult_t enqueueExchangeOn(ulyssesPlan_t plan, ulyssesOp_t op, int nTensors, int useMulti,
-                                  DevBuf* send, DevBuf* recv, DevBuf* ws, ulyssesComm_t comm,
+ulyssesResult_t enqueueExchangeOn(const ExchangeCall* call, ulyssesComm_t comm,
                                   cudaStream_t stream) {
   const void* sends[MAX_TENSORS];
   void* recvs[MAX_TENSORS];
-  for (int t = 0; t < nTensors; t++) {
-    sends[t] = send[t].user;
-    recvs[t] = recv[t].user;
+  for (int t = 0; t < call->nTensors; t++) {
+    sends[t] = call->send[t].user;
+    recvs[t] = call->recv[t].user;
   }
-  if (useMulti || nTensors > 1)
-    return ulyssesExchangeMulti(plan, op, nTensors, sends, recvs, ws->user, ws->bytes, comm, stream);
-  switch (op) {
+  ulyssesPlan_t plan = call->plan;
+  const DevBuf* ws = call->ws;
+  if (call->useMulti || call->nTensors > 1)
+    return ulyssesExchangeMulti(plan, call->op, call->nTensors, sends, recvs, ws->user, ws->bytes,
+                                comm, stream);
+  switch (call->op) {
     case ulyssesOpSeqToHead:
       return ulyssesSeqToHead(plan, sends[0], recvs[0], ws->user, ws->bytes, comm, stream);
     case ulyssesOpHeadToSeq:
@@ -279,7 +281,8 @@ void runAndCheck(ulyssesPlan_t plan, ulyssesOp_t op, const char* label, int nTen
     bufUpload(&recv[t]);
     bufScatterRows(&recv[t], &outMaps[t], expected[t]);
   }
-  ULY_CHECK(enqueueExchangeOn(plan, op, nTensors, useMulti, send, recv, &ws, comm, gStream));
+  const ExchangeCall call = {plan, op, nTensors, useMulti, send, recv, &ws};
+  ULY_CHECK(enqueueExchangeOn(&call, comm, gStream));
   CUDA_CHECK(cudaStreamSynchronize(gStream));
   checkCall(label, nTensors, send, recv, outMaps, &ws);
   bufFree(&ws);
@@ -341,8 +344,8 @@ ulyssesResult_t exchangeRefused(Exchange* x, ulyssesPlan_t plan, const char* lab
     bufUpload(&x->recv[t]);
   }
   CUDA_CHECK(cudaStreamSynchronize(gStream));
-  ulyssesResult_t got =
-      enqueueExchangeOn(plan, x->op, x->nTensors, 0, x->send, x->recv, &ws, comm, gStream);
+  const ExchangeCall call = {plan, x->op, x->nTensors, 0, x->send, x->recv, &ws};
+  ulyssesResult_t got = enqueueExchangeOn(&call, comm, gStream);
   snprintf(message, messageSize, "%s", ulyssesGetLastError());
   CUDA_CHECK(cudaStreamSynchronize(gStream));
   gChecks++;

@@ -87,9 +87,10 @@ static void launchRanks(const exchangeRun* run, const deviceRun* d, int blocks,
       tables[t] = hostTables[t];
     }
     ulyssesOnePassArgs args;
-    ulyssesOnePassFill(run->plans[r], run->op, inputs, tables, d->table,
-                       d->table + HARNESS_MAX_RANKS + 1, d->table + 2 * (HARNESS_MAX_RANKS + 1),
-                       &args);
+    ulyssesOnePassFill(run->plans[r], run->op, inputs, tables, &args);
+    args.lengths = d->table;
+    args.offsets = d->table + HARNESS_MAX_RANKS + 1;
+    args.slotOffsets = d->table + 2 * (HARNESS_MAX_RANKS + 1);
     for (int t = 0; t < s->nTensors; t++) args.tensors[t].peerOutputs = d->peerTables[t];
     CUDA_OK(ulyssesLaunchOnePassLocal(&args, blocks, stream));
   }
