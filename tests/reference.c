@@ -73,13 +73,10 @@ size_t refGatherBytes(const refShape *shape)
                   shape->elementSize);
 }
 
-/* Element index of (b, s, t, h, d) in a tensor with `positions` sequence
- * positions and `headCount` heads, in the shape's order. */
-static int64_t refElementIndex(const refShape *shape, int64_t positions, int64_t headCount,
-                               int64_t b, int64_t s, int64_t t, int64_t h, int64_t d)
+int64_t refElementIndex(const refShape *shape, int64_t positions, int64_t headCount, refCoord at)
 {
-  const int64_t row = shape->sbhd ? s * shape->batch + b : b * positions + s;
-  return ((row * shape->packed + t) * headCount + h) * shape->headDim + d;
+  const int64_t row = shape->sbhd ? at.s * shape->batch + at.b : at.b * positions + at.s;
+  return ((row * shape->packed + at.t) * headCount + at.h) * shape->headDim + at.d;
 }
 
 /* The rank whose slice holds global position `position`; *positionInRank gets
@@ -119,10 +116,10 @@ void refSeqToHead(const refShape *shape, const void *const *inputs, void *const 
             for (int64_t d = 0; d < shape->headDim; ++d) {
               refCopyElement(
                   outputs[headRank],
-                  refElementIndex(shape, totalLength, headCount, b, position, t, h, d),
+                  refElementIndex(shape, totalLength, headCount, (refCoord){b, position, t, h, d}),
                   inputs[seqRank],
-                  refElementIndex(shape, shape->lengths[seqRank], shape->heads, b, positionInRank,
-                                  t, headBegin + h, d),
+                  refElementIndex(shape, shape->lengths[seqRank], shape->heads,
+                                  (refCoord){b, positionInRank, t, headBegin + h, d}),
                   shape->elementSize);
             }
           }
@@ -146,12 +143,13 @@ void refHeadToSeq(const refShape *shape, const void *const *inputs, void *const 
             const int64_t headBegin = refHeadBegin(shape, headRank);
             const int64_t headCount = refHeadCount(shape, headRank);
             for (int64_t d = 0; d < shape->headDim; ++d) {
-              refCopyElement(outputs[seqRank],
-                             refElementIndex(shape, length, shape->heads, b, s, t, h, d),
-                             inputs[headRank],
-                             refElementIndex(shape, totalLength, headCount, b, offset + s, t,
-                                             h - headBegin, d),
-                             shape->elementSize);
+              refCopyElement(
+                  outputs[seqRank],
+                  refElementIndex(shape, length, shape->heads, (refCoord){b, s, t, h, d}),
+                  inputs[headRank],
+                  refElementIndex(shape, totalLength, headCount,
+                                  (refCoord){b, offset + s, t, h - headBegin, d}),
+                  shape->elementSize);
             }
           }
         }
@@ -171,13 +169,13 @@ void refAllGather(const refShape *shape, const void *const *inputs, void *const 
         for (int64_t t = 0; t < shape->packed; ++t) {
           for (int64_t h = 0; h < shape->heads; ++h) {
             for (int64_t d = 0; d < shape->headDim; ++d) {
-              refCopyElement(
-                  outputs[destinationRank],
-                  refElementIndex(shape, totalLength, shape->heads, b, position, t, h, d),
-                  inputs[seqRank],
-                  refElementIndex(shape, shape->lengths[seqRank], shape->heads, b, positionInRank,
-                                  t, h, d),
-                  shape->elementSize);
+              refCopyElement(outputs[destinationRank],
+                             refElementIndex(shape, totalLength, shape->heads,
+                                             (refCoord){b, position, t, h, d}),
+                             inputs[seqRank],
+                             refElementIndex(shape, shape->lengths[seqRank], shape->heads,
+                                             (refCoord){b, positionInRank, t, h, d}),
+                             shape->elementSize);
             }
           }
         }

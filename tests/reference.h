@@ -29,6 +29,16 @@ typedef struct refShape {
   int sbhd;               /* 0: batch-first (BSHD), 1: sequence-first (SBHD) */
 } refShape;
 
+/* An element's coordinates: batch entry b, sequence position s, packed
+ * tensor t, head h, place d in the head. */
+typedef struct refCoord {
+  int64_t b, s, t, h, d;
+} refCoord;
+
+/* Element index of `at` in a tensor of `positions` sequence positions and
+ * `headCount` heads, in the shape's order. */
+int64_t refElementIndex(const refShape *shape, int64_t positions, int64_t headCount, refCoord at);
+
 /* Head split: rank j owns heads [refHeadBegin(j), refHeadBegin(j + 1)).
  * rank may be nRanks, where refHeadBegin gives H (the end of the last group). */
 int64_t refHeadBegin(const refShape *shape, int rank);

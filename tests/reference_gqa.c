@@ -109,14 +109,11 @@ size_t refGqaHeadSideBytes(const refGqaShape *shape, int rank)
                   kv->headDim * kv->elementSize);
 }
 
-/* Byte offset of element (b, s, t, h, d) of a tensor of `positions` rows and
+/* Byte offset of element `at` of a tensor of `positions` rows and
  * `headCount` heads. */
-static size_t byteAt(const refShape *shape, int64_t positions, int64_t headCount, int64_t b,
-                     int64_t s, int64_t t, int64_t h, int64_t d)
+static size_t byteAt(const refShape *shape, int64_t positions, int64_t headCount, refCoord at)
 {
-  int64_t row = shape->sbhd ? s * shape->batch + b : b * positions + s;
-  return (size_t)((((row * shape->packed + t) * headCount + h) * shape->headDim + d) *
-                  shape->elementSize);
+  return (size_t)(refElementIndex(shape, positions, headCount, at) * shape->elementSize);
 }
 
 void refGqaSeqToHead(const refGqaShape *shape, const void *const *inputs, void *const *outputs)
@@ -131,9 +128,10 @@ void refGqaSeqToHead(const refGqaShape *shape, const void *const *inputs, void *
           for (int64_t t = 0; t < kv->packed; ++t)
             for (int64_t h = 0; h < count; ++h)
               for (int64_t d = 0; d < kv->headDim; ++d)
-                memcpy((unsigned char *)outputs[j] + byteAt(kv, total, count, b, offset + s, t, h, d),
+                memcpy((unsigned char *)outputs[j] +
+                           byteAt(kv, total, count, (refCoord){b, offset + s, t, h, d}),
                        (const unsigned char *)inputs[r] +
-                           byteAt(kv, kv->lengths[r], kv->heads, b, s, t, begin + h, d),
+                           byteAt(kv, kv->lengths[r], kv->heads, (refCoord){b, s, t, begin + h, d}),
                        (size_t)kv->elementSize);
   }
 }
@@ -153,12 +151,14 @@ void refGqaHeadToSeq(const refGqaShape *shape, const void *const *inputs, void *
               for (int j = 0; j < kv->nRanks; ++j) {
                 int64_t begin = refKvBegin(shape, j), count = refKvCount(shape, j);
                 if (h < begin || h >= begin + count) continue;
-                float value = refLoad((const unsigned char *)inputs[j] +
-                                          byteAt(kv, total, count, b, offset + s, t, h - begin, d),
-                                      shape->type);
+                float value = refLoad(
+                    (const unsigned char *)inputs[j] +
+                        byteAt(kv, total, count, (refCoord){b, offset + s, t, h - begin, d}),
+                    shape->type);
                 sum = replicas++ == 0 ? value : sum + value;
               }
-              refStore((unsigned char *)outputs[r] + byteAt(kv, kv->lengths[r], kv->heads, b, s, t, h, d),
+              refStore((unsigned char *)outputs[r] +
+                           byteAt(kv, kv->lengths[r], kv->heads, (refCoord){b, s, t, h, d}),
                        sum, shape->type);
             }
 }
