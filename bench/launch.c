@@ -70,19 +70,27 @@ static int parseDecimal(const char* text, long min, long max, int* value) {
   return 0;
 }
 
+/* An environment being read, and where a bad value's message goes. */
+typedef struct {
+  char* const* environment;
+  char* error;
+  size_t errorSize;
+} envReader;
+
 /* name's value as an integer in [min, max] into *value; 0 when set and valid,
  * 1 (with a message) when set and invalid or, if required, not set; *value is
  * left alone when an optional name is not set. */
-static int readInteger(char* const* environment, const char* name, long min, long max, int required,
-                       int* value, char* error, size_t errorSize) {
-  const char* text = lookup(environment, name);
+static int readInteger(const envReader* env, const char* name, long min, long max, int required,
+                       int* value) {
+  const char* text = lookup(env->environment, name);
   if (text == NULL) {
     if (!required) return 0;
-    snprintf(error, errorSize, "%s is not set", name);
+    snprintf(env->error, env->errorSize, "%s is not set", name);
     return 1;
   }
   if (parseDecimal(text, min, max, value) == 0) return 0;
-  snprintf(error, errorSize, "%s=\"%s\" is not an integer in [%ld, %ld]", name, text, min, max);
+  snprintf(env->error, env->errorSize, "%s=\"%s\" is not an integer in [%ld, %ld]", name, text,
+           min, max);
   return 1;
 }
 
@@ -96,10 +104,10 @@ static int mpiLaunched(char* const* environment) {
 
 static int parseEnvLaunch(char* const* environment, benchLaunch* launch, char* error,
                           size_t errorSize) {
-  if (readInteger(environment, "WORLD_SIZE", 1, MAX_RANKS, 1, &launch->nRanks, error, errorSize) ||
-      readInteger(environment, "RANK", 0, launch->nRanks - 1, 1, &launch->rank, error, errorSize) ||
-      readInteger(environment, "LOCAL_WORLD_SIZE", 1, launch->nRanks, 0, &launch->localSize, error,
-                  errorSize))
+  const envReader env = {environment, error, errorSize};
+  if (readInteger(&env, "WORLD_SIZE", 1, MAX_RANKS, 1, &launch->nRanks) ||
+      readInteger(&env, "RANK", 0, launch->nRanks - 1, 1, &launch->rank) ||
+      readInteger(&env, "LOCAL_WORLD_SIZE", 1, launch->nRanks, 0, &launch->localSize))
     return 1;
   if (lookup(environment, "LOCAL_RANK") == NULL) {
     snprintf(error, errorSize,
@@ -107,9 +115,7 @@ static int parseEnvLaunch(char* const* environment, benchLaunch* launch, char* e
     return 1;
   }
   int localRanks = launch->localSize > 0 ? launch->localSize : launch->nRanks;
-  if (readInteger(environment, "LOCAL_RANK", 0, localRanks - 1, 1, &launch->localRank, error,
-                  errorSize))
-    return 1;
+  if (readInteger(&env, "LOCAL_RANK", 0, localRanks - 1, 1, &launch->localRank)) return 1;
 
   launch->idFile = lookup(environment, "ULYSSES_ID_FILE");
   if (launch->idFile != NULL) {
@@ -129,11 +135,10 @@ static int parseEnvLaunch(char* const* environment, benchLaunch* launch, char* e
     return 1;
   }
   int masterPort = 0;
-  if (readInteger(environment, "MASTER_PORT", 1, 65534, 1, &masterPort, error, errorSize)) return 1;
+  if (readInteger(&env, "MASTER_PORT", 1, 65534, 1, &masterPort)) return 1;
   /* torchrun's own TCPStore holds MASTER_PORT itself. */
   launch->idPort = masterPort + 1;
-  if (readInteger(environment, "ULYSSES_ID_PORT", 1, 65535, 0, &launch->idPort, error, errorSize))
-    return 1;
+  if (readInteger(&env, "ULYSSES_ID_PORT", 1, 65535, 0, &launch->idPort)) return 1;
   launch->idSource = BENCH_ID_TCP;
   return 0;
 }
