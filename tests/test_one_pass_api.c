@@ -153,16 +153,18 @@ static ulyssesPlan_t planOf(int nRanks, int rank) {
   return plan;
 }
 
-/* Runs ulyssesGetExchangePath with standard error captured into log. */
-static ulyssesResult_t pathWithLog(ulyssesPlan_t plan, ulyssesOp_t op, void* const* recvbuffs,
-                                   ulyssesComm_t comm, ulyssesPath_t* path, const char** reason,
-                                   char* log, size_t logBytes) {
+/* Runs ulyssesGetExchangePath of seq->head with standard error captured
+ * into log. */
+static ulyssesResult_t pathWithLog(ulyssesPlan_t plan, void* const* recvbuffs, ulyssesComm_t comm,
+                                   ulyssesPath_t* path, const char** reason, char* log,
+                                   size_t logBytes) {
   fflush(stderr);
   int saved = dup(2);
   FILE* capture = tmpfile();
   assert_non_null(capture);
   dup2(fileno(capture), 2);
-  ulyssesResult_t result = ulyssesGetExchangePath(plan, op, 1, recvbuffs, comm, path, reason);
+  ulyssesResult_t result =
+      ulyssesGetExchangePath(plan, ulyssesOpSeqToHead, 1, recvbuffs, comm, path, reason);
   fflush(stderr);
   dup2(saved, 2);
   close(saved);
@@ -188,9 +190,8 @@ static void testExchangePathAndItsReason(void** state) {
     ulyssesPath_t path = ulyssesPathOnePass;
     const char* reason = NULL;
     char log[1024];
-    expectCode(
-        pathWithLog(plan, ulyssesOpSeqToHead, &output, comm, &path, &reason, log, sizeof log),
-        ulyssesSuccess, NULL);
+    expectCode(pathWithLog(plan, &output, comm, &path, &reason, log, sizeof log), ulyssesSuccess,
+               NULL);
     assert_int_equal(path, ulyssesPathStaged);
     assert_non_null(reason);
     assert_non_null(strstr(reason, expected[i]));

@@ -273,9 +273,22 @@ static void watchedSetup(watchedCall* w, int nTensors) {
   exchangeSetup(&w->run, &w->s, ulyssesOpSeqToHead, 11);
 }
 
-static ulyssesResult_t watchedCallRank0(watchedCall* w, ulyssesPlan_t plan, int commRanks, int commRank, ulyssesOp_t op,
-                                        int nTensors, const void* const* sendbuffs,
-                                        void* const* recvbuffs, void* workspace, size_t workspaceSize) {
+/* The call's arguments as the test gives them (plan, op, tensor count, send
+ * and receive buffers, workspace and its size); watchedCallRank0 adds the
+ * status and the comm. */
+#define CALL(...) CALL_(__VA_ARGS__)
+#define CALL_(plan_, op_, nTensors_, sendbuffs_, recvbuffs_, workspace_, workspaceSize_)       \
+  ((ulyssesCall){.plan = (plan_),                                                             \
+                 .op = (op_),                                                                 \
+                 .nTensors = (nTensors_),                                                     \
+                 .sendbuffs = (sendbuffs_),                                                   \
+                 .recvbuffs = (recvbuffs_),                                                   \
+                 .workspace = (workspace_),                                                   \
+                 .workspaceSize = (workspaceSize_)})
+
+/* call on rank commRank of a simulated comm of commRanks ranks. */
+static ulyssesResult_t watchedCallRank0(watchedCall* w, int commRanks, int commRank,
+                                        ulyssesCall call) {
   exchangeRun* run = &w->run;
   int n = 0;
   for (int t = 0; t < w->s.nTensors; t++) {
@@ -286,15 +299,8 @@ static ulyssesResult_t watchedCallRank0(watchedCall* w, ulyssesPlan_t plan, int 
   memcpy(w->snapshots[n], run->workspace[0].data, run->workspaceBytes[0]);
   simComm comm;
   simCommInit(&comm, commRanks, commRank);
-  ulyssesCall call = {.plan = plan,
-                      .op = op,
-                      .nTensors = nTensors,
-                      .sendbuffs = sendbuffs,
-                      .recvbuffs = recvbuffs,
-                      .workspace = workspace,
-                      .workspaceSize = workspaceSize,
-                      .deviceStatus = &run->status[0],
-                      .comm = &comm.comm};
+  call.deviceStatus = &run->status[0];
+  call.comm = &comm.comm;
   ulyssesBackend backend = simBackendOf(run->world, 0);
   return ulyssesEnqueueExchange(&call, &backend);
 }
@@ -332,75 +338,72 @@ static void testExchangeArguments(void** state) {
 #define WORKSPACE w.run.workspace[0].data, w.run.workspaceBytes[0]
 
   watchedSetup(&w, 2); BUFFERS();
-  expectError(watchedCallRank0(&w, NULL, 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(NULL, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE)),
               ulyssesErrorNullPointer, "plan");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
-  expectError(watchedCallRank0(&w, w.run.plans[0], 3, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 3, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE)),
               ulyssesErrorCommMismatch, "comm");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 2, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 4, 2, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE)),
               ulyssesErrorCommMismatch, "rank");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, (ulyssesOp_t)3, 2, sendbuffs, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], (ulyssesOp_t)3, 2, sendbuffs, recvbuffs, WORKSPACE)),
               ulyssesErrorInvalidArgument, "op");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 1, sendbuffs, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 1, sendbuffs, recvbuffs, WORKSPACE)),
               ulyssesErrorLayoutMismatch, "plan");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, NULL, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, NULL, recvbuffs, WORKSPACE)),
               ulyssesErrorNullPointer, "sendbuffs");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
   recvbuffs[1] = NULL;
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE)),
               ulyssesErrorNullPointer, "recvbuff of tensor 1");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, NULL,
-                               w.run.workspaceBytes[0]),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, NULL, w.run.workspaceBytes[0])),
               ulyssesErrorNullPointer, "workspace");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs,
-                               w.run.workspace[0].data + 8, w.run.workspaceBytes[0] - 8),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, w.run.workspace[0].data + 8, w.run.workspaceBytes[0] - 8)),
               ulyssesErrorMisalignedPointer, "workspace");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs,
-                               w.run.workspace[0].data, w.run.workspaceBytes[0] - 1),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, w.run.workspace[0].data, w.run.workspaceBytes[0] - 1)),
               ulyssesErrorWorkspaceTooSmall, "workspaceSize");
   expectUntouched(&w);
 
   /* An output overlapping an input, another output, or the workspace. */
   watchedSetup(&w, 2); BUFFERS();
   sendbuffs[0] = w.run.recv[0][0].data + 1;
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE)),
               ulyssesErrorBufferOverlap, "overlaps");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
   recvbuffs[1] = w.run.recv[0][0].data + 2;
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE)),
               ulyssesErrorBufferOverlap, "overlaps");
   expectUntouched(&w);
 
   watchedSetup(&w, 2); BUFFERS();
   recvbuffs[0] = w.run.workspace[0].data + 16;
-  expectError(watchedCallRank0(&w, w.run.plans[0], 4, 0, ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE),
+  expectError(watchedCallRank0(&w, 4, 0, CALL(w.run.plans[0], ulyssesOpSeqToHead, 2, sendbuffs, recvbuffs, WORKSPACE)),
               ulyssesErrorBufferOverlap, "workspace");
   expectUntouched(&w);
 }
