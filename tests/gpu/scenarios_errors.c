@@ -160,7 +160,7 @@ static void runBadLengthScenario(const Suite* suite, int negative) {
     ulyssesOp_t op = ops[i];
     char label[96];
     snprintf(label, sizeof label, "%s with a bad length", opName(op));
-    exchangeChecked(&c, plan, op, label, &style, 0, mixSeed(seed, 10 + (uint64_t)i), comm);
+    exchangeChecked(&c, plan, op, label, &style, mixSeed(seed, 10 + (uint64_t)i), comm);
     ulyssesResult_t asyncError = ulyssesSuccess;
     ULY_CHECK(ulyssesCommGetAsyncError(comm, &asyncError));
     gChecks++;
@@ -178,7 +178,7 @@ static void runBadLengthScenario(const Suite* suite, int negative) {
   }
   /* Every rank's length in range again: nothing more to report. */
   deviceLengthSet(deviceLength, clamped[gRank]);
-  exchangeChecked(&c, plan, ulyssesOpSeqToHead, "seq->head with every length in range", &style, 0,
+  exchangeChecked(&c, plan, ulyssesOpSeqToHead, "seq->head with every length in range", &style,
                   mixSeed(seed, 20), comm);
   checkNoAsyncError(comm);
   checkNoAsyncError(mainComm); /* the other comm's status is its own */

@@ -193,7 +193,7 @@ static void runGqaOpaqueScenario(const Suite* suite, int argument) {
   const BufferStyle style = {GUARD_BYTES, 0};
   if (gRanks == 1) {
     exchangeChecked(&c, plan, ulyssesOpHeadToSeq, "head->seq (one rank: no replica to sum)",
-                    &style, 0, mixSeed(seed, 1), comm);
+                    &style, mixSeed(seed, 1), comm);
   } else {
     Exchange x;
     exchangePrepare(&x, &c, plan, ulyssesOpHeadToSeq, &style, mixSeed(seed, 1));
@@ -210,7 +210,7 @@ static void runGqaOpaqueScenario(const Suite* suite, int argument) {
 
   /* The same plan's seq->head: replication needs no dataType. */
   setScenario("gqa opaque kv head shared by %d rank(s): seq->head afterwards", gRanks);
-  exchangeChecked(&c, plan, ulyssesOpSeqToHead, "seq->head", &style, 0, mixSeed(seed, 3), comm);
+  exchangeChecked(&c, plan, ulyssesOpSeqToHead, "seq->head", &style, mixSeed(seed, 3), comm);
   ULY_CHECK(ulyssesPlanDestroy(plan));
 
   /* A plain exchange on its own plan: the ranks are still in step. */
@@ -219,7 +219,7 @@ static void runGqaOpaqueScenario(const Suite* suite, int argument) {
   for (int r = 0; r < gRanks; r++) lengths[r] = r + 1;
   caseInit(&c, 1, &plain, lengths, lengths, 0);
   plan = makePlan(&c, NULL);
-  exchangeChecked(&c, plan, ulyssesOpHeadToSeq, "head->seq", &style, 0, mixSeed(seed, 5), comm);
+  exchangeChecked(&c, plan, ulyssesOpHeadToSeq, "head->seq", &style, mixSeed(seed, 5), comm);
   ULY_CHECK(ulyssesPlanDestroy(plan));
   checkNoAsyncError(comm);
   if (gRank == 0)

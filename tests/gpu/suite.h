@@ -233,10 +233,9 @@ void compareCall(const char* label, int nTensors, const DevBuf* send, const DevB
 void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv, const sideRows* outMaps,
                DevBuf* ws);
 /* Uploads the buffers, sets the outputs' expectation (the dense rows
- * `expected`, placed by outMaps), runs the exchange on gStream, waits for it
- * and checks everything. */
-void runAndCheck(ulyssesPlan_t plan, ulyssesOp_t op, const char* label, int nTensors, int useMulti,
-                 DevBuf* send, DevBuf* recv, unsigned char* const* expected,
+ * `expected`, placed by outMaps), runs call (with a workspace of its own,
+ * whatever call.ws says) on gStream, waits for it and checks everything. */
+void runAndCheck(ExchangeCall call, const char* label, unsigned char* const* expected,
                  const sideRows* outMaps, ulyssesComm_t comm);
 void checkNoAsyncError(ulyssesComm_t comm);
 
@@ -273,9 +272,10 @@ void exchangeRun(Exchange* x, ulyssesPlan_t plan, const char* label, int useMult
 ulyssesResult_t exchangeRefused(Exchange* x, ulyssesPlan_t plan, const char* label,
                                 ulyssesComm_t comm, char* message, size_t messageSize);
 void exchangeFree(Exchange* x);
-/* Prepare, run and free: one checked exchange. */
+/* Prepare, run (through the op's own entry point for one tensor) and free:
+ * one checked exchange. */
 void exchangeChecked(const Case* c, ulyssesPlan_t plan, ulyssesOp_t op, const char* label,
-                     const BufferStyle* style, int useMulti, uint64_t seed, ulyssesComm_t comm);
+                     const BufferStyle* style, uint64_t seed, ulyssesComm_t comm);
 
 /* One case in one mode: seq->head, the round trip back, head->seq from
  * independent data, and (doGather) the all-gather, each checked against the

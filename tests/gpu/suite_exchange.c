@@ -270,21 +270,20 @@ void checkCall(const char* label, int nTensors, DevBuf* send, DevBuf* recv, cons
   compareCall(label, nTensors, send, recv, outMaps, ws);
 }
 
-void runAndCheck(ulyssesPlan_t plan, ulyssesOp_t op, const char* label, int nTensors, int useMulti,
-                 DevBuf* send, DevBuf* recv, unsigned char* const* expected,
+void runAndCheck(ExchangeCall call, const char* label, unsigned char* const* expected,
                  const sideRows* outMaps, ulyssesComm_t comm) {
   DevBuf ws;
-  workspaceCreate(&ws, plan, op);
+  workspaceCreate(&ws, call.plan, call.op);
   bufUpload(&ws);
-  for (int t = 0; t < nTensors; t++) {
-    bufUpload(&send[t]);
-    bufUpload(&recv[t]);
-    bufScatterRows(&recv[t], &outMaps[t], expected[t]);
+  call.ws = &ws;
+  for (int t = 0; t < call.nTensors; t++) {
+    bufUpload(&call.send[t]);
+    bufUpload(&call.recv[t]);
+    bufScatterRows(&call.recv[t], &outMaps[t], expected[t]);
   }
-  const ExchangeCall call = {plan, op, nTensors, useMulti, send, recv, &ws};
   ULY_CHECK(enqueueExchangeOn(&call, comm, gStream));
   CUDA_CHECK(cudaStreamSynchronize(gStream));
-  checkCall(label, nTensors, send, recv, outMaps, &ws);
+  checkCall(label, call.nTensors, call.send, call.recv, outMaps, &ws);
   bufFree(&ws);
 }
 
@@ -329,8 +328,8 @@ void exchangeRun(Exchange* x, ulyssesPlan_t plan, const char* label, int useMult
   unsigned char* expected[MAX_TENSORS];
   for (int t = 0; t < x->nTensors; t++) expected[t] = x->outputs[t][gRank];
   resetOutputs(x);
-  runAndCheck(plan, x->op, label, x->nTensors, useMulti, x->send, x->recv, expected, x->outMaps,
-              comm);
+  const ExchangeCall call = {plan, x->op, x->nTensors, useMulti, x->send, x->recv, NULL};
+  runAndCheck(call, label, expected, x->outMaps, comm);
 }
 
 ulyssesResult_t exchangeRefused(Exchange* x, ulyssesPlan_t plan, const char* label,
@@ -376,10 +375,10 @@ void exchangeFree(Exchange* x) {
 }
 
 void exchangeChecked(const Case* c, ulyssesPlan_t plan, ulyssesOp_t op, const char* label,
-                     const BufferStyle* style, int useMulti, uint64_t seed, ulyssesComm_t comm) {
+                     const BufferStyle* style, uint64_t seed, ulyssesComm_t comm) {
   Exchange x;
   exchangePrepare(&x, c, plan, op, style, seed);
-  exchangeRun(&x, plan, label, useMulti, comm);
+  exchangeRun(&x, plan, label, 0, comm);
   exchangeFree(&x);
 }
 
@@ -405,8 +404,9 @@ static void runRoundTrip(const Case* c, ulyssesPlan_t plan, Exchange* toHead,
     }
     expected[t] = c->isGqa[t] ? roundTrip[t][gRank] : toHead->inputs[t][gRank];
   }
-  runAndCheck(plan, ulyssesOpHeadToSeq, "round trip (head->seq of the seq->head output)",
-              c->nTensors, useMulti, toHead->recv, seqBack, expected, seqMaps, comm);
+  const ExchangeCall call = {plan, ulyssesOpHeadToSeq, c->nTensors, useMulti, toHead->recv,
+                            seqBack, NULL};
+  runAndCheck(call, "round trip (head->seq of the seq->head output)", expected, seqMaps, comm);
   for (int t = 0; t < c->nTensors; t++) {
     bufFree(&seqBack[t]);
     freePerRank(roundTrip[t]);
@@ -422,10 +422,13 @@ void runCase(const Case* c, ulyssesPlan_t plan, uint64_t seed, const BufferStyle
   exchangeRun(&toHead, plan, "seq->head", useMulti, comm);
   runRoundTrip(c, plan, &toHead, style, useMulti, comm);
   exchangeFree(&toHead);
-  exchangeChecked(c, plan, ulyssesOpHeadToSeq, "head->seq", style, useMulti, mixSeed(seed, 200),
-                  comm);
-  if (doGather)
-    exchangeChecked(c, plan, ulyssesOpAllGather, "all-gather", style, useMulti,
-                    mixSeed(seed, 300), comm);
+  /* head->seq from independent data, then (doGather) the all-gather. */
+  const ulyssesOp_t others[2] = {ulyssesOpHeadToSeq, ulyssesOpAllGather};
+  for (int i = 0; i < (doGather ? 2 : 1); i++) {
+    Exchange x;
+    exchangePrepare(&x, c, plan, others[i], style, mixSeed(seed, 200 + 100 * (uint64_t)i));
+    exchangeRun(&x, plan, opName(others[i]), useMulti, comm);
+    exchangeFree(&x);
+  }
   checkNoAsyncError(comm);
 }
