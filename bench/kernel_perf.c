@@ -418,9 +418,15 @@ static double countWrong(const unsigned char* got, const unsigned char* expected
 /* One stage at CHECK_LENGTH: pack compares the workspace segments with the
  * reference; unpack starts from reference segments and compares the user
  * tensor. */
+/* The reference's two sides of a case: every rank's sequence side and head
+ * side. */
+typedef struct {
+  unsigned char* const* seq;
+  unsigned char* const* head;
+} referenceSides;
+
 static int checkStage(kernelContext* c, const kernelShape* s, ulyssesPlan_t plan, ulyssesOp_t op,
-                      int isPack, unsigned char* const* seqSides, unsigned char* const* headSides,
-                      double* wrong) {
+                      int isPack, const referenceSides* sides, double* wrong) {
   stageSegments stage;
   BENCHCHECK(getStageSegments(plan, op, isPack, s->nRanks, &stage));
   *wrong = -1;
@@ -428,12 +434,13 @@ static int checkStage(kernelContext* c, const kernelShape* s, ulyssesPlan_t plan
   size_t workspaceSize = 0;
   ULYSSESCHECK(ulyssesGetWorkspaceSize(plan, op, &workspaceSize));
   size_t bytes = userBytes(s, op, isPack);
-  const unsigned char* userExpected = userIsSequenceSide(op, isPack) ? seqSides[0] : headSides[0];
+  const unsigned char* userExpected =
+      userIsSequenceSide(op, isPack) ? sides->seq[0] : sides->head[0];
   unsigned char* segmentsExpected = calloc(workspaceSize, 1);
   unsigned char* got = malloc(workspaceSize > bytes ? workspaceSize : bytes);
   HOSTCHECK(segmentsExpected);
   HOSTCHECK(got);
-  BENCHCHECK(expectedSegments(s, op, isPack, &stage, headSides, segmentsExpected));
+  BENCHCHECK(expectedSegments(s, op, isPack, &stage, sides->head, segmentsExpected));
   void *user = NULL, *workspace = NULL;
   BENCHCHECK(deviceAlloc(&user, bytes));
   BENCHCHECK(deviceAlloc(&workspace, workspaceSize));
@@ -503,7 +510,8 @@ static int checkShape(kernelContext* c, int nRanks, int64_t headDim) {
       refHeadToSeq(&s.shape, (const void* const*)inputs, (void* const*)outputs);
     for (int isPack = 1; isPack >= 0; isPack--) {
       double wrong = 0;
-      BENCHCHECK(checkStage(c, &s, plan, ops[o], isPack, seqSides, headSides, &wrong));
+      const referenceSides sides = {seqSides, headSides};
+      BENCHCHECK(checkStage(c, &s, plan, ops[o], isPack, &sides, &wrong));
       if (wrong < 0)
         printf(" %s %s skipped (direct);", opNames[o], isPack ? "pack" : "unpack");
       else
@@ -660,12 +668,11 @@ static int timeCall(kernelContext* c, const stageCall* call, void* copyDestinati
 
 /* A single-tensor stage against the memcpy of its bytes between the same
  * buffers. */
-static int timeStage(kernelContext* c, ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* user,
-                     void* workspace, size_t workspaceSize, const stageSegments* stage,
+static int timeStage(kernelContext* c, const stageCall* call, const stageSegments* stage,
                      kernelRow* row) {
-  void* region = (unsigned char*)workspace + stage->regionBegin;
-  stageCall call = {plan, op, isPack, 1, {user}, workspace, workspaceSize};
-  return timeCall(c, &call, isPack ? region : user, isPack ? user : region, stage->bytes,
+  void* user = call->users[0];
+  void* region = (unsigned char*)call->workspace + stage->regionBegin;
+  return timeCall(c, call, call->isPack ? region : user, call->isPack ? user : region, stage->bytes,
                   &row->stageUs, &row->memcpyUs);
 }
 
@@ -710,7 +717,8 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
       BENCHCHECK(captureLaunch(plan, ops[o], isPack, &user, workspace, &row.launch));
       CUDACHECK(cudaMemsetAsync(user, 1, bytes, c->stream));
       CUDACHECK(cudaMemsetAsync(workspace, 2, workspaceSize, c->stream));
-      BENCHCHECK(timeStage(c, plan, ops[o], isPack, user, workspace, workspaceSize, &stage, &row));
+      const stageCall call = {plan, ops[o], isPack, 1, {user}, workspace, workspaceSize};
+      BENCHCHECK(timeStage(c, &call, &stage, &row));
       CUDACHECK(cudaFree(user));
       CUDACHECK(cudaFree(workspace));
       printRow(c, &row);
