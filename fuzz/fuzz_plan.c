@@ -487,7 +487,7 @@ static int modelPlanValid(const fuzzCase* c, int outNull, const int64_t* lengths
 }
 
 static int sequenceSide(int op, int side) {
-  return op == ulyssesOpAllGather ? side == ULYSSES_SEND : (op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND);
+  return rowsOnSequenceSide((ulyssesOp_t)op, side == ULYSSES_SEND);
 }
 
 /* Bytes of (tensor, side)'s user buffer on rank, for an accepted plan. */

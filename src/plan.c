@@ -35,6 +35,13 @@ static int64_t headBytesOf(const ulyssesLayout_t* layout) {
 
 static int64_t slotTotal(const struct ulyssesPlan* plan) { return plan->slotOffsets[plan->nRanks]; }
 
+/* Whether side of op holds the sequence-split tensor: the send side of
+ * seq -> head and the all-gather, the receive side of head -> seq. */
+static int isSequenceSide(ulyssesOp_t op, ulyssesSide side) {
+  return op == ulyssesOpAllGather ? side == ULYSSES_SEND
+                                  : (op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND);
+}
+
 /*------------------------------------------------------------------------
  * Creation and validation.
  *----------------------------------------------------------------------*/
@@ -331,7 +338,7 @@ static ulyssesSideShape computeSide(const struct ulyssesPlan* plan, ulyssesOp_t 
              sentHeads(plan, layout) > layout->heads) {
     /* kv heads shared by several ranks come back once from each: summed. */
     shape.kind = ULYSSES_COPY_HEAD_SUM;
-  } else if (op != ulyssesOpAllGather && (op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND)) {
+  } else if (op != ulyssesOpAllGather && isSequenceSide(op, side)) {
     /* The sequence-side tensor: each peer's segment is every local row cut
      * to the peer's heads, contiguous in the user buffer only when each peer
      * takes every head or none, or there is at most one (row, packed index). */
@@ -399,10 +406,7 @@ static size_t computeUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, i
                                ulyssesSide side) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   int64_t headBytes = headBytesOf(layout);
-  int sequenceSide = op == ulyssesOpAllGather
-                         ? side == ULYSSES_SEND
-                         : (op == ulyssesOpSeqToHead) == (side == ULYSSES_SEND);
-  if (sequenceSide)
+  if (isSequenceSide(op, side))
     return (size_t)(layout->batch * plan->slotLengths[plan->rank] * layout->packed * layout->heads *
                     headBytes);
   int64_t begin;

@@ -13,8 +13,7 @@
 size_t exchangeBufferBytes(const scenario* s, ulyssesOp_t op, int t, int r, int isSend,
                            const int64_t* lengths) {
   refShape shape = shapeOf(s, t, lengths);
-  int sequenceSide = op == ulyssesOpAllGather ? isSend : (op == ulyssesOpSeqToHead) == isSend;
-  if (sequenceSide) return refSeqBytes(&shape, r);
+  if (rowsOnSequenceSide(op, isSend)) return refSeqBytes(&shape, r);
   if (op == ulyssesOpAllGather) return refGatherBytes(&shape);
   if (isKvTensor(s, t)) {
     refGqaShape kvShape = kvShapeOf(s, t, lengths);
@@ -122,7 +121,7 @@ sideRows exchangeSideRows(const exchangeRun* run, int t, int r, int isSend, cons
   const ulyssesLayout_t* layout = &s->layouts[t];
   const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
   int64_t headBytes = layout->headDim * layout->elementSize;
-  int sequenceSide = run->op == ulyssesOpAllGather ? isSend : (run->op == ulyssesOpSeqToHead) == isSend;
+  int sequenceSide = rowsOnSequenceSide(run->op, isSend);
   sideRows side = {0, layout->batch, 0, 0, layout->order == ulyssesOrderSBHD};
   if (sequenceSide) {
     side.rowBytes = (size_t)(layout->packed * layout->heads * headBytes);
