@@ -22,7 +22,9 @@
 #endif
 
 /* Every block walks every tensor's chunks, each group of args.runLanes lanes
- * one chunk at a time, grid-stride. */
+ * one chunk at a time, grid-stride, in words of WordBytes (0: each tensor's
+ * own, decided on the device). */
+template <int WordBytes>
 static __device__ void onePassBody(const ulyssesOnePassArgs* args) {
   int lanes = args->runLanes;
   int lane = threadIdx.x % lanes;
@@ -31,20 +33,36 @@ static __device__ void onePassBody(const ulyssesOnePassArgs* args) {
   for (int t = 0; t < args->nTensors; t++) {
     int64_t chunks = ulyssesOnePassChunkCount(args, t);
     for (int64_t chunk = group; chunk < chunks; chunk += gridDim.x * groupsPerBlock)
-      ulyssesOnePassChunkThread(args, t, chunk, lane, lanes);
+      ulyssesOnePassChunkWordsThread(args, t, chunk, lane, lanes, WordBytes);
   }
 }
 
+/* One instantiation per word size the host knows (ulyssesOnePassLaunchWordBytes;
+ * 0: the tensors differ), as the copy kernel has. */
+template <int WordBytes>
 static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS, ULYSSES_ONE_PASS_MIN_BLOCKS)
     onePassLocalKernel(const __grid_constant__ ulyssesOnePassArgs args) {
-  onePassBody(&args);
+  onePassBody<WordBytes>(&args);
+}
+
+template <int WordBytes>
+static cudaError_t launchOnePassLocal(const ulyssesOnePassArgs* args, int blocks,
+                                      cudaStream_t stream) {
+  onePassLocalKernel<WordBytes><<<blocks, ULYSSES_ONE_PASS_THREADS, 0, stream>>>(*args);
+  return cudaGetLastError();
 }
 
 extern "C" cudaError_t ulyssesLaunchOnePassLocal(const ulyssesOnePassArgs* args, int blocks,
                                                  cudaStream_t stream) {
   if (blocks <= 0) blocks = ULYSSES_ONE_PASS_BLOCKS;
-  onePassLocalKernel<<<blocks, ULYSSES_ONE_PASS_THREADS, 0, stream>>>(*args);
-  return cudaGetLastError();
+  switch (ulyssesOnePassLaunchWordBytes(args)) {
+    case 16: return launchOnePassLocal<16>(args, blocks, stream);
+    case 8: return launchOnePassLocal<8>(args, blocks, stream);
+    case 4: return launchOnePassLocal<4>(args, blocks, stream);
+    case 2: return launchOnePassLocal<2>(args, blocks, stream);
+    case 1: return launchOnePassLocal<1>(args, blocks, stream);
+    default: return launchOnePassLocal<0>(args, blocks, stream);
+  }
 }
 
 #if ULYSSES_HAVE_NCCL_DEVICE
@@ -115,7 +133,7 @@ static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS, ULYSSES_ONE_P
     ulyssesOnePassNarrowWords(&local);
   }
   __syncthreads();
-  if (!(verdict & ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS)) onePassBody(&local);
+  if (!(verdict & ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS)) onePassBody<0>(&local);
   /* Exit: every peer's block of this index has stored (release) and this
    * block sees it (acquire); the blocks together cover every peer's stores,
    * and no peer reads its slots of this launch any more. */

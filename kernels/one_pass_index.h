@@ -154,10 +154,11 @@ ULYSSES_HD void ulyssesOnePassStrides(const ulyssesOnePassArgs* a, const ulysses
   }
 }
 
-/* One thread's share of count runs from r on, at the op's strides. */
+/* One thread's share of count runs from r on, at the op's strides, in words
+ * of wordBytes. */
 ULYSSES_HD void ulyssesOnePassMoveThread(const ulyssesOnePassArgs* a, const ulyssesOnePassTensor* x,
-                                         ulyssesOnePassRun r, int64_t count, int lane,
-                                         int laneCount) {
+                                         ulyssesOnePassRun r, int64_t count, int wordBytes,
+                                         int lane, int laneCount) {
   /* A peer that owns no heads has empty runs. */
   if (r.bytes == 0) return;
   ulyssesSweep sweep;
@@ -166,7 +167,7 @@ ULYSSES_HD void ulyssesOnePassMoveThread(const ulyssesOnePassArgs* a, const ulys
   sweep.dst = x->peerOutputs[r.peer] + r.outputOffset;
   sweep.count = count;
   sweep.bytes = r.bytes;
-  ulyssesCopyRunsThread(&sweep, x->wordBytes, lane, laneCount);
+  ulyssesCopyRunsThread(&sweep, wordBytes, lane, laneCount);
 }
 
 /* Chunks of x->chunkRuns runs that tensor t's runs make. */
@@ -174,14 +175,17 @@ ULYSSES_HD int64_t ulyssesOnePassChunkCount(const ulyssesOnePassArgs* a, int t) 
   return (ulyssesOnePassRunCount(a, t) + a->tensors[t].chunkRuns - 1) / a->tensors[t].chunkRuns;
 }
 
-/* One thread's share of chunk `chunk` of tensor t: one strided sweep where
- * the chunk's first and last runs share a piece and lie exactly (count - 1)
- * strides apart in both buffers (then, runs of a piece never being closer
- * than the strides, every run between is where the sweep puts it), else run
- * by run. */
-ULYSSES_HD void ulyssesOnePassChunkThread(const ulyssesOnePassArgs* a, int t, int64_t chunk,
-                                          int lane, int laneCount) {
+/* One thread's share of chunk `chunk` of tensor t, in words of wordBytes (0:
+ * the tensor's own): one strided sweep where the chunk's first and last runs
+ * share a piece and lie exactly (count - 1) strides apart in both buffers
+ * (then, runs of a piece never being closer than the strides, every run
+ * between is where the sweep puts it), else run by run. A kernel compiled
+ * for one word size passes it as a constant, so that it carries no copy loop
+ * of the others (nor their registers). */
+ULYSSES_HD void ulyssesOnePassChunkWordsThread(const ulyssesOnePassArgs* a, int t, int64_t chunk,
+                                               int lane, int laneCount, int wordBytes) {
   const ulyssesOnePassTensor* x = &a->tensors[t];
+  if (wordBytes == 0) wordBytes = x->wordBytes;
   int64_t firstRun = chunk * x->chunkRuns;
   int64_t count = ulyssesOnePassRunCount(a, t) - firstRun;
   if (count > x->chunkRuns) count = x->chunkRuns;
@@ -194,13 +198,30 @@ ULYSSES_HD void ulyssesOnePassChunkThread(const ulyssesOnePassArgs* a, int t, in
     if (first.piece == last.piece && first.bytes == last.bytes &&
         last.inputOffset - first.inputOffset == (count - 1) * inputStride &&
         last.outputOffset - first.outputOffset == (count - 1) * outputStride) {
-      ulyssesOnePassMoveThread(a, x, first, count, lane, laneCount);
+      ulyssesOnePassMoveThread(a, x, first, count, wordBytes, lane, laneCount);
       return;
     }
   }
   for (int64_t k = 0; k < count; k++)
     ulyssesOnePassMoveThread(a, x, k == 0 ? first : ulyssesOnePassRunAt(a, t, firstRun + k), 1,
-                             lane, laneCount);
+                             wordBytes, lane, laneCount);
+}
+
+/* The same in each tensor's own words. */
+ULYSSES_HD void ulyssesOnePassChunkThread(const ulyssesOnePassArgs* a, int t, int64_t chunk,
+                                          int lane, int laneCount) {
+  ulyssesOnePassChunkWordsThread(a, t, chunk, lane, laneCount, 0);
+}
+
+/* The word size every tensor of the launch moves, or 0 where they differ
+ * (the launch then takes the kernel with every size). */
+ULYSSES_HD int ulyssesOnePassLaunchWordBytes(const ulyssesOnePassArgs* a) {
+  int wordBytes = 0;
+  for (int t = 0; t < a->nTensors; t++) {
+    if (wordBytes != 0 && a->tensors[t].wordBytes != wordBytes) return 0;
+    wordBytes = a->tensors[t].wordBytes;
+  }
+  return wordBytes;
 }
 
 /*------------------------------------------------------------------------

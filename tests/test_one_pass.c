@@ -39,7 +39,8 @@ static void fillRank(const exchangeRun* run, int r, const lengthTable* table,
   args->slotOffsets = table->slotOffsets;
 }
 
-/* Every rank's launch, every chunk, every lane. */
+/* Every rank's launch, every chunk, every lane, in the words the simulated
+ * ranks' kernel takes (the launch's common size, or each tensor's own). */
 static void runOnePass(const exchangeRun* run, const lengthTable* table, launchShape shape) {
   const scenario* s = run->s;
   for (int r = 0; r < s->nRanks; r++) {
@@ -51,7 +52,8 @@ static void runOnePass(const exchangeRun* run, const lengthTable* table, launchS
       if (shape.chunkRuns > 0) args.tensors[t].chunkRuns = shape.chunkRuns;
       for (int64_t chunk = 0; chunk < ulyssesOnePassChunkCount(&args, t); chunk++)
         for (int lane = 0; lane < laneCount; lane++)
-          ulyssesOnePassChunkThread(&args, t, chunk, lane, laneCount);
+          ulyssesOnePassChunkWordsThread(&args, t, chunk, lane, laneCount,
+                                         ulyssesOnePassLaunchWordBytes(&args));
     }
   }
 }
