@@ -33,7 +33,7 @@ static __device__ void onePassBody(const ulyssesOnePassArgs* args) {
   for (int t = 0; t < args->nTensors; t++) {
     int64_t chunks = ulyssesOnePassChunkCount(args, t);
     for (int64_t chunk = group; chunk < chunks; chunk += gridDim.x * groupsPerBlock)
-      ulyssesOnePassChunkWordsThread(args, t, chunk, lane, lanes, WordBytes);
+      ulyssesOnePassChunkThread(args, t, chunk, lane, lanes, WordBytes);
   }
 }
 

@@ -182,8 +182,8 @@ ULYSSES_HD int64_t ulyssesOnePassChunkCount(const ulyssesOnePassArgs* a, int t) 
  * between is where the sweep puts it), else run by run. A kernel compiled
  * for one word size passes it as a constant, so that it carries no copy loop
  * of the others (nor their registers). */
-ULYSSES_HD void ulyssesOnePassChunkWordsThread(const ulyssesOnePassArgs* a, int t, int64_t chunk,
-                                               int lane, int laneCount, int wordBytes) {
+ULYSSES_HD void ulyssesOnePassChunkThread(const ulyssesOnePassArgs* a, int t, int64_t chunk,
+                                          int lane, int laneCount, int wordBytes) {
   const ulyssesOnePassTensor* x = &a->tensors[t];
   if (wordBytes == 0) wordBytes = x->wordBytes;
   int64_t firstRun = chunk * x->chunkRuns;
@@ -205,12 +205,6 @@ ULYSSES_HD void ulyssesOnePassChunkWordsThread(const ulyssesOnePassArgs* a, int 
   for (int64_t k = 0; k < count; k++)
     ulyssesOnePassMoveThread(a, x, k == 0 ? first : ulyssesOnePassRunAt(a, t, firstRun + k), 1,
                              wordBytes, lane, laneCount);
-}
-
-/* The same in each tensor's own words. */
-ULYSSES_HD void ulyssesOnePassChunkThread(const ulyssesOnePassArgs* a, int t, int64_t chunk,
-                                          int lane, int laneCount) {
-  ulyssesOnePassChunkWordsThread(a, t, chunk, lane, laneCount, 0);
 }
 
 /* The word size every tensor of the launch moves, or 0 where they differ

@@ -338,7 +338,7 @@ static ulyssesSideShape computeSide(const struct ulyssesPlan* plan, ulyssesOp_t 
              sentHeads(plan, layout) > layout->heads) {
     /* kv heads shared by several ranks come back once from each: summed. */
     shape.kind = ULYSSES_COPY_HEAD_SUM;
-  } else if (op != ulyssesOpAllGather && isSequenceSide(op, side)) {
+  } else if (isSequenceSide(op, side)) {
     /* The sequence-side tensor: each peer's segment is every local row cut
      * to the peer's heads, contiguous in the user buffer only when each peer
      * takes every head or none, or there is at most one (row, packed index). */

@@ -666,7 +666,7 @@ static cudaError_t pairedOnePass(const ulyssesOnePassArgs* args, const ulyssesOn
     for (int t = 0; t < local.nTensors; t++)
       for (int64_t chunk = 0; chunk < ulyssesOnePassChunkCount(&local, t); chunk++)
         for (int lane = 0; lane < local.runLanes; lane++)
-          ulyssesOnePassChunkThread(&local, t, chunk, lane, local.runLanes);
+          ulyssesOnePassChunkThread(&local, t, chunk, lane, local.runLanes, 0);
   }
   return pairBarrier() ? cudaSuccess : cudaErrorLaunchTimeout;
 }
