@@ -34,7 +34,9 @@
  *    round of the group's loads and ULYSSES_SHORT_CHUNK_WORDS_PER_LANE words
  *    per lane per chunk, as long as the chunks still give
  *    ULYSSES_FILL_THREADS threads work;
- *  - a head sum: one run per group, lanes over the head's aligned words. */
+ *  - a head sum: a chunk is chunkRuns consecutive rows of one kv head
+ *    (ulyssesSumChunkThread), the lanes over the head's units and, where a
+ *    run has fewer units than the group lanes, over several runs. */
 #ifndef ULYSSES_INDEX_H_
 #define ULYSSES_INDEX_H_
 
@@ -47,18 +49,12 @@
 #include "ulysses_copy.h"
 #include "ulysses_launch_rules.h"
 
-/* One thread's share of one run (a head sum: of its elements), in words of
- * wordBytes (ulyssesLaunchWordBytes). sums: whether the launch has a head
- * sum (ulyssesLaunchSums); a constant in each kernel, so that a kernel
- * without one carries none of the sum's code or registers. */
+/* One thread's share of one run, in words of wordBytes
+ * (ulyssesLaunchWordBytes). */
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
-                                     int laneCount, int wordBytes, int sums) {
+                                     int laneCount, int wordBytes) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   if (wordBytes == 0) wordBytes = x->wordBytes;
-  if (sums && x->kind == ULYSSES_COPY_HEAD_SUM) {
-    ulyssesSumRunThread(a, t, run, lane, laneCount);
-    return;
-  }
   ulyssesRun r = ulyssesCopyRunAt(a, t, run);
   /* A peer that owns no heads has empty runs, whose buffers may be NULL. */
   if (r.bytes == 0) return;
@@ -66,8 +62,10 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
   ulyssesCopyRunsThread(&sweep, wordBytes, lane, laneCount);
 }
 
-/* Chunks of x->chunkRuns runs that tensor t's runs make. */
+/* Chunks of x->chunkRuns runs that tensor t's runs make (a head sum's:
+ * ulyssesSumChunkCount). */
 ULYSSES_HD int64_t ulyssesCopyChunkCount(const ulyssesCopyArgs* a, int t) {
+  if (a->tensors[t].kind == ULYSSES_COPY_HEAD_SUM) return ulyssesSumChunkCount(a, t);
   return (ulyssesCopyRunCount(a, t) + a->tensors[t].chunkRuns - 1) / a->tensors[t].chunkRuns;
 }
 
@@ -96,12 +94,18 @@ ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t chunk,
 
 /* One thread's share of chunk `chunk` of tensor t, in words of wordBytes
  * (ulyssesLaunchWordBytes): one sweep where ulyssesChunkSweep allows it, else
- * run by run. */
+ * run by run; a head sum's chunk by ulyssesSumChunkThread. sums: whether the
+ * launch has a head sum (ulyssesLaunchSums); a constant in each kernel, so
+ * that a kernel without one carries none of the sum's code or registers. */
 ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t chunk, int lane,
                                        int laneCount, int wordBytes, int sums) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesRun r;
   int64_t count, userStride;
+  if (sums && x->kind == ULYSSES_COPY_HEAD_SUM) {
+    ulyssesSumChunkThread(a, t, chunk, lane, laneCount, wordBytes);
+    return;
+  }
   if (wordBytes == 0) wordBytes = x->wordBytes;
   if (ulyssesChunkSweep(a, t, chunk, &r, &count, &userStride)) {
     if (r.bytes == 0) return;
@@ -110,7 +114,7 @@ ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t 
     return;
   }
   for (int64_t k = 0; k < count; k++)
-    ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes, sums);
+    ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes);
 }
 
 /* Thread `thread` of block `block` of tensor t's grid row: its group of

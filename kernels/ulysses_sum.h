@@ -13,19 +13,37 @@
  * that host and device give the same bits: loads widen exactly, stores round
  * to nearest even, a NaN is stored as the type's canonical quiet NaN.
  *----------------------------------------------------------------------*/
+/* On the device the intrinsics: a memcpy there, inlined into a store to an
+ * array, keeps the array in local memory. */
 ULYSSES_HD float ulyssesFloatFromBits(uint32_t bits) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(bits);
+#else
   float value;
   memcpy(&value, &bits, sizeof value);
   return value;
+#endif
 }
 
 ULYSSES_HD uint32_t ulyssesBitsFromFloat(float value) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(value);
+#else
   uint32_t bits;
   memcpy(&bits, &value, sizeof bits);
   return bits;
+#endif
 }
 
 ULYSSES_HD float ulyssesHalfToFloat(uint32_t half) {
+#ifdef __CUDA_ARCH__
+  /* The device's conversion: exact, as the arithmetic below is, without its
+   * branches in the sum's loop; a NaN may keep another payload, and the sum
+   * stores every NaN as the canonical one. */
+  float value;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(value) : "h"((unsigned short)half));
+  return value;
+#endif
   uint32_t sign = (half & 0x8000u) << 16, exponent = half >> 10 & 0x1fu, mantissa = half & 0x3ffu;
   if (exponent == 0) {
     /* Zero or subnormal: mantissa * 2^-24, exact in fp32. */
@@ -87,9 +105,17 @@ ULYSSES_HD void ulyssesStoreFloat(unsigned char* p, float value, int dataType) {
   for (int i = 0; i < bytes; i++) p[i] = (unsigned char)(bits >> (8 * i));
 }
 
-/* Accumulators one lane of a head sum holds at a time: a round of loads of
- * every replica's units, summed in registers, then one round of stores. */
-#define ULYSSES_SUM_ELEMENTS_IN_FLIGHT 8
+/* Runs of a head sum whose units a lane loads from one replica before it
+ * adds any; it loads two replicas at a time, so twice as many loads are in
+ * flight (4 x 16 bytes per lane; one before the chunks of ulyssesSumChunk).
+ * 4 runs make ptxas spill in the copy loops of the kernel that holds both
+ * (sm_90, bench/sass_report.py). */
+#ifndef ULYSSES_SUM_RUNS_IN_FLIGHT
+#define ULYSSES_SUM_RUNS_IN_FLIGHT 2
+#endif
+#if ULYSSES_SUM_RUNS_IN_FLIGHT < 1
+#error "ULYSSES_SUM_RUNS_IN_FLIGHT must be at least 1"
+#endif
 
 /* One unit of a head sum (unitBytes: 2, 4, 8 or 16) as four 32-bit words,
  * little-endian, read and written in words of wordBytes (at most unitBytes,
@@ -149,115 +175,232 @@ ULYSSES_HD int ulyssesSumUnitBytes(const ulyssesCopyTensor* x) {
   return x->wordBytes > elementSize ? x->wordBytes : elementSize;
 }
 
-/* The replicas of one head-sum run (one kv head of one row), in increasing
- * rank order of their holders first .. last (ulyssesHeadHolders). A holder
- * after the first has kv head `head` as its first head (its first query
- * head is in that head's group, else the holder before it would not hold it
- * too), and one strictly between first and last holds that head only; so
- * replica i >= 1 lies at next + (i - 1) * stride, the last one lastExtra
- * further (it may hold more heads, which widen its rows). Found once per
- * run, so that the sum's loop over replicas does no division. */
+/* The real row parts of a head-sum tensor (batch entries x local length x
+ * packed), and where real row part j lies among the sequence-side tensor's
+ * row parts. */
+ULYSSES_HD int64_t ulyssesSumRowParts(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x) {
+  return x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed;
+}
+
+ULYSSES_HD int64_t ulyssesSumRowPart(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x,
+                                     int64_t j) {
+  return ulyssesLocalRow(a, x, j / x->packed) * x->packed + j % x->packed;
+}
+
+/* A chunk of a head sum: count runs (one kv head of one row part each) of
+ * kv head `head` at consecutive row parts from rowPart, with everything a
+ * lane's loop needs found once. The replicas are in increasing rank order of
+ * their holders first .. last (ulyssesHeadHolders). A holder after the first
+ * has kv head `head` as its first head (its first query head is in that
+ * head's group, else the holder before it would not hold it too), and one
+ * strictly between first and last holds that head only. So for run k:
+ * replica 0 at first + k * firstStride; replica i of 1 .. replicas - 2 at
+ * next + (i - 1) * replicaStride + k * headBytes; the last one at next +
+ * (replicas - 2) * replicaStride + lastExtra + k * lastStride (it may hold
+ * more heads, which widen its rows); the sum at out + k * outStride. */
 typedef struct {
   const ulyssesCopyTensor* x;
-  unsigned char* out; /* the run's place in the user tensor */
+  unsigned char* out;
+  int64_t outStride;
   const unsigned char* first;
+  int64_t firstStride;
   const unsigned char* next;
-  int64_t stride;
+  int64_t replicaStride;
   int64_t lastExtra;
+  int64_t lastStride;
+  int64_t count;
   int replicas;
-} ulyssesSumRun;
+} ulyssesSumChunk;
 
-ULYSSES_HD ulyssesSumRun ulyssesSumRunAt(const ulyssesCopyArgs* a, int t, int64_t run) {
+ULYSSES_HD ulyssesSumChunk ulyssesSumChunkAt(const ulyssesCopyArgs* a, int t, int64_t head,
+                                             int64_t rowPart, int64_t count) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  ulyssesSumRun r;
-  int64_t head = run % x->heads;
-  int64_t rowPart =
-      ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
+  ulyssesSumChunk c;
   int64_t slotRows = x->batch * (ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank]);
   ulyssesHolders holders = ulyssesHeadHolders(x->heads, x->queryHeads, a->nRanks, head);
   int64_t firstBegin, lastBegin;
   int64_t firstCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, holders.first, &firstBegin);
   int64_t lastCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, holders.last, &lastBegin);
   int64_t headSlot = slotRows * x->packed * x->headBytes;
-  r.x = x;
-  r.out = x->user + (rowPart * x->heads + head) * x->headBytes;
-  r.first = x->segments + holders.prefix * headSlot +
+  c.x = x;
+  c.out = x->user + (rowPart * x->heads + head) * x->headBytes;
+  c.outStride = x->heads * x->headBytes;
+  c.first = x->segments + holders.prefix * headSlot +
             (rowPart * firstCount + head - firstBegin) * x->headBytes;
-  r.next = x->segments + (holders.prefix + firstCount) * headSlot + rowPart * x->headBytes;
-  r.stride = headSlot;
-  r.lastExtra = rowPart * (lastCount - 1) * x->headBytes;
-  r.replicas = holders.last - holders.first + 1;
-  return r;
+  c.firstStride = firstCount * x->headBytes;
+  c.next = x->segments + (holders.prefix + firstCount) * headSlot + rowPart * x->headBytes;
+  c.replicaStride = headSlot;
+  c.lastExtra = rowPart * (lastCount - 1) * x->headBytes;
+  c.lastStride = lastCount * x->headBytes;
+  c.count = count;
+  c.replicas = holders.last - holders.first + 1;
+  return c;
 }
 
-/* One thread's units of a head-sum run, for one unit size and element size
- * (constants where ulyssesSumRunThread calls it, so that the accumulators
- * and the unit's bytes stay in registers): lane l takes units l, l +
- * laneCount, ... (coalesced across the lanes), up to
- * ULYSSES_SUM_ELEMENTS_IN_FLIGHT elements per round. Each element is the
- * first replica, then the next ones added in increasing rank order, in fp32,
- * rounded once; an element costs one load and one add per replica. */
-ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesSumRun* r, int unitBytes, int elementSize,
-                                      int lane, int laneCount) {
-  const ulyssesCopyTensor* x = r->x;
-  int wordBytes = x->wordBytes < unitBytes ? x->wordBytes : unitBytes;
-  int unitElements = unitBytes / elementSize;
-  int roundUnits = ULYSSES_SUM_ELEMENTS_IN_FLIGHT / unitElements;
-  int64_t units = x->headBytes / unitBytes;
-  for (int64_t unit0 = lane; unit0 < units; unit0 += (int64_t)roundUnits * laneCount) {
-    float sum[ULYSSES_SUM_ELEMENTS_IN_FLIGHT] = {0};
-    for (int i = 0; i < r->replicas; i++) {
-      const unsigned char* replica =
-          i == 0 ? r->first
-                 : r->next + (i - 1) * r->stride + (i == r->replicas - 1 ? r->lastExtra : 0);
-      for (int k = 0; k < roundUnits; k++) {
-        if (unit0 + k * laneCount >= units) break;
-        uint32_t bits[4];
-        ulyssesLoadUnit(replica + (unit0 + k * laneCount) * unitBytes, unitBytes, wordBytes, bits);
-        for (int e = 0; e < unitElements; e++) {
-          /* Element e's raw bits: a whole word of a 4-byte type, a half of a 2-byte one. */
-          uint32_t raw = elementSize == 4 ? bits[e] : bits[e / 2] >> (16 * (e % 2));
-          float value = ulyssesFloatOfBits(raw, x->dataType);
-          sum[k * unitElements + e] = i == 0 ? value : sum[k * unitElements + e] + value;
-        }
-      }
+/* What one lane of a head sum loads and stores at once, as constants: an
+ * element of dataType (elementSize bytes), a unit of unitBytes
+ * (ulyssesSumUnitBytes), read and written in words of wordBytes. */
+typedef struct {
+  int dataType, elementSize, unitBytes, wordBytes;
+} ulyssesSumUnit;
+
+/* Replica i of run `run` of chunk c, and the step between its runs. */
+ULYSSES_HD const unsigned char* ulyssesSumReplica(const ulyssesSumChunk* c, int i, int64_t run,
+                                                  int64_t* runStride) {
+  if (i == 0) {
+    *runStride = c->firstStride;
+    return c->first + run * c->firstStride;
+  }
+  const unsigned char* slice = c->next + (i - 1) * c->replicaStride;
+  if (i < c->replicas - 1) {
+    *runStride = c->x->headBytes;
+    return slice + run * c->x->headBytes;
+  }
+  *runStride = c->lastStride;
+  return slice + c->lastExtra + run * c->lastStride;
+}
+
+/* One round of a lane's head sum: unit `unit` (bytes unit * unitBytes into
+ * each run) of `count` runs of chunk c, firstRun, firstRun + runStep, ...
+ * (count at most ULYSSES_SUM_RUNS_IN_FLIGHT), read and written in words of
+ * wordBytes. unitBytes, elementSize and wordBytes are constants where
+ * ulyssesSumUnitsThread calls it, and so is count in the full rounds: then
+ * nothing is checked and every index below is a constant, which keeps the
+ * units and the sums in registers. Each element is the first replica, then
+ * the next ones added in increasing rank order, in fp32, rounded once; the
+ * replicas are loaded two at a time, every load of a pair before its adds. */
+ULYSSES_HD void ulyssesSumRound(const ulyssesSumChunk* c, int64_t unit, int64_t firstRun,
+                                int64_t runStep, int count, ulyssesSumUnit u) {
+  int unitElements = u.unitBytes / u.elementSize;
+  int64_t unitOffset = unit * u.unitBytes;
+  float sum[ULYSSES_SUM_RUNS_IN_FLIGHT][8] = {{0}};
+  uint32_t bits[2][ULYSSES_SUM_RUNS_IN_FLIGHT][4];
+#define ULYSSES_SUM_LOAD(Replica, Bits)                                                      \
+  do {                                                                                       \
+    int64_t runStride;                                                                       \
+    const unsigned char* p = ulyssesSumReplica(c, Replica, firstRun, &runStride) + unitOffset; \
+    for (int k = 0; k < ULYSSES_SUM_RUNS_IN_FLIGHT; k++)                                     \
+      if (k < count) ulyssesLoadUnit(p + k * runStep * runStride, u.unitBytes, u.wordBytes, Bits[k]); \
+  } while (0)
+  /* Element e's raw bits: a whole word of a 4-byte type, a half of a 2-byte one. */
+#define ULYSSES_SUM_ADD(Bits, First)                                                         \
+  do {                                                                                       \
+    for (int k = 0; k < ULYSSES_SUM_RUNS_IN_FLIGHT; k++) {                                   \
+      if (k >= count) break;                                                                 \
+      for (int e = 0; e < unitElements; e++) {                                               \
+        uint32_t raw = u.elementSize == 4 ? Bits[k][e] : Bits[k][e / 2] >> (16 * (e % 2));  \
+        float value = ulyssesFloatOfBits(raw, u.dataType);                                    \
+        sum[k][e] = (First) ? value : sum[k][e] + value;                                     \
+      }                                                                                      \
+    }                                                                                        \
+  } while (0)
+  ULYSSES_SUM_LOAD(0, bits[0]);
+  ULYSSES_SUM_ADD(bits[0], 1);
+  for (int i = 1; i < c->replicas; i += 2) {
+    int pair = i + 1 < c->replicas;
+    ULYSSES_SUM_LOAD(i, bits[0]);
+    if (pair) ULYSSES_SUM_LOAD(i + 1, bits[1]);
+    ULYSSES_SUM_ADD(bits[0], 0);
+    if (pair) ULYSSES_SUM_ADD(bits[1], 0);
+  }
+#undef ULYSSES_SUM_ADD
+#undef ULYSSES_SUM_LOAD
+  for (int k = 0; k < ULYSSES_SUM_RUNS_IN_FLIGHT; k++) {
+    if (k >= count) break;
+    uint32_t out[4] = {0, 0, 0, 0};
+    for (int e = 0; e < unitElements; e++) {
+      uint32_t raw = ulyssesBitsOfFloat(sum[k][e], u.dataType);
+      if (u.elementSize == 4)
+        out[e] = raw;
+      else
+        out[e / 2] |= (raw & 0xffffu) << (16 * (e % 2));
     }
-    for (int k = 0; k < roundUnits; k++) {
-      if (unit0 + k * laneCount >= units) break;
-      uint32_t bits[4] = {0, 0, 0, 0};
-      for (int e = 0; e < unitElements; e++) {
-        uint32_t raw = ulyssesBitsOfFloat(sum[k * unitElements + e], x->dataType);
-        if (elementSize == 4)
-          bits[e] = raw;
-        else
-          bits[e / 2] |= (raw & 0xffffu) << (16 * (e % 2));
-      }
-      ulyssesStoreUnit(r->out + (unit0 + k * laneCount) * unitBytes, unitBytes, wordBytes, bits);
-    }
+    ulyssesStoreUnit(c->out + (firstRun + k * runStep) * c->outStride + unitOffset, u.unitBytes,
+                     u.wordBytes, out);
   }
 }
 
-/* One thread's elements of a head-sum run: each element of one kv head of
- * one local row is the sum of the replicas the peers that need that head
- * sent back (ulyssesSumUnitsThread, in units of ulyssesSumUnitBytes). */
-ULYSSES_HD void ulyssesSumRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
-                                    int laneCount) {
+/* One thread's units of chunk c (in units u, constants where
+ * ulyssesSumChunkUnitsThread calls it): the group's lanes split into
+ * runGroups sets of lanesPerRun lanes (all of them on a run of fewer units
+ * than lanes), set g taking runs g, g + runGroups, ..., lane l of a set units
+ * l, l + lanesPerRun, ... of each (coalesced across the lanes), in rounds of
+ * ULYSSES_SUM_RUNS_IN_FLIGHT runs. A chunk has at most a thousand runs
+ * (ulyssesChunkRuns), counted in 32 bits. */
+ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesSumChunk* c, ulyssesSumUnit u, int lane,
+                                      int laneCount) {
+  int64_t units = c->x->headBytes / u.unitBytes;
+  int32_t lanesPerRun = units < laneCount ? (int32_t)units : laneCount;
+  int32_t runGroups = laneCount / lanesPerRun, group = lane / lanesPerRun;
+  int32_t count = (int32_t)c->count;
+  if (group >= runGroups || group >= count) return;
+  int32_t runs = (count - group + runGroups - 1) / runGroups;
+  for (int64_t unit = lane % lanesPerRun; unit < units; unit += lanesPerRun) {
+    int32_t k = 0;
+    for (; k + ULYSSES_SUM_RUNS_IN_FLIGHT <= runs; k += ULYSSES_SUM_RUNS_IN_FLIGHT)
+      ulyssesSumRound(c, unit, group + (int64_t)k * runGroups, runGroups,
+                      ULYSSES_SUM_RUNS_IN_FLIGHT, u);
+    for (; k < runs; k++) ulyssesSumRound(c, unit, group + (int64_t)k * runGroups, runGroups, 1, u);
+  }
+}
+
+/* One thread's elements of chunk c: each element of one kv head of one local
+ * row is the sum of the replicas the peers that need that head sent back
+ * (ulyssesSumUnitsThread). wordBytes: the launch's word size, a constant in
+ * each kernel (0: the tensor's own, one instance per size). */
+ULYSSES_HD void ulyssesSumChunkUnitsThread(const ulyssesSumChunk* c, int wordBytes, int lane,
+                                           int laneCount) {
+  /* The unit: the word, or an element read in words where the alignment
+   * allows less than an element (ulyssesSumUnitBytes). */
+  int dataType = c->x->dataType;
+#define ULYSSES_SUM_WORDS(Words)                                                   \
+  do {                                                                             \
+    if (dataType == ULYSSES_TYPE_FLOAT32) {                                        \
+      ulyssesSumUnit f = {ULYSSES_TYPE_FLOAT32, 4, Words > 4 ? Words : 4, Words};  \
+      ulyssesSumUnitsThread(c, f, lane, laneCount);                                \
+    } else if (dataType == ULYSSES_TYPE_FLOAT16) {                                 \
+      ulyssesSumUnit h = {ULYSSES_TYPE_FLOAT16, 2, Words > 2 ? Words : 2, Words};  \
+      ulyssesSumUnitsThread(c, h, lane, laneCount);                                \
+    } else {                                                                       \
+      ulyssesSumUnit b = {ULYSSES_TYPE_BFLOAT16, 2, Words > 2 ? Words : 2, Words}; \
+      ulyssesSumUnitsThread(c, b, lane, laneCount);                                \
+    }                                                                              \
+  } while (0)
+  switch (wordBytes != 0 ? wordBytes : c->x->wordBytes) {
+    case 16: ULYSSES_SUM_WORDS(16); break;
+    case 8: ULYSSES_SUM_WORDS(8); break;
+    case 4: ULYSSES_SUM_WORDS(4); break;
+    case 2: ULYSSES_SUM_WORDS(2); break;
+    default: ULYSSES_SUM_WORDS(1);
+  }
+#undef ULYSSES_SUM_WORDS
+}
+
+/* Chunks of a head-sum tensor: for each run of x->chunkRuns consecutive real
+ * row parts, one per kv head, the heads of those rows next to each other. */
+ULYSSES_HD int64_t ulyssesSumChunkCount(const ulyssesCopyArgs* a, int t) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  ulyssesSumRun r = ulyssesSumRunAt(a, t, run);
-  int unitBytes = ulyssesSumUnitBytes(x);
-#define ULYSSES_SUM_UNITS(UnitBytes, ElementSize) \
-  ulyssesSumUnitsThread(&r, UnitBytes, ElementSize, lane, laneCount)
-  if (x->dataType == ULYSSES_TYPE_FLOAT32) {
-    if (unitBytes == 16) ULYSSES_SUM_UNITS(16, 4);
-    else if (unitBytes == 8) ULYSSES_SUM_UNITS(8, 4);
-    else ULYSSES_SUM_UNITS(4, 4);
-  } else {
-    if (unitBytes == 16) ULYSSES_SUM_UNITS(16, 2);
-    else if (unitBytes == 8) ULYSSES_SUM_UNITS(8, 2);
-    else if (unitBytes == 4) ULYSSES_SUM_UNITS(4, 2);
-    else ULYSSES_SUM_UNITS(2, 2);
+  return (ulyssesSumRowParts(a, x) + x->chunkRuns - 1) / x->chunkRuns * x->heads;
+}
+
+/* One thread's share of chunk `chunk` of head-sum tensor t: its kv head's
+ * rows at consecutive row parts as one chunk (ulyssesSumChunkAt, the holders
+ * found once), or, where the rows jump (a batch entry's padding between
+ * them), row by row. */
+ULYSSES_HD void ulyssesSumChunkThread(const ulyssesCopyArgs* a, int t, int64_t chunk, int lane,
+                                      int laneCount, int wordBytes) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  int64_t head = chunk % x->heads, firstRow = chunk / x->heads * x->chunkRuns;
+  int64_t count = ulyssesSumRowParts(a, x) - firstRow;
+  if (count > x->chunkRuns) count = x->chunkRuns;
+  int64_t rowPart = ulyssesSumRowPart(a, x, firstRow);
+  int rowByRow = ulyssesSumRowPart(a, x, firstRow + count - 1) - rowPart != count - 1;
+  for (int64_t k = 0; k < (rowByRow ? count : 1); k++) {
+    ulyssesSumChunk c =
+        rowByRow ? ulyssesSumChunkAt(a, t, head, ulyssesSumRowPart(a, x, firstRow + k), 1)
+                 : ulyssesSumChunkAt(a, t, head, rowPart, count);
+    ulyssesSumChunkUnitsThread(&c, wordBytes, lane, laneCount);
   }
-#undef ULYSSES_SUM_UNITS
 }
 
 #endif /* ULYSSES_SUM_H_ */

@@ -107,10 +107,8 @@ static int buildCopy(const ulyssesCall* call, ulyssesSide side, ulyssesCopyArgs*
   for (int t = 0; t < plan->nTensors; t++) {
     ulyssesCopyTensor* x = &args->tensors[t];
     int wordBytes = launchWordBytes != 0 ? launchWordBytes : x->wordBytes;
-    x->chunkRuns =
-        x->kind == ULYSSES_COPY_HEAD_SUM
-            ? 1
-            : ulyssesChunkRuns(runBytes[t] / wordBytes, wordBytes, runs[t], args->runLanes);
+    int unitBytes = x->kind == ULYSSES_COPY_HEAD_SUM ? ulyssesSumUnitBytes(x) : wordBytes;
+    x->chunkRuns = ulyssesChunkRuns(runBytes[t] / unitBytes, unitBytes, runs[t], args->runLanes);
     x->hostRuns = runs[t];
     /* A head sum reads every replica: the bytes of its segments too. */
     x->hostBytes = runs[t] * runBytes[t];

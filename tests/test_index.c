@@ -57,7 +57,7 @@ static void testKvHeadMap(void** state) {
               fail_msg("Hq %lld, Hkv %lld, P %d: kv head %lld held by rank %d: %d, holders %d .. %d",
                        (long long)queryHeads, (long long)kvHeads, nRanks, (long long)head, r, holds,
                        holders.first, holders.last);
-            /* What ulyssesSumRunAt places the replicas by: a holder after the
+            /* What ulyssesSumChunkAt places the replicas by: a holder after the
              * first starts at this head, one before the last holds it only. */
             if (r > holders.first && r <= holders.last && begin != head)
               fail_msg("Hq %lld, Hkv %lld, P %d: holder %d of kv head %lld begins at %lld",
@@ -329,7 +329,7 @@ static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
                  userHits[b], realBytes[b]);
     free(realBytes);
     /* Each segment's real rows are covered exactly once; padding never. (A
-     * head sum reads its segments in ulyssesSumRunThread: the exchange tests
+     * head sum reads its segments in ulyssesSumChunkThread: the exchange tests
      * check it against the reference.) */
     for (int p = 0; p < s->nRanks && x->kind != ULYSSES_COPY_HEAD_SUM; p++) {
       ulyssesSegment_t segment = ulyssesPlanSegment(run->plans[rank], run->op, t, side, p);
@@ -731,12 +731,75 @@ static void testChunkVariantsCopyLikeRuns(void** state) {
   forEachStage(0xc4c4, 80, checkChunkVariants);
 }
 
+/* The head sum gives the same bytes whatever the chunk length and the group
+ * size: a launch of rank r's unpack with a head sum is replayed, over
+ * segments of random bits (NaNs too), with chunkRuns 1, 2, 3, 7 and 16 and
+ * every power-of-two group size, each against chunkRuns 1 with one lane (the
+ * exchange tests check the launch the pipeline chooses against the
+ * reference), so that the rounds, the pairs of replicas, the runs shared
+ * between lanes and the chunks split at a batch entry's padding all agree. */
+static int sumTensorsChecked, sumChunksRowByRow;
+
+static void checkSumChunkVariants(const exchangeRun* run, int rank, ulyssesSide side) {
+  const scenario* s = run->s;
+  captured c;
+  captureStage(run, rank, side, &c);
+  if (c.copies == 0 || !ulyssesLaunchSums(&c.copy)) return;
+  static const int64_t chunkRuns[] = {1, 2, 3, 7, 16};
+  uint64_t random = 0x5a5a + (uint64_t)rank;
+  for (int t = 0; t < s->nTensors; t++) {
+    ulyssesCopyArgs a = c.copy;
+    ulyssesCopyTensor* x = &a.tensors[t];
+    if (!x->active || x->kind != ULYSSES_COPY_HEAD_SUM) continue;
+    const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
+    size_t userBytes = exchangeBufferBytes(s, run->op, t, rank, 0, slots), segmentBytes = 0;
+    for (int p = 0; p < s->nRanks; p++)
+      segmentBytes += ulyssesPlanSegment(run->plans[rank], run->op, t, side, p).bytes;
+    for (size_t b = 0; b < segmentBytes; b++) x->segments[b] = (unsigned char)refRandom(&random);
+    unsigned char* expected = malloc(userBytes + 1);
+    int wordBytes = ulyssesLaunchWordBytes(&a);
+    sumTensorsChecked++;
+    x->chunkRuns = 16;
+    for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(&a, t); chunk++) {
+      int64_t firstRow = chunk / x->heads * x->chunkRuns, count = ulyssesSumRowParts(&a, x) - firstRow;
+      if (count > x->chunkRuns) count = x->chunkRuns;
+      sumChunksRowByRow += ulyssesSumRowPart(&a, x, firstRow + count - 1) -
+                               ulyssesSumRowPart(&a, x, firstRow) != count - 1;
+    }
+    x->chunkRuns = 1;
+    memset(x->user, 0x5a, userBytes);
+    for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(&a, t); chunk++)
+      ulyssesCopyChunkThread(&a, t, chunk, 0, 1, wordBytes, 1);
+    memcpy(expected, x->user, userBytes);
+    for (int k = 0; k < 5; k++)
+      for (int lanes = 1; lanes <= ULYSSES_WARP_LANES; lanes *= 2) {
+        x->chunkRuns = chunkRuns[k];
+        memset(x->user, 0x5a, userBytes);
+        for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(&a, t); chunk++)
+          for (int lane = 0; lane < lanes; lane++)
+            ulyssesCopyChunkThread(&a, t, chunk, lane, lanes, wordBytes, 1);
+        if (memcmp(x->user, expected, userBytes) != 0)
+          fail_msg("rank %d tensor %d: the head sum with %lld runs per chunk and %d lanes "
+                   "differs from one run and one lane", rank, t, (long long)chunkRuns[k], lanes);
+      }
+    free(expected);
+  }
+}
+
+static void testSumChunkVariants(void** state) {
+  (void)state;
+  forEachStage(0x5c5c, 120, checkSumChunkVariants);
+  /* The scenarios hold head sums, and chunks that cross a batch entry's padding. */
+  assert_true(sumTensorsChecked >= 20);
+  assert_true(sumChunksRowByRow >= 5);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(testHeadSplitMatchesReference), cmocka_unit_test(testKvHeadMap),
       cmocka_unit_test(testRowOwner), cmocka_unit_test(testRunsThreadsCopyEachRunOnce),
       cmocka_unit_test(testLaunchRules), cmocka_unit_test(testChunkVariantsCopyLikeRuns),
-      cmocka_unit_test(testShareWave),
+      cmocka_unit_test(testSumChunkVariants),          cmocka_unit_test(testShareWave),
       cmocka_unit_test(testTableEntryClamps),          cmocka_unit_test(testTableAcrossChunks),
       cmocka_unit_test(testCopiesCoverEveryByteOnce),  cmocka_unit_test(testWorkspaceLayout),
       cmocka_unit_test(testSegmentsAgreeAcrossRanks),  cmocka_unit_test(testWordBytes),
