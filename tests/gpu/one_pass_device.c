@@ -2,10 +2,10 @@
 
 #include <string.h>
 
-#define RETURN_IF_ERROR(call)                   \
-  do {                                          \
-    cudaError_t error_ = (call);                \
-    if (error_ != cudaSuccess) return error_;   \
+#define RETURN_IF_ERROR(call)                 \
+  do {                                        \
+    cudaError_t error_ = (call);              \
+    if (error_ != cudaSuccess) return error_; \
   } while (0)
 
 static cudaError_t deviceCopy(void** device, const void* host, size_t bytes) {
@@ -19,10 +19,10 @@ cudaError_t onePassDeviceSetup(onePassDevice* d, const exchangeRun* run, const l
   memset(d, 0, sizeof *d);
   for (int r = 0; r < s->nRanks; r++)
     for (int t = 0; t < s->nTensors; t++) {
-      RETURN_IF_ERROR(deviceCopy((void**)&d->inputs[r][t], run->send[r][t].data,
-                                 run->send[r][t].bytes));
-      RETURN_IF_ERROR(deviceCopy((void**)&d->outputs[r][t], run->recv[r][t].data,
-                                 run->recv[r][t].bytes));
+      RETURN_IF_ERROR(
+          deviceCopy((void**)&d->inputs[r][t], run->send[r][t].data, run->send[r][t].bytes));
+      RETURN_IF_ERROR(
+          deviceCopy((void**)&d->outputs[r][t], run->recv[r][t].data, run->recv[r][t].bytes));
     }
   for (int t = 0; t < s->nTensors; t++) {
     unsigned char* addresses[HARNESS_MAX_RANKS];
