@@ -282,6 +282,9 @@ static int setupDevice(rankSetup* setup) {
   CUDACHECK(cudaMalloc(&setup->copySource, setup->totalBytes));
   CUDACHECK(cudaMalloc(&setup->copyDestination, setup->totalBytes));
   CUDACHECK(cudaMemset(setup->copySource, 1, setup->totalBytes));
+  /* The copies above ran on the legacy default stream, which the bench's
+   * non-blocking stream does not wait for. */
+  CUDACHECK(cudaDeviceSynchronize());
   return 0;
 }
 
@@ -458,6 +461,14 @@ static void printColumn(long long value) {
     printf(" %6lld", value);
 }
 
+/* "name":value, or null where the ranks' launches differ (value < 0). */
+static void printJsonLaunchField(FILE* f, const char* name, long long value) {
+  if (value < 0)
+    fprintf(f, "\"%s\":null,", name);
+  else
+    fprintf(f, "\"%s\":%lld,", name, value);
+}
+
 static void printJsonRow(benchContext* c, const benchRow* row, double ratio) {
   const benchConfig* config = c->config;
   FILE* f = c->json;
@@ -474,13 +485,16 @@ static void printJsonRow(benchContext* c, const benchRow* row, double ratio) {
   fprintf(f,
           "\"batch\":%lld,\"heads\":%lld,\"head_dim\":%lld,\"dtype\":\"%s\","
           "\"element_size\":%d,\"rows_per_rank\":%lld,\"order\":\"BSHD\",\"mode\":\"exact\","
-          "\"kernel\":\"onePassLocalKernel\",\"word_bytes\":%d,\"blocks\":%d,\"threads\":%d,"
-          "\"run_lanes\":%d,\"chunk_runs\":%lld,\"bytes\":%zu,\"flush_bytes\":%zu,"
-          "\"iterations\":%lld,\"warmups\":%lld,\"statistic\":\"median\",",
+          "\"kernel\":\"onePassLocalKernel\",\"blocks\":%d,\"threads\":%d,\"bytes\":%zu,"
+          "\"flush_bytes\":%zu,\"iterations\":%lld,\"warmups\":%lld,\"statistic\":\"median\",",
           (long long)config->batch, (long long)config->heads, (long long)config->headDim,
-          config->typeName, config->elementSize, (long long)config->rowsPerRank, row->wordBytes,
-          row->blocks, ULYSSES_ONE_PASS_THREADS, row->runLanes, (long long)row->chunkRuns,
-          row->bytes, c->flushBytes, (long long)config->iterations, (long long)config->warmups);
+          config->typeName, config->elementSize, (long long)config->rowsPerRank, row->blocks,
+          ULYSSES_ONE_PASS_THREADS, row->bytes, c->flushBytes, (long long)config->iterations,
+          (long long)config->warmups);
+  /* word_bytes: the instantiation, onePassLocalKernel<word_bytes>. */
+  printJsonLaunchField(f, "word_bytes", row->wordBytes);
+  printJsonLaunchField(f, "run_lanes", row->runLanes);
+  printJsonLaunchField(f, "chunk_runs", row->chunkRuns);
   if (row->wrong >= 0)
     fprintf(f, "\"wrong\":%.0f,", row->wrong);
   else
