@@ -17,6 +17,12 @@
 
 #define MAX_LIST 16
 #define OP_COUNT 3
+/* -c checks every P, op and grid at this many rows per rank (or -L's, if
+ * fewer) first: the same launch parameters as the timed shape's (they follow
+ * from the heads and the buffers' alignment, not the rows), at a cost the
+ * host's element-by-element reference can afford; -c 2 also checks the timed
+ * shape. Not a power of two, so that the chunks end anywhere. */
+#define CHECK_ROWS 333
 
 static const char* const opNames[OP_COUNT] = {"seq2head", "head2seq", "allgather"};
 static const ulyssesOp_t ops[OP_COUNT] = {ulyssesOpSeqToHead, ulyssesOpHeadToSeq,
@@ -76,8 +82,10 @@ static void printUsage(FILE* out, const char* program) {
           "            launch's fixed grid, ULYSSES_ONE_PASS_BLOCKS]\n"
           "  -n N      timed iterations of each call [20]\n"
           "  -w W      warm-up iterations of each call [5]\n"
-          "  -c 0|1    first check every rank's outputs, bit-exact, against the CPU\n"
-          "            reference, for each P, op and grid [1]\n"
+          "  -c 0|1|2  first check every rank's outputs, bit-exact, against the CPU\n"
+          "            reference, for each P, op and grid, at %d rows per rank (-L's if\n"
+          "            fewer; the launches' parameters do not depend on the rows); 2: also\n"
+          "            at -L rows (slow: the reference goes element by element) [1]\n"
           "  -F MIB    L2 flush buffer in MiB, raised to 4x L2 if that is larger [256]\n"
           "  -g DEV    CUDA device [0]\n"
           "  -j FILE   also write one JSON object per row to FILE (JSON lines)\n"
@@ -95,7 +103,7 @@ static void printUsage(FILE* out, const char* program) {
           "The exit status is 0 when everything ran and checked, 1 otherwise, 2 without\n"
           "a GPU.\n",
           program, HARNESS_MAX_RANKS, benchTypeNames, ULYSSES_ONE_PASS_THREADS,
-          ULYSSES_ONE_PASS_BLOCKS);
+          ULYSSES_ONE_PASS_BLOCKS, CHECK_ROWS);
 }
 
 /* A comma-separated list of op names into config->ops; 0 on success. */
@@ -188,7 +196,7 @@ static int parseArgs(int argc, char** argv, benchConfig* config) {
         bad = benchParseInt(value, 0, 1 << 20, &config->warmups);
         break;
       case 'c':
-        bad = benchParseInt(value, 0, 1, &number);
+        bad = benchParseInt(value, 0, 2, &number);
         config->check = (int)number;
         break;
       case 'F':
@@ -227,10 +235,10 @@ typedef struct {
   void* copyDestination;
 } rankSetup;
 
-static void makeScenario(const benchConfig* config, int nRanks, scenario* s) {
+static void makeScenario(const benchConfig* config, int nRanks, int64_t rowsPerRank, scenario* s) {
   memset(s, 0, sizeof *s);
   s->nRanks = nRanks;
-  for (int r = 0; r < nRanks; r++) s->lengths[r] = s->capacities[r] = config->rowsPerRank;
+  for (int r = 0; r < nRanks; r++) s->lengths[r] = s->capacities[r] = rowsPerRank;
   s->nTensors = 1;
   s->layouts[0] = onePassLayout(config->batch, config->heads, config->headDim, config->elementSize,
                                 1, ulyssesOrderBSHD);
@@ -433,7 +441,7 @@ typedef struct {
   int64_t chunkRuns; /* -1: they differ */
   size_t bytes;
   double kernelUs, copyUs;
-  double wrong;        /* its grid's check (every rank's outputs); -1: not checked */
+  double wrong;        /* its grid's checks (every rank's outputs); -1: not checked */
   const char* skipped; /* NULL when timed */
 } benchRow;
 
@@ -540,16 +548,11 @@ static void printRow(benchContext* c, const benchRow* row) {
   if (c->json != NULL) printJsonRow(c, row, ratio);
 }
 
-/* Every row of one grid: the check, each rank's launch, the sum, back to back. */
-static int runGrid(benchContext* c, rankSetup* setup, int op, int blocks, void* const* expected) {
+/* Every timed row of one grid: each rank's launch, the sum, back to back;
+ * wrong: the grid's checks, -1 without. */
+static int runGrid(benchContext* c, rankSetup* setup, int op, int blocks, double wrong) {
   int nRanks = setup->s.nRanks;
-  benchRow row = {.nRanks = nRanks, .op = op, .blocks = blocks, .wrong = -1};
-  if (expected != NULL) {
-    BENCHCHECK(checkLaunches(c, setup, blocks, expected, &row.wrong));
-    c->wrongTotal += row.wrong;
-    printf("# check P=%d %s blocks=%d: %.0f wrong elements\n", nRanks, opNames[op], blocks,
-           row.wrong);
-  }
+  benchRow row = {.nRanks = nRanks, .op = op, .blocks = blocks, .wrong = wrong};
   benchRow sum = row;
   sum.kind = ROW_SUM;
   describeLaunches(setup, 0, nRanks, &sum);
@@ -577,41 +580,79 @@ static int runGrid(benchContext* c, rankSetup* setup, int op, int blocks, void* 
   return 0;
 }
 
-static int runOp(benchContext* c, int nRanks, int op) {
-  const benchConfig* config = c->config;
-  static rankSetup setup;
-  memset(&setup, 0, sizeof setup);
-  makeScenario(config, nRanks, &setup.s);
+/* The simulated ranks of op at rowsPerRank rows each, on the device: 0, 1
+ * after saying why, 2 when the GPU lacks the memory (then setup holds
+ * nothing). */
+static int prepareSetup(benchContext* c, int nRanks, int op, int64_t rowsPerRank,
+                        rankSetup* setup) {
+  memset(setup, 0, sizeof *setup);
+  makeScenario(c->config, nRanks, rowsPerRank, &setup->s);
   /* The library's own message where the shape makes no plan (exchangeSetup
    * would fail a cmocka assertion instead). */
   ulyssesPlan_t plan;
-  ULYSSESCHECK(ulyssesPlanCreateExact(&plan, nRanks, 0, setup.s.lengths, 1, setup.s.layouts));
+  ULYSSESCHECK(ulyssesPlanCreateExact(&plan, nRanks, 0, setup->s.lengths, 1, setup->s.layouts));
   ULYSSESCHECK(ulyssesPlanDestroy(plan));
-  exchangeSetup(&setup.run, &setup.s, ops[op], (uint64_t)(nRanks * OP_COUNT + op));
-  if (onePassNeedsHeadSum(&setup.run)) {
+  exchangeSetup(&setup->run, &setup->s, ops[op], (uint64_t)(nRanks * OP_COUNT + op));
+  if (onePassNeedsHeadSum(&setup->run)) {
     benchReportFailure(__FILE__, __LINE__, "%s needs the head sum: not a one-pass op here",
                        opNames[op]);
-    exchangeTeardown(&setup.run);
     return 1;
   }
-  onePassBuildTable(&setup.run, &setup.table);
-  int device = setupDevice(&setup);
-  if (device == 2) {
-    benchRow row = {.nRanks = nRanks,
-                    .op = op,
-                    .kind = ROW_SUM,
-                    .wrong = -1,
-                    .skipped = "skipped (not enough GPU memory)"};
-    printRow(c, &row);
-    exchangeTeardown(&setup.run);
-    return 0;
-  }
-  if (device != 0) return 1;
+  onePassBuildTable(&setup->run, &setup->table);
+  int device = setupDevice(setup);
+  if (device == 2) exchangeTeardown(&setup->run);
+  return device;
+}
+
+/* Every grid's launches of setup checked against the CPU reference: adds
+ * each grid's wrong elements to wrong[g]. */
+static int checkGrids(benchContext* c, rankSetup* setup, int op, double* wrong) {
+  const benchConfig* config = c->config;
   void* expected[HARNESS_MAX_RANKS] = {NULL};
-  if (config->check) exchangeReference(&setup.run, 0, setup.table.lengths, expected);
+  exchangeReference(&setup->run, 0, setup->table.lengths, expected);
+  for (int g = 0; g < config->nGrids; g++) {
+    double gridWrong = 0;
+    BENCHCHECK(checkLaunches(c, setup, (int)config->grids[g], expected, &gridWrong));
+    printf("# check P=%d %s, %lld rows per rank, blocks=%lld: %.0f wrong elements\n",
+           setup->s.nRanks, opNames[op], (long long)setup->s.lengths[0],
+           (long long)config->grids[g], gridWrong);
+    wrong[g] += gridWrong;
+    c->wrongTotal += gridWrong;
+  }
+  for (int r = 0; r < setup->s.nRanks; r++) free(expected[r]);
+  return 0;
+}
+
+static void printSkipped(benchContext* c, int nRanks, int op) {
+  benchRow row = {.nRanks = nRanks,
+                  .op = op,
+                  .kind = ROW_SUM,
+                  .wrong = -1,
+                  .skipped = "skipped (not enough GPU memory)"};
+  printRow(c, &row);
+}
+
+static int runOp(benchContext* c, int nRanks, int op) {
+  const benchConfig* config = c->config;
+  static rankSetup setup;
+  double wrong[MAX_LIST];
+  for (int g = 0; g < config->nGrids; g++) wrong[g] = config->check ? 0 : -1;
+  int64_t checkRows = config->rowsPerRank < CHECK_ROWS ? config->rowsPerRank : CHECK_ROWS;
+  if (config->check) {
+    int prepared = prepareSetup(c, nRanks, op, checkRows, &setup);
+    if (prepared == 1) return 1;
+    if (prepared == 0) {
+      BENCHCHECK(checkGrids(c, &setup, op, wrong));
+      teardownSetup(&setup);
+    }
+  }
+  int prepared = prepareSetup(c, nRanks, op, config->rowsPerRank, &setup);
+  if (prepared == 2) printSkipped(c, nRanks, op);
+  if (prepared != 0) return prepared == 1;
+  if (config->check == 2 && config->rowsPerRank != checkRows)
+    BENCHCHECK(checkGrids(c, &setup, op, wrong));
   for (int g = 0; g < config->nGrids; g++)
-    BENCHCHECK(runGrid(c, &setup, op, (int)config->grids[g], config->check ? expected : NULL));
-  for (int r = 0; r < nRanks; r++) free(expected[r]);
+    BENCHCHECK(runGrid(c, &setup, op, (int)config->grids[g], wrong[g]));
   teardownSetup(&setup);
   return 0;
 }
@@ -664,11 +705,15 @@ static int run(const benchConfig* config) {
       "# word: onePassLocalKernel<word>; blocks of %d threads; lanes per run; runs per chunk\n"
       "# bytes: what the launch writes (the memcpy moves as many); GB/s = 2 * bytes / time;\n"
       "# ratio = memcpy time / kernel time; sum: the ranks' medians summed; b2b: the P\n"
-      "# launches back to back against one memcpy of all their bytes%s\n",
-      ULYSSES_ONE_PASS_THREADS,
-      config->check ? "\n# check: every rank launched once, each output against the CPU "
-                      "reference, per P, op and grid"
-                    : "");
+      "# launches back to back against one memcpy of all their bytes\n",
+      ULYSSES_ONE_PASS_THREADS);
+  if (config->check)
+    printf(
+        "# check (-c %d): every rank launched once, each output against the CPU reference,\n"
+        "# per P, op and grid, at %lld rows per rank%s\n",
+        config->check,
+        (long long)(config->rowsPerRank < CHECK_ROWS ? config->rowsPerRank : CHECK_ROWS),
+        config->check == 2 ? " and at the timed rows" : "");
   printf("#\n# %4s %9s %5s %6s %6s %6s %6s %13s %11s %12s %11s %12s %7s\n", "P", "op", "rank",
          "word", "blocks", "lanes", "chunk", "bytes", "kernel(us)", "kernel(GB/s)", "memcpy(us)",
          "memcpy(GB/s)", "ratio");

@@ -40,7 +40,8 @@ expect 1 'bad flag or value: -L 0' -L 0 -h
 expect 1 'bad flag or value: -L 4X' -L 4X -h
 expect 1 'bad flag or value: -d bogus' -d bogus -h
 expect 1 'bad flag or value: -G 0' -G 0 -h
-expect 1 'bad flag or value: -c 2' -c 2 -h
+expect 0 'Usage:' -c 2 -h
+expect 1 'bad flag or value: -c 3' -c 3 -h
 expect 1 'bad flag or value: -n 0' -n 0 -h
 expect 1 'bad flag or value: -x 1' -x 1 -h
 expect 1 '-j needs a value' -j
