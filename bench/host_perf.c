@@ -18,7 +18,7 @@
 #include <time.h>
 
 #include "enqueue.h"
-#include "host_perf_version.h"
+#include "bench_commit.h"
 
 #define MAX_RANK_COUNTS 16
 #define MAX_TENSOR_COUNTS 4
@@ -278,7 +278,7 @@ int main(int argc, char** argv) {
   }
 
   printf("# host_perf: ulysses commit %s; per-call host time, backend that does nothing\n",
-         ULYSSES_HOST_PERF_COMMIT);
+         ULYSSES_BENCH_COMMIT);
   printf("# %6s %7s %4s %10s  %10s %10s %10s  (microseconds; best of %d batches)\n", "ranks",
          "tensors", "gqa", "plan", "seq2head", "head2seq", "allgather", BATCHES);
   int failed = 0;
@@ -312,7 +312,7 @@ int main(int argc, char** argv) {
           fprintf(json,
                   "{\"bench\":\"host_perf\",\"commit\":\"%s\",\"ranks\":%d,\"tensors\":%d,"
                   "\"op\":\"%s\",\"gqa\":%s,\"plan_us\":%.3f,\"exchange_us\":%.3f}\n",
-                  ULYSSES_HOST_PERF_COMMIT, nRanks, s.nTensors, opNames[op], gqa ? "true" : "false",
+                  ULYSSES_BENCH_COMMIT, nRanks, s.nTensors, opNames[op], gqa ? "true" : "false",
                   planMicroseconds, exchangeMicroseconds[op]);
       }
   if (json != NULL && fclose(json) != 0) {

@@ -152,26 +152,35 @@ void expectSameRealRows(const sideRows* side, const void* a, const void* b, cons
   }
 }
 
+void exchangeReference(const exchangeRun* run, int t, const int64_t* lengths, void** expected) {
+  const scenario* s = run->s;
+  refShape shape = shapeOf(s, t, lengths);
+  const void* inputs[HARNESS_MAX_RANKS];
+  void* denseInputs[HARNESS_MAX_RANKS];
+  for (int r = 0; r < s->nRanks; r++) {
+    sideRows in = exchangeSideRows(run, t, r, 1, lengths);
+    denseInputs[r] = malloc(exchangeBufferBytes(s, run->op, t, r, 1, lengths) + 1);
+    expected[r] = malloc(exchangeBufferBytes(s, run->op, t, r, 0, lengths) + 1);
+    assert_non_null(denseInputs[r]);
+    assert_non_null(expected[r]);
+    densify(&in, run->send[r][t].data, denseInputs[r]);
+    inputs[r] = denseInputs[r];
+  }
+  refGqaShape kvShape = kvShapeOf(s, t, lengths);
+  if (run->op == ulyssesOpAllGather) refAllGather(&shape, inputs, expected);
+  else if (isKvTensor(s, t) && run->op == ulyssesOpSeqToHead) refGqaSeqToHead(&kvShape, inputs, expected);
+  else if (isKvTensor(s, t)) refGqaHeadToSeq(&kvShape, inputs, expected);
+  else if (run->op == ulyssesOpSeqToHead) refSeqToHead(&shape, inputs, expected);
+  else refHeadToSeq(&shape, inputs, expected);
+  for (int r = 0; r < s->nRanks; r++) free(denseInputs[r]);
+}
+
 void exchangeCheck(const exchangeRun* run, const int64_t* lengths) {
   const scenario* s = run->s;
   for (int t = 0; t < s->nTensors; t++) {
     refShape shape = shapeOf(s, t, lengths);
-    const void* inputs[HARNESS_MAX_RANKS];
-    void* denseInputs[HARNESS_MAX_RANKS];
     void* expected[HARNESS_MAX_RANKS];
-    for (int r = 0; r < s->nRanks; r++) {
-      sideRows in = exchangeSideRows(run, t, r, 1, lengths);
-      denseInputs[r] = malloc(exchangeBufferBytes(s, run->op, t, r, 1, lengths) + 1);
-      densify(&in, run->send[r][t].data, denseInputs[r]);
-      inputs[r] = denseInputs[r];
-      expected[r] = malloc(exchangeBufferBytes(s, run->op, t, r, 0, lengths) + 1);
-    }
-    refGqaShape kvShape = kvShapeOf(s, t, lengths);
-    if (run->op == ulyssesOpAllGather) refAllGather(&shape, inputs, expected);
-    else if (isKvTensor(s, t) && run->op == ulyssesOpSeqToHead) refGqaSeqToHead(&kvShape, inputs, expected);
-    else if (isKvTensor(s, t)) refGqaHeadToSeq(&kvShape, inputs, expected);
-    else if (run->op == ulyssesOpSeqToHead) refSeqToHead(&shape, inputs, expected);
-    else refHeadToSeq(&shape, inputs, expected);
+    exchangeReference(run, t, lengths, expected);
     for (int r = 0; r < s->nRanks; r++) {
       sideRows out = exchangeSideRows(run, t, r, 0, lengths);
       const unsigned char* want = expected[r];
@@ -187,7 +196,6 @@ void exchangeCheck(const exchangeRun* run, const int64_t* lengths) {
                      (long long)i, k, got[k], want[(size_t)i * out.rowBytes + k]);
       }
       free(expected[r]);
-      free(denseInputs[r]);
       if (!guardsIntact(&run->recv[r][t]) || !guardsIntact(&run->send[r][t]))
         fail_msg("rank %d, tensor %d: a byte outside the caller's buffers changed", r, t);
     }

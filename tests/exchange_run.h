@@ -45,6 +45,10 @@ ulyssesCall exchangeStageCallOf(exchangeRun* run, int r, const int64_t* deviceLe
 /* Enqueues every rank's exchange on the recording backend and executes them;
  * fails the test on any error or mismatch. */
 void exchangeExecute(exchangeRun* run);
+/* The reference's output of tensor t on every rank for lengths, from the
+ * real rows of run's inputs: expected[r] holds rank r's real rows, dense
+ * (malloc'ed: the caller frees each). */
+void exchangeReference(const exchangeRun* run, int t, const int64_t* lengths, void** expected);
 /* Compares the real rows of every rank's outputs with the reference for
  * lengths and checks every guard zone. */
 void exchangeCheck(const exchangeRun* run, const int64_t* lengths);
