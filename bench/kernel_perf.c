@@ -369,9 +369,14 @@ static int captureLaunch(ulyssesPlan_t plan, ulyssesOp_t op, int isPack, void* c
   return 0;
 }
 
-/* "sweep" (chunks of several runs), "run" (one run per group) or "sum". */
-static const char* launchPath(const ulyssesCopyTensor* x) {
-  return x->kind == ULYSSES_COPY_HEAD_SUM ? "sum" : x->chunkRuns > 1 ? "sweep" : "run";
+/* "sweep" (chunks of several runs), "run" (one run per group) or "sum"; a
+ * head slice's chunks walked tile by tile (ULYSSES_COPY_ORDER=rows):
+ * "tiles". */
+static const char* launchPath(const ulyssesCopyArgs* a) {
+  const ulyssesCopyTensor* x = &a->tensors[0];
+  if (x->kind == ULYSSES_COPY_HEAD_SUM) return "sum";
+  if (x->kind == ULYSSES_COPY_HEAD_SLICE && a->rowTiles) return "tiles";
+  return x->chunkRuns > 1 ? "sweep" : "run";
 }
 
 /*------------------------------------------------------------------------
@@ -571,7 +576,7 @@ static void printRow(kernelContext* c, const kernelRow* row) {
            "%s/%d/%lld/%d/%lld/%d\n",
            row->nRanks, (long long)row->headDim, (long long)row->totalLength,
            (long long)row->localLength, opNames[row->op], stage, row->bytes, row->stageUs,
-           stageGbps, row->memcpyUs, memcpyGbps, ratio, launchPath(&a->tensors[0]), a->runLanes,
+           stageGbps, row->memcpyUs, memcpyGbps, ratio, launchPath(a), a->runLanes,
            (long long)a->tensors[0].chunkRuns, ulyssesLaunchWordBytes(a),
            (long long)a->tensors[0].gridBlocks, row->launch.wave);
     if (row->singlesUs > 0)
@@ -600,10 +605,10 @@ static void printRow(kernelContext* c, const kernelRow* row) {
           row->bytes, c->flushBytes, (long long)config->iterations, (long long)config->warmups);
   if (row->launch.copies > 0) {
     const ulyssesCopyArgs* a = &row->launch.args;
-    fprintf(f, "\"launch\":{\"path\":\"%s\",\"lanes\":%d,\"word_bytes\":%d,\"sums\":%d,"
+    fprintf(f, "\"launch\":{\"path\":\"%s\",\"row_tiles\":%d,\"lanes\":%d,\"word_bytes\":%d,\"sums\":%d,"
                "\"max_runs\":%lld,\"block_threads\":%d,\"wave\":%d,\"grid\":[%lld,%d],"
                "\"chunk_runs\":[",
-            launchPath(&a->tensors[0]), a->runLanes, ulyssesLaunchWordBytes(a),
+            launchPath(a), a->rowTiles, a->runLanes, ulyssesLaunchWordBytes(a),
             ulyssesLaunchSums(a), (long long)row->launch.maxRuns, ULYSSES_COPY_THREADS,
             row->launch.wave, (long long)row->launch.gridBlocks, a->nTensors);
     for (int t = 0; t < a->nTensors; t++)
@@ -861,8 +866,9 @@ static int run(const kernelConfig* config) {
     for (int r = 0; r < config->nRankCounts; r++)
       BENCHCHECK(checkShape(&c, (int)config->ranks[r], config->headDims[d]));
   printf("# launch (of the first tensor): path (run: one run per group; sweep: chunks of\n"
-         "# runs; sum) / lanes per group / runs per chunk / word bytes / blocks of its grid\n"
-         "# row / the wave of resident blocks (%d SMs) the launcher shares between the rows\n",
+         "# runs; tiles: a head slice's chunks tile by tile, ULYSSES_COPY_ORDER=rows; sum) /\n"
+         "# lanes per group / runs per chunk / word bytes / blocks of its grid row / the wave\n"
+         "# of resident blocks (%d SMs) the launcher shares between the rows\n",
          properties.multiProcessorCount);
   printf("#\n# %4s %7s %10s %10s %9s %7s %13s %11s %12s %11s %12s %7s  %s\n", "P", "headDim",
          "total-len", "local-len", "op", "stage", "bytes", "stage(us)", "stage(GB/s)",

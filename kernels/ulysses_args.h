@@ -35,6 +35,8 @@ typedef struct {
   int32_t rank;
   int32_t nTensors;
   int32_t runLanes; /* lanes per run: a power of two, 1 .. ULYSSES_WARP_LANES */
+  int32_t rowTiles; /* head slices: 1 walks the chunks tile by tile, 0 peer by peer
+                       (ulyssesChunkFirstRun) */
   /* The length table in device memory (ulyssesTableArgs wrote it)... */
   const int64_t* lengths;
   const int64_t* offsets;

@@ -62,34 +62,65 @@ ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t ru
   ulyssesCopyRunsThread(&sweep, wordBytes, lane, laneCount);
 }
 
-/* Chunks of x->chunkRuns runs that tensor t's runs make (a head sum's:
- * ulyssesSumChunkCount). */
-ULYSSES_HD int64_t ulyssesCopyChunkCount(const ulyssesCopyArgs* a, int t) {
-  if (a->tensors[t].kind == ULYSSES_COPY_HEAD_SUM) return ulyssesSumChunkCount(a, t);
-  return (ulyssesCopyRunCount(a, t) + a->tensors[t].chunkRuns - 1) / a->tensors[t].chunkRuns;
+/* A head slice's runs of one peer: batch x local length x packed. */
+ULYSSES_HD int64_t ulyssesSliceRunsPerPeer(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x) {
+  return x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed;
 }
 
-/* The runs of chunk `chunk` of tensor t (count of them from the first), and
- * whether they lie at the fixed strides of consecutive runs in both buffers
- * (one row, or one packed index, apart: userStride in the user buffer, the
- * run's size in the segments), so that one sweep moves them all with the
- * index arithmetic done twice per chunk rather than once per run. Inside a
- * piece consecutive runs are at least those strides apart and pieces only grow
- * with the run, so when the first and last run share a piece and are exactly
- * (count - 1) strides apart, every run in between is where the sweep puts it. */
-ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t chunk, ulyssesRun* first,
-                                 int64_t* count, int64_t* userStride) {
+/* Chunks of x->chunkRuns runs that tensor t's runs make: a head slice's for
+ * each peer (tiles of its consecutive rows), a head sum's by
+ * ulyssesSumChunkCount. */
+ULYSSES_HD int64_t ulyssesCopyChunkCount(const ulyssesCopyArgs* a, int t) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  int64_t firstRun = chunk * x->chunkRuns;
-  *count = ulyssesCopyRunCount(a, t) - firstRun;
-  if (*count > x->chunkRuns) *count = x->chunkRuns;
-  if (*count < 2 || x->kind == ULYSSES_COPY_HEAD_SUM) return 0;
+  if (x->kind == ULYSSES_COPY_HEAD_SUM) return ulyssesSumChunkCount(a, t);
+  if (x->kind == ULYSSES_COPY_HEAD_SLICE)
+    return (ulyssesSliceRunsPerPeer(a, x) + x->chunkRuns - 1) / x->chunkRuns * a->nRanks;
+  return (ulyssesCopyRunCount(a, t) + x->chunkRuns - 1) / x->chunkRuns;
+}
+
+/* The first run of chunk `chunk` of tensor t (not a head sum) and *count,
+ * its runs. A head slice's chunk is a tile of one peer's consecutive rows,
+ * the chunks peer by peer (each peer's slice of every row, then the next
+ * peer's) or, with a->rowTiles, tile by tile (every peer's slice of the
+ * same rows side by side: whole user rows at a time, each peer's segment
+ * one stream). */
+ULYSSES_HD int64_t ulyssesChunkFirstRun(const ulyssesCopyArgs* a, int t, int64_t chunk,
+                                        int64_t* count) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  int64_t firstRun, runs;
+  if (x->kind == ULYSSES_COPY_HEAD_SLICE) {
+    int64_t perPeer = ulyssesSliceRunsPerPeer(a, x);
+    int64_t tiles = (perPeer + x->chunkRuns - 1) / x->chunkRuns;
+    int64_t peer = a->rowTiles ? chunk % a->nRanks : chunk / tiles;
+    int64_t tile = a->rowTiles ? chunk / a->nRanks : chunk % tiles;
+    firstRun = peer * perPeer + tile * x->chunkRuns;
+    runs = (peer + 1) * perPeer;
+  } else {
+    firstRun = chunk * x->chunkRuns;
+    runs = ulyssesCopyRunCount(a, t);
+  }
+  *count = runs - firstRun < x->chunkRuns ? runs - firstRun : x->chunkRuns;
+  return firstRun;
+}
+
+/* Whether the count runs of tensor t from firstRun lie at the fixed strides
+ * of consecutive runs in both buffers (one row, or one packed index, apart:
+ * userStride in the user buffer, the run's size in the segments), so that one
+ * sweep moves them all with the index arithmetic done twice per chunk rather
+ * than once per run; *first: the first run. Inside a piece consecutive runs
+ * are at least those strides apart and pieces only grow with the run, so when
+ * the first and last run share a piece and are exactly (count - 1) strides
+ * apart, every run in between is where the sweep puts it. */
+ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t firstRun, int64_t count,
+                                 ulyssesRun* first, int64_t* userStride) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  if (count < 2 || x->kind == ULYSSES_COPY_HEAD_SUM) return 0;
   *first = ulyssesCopyRunAt(a, t, firstRun);
-  ulyssesRun last = ulyssesCopyRunAt(a, t, firstRun + *count - 1);
+  ulyssesRun last = ulyssesCopyRunAt(a, t, firstRun + count - 1);
   *userStride = x->kind == ULYSSES_COPY_HEAD_SLICE ? x->heads * x->headBytes : first->bytes;
   return first->piece == last.piece && first->bytes == last.bytes &&
-         last.userOffset - first->userOffset == (*count - 1) * *userStride &&
-         last.segmentOffset - first->segmentOffset == (*count - 1) * first->bytes;
+         last.userOffset - first->userOffset == (count - 1) * *userStride &&
+         last.segmentOffset - first->segmentOffset == (count - 1) * first->bytes;
 }
 
 /* One thread's share of chunk `chunk` of tensor t, in words of wordBytes
@@ -100,21 +131,22 @@ ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t chunk,
 ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t chunk, int lane,
                                        int laneCount, int wordBytes, int sums) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  ulyssesRun r;
-  int64_t count, userStride;
   if (sums && x->kind == ULYSSES_COPY_HEAD_SUM) {
     ulyssesSumChunkThread(a, t, chunk, lane, laneCount, wordBytes);
     return;
   }
   if (wordBytes == 0) wordBytes = x->wordBytes;
-  if (ulyssesChunkSweep(a, t, chunk, &r, &count, &userStride)) {
+  ulyssesRun r;
+  int64_t count, userStride;
+  int64_t firstRun = ulyssesChunkFirstRun(a, t, chunk, &count);
+  if (ulyssesChunkSweep(a, t, firstRun, count, &r, &userStride)) {
     if (r.bytes == 0) return;
     ulyssesSweep sweep = ulyssesMoveSweep(a, x, &r, count, userStride);
     ulyssesCopyRunsThread(&sweep, wordBytes, lane, laneCount);
     return;
   }
   for (int64_t k = 0; k < count; k++)
-    ulyssesCopyRunThread(a, t, chunk * x->chunkRuns + k, lane, laneCount, wordBytes);
+    ulyssesCopyRunThread(a, t, firstRun + k, lane, laneCount, wordBytes);
 }
 
 /* Thread `thread` of block `block` of tensor t's grid row: its group of

@@ -9,6 +9,7 @@ static const struct {
     [ULYSSES_ENV_DEBUG] = {"ULYSSES_DEBUG", "NONE"},
     [ULYSSES_ENV_CHECK] = {"ULYSSES_CHECK", "0"},
     [ULYSSES_ENV_ONE_PASS] = {"ULYSSES_ONE_PASS", "0"},
+    [ULYSSES_ENV_COPY_ORDER] = {"ULYSSES_COPY_ORDER", "peers"},
 };
 
 const char* ulyssesEnvName(ulyssesEnvSetting setting) { return settings[setting].name; }

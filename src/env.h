@@ -13,6 +13,11 @@ typedef enum {
   /* 1: the one-pass path where the comm can take it (config.onePass wins).
    * Read at each ulyssesCommCreate. */
   ULYSSES_ENV_ONE_PASS,
+  /* rows: a head slice's copy walks its chunks tile by tile, every peer's
+   * slice of the same rows side by side; peers (the default): peer by peer.
+   * A variant for measuring the order (bench/RESULTS.md); read once, at the
+   * first copy. */
+  ULYSSES_ENV_COPY_ORDER,
   ULYSSES_ENV_COUNT
 } ulyssesEnvSetting;
 

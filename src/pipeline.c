@@ -1,8 +1,11 @@
 #include "pipeline.h"
 
+#include <pthread.h>
 #include <string.h>
 
+#include "env.h"
 #include "error.h"
+#include "log.h"
 
 /* A place in the workspace; none when the plan needs no workspace. */
 static void* at(void* workspace, size_t offset) {
@@ -36,6 +39,18 @@ static ulyssesResult_t enqueueTable(const struct ulyssesPlan* plan,
   return ulyssesSuccess;
 }
 
+/* ULYSSES_COPY_ORDER (src/env.h), read once. */
+static int copyRowTiles;
+static pthread_once_t copyOrderOnce = PTHREAD_ONCE_INIT;
+
+static void readCopyOrder(void) {
+  const char* value = ulyssesEnvValue(ULYSSES_ENV_COPY_ORDER);
+  copyRowTiles = strcmp(value, "rows") == 0;
+  if (!copyRowTiles && strcmp(value, "peers") != 0)
+    ulyssesLog(ULYSSES_LOG_WARN, "%s=%s is neither rows nor peers: peers",
+               ulyssesEnvName(ULYSSES_ENV_COPY_ORDER), value);
+}
+
 /* The caller's buffers of one side of call. */
 static const void* const* userBuffersOf(const ulyssesCall* call, ulyssesSide side) {
   return side == ULYSSES_SEND ? call->sendbuffs : (const void* const*)call->recvbuffs;
@@ -54,6 +69,8 @@ static int buildCopy(const ulyssesCall* call, ulyssesSide side, ulyssesCopyArgs*
   args->nRanks = plan->nRanks;
   args->rank = plan->rank;
   args->nTensors = plan->nTensors;
+  pthread_once(&copyOrderOnce, readCopyOrder);
+  args->rowTiles = copyRowTiles;
   /* The table travels in the launch's parameters or lies in the workspace,
    * never both: the other one's pointers stay NULL. */
   args->inlineTable = ulyssesPlanInlineTable(plan);

@@ -252,6 +252,42 @@ static int64_t headBytesOf(const scenario* s, int t) {
   return s->layouts[t].headDim * s->layouts[t].elementSize;
 }
 
+/* Tensor t's chunks (not a head sum's), in the order a->rowTiles gives: they
+ * take every run exactly once, and a chunk is swept exactly when its runs
+ * lie at the strides of a sweep inside one piece: the sweep never moves a run
+ * to the wrong place, and is never missed (it is the fast path). */
+static void checkChunks(const ulyssesCopyArgs* a, int t, int64_t headBytes, int rank) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  int64_t runs = ulyssesCopyRunCount(a, t);
+  unsigned char* taken = calloc((size_t)runs + 1, 1);
+  for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(a, t); chunk++) {
+    ulyssesRun first;
+    int64_t count, userStride;
+    int64_t firstRun = ulyssesChunkFirstRun(a, t, chunk, &count);
+    assert_true(count >= 1 && count <= x->chunkRuns && firstRun >= 0 && firstRun + count <= runs);
+    for (int64_t k = 0; k < count; k++) taken[firstRun + k]++;
+    int sweep = ulyssesChunkSweep(a, t, firstRun, count, &first, &userStride);
+    int strided = count > 1;
+    ulyssesRun r0 = ulyssesCopyRunAt(a, t, firstRun);
+    int64_t stride = x->kind == ULYSSES_COPY_HEAD_SLICE ? x->heads * headBytes : r0.bytes;
+    for (int64_t k = 1; k < count && strided; k++) {
+      ulyssesRun r = ulyssesCopyRunAt(a, t, firstRun + k);
+      strided = r.piece == r0.piece && r.bytes == r0.bytes &&
+                r.userOffset == r0.userOffset + k * stride &&
+                r.segmentOffset == r0.segmentOffset + k * r0.bytes;
+    }
+    if (sweep != strided)
+      fail_msg("rank %d tensor %d chunk %lld of %lld runs (row tiles %d): sweep %d, runs at the "
+               "strides %d", rank, t, (long long)chunk, (long long)count, a->rowTiles, sweep,
+               strided);
+  }
+  for (int64_t i = 0; i < runs; i++)
+    if (taken[i] != 1)
+      fail_msg("rank %d tensor %d (row tiles %d): run %lld in %d chunks", rank, t, a->rowTiles,
+               (long long)i, taken[i]);
+  free(taken);
+}
+
 static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
   const scenario* s = run->s;
   captured c;
@@ -285,26 +321,12 @@ static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
         segmentHits[r.segmentOffset + b]++;
       }
     }
-    /* A chunk is swept exactly when its runs lie at the strides of a sweep
-     * inside one piece: the sweep never moves a run to the wrong place, and
-     * is never missed (it is the fast path). */
-    for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(a, t); chunk++) {
-      ulyssesRun first;
-      int64_t count, userStride;
-      int sweep = ulyssesChunkSweep(a, t, chunk, &first, &count, &userStride);
-      int strided = count > 1 && x->kind != ULYSSES_COPY_HEAD_SUM;
-      ulyssesRun r0 = ulyssesCopyRunAt(a, t, chunk * x->chunkRuns);
-      int64_t stride = x->kind == ULYSSES_COPY_HEAD_SLICE ? x->heads * headBytesOf(s, t) : r0.bytes;
-      for (int64_t k = 1; k < count && strided; k++) {
-        ulyssesRun r = ulyssesCopyRunAt(a, t, chunk * x->chunkRuns + k);
-        strided = r.piece == r0.piece && r.bytes == r0.bytes &&
-                  r.userOffset == r0.userOffset + k * stride &&
-                  r.segmentOffset == r0.segmentOffset + k * r0.bytes;
+    if (x->kind != ULYSSES_COPY_HEAD_SUM)
+      for (int rowTiles = 0; rowTiles < 2; rowTiles++) {
+        ulyssesCopyArgs ordered = *a;
+        ordered.rowTiles = rowTiles;
+        checkChunks(&ordered, t, headBytesOf(s, t), rank);
       }
-      if (sweep != strided)
-        fail_msg("rank %d tensor %d chunk %lld of %lld runs: sweep %d, runs at the strides %d",
-                 rank, t, (long long)chunk, (long long)count, sweep, strided);
-    }
     /* The user side's real rows are covered once (a pack reads a kv head
      * once for every peer that needs it), its padding never. */
     const ulyssesLayout_t* layout = &s->layouts[t];
@@ -681,10 +703,11 @@ static void testShareWave(void** state) {
 }
 
 /* Every chunk length and group size moves the same bytes as the runs one by
- * one: a launch of rank r's stage is replayed with chunkRuns 1, 2, 3, 7 and 16
- * and every power-of-two group size, each against a plain copy of every run
- * (ulyssesCopyRunAt, which testCopiesCoverEveryByteOnce checks), so that
- * whatever the launch rules choose, the sweep and the run paths are right. */
+ * one: a launch of rank r's stage is replayed with chunkRuns 1, 2, 3, 7 and 16,
+ * every power-of-two group size and both orders of a head slice's chunks,
+ * each against a plain copy of every run (ulyssesCopyRunAt, which
+ * testCopiesCoverEveryByteOnce checks), so that whatever the launch rules
+ * choose, the sweep and the run paths are right. */
 static void checkChunkVariants(const exchangeRun* run, int rank, ulyssesSide side) {
   const scenario* s = run->s;
   captured c;
@@ -710,17 +733,18 @@ static void checkChunkVariants(const exchangeRun* run, int rank, ulyssesSide sid
       else memcpy(x->user + r.userOffset, x->segments + r.segmentOffset, (size_t)r.bytes);
     }
     memcpy(expected, target, bytes);
-    for (int k = 0; k < 5; k++)
+    for (int k = 0; k < 10; k++)
       for (int lanes = 1; lanes <= ULYSSES_WARP_LANES; lanes *= 2) {
-        x->chunkRuns = chunkRuns[k];
+        x->chunkRuns = chunkRuns[k % 5];
+        a.rowTiles = k / 5;
         memset(target, 0x5a, bytes);
         for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(&a, t); chunk++)
           for (int lane = 0; lane < lanes; lane++)
             ulyssesCopyChunkThread(&a, t, chunk, lane, lanes, wordBytes, 0);
         if (memcmp(target, expected, bytes) != 0)
-          fail_msg("rank %d tensor %d side %d: %lld runs per chunk, %d lanes, %d-byte words "
-                   "move other bytes than the runs", rank, t, (int)side, (long long)chunkRuns[k],
-                   lanes, wordBytes);
+          fail_msg("rank %d tensor %d side %d: %lld runs per chunk, %d lanes, %d-byte words, "
+                   "row tiles %d move other bytes than the runs", rank, t, (int)side,
+                   (long long)chunkRuns[k % 5], lanes, wordBytes, a.rowTiles);
       }
     free(expected);
   }

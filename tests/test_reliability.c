@@ -142,7 +142,8 @@ static void testConfig(void** state) {
 static void testEnvironmentSettings(void** state) {
   (void)state;
   static const char* const names[ULYSSES_ENV_COUNT] = {"ULYSSES_DEBUG", "ULYSSES_CHECK",
-                                                        "ULYSSES_ONE_PASS"};
+                                                        "ULYSSES_ONE_PASS", "ULYSSES_COPY_ORDER"};
+  static const char* const defaults[ULYSSES_ENV_COUNT] = {NULL, "0", "0", "peers"};
   for (int i = 0; i < ULYSSES_ENV_COUNT; i++) {
     ulyssesEnvSetting setting = (ulyssesEnvSetting)i;
     assert_string_equal(ulyssesEnvName(setting), names[i]);
@@ -154,7 +155,7 @@ static void testEnvironmentSettings(void** state) {
     if (setting == ULYSSES_ENV_DEBUG)
       assert_int_equal(ulyssesLogLevelFromString(unset), ULYSSES_LOG_NONE);
     else
-      assert_string_equal(unset, "0");
+      assert_string_equal(unset, defaults[i]);
     setenv(names[i], "1", 1);
     assert_string_equal(ulyssesEnvValue(setting), "1");
     if (saved != NULL)
