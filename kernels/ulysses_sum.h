@@ -262,9 +262,8 @@ ULYSSES_HD const unsigned char* ulyssesSumReplica(const ulyssesSumChunk* c, int 
 
 /* One round of a lane's head sum: unit `unit` (bytes unit * unitBytes into
  * each run) of `count` runs of chunk c, firstRun, firstRun + runStep, ...
- * (count at most ULYSSES_SUM_RUNS_IN_FLIGHT), read and written in words of
- * wordBytes. unitBytes, elementSize and wordBytes are constants where
- * ulyssesSumUnitsThread calls it, and so is count in the full rounds: then
+ * (count at most ULYSSES_SUM_RUNS_IN_FLIGHT), in units u. u is a constant
+ * where ulyssesSumUnitsThread calls it, and so is count in every round: then
  * nothing is checked and every index below is a constant, which keeps the
  * units and the sums in registers. Each element is the first replica, then
  * the next ones added in increasing rank order, in fp32, rounded once; the
@@ -275,12 +274,14 @@ ULYSSES_HD void ulyssesSumRound(const ulyssesSumChunk* c, int64_t unit, int64_t 
   int64_t unitOffset = unit * u.unitBytes;
   float sum[ULYSSES_SUM_RUNS_IN_FLIGHT][8] = {{0}};
   uint32_t bits[2][ULYSSES_SUM_RUNS_IN_FLIGHT][4];
-#define ULYSSES_SUM_LOAD(Replica, Bits)                                                      \
-  do {                                                                                       \
-    int64_t runStride;                                                                       \
-    const unsigned char* p = ulyssesSumReplica(c, Replica, firstRun, &runStride) + unitOffset; \
-    for (int k = 0; k < ULYSSES_SUM_RUNS_IN_FLIGHT; k++)                                     \
-      if (k < count) ulyssesLoadUnit(p + k * runStep * runStride, u.unitBytes, u.wordBytes, Bits[k]); \
+#define ULYSSES_SUM_LOAD(Replica, Bits)                                                   \
+  do {                                                                                    \
+    int64_t runStride;                                                                    \
+    const unsigned char* p = ulyssesSumReplica(c, Replica, firstRun, &runStride);         \
+    for (int k = 0; k < ULYSSES_SUM_RUNS_IN_FLIGHT; k++)                                  \
+      if (k < count)                                                                      \
+        ulyssesLoadUnit(p + unitOffset + k * runStep * runStride, u.unitBytes, u.wordBytes, \
+                        Bits[k]);                                                         \
   } while (0)
   /* Element e's raw bits: a whole word of a 4-byte type, a half of a 2-byte one. */
 #define ULYSSES_SUM_ADD(Bits, First)                                                         \
