@@ -435,6 +435,7 @@ static int productAtMost(i128 a, i128 b, i128 limit) { return a == 0 || b == 0 |
 static int modelLayoutValid(const ulyssesLayout_t* l) {
   int64_t e = l->elementSize;
   if (l->batch < 1 || l->heads < 1 || l->headDim < 1) return 0;
+  if (l->heads > INT32_MAX || l->queryHeads > INT32_MAX) return 0;
   if (e != 1 && e != 2 && e != 4 && e != 8 && e != 16) return 0;
   if (l->packed != 1 && l->packed != 3) return 0;
   if ((int)l->order != ulyssesOrderBSHD && (int)l->order != ulyssesOrderSBHD) return 0;
@@ -450,7 +451,6 @@ static int modelLayoutValid(const ulyssesLayout_t* l) {
 static int modelSizesValid(const fuzzCase* c, const ulyssesLayout_t* l) {
   const i128 maxBytes = (i128)1 << 56;
   int n = c->nRanks;
-  if (l->queryHeads > maxBytes) return 0;
   i128 headBytes = (i128)l->headDim * l->elementSize;
   if (headBytes > I64_MAX) return 0;
   i128 packedHeads = (i128)l->packed * l->heads;

@@ -243,22 +243,23 @@ typedef enum {
 typedef struct {
   size_t size;
   int64_t batch;       /* B >= 1 */
-  int64_t heads;       /* H >= 1; split over ranks in contiguous groups, the
-                          lower ranks taking one extra head when P does not
-                          divide H (ranks own no head when P > H) */
+  int64_t heads;       /* 1 <= H <= 2^31 - 1; split over ranks in contiguous
+                          groups, the lower ranks taking one extra head when P
+                          does not divide H (ranks own no head when P > H) */
   int64_t headDim;     /* D >= 1 */
   int64_t elementSize; /* 1, 2, 4, 8 or 16 bytes */
   int packed;          /* 1, or 3 for packed q/k/v ([B, L, 3, H, D]) */
   ulyssesOrder_t order;
   /* Grouped-query attention: 0 for a tensor whose heads are split on their
    * own; otherwise this tensor holds the kv heads (heads = Hkv) read by
-   * queryHeads = Hq query heads, a multiple of heads (G = Hq / Hkv per kv
-   * head). Rank j, owning query heads [h_j, h_{j+1}) of the split of Hq, gets
-   * kv heads [floor(h_j / G), ceil(h_{j+1} / G)) (none when it owns no query
-   * head): with fewer kv heads than ranks one kv head goes to several ranks,
-   * without an expanded copy. head -> seq then sums the ranks' replicas of
-   * each kv head: the first, then each next one in increasing rank order, in
-   * fp32, rounded once to dataType (a NaN sum becomes the canonical NaN). */
+   * queryHeads = Hq query heads, a multiple of heads at most 2^31 - 1 (G =
+   * Hq / Hkv per kv head). Rank j, owning query heads [h_j, h_{j+1}) of the
+   * split of Hq, gets kv heads [floor(h_j / G), ceil(h_{j+1} / G)) (none when
+   * it owns no query head): with fewer kv heads than ranks one kv head goes
+   * to several ranks, without an expanded copy. head -> seq then sums the
+   * ranks' replicas of each kv head: the first, then each next one in
+   * increasing rank order, in fp32, rounded once to dataType (a NaN sum
+   * becomes the canonical NaN). */
   int64_t queryHeads;
   ulyssesDataType_t dataType; /* needed where head -> seq sums replicas */
 } ulyssesLayout_t;

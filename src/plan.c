@@ -107,6 +107,12 @@ static ulyssesResult_t checkLayout(const ulyssesLayout_t* layout, int index) {
   if (layout->heads < 1)
     return ulyssesFail(ulyssesErrorInvalidArgument, "layouts[%d].heads is %lld; it must be >= 1",
                        index, (long long)layout->heads);
+  /* The kernels split heads in 32 bits (ulysses_heads.h), so that their
+   * divisions are inline rather than calls of the 64-bit routine. */
+  if (layout->heads > INT32_MAX)
+    return ulyssesFail(ulyssesErrorInvalidArgument,
+                       "layouts[%d].heads is %lld, above the 2^31 - 1 heads the kernels split",
+                       index, (long long)layout->heads);
   if (layout->headDim < 1)
     return ulyssesFail(ulyssesErrorInvalidArgument, "layouts[%d].headDim is %lld; it must be >= 1",
                        index, (long long)layout->headDim);
@@ -126,9 +132,9 @@ static ulyssesResult_t checkLayout(const ulyssesLayout_t* layout, int index) {
     return ulyssesFail(ulyssesErrorInvalidArgument,
                        "layouts[%d].queryHeads is %lld; it must be 0 or a multiple of heads", index,
                        (long long)layout->queryHeads);
-  if (layout->queryHeads > ULYSSES_MAX_TENSOR_BYTES)
-    return ulyssesFail(ulyssesErrorSizeOverflow,
-                       "layouts[%d].queryHeads is %lld, above the 2^56 the library addresses",
+  if (layout->queryHeads > INT32_MAX)
+    return ulyssesFail(ulyssesErrorInvalidArgument,
+                       "layouts[%d].queryHeads is %lld, above the 2^31 - 1 heads the kernels split",
                        index, (long long)layout->queryHeads);
   if (layout->queryHeads % layout->heads != 0)
     return ulyssesFail(ulyssesErrorHeadGroupMismatch,

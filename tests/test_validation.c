@@ -220,6 +220,8 @@ static void testLayouts(void** state) {
   ulyssesLayout_t l;
   l = goodLayout; l.batch = 0; expectLayoutError(l, ulyssesErrorInvalidArgument, "batch");
   l = goodLayout; l.heads = 0; expectLayoutError(l, ulyssesErrorInvalidArgument, "heads");
+  /* The kernels split heads in 32 bits. */
+  l = goodLayout; l.heads = (int64_t)INT32_MAX + 1; expectLayoutError(l, ulyssesErrorInvalidArgument, "heads is 2147483648");
   l = goodLayout; l.headDim = -3; expectLayoutError(l, ulyssesErrorInvalidArgument, "headDim");
   l = goodLayout; l.packed = 2; expectLayoutError(l, ulyssesErrorInvalidArgument, "packed");
   l = goodLayout; l.order = (ulyssesOrder_t)7; expectLayoutError(l, ulyssesErrorInvalidArgument, "order");
@@ -233,6 +235,16 @@ static void testLayouts(void** state) {
   l = goodLayout; l.queryHeads = -8; expectLayoutError(l, ulyssesErrorInvalidArgument, "queryHeads");
   l = goodLayout; l.queryHeads = 12; expectLayoutError(l, ulyssesErrorHeadGroupMismatch, "queryHeads");
   l = goodLayout; l.queryHeads = 4; expectLayoutError(l, ulyssesErrorHeadGroupMismatch, "queryHeads");
+  l = goodLayout; l.queryHeads = (int64_t)1 << 31; expectLayoutError(l, ulyssesErrorInvalidArgument, "queryHeads is 2147483648");
+  l = goodLayout; l.queryHeads = (int64_t)1 << 40; expectLayoutError(l, ulyssesErrorInvalidArgument, "2^31 - 1");
+  /* The most heads and query heads the kernels split are accepted. */
+  ulyssesPlan_t plan = NULL;
+  l = goodLayout; l.heads = INT32_MAX; l.headDim = 1;
+  assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 1, goodLengths, 1, &l), ulyssesSuccess);
+  ulyssesPlanDestroy(plan);
+  l = goodLayout; l.heads = 1; l.queryHeads = INT32_MAX; l.dataType = ulyssesTypeFloat16;
+  assert_int_equal(ulyssesPlanCreateExact(&plan, 4, 1, goodLengths, 1, &l), ulyssesSuccess);
+  ulyssesPlanDestroy(plan);
   l = goodLayout; l.dataType = (ulyssesDataType_t)9; expectLayoutError(l, ulyssesErrorInvalidArgument, "dataType");
   l = goodLayout; l.dataType = ulyssesTypeFloat32; expectLayoutError(l, ulyssesErrorUnsupportedElementSize, "dataType");
   l = goodLayout; l.elementSize = 4; l.dataType = ulyssesTypeBfloat16;
@@ -247,11 +259,13 @@ static void testSizeOverflow(void** state) {
   (void)state;
   ulyssesLayout_t l;
   l = goodLayout; l.headDim = INT64_MAX / 2; expectLayoutError(l, ulyssesErrorSizeOverflow, "headDim");
-  l = goodLayout; l.heads = INT64_MAX / 3; l.packed = 3; expectLayoutError(l, ulyssesErrorSizeOverflow, "heads");
+  l = goodLayout; l.heads = INT32_MAX; l.packed = 3; l.headDim = INT64_MAX / 4;
+  expectLayoutError(l, ulyssesErrorSizeOverflow, "packed * heads * headDim");
   l = goodLayout; l.batch = INT64_MAX / 4; expectLayoutError(l, ulyssesErrorSizeOverflow, "batch");
   l = goodLayout; l.elementSize = 16; l.headDim = INT64_MAX / 8; expectLayoutError(l, ulyssesErrorSizeOverflow, "layouts[0]");
   /* Each product fits, the tensor does not fit the 2^56 bytes addressed. */
-  l = goodLayout; l.heads = (int64_t)1 << 50; expectLayoutError(l, ulyssesErrorSizeOverflow, "2^56");
+  l = goodLayout; l.heads = (int64_t)1 << 30; l.headDim = (int64_t)1 << 21;
+  expectLayoutError(l, ulyssesErrorSizeOverflow, "2^56");
 }
 
 /* One rank's exchange on the recording backend, with buffers to watch. */

@@ -62,7 +62,9 @@ class ErrorTest(FailureAssertions):
         self.assertFails(Result.ERROR_INVALID_ARGUMENT, ["order"], ulysses.Plan.exact, 1, 0, [1],
                          layout(order=5))
         self.assertFails(Result.ERROR_SIZE_OVERFLOW, ["overflows"], ulysses.Plan.exact, 1, 0, [1],
-                         layout(heads=2**62, head_dim=2**10))
+                         layout(heads=2**30, head_dim=2**40))
+        self.assertFails(Result.ERROR_INVALID_ARGUMENT, ["heads is 2147483648", "2^31 - 1"],
+                         ulysses.Plan.exact, 1, 0, [1], layout(heads=2**31))
 
     def test_the_fields_after_order_reach_the_library(self):
         # queryHeads and dataType follow the enum and the padding: a misplaced
