@@ -48,8 +48,10 @@ ULYSSES_HD int64_t ulyssesLocalRow(const ulyssesCopyArgs* a, const ulyssesCopyTe
                                    int64_t realRow) {
   int64_t length = ulyssesCopyLengths(a)[a->rank];
   int64_t slotLength = ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank];
-  return x->order == ULYSSES_ORDER_BSHD ? realRow / length * slotLength + realRow % length
-                                        : realRow;
+  if (x->order != ULYSSES_ORDER_BSHD) return realRow;
+  /* Each remainder from its quotient: one 64-bit division, not two. */
+  int64_t b = realRow / length;
+  return b * slotLength + realRow - b * length;
 }
 
 /* Run `run` of tensor t: a head slice enumerates (peer, real row, packed
@@ -64,8 +66,8 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
   if (x->kind == ULYSSES_COPY_HEAD_SLICE) {
     int64_t runsPerPeer = x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed;
     int peer = (int)(run / runsPerPeer);
-    int64_t rowPart =
-        ulyssesLocalRow(a, x, run % runsPerPeer / x->packed) * x->packed + run % x->packed;
+    int64_t inPeer = run - peer * runsPerPeer, realRow = inPeer / x->packed;
+    int64_t rowPart = ulyssesLocalRow(a, x, realRow) * x->packed + inPeer - realRow * x->packed;
     int64_t headBegin;
     int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
     int64_t headPrefix = ulyssesPeerHeadPrefix(x->heads, x->queryHeads, a->nRanks, peer);
@@ -76,9 +78,9 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     result.piece = peer;
   } else if (x->kind == ULYSSES_COPY_HEAD_SUM) {
     /* One kv head of one row; its replicas are read by ulyssesSumRunThread. */
-    int64_t rowPart =
-        ulyssesLocalRow(a, x, run / x->heads / x->packed) * x->packed + run / x->heads % x->packed;
-    result.userOffset = (rowPart * x->heads + run % x->heads) * x->headBytes;
+    int64_t headRow = run / x->heads, realRow = headRow / x->packed;
+    int64_t rowPart = ulyssesLocalRow(a, x, realRow) * x->packed + headRow - realRow * x->packed;
+    result.userOffset = (rowPart * x->heads + run - headRow * x->heads) * x->headBytes;
     result.segmentOffset = 0;
     result.bytes = x->headBytes;
     result.piece = run;
@@ -87,11 +89,11 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     int64_t b, g, userRow;
     if (x->order == ULYSSES_ORDER_BSHD) {
       b = run / totalLength;
-      g = run % totalLength;
+      g = run - b * totalLength;
       userRow = b * ulyssesCopySlotOffsets(a)[a->nRanks] + g;
     } else {
       g = run / x->batch;
-      b = run % x->batch;
+      b = run - g * x->batch;
       userRow = run;
     }
     int owner = ulyssesRowOwner(ulyssesCopyOffsets(a), a->nRanks, g);
