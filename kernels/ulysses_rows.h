@@ -68,9 +68,16 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     int peer = (int)(run / runsPerPeer);
     int64_t inPeer = run - peer * runsPerPeer, realRow = inPeer / x->packed;
     int64_t rowPart = ulyssesLocalRow(a, x, realRow) * x->packed + inPeer - realRow * x->packed;
-    int64_t headBegin;
-    int64_t headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
-    int64_t headPrefix = ulyssesPeerHeadPrefix(x->heads, x->queryHeads, a->nRanks, peer);
+    /* One test of the split for the three (the plain split's prefix is its
+     * begin): nvcc does not merge those of the two calls. */
+    int64_t headBegin, headCount, headPrefix;
+    if (x->queryHeads == 0) {
+      headBegin = headPrefix = ulyssesHeadBegin(x->heads, a->nRanks, peer);
+      headCount = ulyssesHeadCount(x->heads, a->nRanks, peer);
+    } else {
+      headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
+      headPrefix = ulyssesPeerHeadPrefix(x->heads, x->queryHeads, a->nRanks, peer);
+    }
     result.userOffset = (rowPart * x->heads + headBegin) * x->headBytes;
     result.segmentOffset =
         slotRows * x->packed * headPrefix * x->headBytes + rowPart * headCount * x->headBytes;
