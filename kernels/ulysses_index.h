@@ -91,8 +91,9 @@ ULYSSES_HD int64_t ulyssesChunkFirstRun(const ulyssesCopyArgs* a, int t, int64_t
   if (x->kind == ULYSSES_COPY_HEAD_SLICE) {
     int64_t perPeer = ulyssesSliceRunsPerPeer(a, x);
     int64_t tiles = (perPeer + x->chunkRuns - 1) / x->chunkRuns;
-    int64_t peer = a->rowTiles ? chunk % a->nRanks : chunk / tiles;
-    int64_t tile = a->rowTiles ? chunk / a->nRanks : chunk % tiles;
+    int64_t outer = chunk / (a->rowTiles ? a->nRanks : tiles);
+    int64_t inner = chunk - outer * (a->rowTiles ? a->nRanks : tiles);
+    int64_t peer = a->rowTiles ? inner : outer, tile = a->rowTiles ? outer : inner;
     firstRun = peer * perPeer + tile * x->chunkRuns;
     runs = (peer + 1) * perPeer;
   } else {

@@ -184,7 +184,8 @@ ULYSSES_HD int64_t ulyssesSumRowParts(const ulyssesCopyArgs* a, const ulyssesCop
 
 ULYSSES_HD int64_t ulyssesSumRowPart(const ulyssesCopyArgs* a, const ulyssesCopyTensor* x,
                                      int64_t j) {
-  return ulyssesLocalRow(a, x, j / x->packed) * x->packed + j % x->packed;
+  int64_t row = j / x->packed;
+  return ulyssesLocalRow(a, x, row) * x->packed + (j - row * x->packed);
 }
 
 /* A chunk of a head sum: count runs (one kv head of one row part each) of
@@ -391,7 +392,7 @@ ULYSSES_HD int64_t ulyssesSumChunkCount(const ulyssesCopyArgs* a, int t) {
 ULYSSES_HD void ulyssesSumChunkThread(const ulyssesCopyArgs* a, int t, int64_t chunk, int lane,
                                       int laneCount, int wordBytes) {
   const ulyssesCopyTensor* x = &a->tensors[t];
-  int64_t head = chunk % x->heads, firstRow = chunk / x->heads * x->chunkRuns;
+  int64_t tile = chunk / x->heads, head = chunk - tile * x->heads, firstRow = tile * x->chunkRuns;
   int64_t count = ulyssesSumRowParts(a, x) - firstRow;
   if (count > x->chunkRuns) count = x->chunkRuns;
   int64_t rowPart = ulyssesSumRowPart(a, x, firstRow);
