@@ -93,8 +93,9 @@ ULYSSES_HD int ulyssesHeadOwner(int64_t heads, int nRanks, int64_t head) {
 /* The peers that hold kv head `head` (grouped-query: every peer whose query
  * heads read it; plain: its owner) are the consecutive ranks first .. last,
  * each holding at least that head; *prefix: ulyssesPeerHeadPrefix of first,
- * where first's slices start among a row's segments. Found once per run so
- * that the head sum's per-element work does not grow with the rank count. */
+ * where first's slices start among a row's segments. Found once per chunk
+ * (ulyssesSumChunkAt), so that the head sum's per-element work does not grow
+ * with the rank count. */
 typedef struct {
   int first, last;
   int64_t prefix;

@@ -84,7 +84,7 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     result.bytes = headCount * x->headBytes;
     result.piece = peer;
   } else if (x->kind == ULYSSES_COPY_HEAD_SUM) {
-    /* One kv head of one row; its replicas are read by ulyssesSumRunThread. */
+    /* One kv head of one row; its replicas are read by ulyssesSumChunkThread. */
     int64_t headRow = run / x->heads, realRow = headRow / x->packed;
     int64_t rowPart = ulyssesLocalRow(a, x, realRow) * x->packed + headRow - realRow * x->packed;
     result.userOffset = (rowPart * x->heads + run - headRow * x->heads) * x->headBytes;
