@@ -27,7 +27,7 @@ typedef struct {
   int64_t packed;
   int64_t heads;      /* the tensor's H (kv heads for a kv tensor) */
   int64_t headBytes;  /* headDim * elementSize */
-  int64_t queryHeads; /* 0, or the query heads of a kv tensor (ulyssesPeerHeads) */
+  ulyssesHeadSplit split; /* its heads among the ranks (ulyssesHeadSplitOf) */
   int32_t order;
   int32_t wordBytes; /* 1, 2, 4, 8 or 16: divides headBytes, the input and every output */
   int64_t chunkRuns; /* consecutive runs one group of lanes moves together, >= 1 */
@@ -67,7 +67,7 @@ ULYSSES_HD int64_t ulyssesOnePassPeerHeads(const ulyssesOnePassArgs* a,
     *begin = 0;
     return x->heads;
   }
-  return ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, begin);
+  return ulyssesSplitPeerHeads(&x->split, peer, begin);
 }
 
 /* Rows of the head side (or gathered tensor) that precede batch entry b's

@@ -4,6 +4,7 @@
 #define ULYSSES_ARGS_H_
 
 #include "ulysses_base.h"
+#include "ulysses_heads.h"
 
 /*------------------------------------------------------------------------
  * The pack / unpack copy.
@@ -17,7 +18,7 @@ typedef struct {
   int64_t heads;      /* the tensor's H */
   int64_t headBytes;  /* headDim * elementSize */
   int64_t rowHeads;   /* row scatter: heads in one user row */
-  int64_t queryHeads; /* 0, or the query heads of a kv tensor (ulyssesPeerHeads) */
+  ulyssesHeadSplit split; /* its heads among the ranks (ulyssesHeadSplitOf) */
   int32_t kind;       /* ULYSSES_COPY_HEAD_SLICE, _ROW_SCATTER or _HEAD_SUM (unpack only) */
   int32_t dataType;   /* head sum: ULYSSES_TYPE_FLOAT32, _FLOAT16 or _BFLOAT16 */
   int32_t order;

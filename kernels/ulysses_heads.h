@@ -13,33 +13,20 @@
  * divides 32-bit values inline where a 64-bit division calls a routine of
  * about a hundred instructions.
  *----------------------------------------------------------------------*/
-ULYSSES_HD int64_t ulyssesHeadBegin(int64_t heads, int nRanks, int rank) {
-  uint32_t h = (uint32_t)heads, n = (uint32_t)nRanks, r = (uint32_t)rank;
-  uint32_t base = h / n, extra = h % n;
-  return r * base + (r < extra ? r : extra);
-}
-
-ULYSSES_HD int64_t ulyssesHeadCount(int64_t heads, int nRanks, int rank) {
-  uint32_t h = (uint32_t)heads, n = (uint32_t)nRanks;
-  return h / n + ((uint32_t)rank < h % n ? 1 : 0);
-}
-
-/* The heads peer gets of a tensor of `heads` heads: its group of the plain
- * split, or, for the kv heads of grouped-query attention (queryHeads > 0),
- * the kv heads its query heads read. Returns the count; *begin the first. */
-ULYSSES_HD int64_t ulyssesPeerHeads(int64_t heads, int64_t queryHeads, int nRanks, int peer,
-                                    int64_t* begin) {
-  if (queryHeads == 0) {
-    *begin = ulyssesHeadBegin(heads, nRanks, peer);
-    return ulyssesHeadCount(heads, nRanks, peer);
-  }
-  uint32_t group = (uint32_t)queryHeads / (uint32_t)heads;
-  uint32_t queryBegin = (uint32_t)ulyssesHeadBegin(queryHeads, nRanks, peer);
-  uint32_t queryCount = (uint32_t)ulyssesHeadCount(queryHeads, nRanks, peer);
-  *begin = queryBegin / group;
-  if (queryCount == 0) return 0;
-  return (queryBegin + queryCount - 1) / group + 1 - queryBegin / group;
-}
+/* A tensor's head split among nRanks ranks with what every lookup divides
+ * by found once (ulyssesHeadSplitOf): on the host for the kernels, which
+ * carry it in their arguments, so that a chunk's head lookups divide by
+ * nothing but the group and loop over nothing. `split` counts the heads
+ * the ranks share out: the query heads of a grouped-query kv tensor
+ * (queryHeads > 0, group of them per kv head), else the tensor's heads. */
+typedef struct {
+  int32_t heads, queryHeads, nRanks;
+  int32_t base, extra; /* split / nRanks, split % nRanks */
+  int32_t group;       /* queryHeads / heads; 1 for the plain split */
+  /* Grouped-query with base >= 1: ulyssesGroupPeriod(group, base + 1) and
+   * ulyssesGroupPeriod(group, base) (ulyssesSplitHeadPrefix). */
+  int32_t periodWide, periodNarrow;
+} ulyssesHeadSplit;
 
 /* The smallest q >= 1 with group | q * step: group / gcd(group, step).
  * Euclid's loop runs over the remainders of two numbers below group (a
@@ -54,6 +41,48 @@ ULYSSES_HD uint32_t ulyssesGroupPeriod(uint32_t group, uint32_t step) {
   return group / a;
 }
 
+ULYSSES_HD ulyssesHeadSplit ulyssesHeadSplitOf(int64_t heads, int64_t queryHeads, int nRanks) {
+  ulyssesHeadSplit s;
+  uint32_t split = (uint32_t)(queryHeads == 0 ? heads : queryHeads), n = (uint32_t)nRanks;
+  s.heads = (int32_t)heads;
+  s.queryHeads = (int32_t)queryHeads;
+  s.nRanks = nRanks;
+  s.base = (int32_t)(split / n);
+  s.extra = (int32_t)(split % n);
+  s.group = queryHeads == 0 ? 1 : (int32_t)((uint32_t)queryHeads / (uint32_t)heads);
+  s.periodWide = s.periodNarrow = 1;
+  if (queryHeads != 0 && s.base >= 1) {
+    s.periodWide = (int32_t)ulyssesGroupPeriod((uint32_t)s.group, (uint32_t)s.base + 1);
+    s.periodNarrow = (int32_t)ulyssesGroupPeriod((uint32_t)s.group, (uint32_t)s.base);
+  }
+  return s;
+}
+
+/* Rank r's first shared-out head (query head for a kv tensor) and count. */
+ULYSSES_HD uint32_t ulyssesSplitBegin(const ulyssesHeadSplit* s, uint32_t r) {
+  uint32_t extra = (uint32_t)s->extra;
+  return r * (uint32_t)s->base + (r < extra ? r : extra);
+}
+
+ULYSSES_HD uint32_t ulyssesSplitCount(const ulyssesHeadSplit* s, uint32_t r) {
+  return (uint32_t)s->base + (r < (uint32_t)s->extra ? 1u : 0u);
+}
+
+/* The heads peer gets: its group of the plain split, or, for the kv heads of
+ * grouped-query attention, the kv heads its query heads read. Returns the
+ * count; *begin the first. */
+ULYSSES_HD int64_t ulyssesSplitPeerHeads(const ulyssesHeadSplit* s, int peer, int64_t* begin) {
+  uint32_t first = ulyssesSplitBegin(s, (uint32_t)peer), count = ulyssesSplitCount(s, (uint32_t)peer);
+  if (s->queryHeads == 0) {
+    *begin = first;
+    return count;
+  }
+  uint32_t group = (uint32_t)s->group;
+  *begin = first / group;
+  if (count == 0) return 0;
+  return (first + count - 1) / group + 1 - first / group;
+}
+
 /* The heads of the peers before peer, summed: where peer's slice starts
  * among a row's segments (kv heads shared by several peers count for each).
  * Grouped-query, in closed form: with base = Hq / P, extra = Hq % P, G = Hq
@@ -63,36 +92,35 @@ ULYSSES_HD uint32_t ulyssesGroupPeriod(uint32_t group, uint32_t step) {
  * holds query heads, and as ceil(x / G) = floor(x / G) + [G does not divide
  * x] the sum telescopes to floor(b_p / G) + p - #{1 <= q <= p : G | b_q}.
  * For q <= extra, b_q = q (base + 1), a multiple of G when q is one of
- * ulyssesGroupPeriod(G, base + 1); for q > extra, b_q = Hq - (P - q) base,
- * a multiple of G (which divides Hq) when P - q is one of
- * ulyssesGroupPeriod(G, base). */
-ULYSSES_HD int64_t ulyssesPeerHeadPrefix(int64_t heads, int64_t queryHeads, int nRanks, int peer) {
-  if (queryHeads == 0) return ulyssesHeadBegin(heads, nRanks, peer);
-  uint32_t query = (uint32_t)queryHeads, n = (uint32_t)nRanks, p = (uint32_t)peer;
-  uint32_t base = query / n, extra = query % n, group = query / (uint32_t)heads;
+ * periodWide; for q > extra, b_q = Hq - (P - q) base, a multiple of G (which
+ * divides Hq) when P - q is one of periodNarrow. */
+ULYSSES_HD int64_t ulyssesSplitHeadPrefix(const ulyssesHeadSplit* s, int peer) {
+  uint32_t p = (uint32_t)peer;
+  if (s->queryHeads == 0) return ulyssesSplitBegin(s, p);
+  uint32_t query = (uint32_t)s->queryHeads, n = (uint32_t)s->nRanks;
+  uint32_t base = (uint32_t)s->base, extra = (uint32_t)s->extra, group = (uint32_t)s->group;
   if (base == 0) return p < query ? p : query;
   uint32_t wide = p < extra ? p : extra; /* ranks 1 .. wide begin at q (base + 1) */
-  uint32_t aligned = wide / ulyssesGroupPeriod(group, base + 1);
+  uint32_t aligned = wide / (uint32_t)s->periodWide;
   if (p > extra) {
     /* The multiples of the period among P - q, q = extra + 1 .. p. */
-    uint32_t period = ulyssesGroupPeriod(group, base);
+    uint32_t period = (uint32_t)s->periodNarrow;
     aligned += (n - extra - 1) / period + 1 - (n - p + period - 1) / period;
   }
   return (p * base + wide) / group + p - aligned;
 }
 
-/* The rank that owns head `head` of `heads` in the plain split (the inverse
- * of ulyssesHeadBegin / ulyssesHeadCount). */
-ULYSSES_HD int ulyssesHeadOwner(int64_t heads, int nRanks, int64_t head) {
-  uint32_t h = (uint32_t)heads, n = (uint32_t)nRanks, x = (uint32_t)head;
-  uint32_t base = h / n, extra = h % n, wide = extra * (base + 1);
+/* The rank that owns shared-out head x (the inverse of ulyssesSplitBegin /
+ * ulyssesSplitCount). */
+ULYSSES_HD int ulyssesSplitOwner(const ulyssesHeadSplit* s, uint32_t x) {
+  uint32_t base = (uint32_t)s->base, extra = (uint32_t)s->extra, wide = extra * (base + 1);
   if (x < wide) return (int)(x / (base + 1));
   return (int)(extra + (x - wide) / base);
 }
 
 /* The peers that hold kv head `head` (grouped-query: every peer whose query
  * heads read it; plain: its owner) are the consecutive ranks first .. last,
- * each holding at least that head; *prefix: ulyssesPeerHeadPrefix of first,
+ * each holding at least that head; *prefix: ulyssesSplitHeadPrefix of first,
  * where first's slices start among a row's segments. Found once per chunk
  * (ulyssesSumChunkAt), so that the head sum's per-element work does not grow
  * with the rank count. */
@@ -101,20 +129,50 @@ typedef struct {
   int64_t prefix;
 } ulyssesHolders;
 
+ULYSSES_HD ulyssesHolders ulyssesSplitHolders(const ulyssesHeadSplit* s, int64_t head) {
+  ulyssesHolders h;
+  /* A peer reads kv head `head` when its query heads meet [head * G,
+   * head * G + G): the owners of the two ends and the ranks between (G = 1:
+   * the plain split's owner). */
+  uint32_t group = (uint32_t)s->group, first = (uint32_t)head * group;
+  h.first = ulyssesSplitOwner(s, first);
+  h.last = ulyssesSplitOwner(s, first + group - 1);
+  h.prefix = ulyssesSplitHeadPrefix(s, h.first);
+  return h;
+}
+
+/* The same lookups from the tensor's heads, queryHeads and nRanks, for the
+ * host's code and the tests (they find the split each time). */
+ULYSSES_HD int64_t ulyssesPeerHeads(int64_t heads, int64_t queryHeads, int nRanks, int peer,
+                                    int64_t* begin) {
+  ulyssesHeadSplit s = ulyssesHeadSplitOf(heads, queryHeads, nRanks);
+  return ulyssesSplitPeerHeads(&s, peer, begin);
+}
+
+ULYSSES_HD int64_t ulyssesPeerHeadPrefix(int64_t heads, int64_t queryHeads, int nRanks, int peer) {
+  ulyssesHeadSplit s = ulyssesHeadSplitOf(heads, queryHeads, nRanks);
+  return ulyssesSplitHeadPrefix(&s, peer);
+}
+
+ULYSSES_HD int64_t ulyssesHeadBegin(int64_t heads, int nRanks, int rank) {
+  ulyssesHeadSplit s = ulyssesHeadSplitOf(heads, 0, nRanks);
+  return ulyssesSplitBegin(&s, (uint32_t)rank);
+}
+
+ULYSSES_HD int64_t ulyssesHeadCount(int64_t heads, int nRanks, int rank) {
+  ulyssesHeadSplit s = ulyssesHeadSplitOf(heads, 0, nRanks);
+  return ulyssesSplitCount(&s, (uint32_t)rank);
+}
+
+ULYSSES_HD int ulyssesHeadOwner(int64_t heads, int nRanks, int64_t head) {
+  ulyssesHeadSplit s = ulyssesHeadSplitOf(heads, 0, nRanks);
+  return ulyssesSplitOwner(&s, (uint32_t)head);
+}
+
 ULYSSES_HD ulyssesHolders ulyssesHeadHolders(int64_t heads, int64_t queryHeads, int nRanks,
                                              int64_t head) {
-  ulyssesHolders h;
-  if (queryHeads == 0) {
-    h.first = h.last = ulyssesHeadOwner(heads, nRanks, head);
-  } else {
-    /* A peer reads kv head `head` when its query heads meet [head * G,
-     * head * G + G): the owners of the two ends and the ranks between. */
-    uint32_t group = (uint32_t)queryHeads / (uint32_t)heads, first = (uint32_t)head * group;
-    h.first = ulyssesHeadOwner(queryHeads, nRanks, first);
-    h.last = ulyssesHeadOwner(queryHeads, nRanks, first + group - 1);
-  }
-  h.prefix = ulyssesPeerHeadPrefix(heads, queryHeads, nRanks, h.first);
-  return h;
+  ulyssesHeadSplit s = ulyssesHeadSplitOf(heads, queryHeads, nRanks);
+  return ulyssesSplitHolders(&s, head);
 }
 
 #endif /* ULYSSES_HEADS_H_ */

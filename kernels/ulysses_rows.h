@@ -71,12 +71,12 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     /* One test of the split for the three (the plain split's prefix is its
      * begin): nvcc does not merge those of the two calls. */
     int64_t headBegin, headCount, headPrefix;
-    if (x->queryHeads == 0) {
-      headBegin = headPrefix = ulyssesHeadBegin(x->heads, a->nRanks, peer);
-      headCount = ulyssesHeadCount(x->heads, a->nRanks, peer);
+    if (x->split.queryHeads == 0) {
+      headBegin = headPrefix = ulyssesSplitBegin(&x->split, (uint32_t)peer);
+      headCount = ulyssesSplitCount(&x->split, (uint32_t)peer);
     } else {
-      headCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, peer, &headBegin);
-      headPrefix = ulyssesPeerHeadPrefix(x->heads, x->queryHeads, a->nRanks, peer);
+      headCount = ulyssesSplitPeerHeads(&x->split, peer, &headBegin);
+      headPrefix = ulyssesSplitHeadPrefix(&x->split, peer);
     }
     result.userOffset = (rowPart * x->heads + headBegin) * x->headBytes;
     result.segmentOffset =

@@ -191,7 +191,7 @@ ULYSSES_HD int64_t ulyssesSumRowPart(const ulyssesCopyArgs* a, const ulyssesCopy
 /* A chunk of a head sum: count runs (one kv head of one row part each) of
  * kv head `head` at consecutive row parts from rowPart, with everything a
  * lane's loop needs found once. The replicas are in increasing rank order of
- * their holders first .. last (ulyssesHeadHolders). A holder after the first
+ * their holders first .. last (ulyssesSplitHolders). A holder after the first
  * has kv head `head` as its first head (its first query head is in that
  * head's group, else the holder before it would not hold it too), and one
  * strictly between first and last holds that head only. So for run k:
@@ -218,10 +218,10 @@ ULYSSES_HD ulyssesSumChunk ulyssesSumChunkAt(const ulyssesCopyArgs* a, int t, in
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesSumChunk c;
   int64_t slotRows = x->batch * (ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank]);
-  ulyssesHolders holders = ulyssesHeadHolders(x->heads, x->queryHeads, a->nRanks, head);
+  ulyssesHolders holders = ulyssesSplitHolders(&x->split, head);
   int64_t firstBegin, lastBegin;
-  int64_t firstCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, holders.first, &firstBegin);
-  int64_t lastCount = ulyssesPeerHeads(x->heads, x->queryHeads, a->nRanks, holders.last, &lastBegin);
+  int64_t firstCount = ulyssesSplitPeerHeads(&x->split, holders.first, &firstBegin);
+  int64_t lastCount = ulyssesSplitPeerHeads(&x->split, holders.last, &lastBegin);
   int64_t headSlot = slotRows * x->packed * x->headBytes;
   c.x = x;
   c.out = x->user + (rowPart * x->heads + head) * x->headBytes;

@@ -180,7 +180,7 @@ void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
     x->packed = layout->packed;
     x->heads = layout->heads;
     x->headBytes = layout->headDim * layout->elementSize;
-    x->queryHeads = layout->queryHeads;
+    x->split = ulyssesHeadSplitOf(layout->heads, layout->queryHeads, plan->nRanks);
     x->order = layout->order == ulyssesOrderSBHD ? ULYSSES_ORDER_SBHD : ULYSSES_ORDER_BSHD;
     x->wordBytes = ulyssesWordBytes(x->headBytes, x->input, x->input);
     for (int p = 0; x->peerOutputs != NULL && p < plan->nRanks; p++) {

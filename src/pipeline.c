@@ -97,7 +97,7 @@ static int buildCopy(const ulyssesCall* call, ulyssesSide side, ulyssesCopyArgs*
     x->heads = tensorLayout->heads;
     x->headBytes = tensorLayout->headDim * tensorLayout->elementSize;
     x->rowHeads = info->shape.rowHeads;
-    x->queryHeads = tensorLayout->queryHeads;
+    x->split = ulyssesHeadSplitOf(x->heads, tensorLayout->queryHeads, plan->nRanks);
     x->dataType = (int32_t)tensorLayout->dataType;
     x->order = tensorLayout->order == ulyssesOrderSBHD ? ULYSSES_ORDER_SBHD : ULYSSES_ORDER_BSHD;
     x->wordBytes = ulyssesWordBytes(x->headBytes, x->user, x->segments);
