@@ -23,8 +23,9 @@ With --bounds FILE it checks each kernel against FILE's lines
 (KERNEL as c++filt prints its name and template arguments, without spaces;
 LOOP copy or sum; WORD the loop's widest load in bytes; CALLS the most
 subroutine calls any such loop may hold) and exits 1 when a loop is
-above its bound, holds more calls, or a kernel named in FILE is missing, or
-has no such loop. Exits 77 (Meson's "skipped") where cuobjdump is not found
+above its bound, holds more calls or any local-memory access (STL/LDL: a
+spill or a stack array inside the steady loop), or a kernel named in FILE is
+missing, or has no such loop. Exits 77 (Meson's "skipped") where cuobjdump is not found
 (on PATH, beside nvcc, or in ULYSSES_CUOBJDUMP) or the objects hold no code
 of the architecture.
 """
@@ -125,6 +126,7 @@ def classify(code, first, last):
     stores = any(op.split(".")[0] in GLOBAL_STORES for _, op, _ in body)
     adds = any(op.split(".")[0] in ("FADD", "FFMA") for _, op, _ in body)
     calls = sum(1 for _, op, _ in body if op.startswith("CALL"))
+    local = sum(1 for _, op, _ in body if op.startswith(("STL", "LDL")))
     word = max([load_bytes(op) for _, op, _ in body if op.split(".")[0] in GLOBAL_LOADS] or [0])
     if loads and adds:
         kind = "sum"
@@ -132,25 +134,26 @@ def classify(code, first, last):
         kind = "copy"
     else:
         kind = None
-    return kind, word, len(body), loads, calls
+    return kind, word, len(body), loads, calls, local
 
 
 def steady_loops(code):
-    """{(kind, word bytes): [(instructions per 16 B, calls, first address)]}
+    """{(kind, word bytes): [(instructions per 16 B, calls, first address,
+    local-memory instructions)]}
     over the innermost loops of each kind (none of the same kind inside
     them); a loop's word is its widest load."""
     found = []
     for first, last in loops_of(code):
-        kind, word, size, loads, calls = classify(code, first, last)
+        kind, word, size, loads, calls, local = classify(code, first, last)
         if kind:
-            found.append((first, last, kind, word, size, loads, calls))
+            found.append((first, last, kind, word, size, loads, calls, local))
     result = {}
-    for first, last, kind, word, size, loads, calls in found:
+    for first, last, kind, word, size, loads, calls, local in found:
         inner = any(f >= first and l <= last and (f, l) != (first, last) and k == kind
-                    for f, l, k, _, _, _, _ in found)
+                    for f, l, k, _, _, _, _, _ in found)
         if not inner:
             result.setdefault((kind, word), []).append((size * 16.0 / loads, calls,
-                                                        code[first][0]))
+                                                        code[first][0], local))
     return result
 
 
@@ -182,9 +185,9 @@ def print_report(kernels):
     for k in kernels:
         loops = []
         for (kind, word), found in sorted(k["loops"].items(), key=lambda i: (i[0][0], -i[0][1])):
-            per16 = [p for p, _, _ in found]
+            per16 = [p for p, _, _, _ in found]
             loops.append("%s/%d x%d %.1f-%.1f (%d)" % (kind, word, len(found), min(per16),
-                                                       max(per16), max(c for _, c, _ in found)))
+                                                       max(per16), max(c for _, c, _, _ in found)))
         print("%-40s %4d %5d %5d %6d %5d  %s" % (k["name"], k["registers"], k["stack"],
                                                  k["local"], k["instructions"], k["calls"],
                                                  ", ".join(loops) or "-"))
@@ -210,7 +213,7 @@ def check_bounds(kernels, path):
             if not loops:
                 print("%s: the kernel has no such loop" % where)
                 failures += 1
-            for per16, calls, address in loops:
+            for per16, calls, address, local in loops:
                 if per16 > bound:
                     print("%s at 0x%x: %.1f instructions per 16 B, above the bound %.1f" %
                           (where, address, per16, bound))
@@ -218,6 +221,10 @@ def check_bounds(kernels, path):
                 if calls > max_calls:
                     print("%s at 0x%x: %d subroutine calls (64-bit divisions), at most %d" %
                           (where, address, calls, max_calls))
+                    failures += 1
+                if local > 0:
+                    print("%s at 0x%x: %d local-memory accesses (spills or a stack array)" %
+                          (where, address, local))
                     failures += 1
     return failures
 
