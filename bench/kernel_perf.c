@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "launch_policy.h"
 #include "pipeline.h"
 #include "reference.h"
 #include "ulysses_launch.h"
@@ -324,9 +325,10 @@ static int deviceAlloc(void** pointer, size_t bytes) {
  * The launch parameters a stage chose: the library's own pipeline
  * (src/pipeline.c, linked in from its sources) run on a backend that keeps
  * the copy launch instead of launching it, with the stage's real buffers
- * (their alignment sets the word size); the grid, as the launcher shares
- * the wave of resident blocks of the kernel it picks (ulyssesCopyWave; this
- * binary holds the same kernels' objects as the library it was built with).
+ * (their alignment sets the word size); the grid, as the CUDA backend
+ * shares the wave of resident blocks of the kernel the launch takes
+ * (ulyssesCopyWave; this binary holds the same kernels' objects as the
+ * library it was built with).
  *----------------------------------------------------------------------*/
 typedef struct {
   int copies;
@@ -577,7 +579,7 @@ static void printRow(kernelContext* c, const kernelRow* row) {
            row->nRanks, (long long)row->headDim, (long long)row->totalLength,
            (long long)row->localLength, opNames[row->op], stage, row->bytes, row->stageUs,
            stageGbps, row->memcpyUs, memcpyGbps, ratio, launchPath(a), a->runLanes,
-           (long long)a->tensors[0].chunkRuns, ulyssesLaunchWordBytes(a),
+           (long long)a->tensors[0].chunkRuns, a->launchWordBytes,
            (long long)a->tensors[0].gridBlocks, row->launch.wave);
     if (row->singlesUs > 0)
       printf("#      the three single-tensor packs: %.1f us; one call / their sum: %.3f\n",
@@ -608,8 +610,8 @@ static void printRow(kernelContext* c, const kernelRow* row) {
     fprintf(f, "\"launch\":{\"path\":\"%s\",\"row_tiles\":%d,\"lanes\":%d,\"word_bytes\":%d,\"sums\":%d,"
                "\"max_runs\":%lld,\"block_threads\":%d,\"wave\":%d,\"grid\":[%lld,%d],"
                "\"chunk_runs\":[",
-            launchPath(a), a->rowTiles, a->runLanes, ulyssesLaunchWordBytes(a),
-            ulyssesLaunchSums(a), (long long)row->launch.maxRuns, ULYSSES_COPY_THREADS,
+            launchPath(a), a->rowTiles, a->runLanes, a->launchWordBytes, a->launchSums,
+            (long long)row->launch.maxRuns, ULYSSES_COPY_THREADS,
             row->launch.wave, (long long)row->launch.gridBlocks, a->nTensors);
     for (int t = 0; t < a->nTensors; t++)
       fprintf(f, "%s%lld", t ? "," : "", (long long)a->tensors[t].chunkRuns);

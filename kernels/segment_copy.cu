@@ -19,14 +19,15 @@
 #endif
 
 /* One instantiation per word size and per presence of a head sum: the
- * launch's word size (ulyssesLaunchWordBytes; 0: each tensor its own) and
- * ulyssesLaunchSums are constants inside, so neither the copy loops of the
- * other sizes nor, in a launch without one, the head sum are compiled in (nor
- * take registers). The work split (ulyssesCopyBlockThread): grid row
- * blockIdx.y is tensor blockIdx.y, its first gridBlocks blocks run a
- * grid-stride loop over the tensor's chunks, each group of runLanes lanes one
- * chunk of consecutive runs at a time (ulysses_index.h says how the chunk
- * length and group size are chosen). */
+ * launch's word size (args.launchWordBytes; 0: each tensor its own) and
+ * args.launchSums, chosen on the host (src/launch_policy.c), are constants
+ * inside, so neither the copy loops of the other sizes nor, in a launch
+ * without one, the head sum are compiled in (nor take registers). The work
+ * split (ulyssesCopyBlockThread): grid row blockIdx.y is tensor blockIdx.y,
+ * its first gridBlocks blocks run a grid-stride loop over the tensor's
+ * chunks, each group of runLanes lanes one chunk of consecutive runs at a
+ * time (ulysses_index.h says how the chunk length and group size are
+ * chosen). */
 template <int WordBytes, int Sums>
 static __global__ void __launch_bounds__(ULYSSES_COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
     segmentCopyKernel(const __grid_constant__ ulyssesCopyArgs args) {
@@ -55,26 +56,25 @@ static cudaError_t residentBlocks(int* blocks) {
   return cudaSuccess;
 }
 
+/* The grid: one row per tensor, as long as the longest row's gridBlocks. */
 template <int WordBytes, int Sums>
 static cudaError_t launchCopy(const ulyssesCopyArgs* args, cudaStream_t stream) {
-  int wave;
-  cudaError_t error = residentBlocks<WordBytes, Sums>(&wave);
-  if (error != cudaSuccess) return error;
-  ulyssesCopyArgs shared = *args;
-  int64_t blocks = ulyssesShareWave(&shared, wave);
+  int64_t blocks = 0;
+  for (int t = 0; t < args->nTensors; t++)
+    if (args->tensors[t].gridBlocks > blocks) blocks = args->tensors[t].gridBlocks;
   dim3 grid((unsigned)blocks, (unsigned)args->nTensors);
-  segmentCopyKernel<WordBytes, Sums><<<grid, ULYSSES_COPY_THREADS, 0, stream>>>(shared);
+  segmentCopyKernel<WordBytes, Sums><<<grid, ULYSSES_COPY_THREADS, 0, stream>>>(*args);
   return cudaGetLastError();
 }
 
 template <int WordBytes>
 static cudaError_t launchCopyOfWords(const ulyssesCopyArgs* args, cudaStream_t stream) {
-  return ulyssesLaunchSums(args) ? launchCopy<WordBytes, 1>(args, stream)
-                                 : launchCopy<WordBytes, 0>(args, stream);
+  return args->launchSums ? launchCopy<WordBytes, 1>(args, stream)
+                          : launchCopy<WordBytes, 0>(args, stream);
 }
 
 extern "C" cudaError_t ulyssesCopyWave(const ulyssesCopyArgs* args, int* blocks) {
-  switch (ulyssesLaunchWordBytes(args) * 2 + ulyssesLaunchSums(args)) {
+  switch (args->launchWordBytes * 2 + args->launchSums) {
     case 32: return residentBlocks<16, 0>(blocks);
     case 33: return residentBlocks<16, 1>(blocks);
     case 16: return residentBlocks<8, 0>(blocks);
@@ -93,7 +93,7 @@ extern "C" cudaError_t ulyssesCopyWave(const ulyssesCopyArgs* args, int* blocks)
 extern "C" cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns,
                                          cudaStream_t stream) {
   if (maxRuns <= 0) return cudaSuccess;
-  switch (ulyssesLaunchWordBytes(args)) {
+  switch (args->launchWordBytes) {
     case 16: return launchCopyOfWords<16>(args, stream);
     case 8: return launchCopyOfWords<8>(args, stream);
     case 4: return launchCopyOfWords<4>(args, stream);

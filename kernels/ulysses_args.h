@@ -27,7 +27,7 @@ typedef struct {
   int64_t chunkRuns; /* consecutive runs one group of lanes moves together, >= 1 */
   int64_t hostRuns;  /* the host's bound of its runs (the device may find fewer) */
   int64_t hostBytes; /* the host's bound of the bytes it moves */
-  int64_t gridBlocks; /* blocks of its grid row that work (ulyssesShareWave) */
+  int64_t gridBlocks; /* blocks of its grid row that work (src/launch_policy.c) */
 } ulyssesCopyTensor;
 
 typedef struct {
@@ -49,6 +49,11 @@ typedef struct {
   int32_t inlineTable;
   int64_t inlineLengths[ULYSSES_INLINE_TABLE_RANKS];
   int64_t inlineOffsets[ULYSSES_INLINE_TABLE_RANKS + 1];
+  /* The kernel the launch takes (src/launch_policy.c): the word size all its
+   * tensors move (0: each its own) and whether one is a head sum. The
+   * launcher picks the instantiation by them; inside, they are constants. */
+  int32_t launchWordBytes;
+  int32_t launchSums;
 } ulyssesCopyArgs;
 
 /* The table a copy reads: the inline one, or the one in device memory. */

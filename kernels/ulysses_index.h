@@ -21,7 +21,7 @@
  * A run is the contiguous bytes one (row, packed index, peer) moves.
  *
  * How the work is split (the launch parameters, chosen on the host by
- * ulyssesGroupLanes and ulyssesChunkRuns in ulysses_launch_rules.h):
+ * ulyssesGroupLanes and ulyssesChunkRuns in src/launch_policy.c):
  *  - a group of runLanes lanes of a warp takes a chunk of chunkRuns
  *    consecutive runs of one tensor, found by a grid-stride loop;
  *  - if the chunk's runs lie at fixed strides (ulyssesChunkSweep), the group
@@ -47,10 +47,9 @@
 #include "ulysses_rows.h"
 #include "ulysses_sum.h"
 #include "ulysses_copy.h"
-#include "ulysses_launch_rules.h"
 
-/* One thread's share of one run, in words of wordBytes
- * (ulyssesLaunchWordBytes). */
+/* One thread's share of one run, in words of wordBytes (the launch's
+ * launchWordBytes). */
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
                                      int laneCount, int wordBytes) {
   const ulyssesCopyTensor* x = &a->tensors[t];
@@ -125,10 +124,11 @@ ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t firstR
 }
 
 /* One thread's share of chunk `chunk` of tensor t, in words of wordBytes
- * (ulyssesLaunchWordBytes): one sweep where ulyssesChunkSweep allows it, else
- * run by run; a head sum's chunk by ulyssesSumChunkThread. sums: whether the
- * launch has a head sum (ulyssesLaunchSums); a constant in each kernel, so
- * that a kernel without one carries none of the sum's code or registers. */
+ * (the launch's launchWordBytes): one sweep where ulyssesChunkSweep allows
+ * it, else run by run; a head sum's chunk by ulyssesSumChunkThread. sums:
+ * whether the launch has a head sum (its launchSums); a constant in each
+ * kernel, so that a kernel without one carries none of the sum's code or
+ * registers. */
 ULYSSES_HD void ulyssesCopyChunkThread(const ulyssesCopyArgs* a, int t, int64_t chunk, int lane,
                                        int laneCount, int wordBytes, int sums) {
   const ulyssesCopyTensor* x = &a->tensors[t];

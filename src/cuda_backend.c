@@ -6,6 +6,7 @@
 
 #include "comm.h"
 #include "error.h"
+#include "launch_policy.h"
 #include "one_pass_launch.h"
 #include "ulysses_launch.h"
 
@@ -74,10 +75,21 @@ static ulyssesResult_t cudaLaunchTable(void* context, const ulyssesTableArgs* ar
                           "the length-table kernel launch");
 }
 
+/* The pipeline chose all of the launch but its grid, which needs what only
+ * the device knows: the wave of resident blocks of the kernel the launch
+ * takes (ulyssesCopyWave), shared between the tensors' grid rows by the
+ * host's rule (ulyssesShareWave). A launch without runs launches nothing and
+ * asks the device nothing. */
 static ulyssesResult_t cudaLaunchCopy(void* context, const ulyssesCopyArgs* args, int64_t maxRuns) {
   const ulyssesCall* c = context;
-  return ulyssesCudaCheck(ulyssesLaunchCopy(args, maxRuns, c->stream),
-                          args->toSegments ? "the pack kernel launch" : "the unpack kernel launch");
+  const char* what = args->toSegments ? "the pack kernel launch" : "the unpack kernel launch";
+  ulyssesCopyArgs shared = *args;
+  if (maxRuns > 0) {
+    int wave;
+    ULYSSES_CHECK(ulyssesCudaCheck(ulyssesCopyWave(args, &wave), what));
+    ulyssesShareWave(&shared, wave);
+  }
+  return ulyssesCudaCheck(ulyssesLaunchCopy(&shared, maxRuns, c->stream), what);
 }
 
 static ulyssesResult_t cudaCapturing(void* context, int* capturing) {

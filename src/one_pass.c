@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "launch_policy.h"
 
 _Static_assert((int)ulyssesOpSeqToHead == ULYSSES_ONE_PASS_SEQ_TO_HEAD &&
                    (int)ulyssesOpHeadToSeq == ULYSSES_ONE_PASS_HEAD_TO_SEQ &&

@@ -5,6 +5,7 @@
 
 #include "env.h"
 #include "error.h"
+#include "launch_policy.h"
 #include "log.h"
 
 /* A place in the workspace; none when the plan needs no workspace. */
@@ -108,28 +109,8 @@ static int buildCopy(const ulyssesCall* call, ulyssesSide side, ulyssesCopyArgs*
     if (runs[t] > *maxRuns) *maxRuns = runs[t];
     runBytes[t] = info->maxRunBytes;
   }
-  /* The launch parameters (ulysses_launch_rules.h): lanes for the tensor that
-   * needs the most, then each tensor's chunk for those lanes, in the words it
-   * moves (the launch's common size, or its own). */
-  int launchWordBytes = ulyssesLaunchWordBytes(args);
-  args->runLanes = 1;
-  for (int t = 0; t < plan->nTensors; t++) {
-    ulyssesCopyTensor* x = &args->tensors[t];
-    if (!x->active) continue;
-    int wordBytes = launchWordBytes != 0 ? launchWordBytes : x->wordBytes;
-    int unitBytes = x->kind == ULYSSES_COPY_HEAD_SUM ? ulyssesSumUnitBytes(x) : wordBytes;
-    int lanes = ulyssesGroupLanes(runBytes[t] / unitBytes, unitBytes);
-    if (lanes > args->runLanes) args->runLanes = lanes;
-  }
-  for (int t = 0; t < plan->nTensors; t++) {
-    ulyssesCopyTensor* x = &args->tensors[t];
-    int wordBytes = launchWordBytes != 0 ? launchWordBytes : x->wordBytes;
-    int unitBytes = x->kind == ULYSSES_COPY_HEAD_SUM ? ulyssesSumUnitBytes(x) : wordBytes;
-    x->chunkRuns = ulyssesChunkRuns(runBytes[t] / unitBytes, unitBytes, runs[t], args->runLanes);
-    x->hostRuns = runs[t];
-    /* A head sum reads every replica: the bytes of its segments too. */
-    x->hostBytes = runs[t] * runBytes[t];
-  }
+  /* The kernel, lanes and chunks the launch takes (src/launch_policy.c). */
+  ulyssesChooseCopyLaunch(args, runBytes, runs);
   return anyActive;
 }
 

@@ -377,6 +377,18 @@ cudaError_t ulyssesLaunchLengthTable(const ulyssesTableArgs* args, cudaStream_t 
   return cudaSuccess;
 }
 
+/* Resident blocks of the stand-in GPU: a few, so that the grid-stride loops
+ * go round. */
+#define FAKE_WAVE_BLOCKS 3
+
+cudaError_t ulyssesCopyWave(const ulyssesCopyArgs* args, int* blocks) {
+  (void)args;
+  *blocks = FAKE_WAVE_BLOCKS;
+  return cudaSuccess;
+}
+
+/* Every thread of the grid rows the backend gave the launch, as the GPU runs
+ * them (a row's blocks past its gridBlocks have nothing to do). */
 cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cudaStream_t stream) {
   (void)stream;
   (void)maxRuns;
@@ -386,10 +398,9 @@ cudaError_t ulyssesLaunchCopy(const ulyssesCopyArgs* args, int64_t maxRuns, cuda
   pthread_mutex_unlock(&fakeLock);
   if (fails) return cudaErrorLaunchFailure;
   for (int t = 0; t < args->nTensors; t++)
-    for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(args, t); chunk++)
-      for (int lane = 0; lane < args->runLanes; lane++)
-        ulyssesCopyChunkThread(args, t, chunk, lane, args->runLanes, ulyssesLaunchWordBytes(args),
-                               ulyssesLaunchSums(args));
+    for (int64_t block = 0; block < args->tensors[t].gridBlocks; block++)
+      for (int thread = 0; thread < ULYSSES_COPY_THREADS; thread++)
+        ulyssesCopyBlockThread(args, t, block, thread, args->launchWordBytes, args->launchSums);
   return cudaSuccess;
 }
 

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "launch_policy.h"
+
 typedef enum { SIM_ALL_GATHER, SIM_GROUP_START, SIM_GROUP_END, SIM_SEND, SIM_RECV, SIM_TABLE, SIM_COPY } simOpKind;
 
 static const char* const kindNames[] = {"ncclAllGather", "ncclGroupStart", "ncclGroupEnd",
@@ -197,8 +199,8 @@ static int runCopy(const simOp* op, int rank, char* message, size_t messageSize)
   for (int t = 0; t < args->nTensors; t++)
     for (int64_t block = 0; block < blocks; block++)
       for (int thread = 0; thread < ULYSSES_COPY_THREADS; thread++)
-        ulyssesCopyBlockThread(&shared, t, block, thread, ulyssesLaunchWordBytes(args),
-                               ulyssesLaunchSums(args));
+        ulyssesCopyBlockThread(&shared, t, block, thread, args->launchWordBytes,
+                               args->launchSums);
   return 0;
 }
 

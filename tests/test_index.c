@@ -12,6 +12,7 @@
 #include <math.h>
 
 #include "exchange_run.h"
+#include "launch_policy.h"
 
 static void testHeadSplitMatchesReference(void** state) {
   (void)state;
@@ -712,7 +713,7 @@ static void checkChunkVariants(const exchangeRun* run, int rank, ulyssesSide sid
   const scenario* s = run->s;
   captured c;
   captureStage(run, rank, side, &c);
-  if (c.copies == 0 || ulyssesLaunchSums(&c.copy)) return;
+  if (c.copies == 0 || c.copy.launchSums) return;
   static const int64_t chunkRuns[] = {1, 2, 3, 7, 16};
   for (int t = 0; t < s->nTensors; t++) {
     ulyssesCopyArgs a = c.copy;
@@ -725,7 +726,7 @@ static void checkChunkVariants(const exchangeRun* run, int rank, ulyssesSide sid
     unsigned char* target = side == ULYSSES_SEND ? x->segments : x->user;
     unsigned char* expected = malloc(bytes + 1);
     memset(target, 0x5a, bytes);
-    int wordBytes = ulyssesLaunchWordBytes(&a);
+    int wordBytes = a.launchWordBytes;
     for (int64_t i = 0; i < ulyssesCopyRunCount(&a, t); i++) {
       ulyssesRun r = ulyssesCopyRunAt(&a, t, i);
       if (r.bytes == 0) continue;
@@ -768,7 +769,7 @@ static void checkSumChunkVariants(const exchangeRun* run, int rank, ulyssesSide 
   const scenario* s = run->s;
   captured c;
   captureStage(run, rank, side, &c);
-  if (c.copies == 0 || !ulyssesLaunchSums(&c.copy)) return;
+  if (c.copies == 0 || !c.copy.launchSums) return;
   static const int64_t chunkRuns[] = {1, 2, 3, 7, 16};
   uint64_t random = 0x5a5a + (uint64_t)rank;
   for (int t = 0; t < s->nTensors; t++) {
@@ -781,7 +782,7 @@ static void checkSumChunkVariants(const exchangeRun* run, int rank, ulyssesSide 
       segmentBytes += ulyssesPlanSegment(run->plans[rank], run->op, t, side, p).bytes;
     for (size_t b = 0; b < segmentBytes; b++) x->segments[b] = (unsigned char)refRandom(&random);
     unsigned char* expected = malloc(userBytes + 1);
-    int wordBytes = ulyssesLaunchWordBytes(&a);
+    int wordBytes = a.launchWordBytes;
     sumTensorsChecked++;
     x->chunkRuns = 16;
     for (int64_t chunk = 0; chunk < ulyssesCopyChunkCount(&a, t); chunk++) {
