@@ -444,7 +444,7 @@ typedef struct {
 static void describeLaunches(const rankSetup* setup, int first, int count, benchRow* row) {
   for (int r = first; r < first + count; r++) {
     const ulyssesOnePassArgs* a = &setup->args[r];
-    int wordBytes = ulyssesOnePassLaunchWordBytes(a);
+    int wordBytes = a->launchWordBytes;
     if (r == first) {
       row->wordBytes = wordBytes;
       row->runLanes = a->runLanes;

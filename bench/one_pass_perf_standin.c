@@ -146,10 +146,9 @@ cudaError_t ulyssesLaunchOnePassLocal(const ulyssesOnePassArgs* args, int blocks
                                       cudaStream_t stream) {
   (void)stream;
   if (blocks < 0) return cudaErrorInvalidValue;
-  int wordBytes = ulyssesOnePassLaunchWordBytes(args);
   for (int t = 0; t < args->nTensors; t++)
     for (int64_t chunk = 0; chunk < ulyssesOnePassChunkCount(args, t); chunk++)
       for (int lane = 0; lane < args->runLanes; lane++)
-        ulyssesOnePassChunkThread(args, t, chunk, lane, args->runLanes, wordBytes);
+        ulyssesOnePassChunkThread(args, t, chunk, lane, args->runLanes, args->launchWordBytes);
   return cudaSuccess;
 }

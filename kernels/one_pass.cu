@@ -37,8 +37,8 @@ static __device__ void onePassBody(const ulyssesOnePassArgs* args) {
   }
 }
 
-/* One instantiation per word size the host knows (ulyssesOnePassLaunchWordBytes;
- * 0: the tensors differ), as the copy kernel has. */
+/* One instantiation per word size the host knows (args.launchWordBytes; 0:
+ * the tensors differ), as the copy kernel has. */
 template <int WordBytes>
 static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS, ULYSSES_ONE_PASS_MIN_BLOCKS)
     onePassLocalKernel(const __grid_constant__ ulyssesOnePassArgs args) {
@@ -55,7 +55,7 @@ static cudaError_t launchOnePassLocal(const ulyssesOnePassArgs* args, int blocks
 extern "C" cudaError_t ulyssesLaunchOnePassLocal(const ulyssesOnePassArgs* args, int blocks,
                                                  cudaStream_t stream) {
   if (blocks <= 0) blocks = ULYSSES_ONE_PASS_BLOCKS;
-  switch (ulyssesOnePassLaunchWordBytes(args)) {
+  switch (args->launchWordBytes) {
     case 16: return launchOnePassLocal<16>(args, blocks, stream);
     case 8: return launchOnePassLocal<8>(args, blocks, stream);
     case 4: return launchOnePassLocal<4>(args, blocks, stream);

@@ -39,6 +39,10 @@ typedef struct {
   int32_t rank;
   int32_t nTensors;
   int32_t runLanes; /* lanes per run: a power of two, 1 .. ULYSSES_WARP_LANES */
+  /* The word size every tensor moves, 0 where they differ (src/one_pass.c):
+   * the simulated ranks' launcher picks its kernel by it; the NCCL kernel
+   * narrows the words to the peers' addresses on the device instead. */
+  int32_t launchWordBytes;
   /* The length table: real lengths, their prefix sums, the slots' prefix sums. */
   const int64_t* lengths;
   const int64_t* offsets;
@@ -205,17 +209,6 @@ ULYSSES_HD void ulyssesOnePassChunkThread(const ulyssesOnePassArgs* a, int t, in
   for (int64_t k = 0; k < count; k++)
     ulyssesOnePassMoveThread(a, x, k == 0 ? first : ulyssesOnePassRunAt(a, t, firstRun + k), 1,
                              wordBytes, lane, laneCount);
-}
-
-/* The word size every tensor of the launch moves, or 0 where they differ
- * (the launch then takes the kernel with every size). */
-ULYSSES_HD int ulyssesOnePassLaunchWordBytes(const ulyssesOnePassArgs* a) {
-  int wordBytes = 0;
-  for (int t = 0; t < a->nTensors; t++) {
-    if (wordBytes != 0 && a->tensors[t].wordBytes != wordBytes) return 0;
-    wordBytes = a->tensors[t].wordBytes;
-  }
-  return wordBytes;
 }
 
 /*------------------------------------------------------------------------

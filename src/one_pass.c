@@ -163,6 +163,17 @@ int ulyssesChooseExchangePath(const ulyssesOnePassSupport* support,
 /*------------------------------------------------------------------------
  * The launch's arguments.
  *----------------------------------------------------------------------*/
+/* The word size every tensor of the launch moves, or 0 where they differ
+ * (the launch then takes the kernel with every size). */
+static int commonWordBytes(const ulyssesOnePassArgs* a) {
+  int wordBytes = 0;
+  for (int t = 0; t < a->nTensors; t++) {
+    if (wordBytes != 0 && a->tensors[t].wordBytes != wordBytes) return 0;
+    wordBytes = a->tensors[t].wordBytes;
+  }
+  return wordBytes;
+}
+
 void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
                         const void* const* sendbuffs, unsigned char* const* const* peerOutputs,
                         ulyssesOnePassArgs* args) {
@@ -198,6 +209,7 @@ void ulyssesOnePassFill(const struct ulyssesPlan* plan, ulyssesOp_t op,
     }
     words[t] = maxHeads * x->headBytes / x->wordBytes;
   }
+  args->launchWordBytes = commonWordBytes(args);
   /* The copy kernel's lane rule (ulyssesGroupLanes), for the tensor that
    * needs the most. */
   args->runLanes = 1;

@@ -52,8 +52,7 @@ static void runOnePass(const exchangeRun* run, const lengthTable* table, launchS
       if (shape.chunkRuns > 0) args.tensors[t].chunkRuns = shape.chunkRuns;
       for (int64_t chunk = 0; chunk < ulyssesOnePassChunkCount(&args, t); chunk++)
         for (int lane = 0; lane < laneCount; lane++)
-          ulyssesOnePassChunkThread(&args, t, chunk, lane, laneCount,
-                                    ulyssesOnePassLaunchWordBytes(&args));
+          ulyssesOnePassChunkThread(&args, t, chunk, lane, laneCount, args.launchWordBytes);
     }
   }
 }
