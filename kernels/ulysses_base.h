@@ -32,38 +32,11 @@
 #define ULYSSES_WARP_LANES 32
 /* Threads of a copy kernel's block. */
 #define ULYSSES_COPY_THREADS 256
-/* Words each lane of a group moves per chunk of runs (ulyssesCopyChunkThread):
- * enough that the index arithmetic of a chunk is small against its copy. */
-#ifndef ULYSSES_CHUNK_WORDS_PER_LANE
-#define ULYSSES_CHUNK_WORDS_PER_LANE 8
-#endif
-/* Runs shorter than this get groups of at least a cache line per round of
- * loads and longer chunks: measured on an H200 (bench/RESULTS.md, d8174f7),
- * runs of 256 B to 1 KiB reached 0.71-0.90 of a copy, runs of 2 KiB and more
- * 0.90-0.94. */
-#ifndef ULYSSES_SHORT_RUN_BYTES
-#define ULYSSES_SHORT_RUN_BYTES 2048
-#endif
-#ifndef ULYSSES_SHORT_CHUNK_WORDS_PER_LANE
-#define ULYSSES_SHORT_CHUNK_WORDS_PER_LANE 32
-#endif
-#define ULYSSES_LINE_BYTES 128
 /* The longest run (in words) whose words a sweep counts in 32 bits; longer
  * runs are swept one at a time (ulyssesCopyRunsThread). A knob only so that
  * the CPU tests can take that path with short runs. */
 #ifndef ULYSSES_COPY_COUNTED_WORDS
 #define ULYSSES_COPY_COUNTED_WORDS INT32_MAX
-#endif
-/* Threads the chunks of a launch must keep busy before they may grow: a few
- * waves of the largest GPU (an H200 holds 132 x 2 blocks of 256), so that
- * longer chunks never leave multiprocessors idle (the whole-row chunks of
- * 2f341a6 did, at P = 16 below 256 MiB). */
-#ifndef ULYSSES_FILL_THREADS
-#define ULYSSES_FILL_THREADS (1 << 18)
-#endif
-#if ULYSSES_CHUNK_WORDS_PER_LANE < 1 || ULYSSES_SHORT_CHUNK_WORDS_PER_LANE < 1 || \
-    ULYSSES_FILL_THREADS < 1
-#error "the chunk knobs must be at least 1"
 #endif
 /* Ranks whose host values one length-table launch carries. */
 #define ULYSSES_TABLE_CHUNK 128

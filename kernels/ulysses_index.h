@@ -21,7 +21,8 @@
  * A run is the contiguous bytes one (row, packed index, peer) moves.
  *
  * How the work is split (the launch parameters, chosen on the host by
- * ulyssesGroupLanes and ulyssesChunkRuns in src/launch_policy.c):
+ * ulyssesGroupLanes and ulyssesChunkRuns, src/launch_policy.h with the
+ * chunk knobs below; ULYSSES_WORDS_IN_FLIGHT is the kernels' own):
  *  - a group of runLanes lanes of a warp takes a chunk of chunkRuns
  *    consecutive runs of one tensor, found by a grid-stride loop;
  *  - if the chunk's runs lie at fixed strides (ulyssesChunkSweep), the group
