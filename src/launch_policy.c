@@ -56,7 +56,8 @@ void ulyssesChooseCopyLaunch(ulyssesCopyArgs* args, const int64_t* runBytes, con
     int unitBytes = x->kind == ULYSSES_COPY_HEAD_SUM ? ulyssesSumUnitBytes(x) : wordBytes;
     x->chunkRuns = ulyssesChunkRuns(runBytes[t] / unitBytes, unitBytes, runs[t], args->runLanes);
     x->hostRuns = runs[t];
-    /* A head sum reads every replica: the bytes of its segments too. */
+    /* The bytes it writes; a head sum reads more (every replica), which the
+     * wave's share does not weigh. */
     x->hostBytes = runs[t] * runBytes[t];
   }
 }
