@@ -267,19 +267,12 @@ int benchParseArgs(int argc, char** argv, const benchOp* ops, int nOps,
       }
       continue;
     }
-    if (arg[0] != '-' || arg[1] == '\0') {
-      fprintf(stderr, "%s: unexpected argument '%s' (-h for help)\n", argv[0], arg);
-      return 1;
-    }
-    if (arg[1] == 'h' && arg[2] == '\0') {
+    if (benchIsHelp(arg)) {
       printUsage(stdout, argv[0], ops, nOps);
       return 2;
     }
-    const char* value = arg[2] != '\0' ? arg + 2 : (i + 1 < argc ? argv[++i] : NULL);
-    if (value == NULL) {
-      fprintf(stderr, "%s: %s needs a value (-h for help)\n", argv[0], arg);
-      return 1;
-    }
+    const char* value = benchFlagValue(argc, argv, &i);
+    if (value == NULL) return 1;
     if (setFlag(config, arg[1], value, ops, nOps)) {
       fprintf(stderr, "%s: bad flag or value: -%c %s (-h for help)\n", argv[0], arg[1], value);
       return 1;

@@ -144,19 +144,12 @@ static int parseArgs(int argc, char** argv, benchConfig* config) {
                           .jsonPath = NULL};
   for (int i = 1; i < argc; i++) {
     const char* arg = argv[i];
-    if (arg[0] != '-' || arg[1] == '\0') {
-      fprintf(stderr, "%s: unexpected argument '%s' (-h for help)\n", argv[0], arg);
-      return 1;
-    }
-    if (arg[1] == 'h' && arg[2] == '\0') {
+    if (benchIsHelp(arg)) {
       printUsage(stdout, argv[0]);
       return 2;
     }
-    const char* value = arg[2] != '\0' ? arg + 2 : (i + 1 < argc ? argv[++i] : NULL);
-    if (value == NULL) {
-      fprintf(stderr, "%s: %s needs a value (-h for help)\n", argv[0], arg);
-      return 1;
-    }
+    const char* value = benchFlagValue(argc, argv, &i);
+    if (value == NULL) return 1;
     int64_t number = 0;
     int bad = 0;
     switch (arg[1]) {

@@ -4,23 +4,7 @@
 # must end the run with exit 1 and a message naming it, and with no device
 # visible the run must stop with exit 2 and say it needs a GPU.
 perf=$1
-failures=0
-
-expect() { # expect CODE PATTERN ARGS...: exit status CODE, PATTERN in the output
-  code=$1 pattern=$2
-  shift 2
-  output=$("$perf" "$@" 2>&1)
-  got=$?
-  if [ "$got" != "$code" ]; then
-    echo "FAIL: one_pass_perf $*: exit $got, want $code"; echo "$output" | tail -3
-    failures=$((failures + 1))
-  elif ! printf '%s\n' "$output" | grep -q -e "$pattern"; then
-    echo "FAIL: one_pass_perf $*: no '$pattern' in its output"; echo "$output" | tail -3
-    failures=$((failures + 1))
-  else
-    echo "ok: one_pass_perf $*"
-  fi
-}
+. "$(dirname "$0")/expect.sh"
 
 expect 0 '-P LIST .*\[2,4,8\]' -h
 expect 0 '-G LIST .*\[264' -h

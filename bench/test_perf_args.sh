@@ -4,23 +4,7 @@
 # value or combination must end the run with exit 1 and a message naming
 # --path (exit 2 would mean it got as far as looking for a GPU).
 perf=$1
-failures=0
-
-expect() { # expect CODE PATTERN ARGS...: exit status CODE, PATTERN in the output
-  code=$1 pattern=$2
-  shift 2
-  output=$("$perf" "$@" 2>&1)
-  got=$?
-  if [ "$got" != "$code" ]; then
-    echo "FAIL: ulysses_perf $*: exit $got, want $code"; echo "$output" | tail -3
-    failures=$((failures + 1))
-  elif ! printf '%s\n' "$output" | grep -q -e "$pattern"; then
-    echo "FAIL: ulysses_perf $*: no '$pattern' in its output"; echo "$output" | tail -3
-    failures=$((failures + 1))
-  else
-    echo "ok: ulysses_perf $*"
-  fi
-}
+. "$(dirname "$0")/expect.sh"
 
 expect 0 '--path P .*\[staged\]' -h
 expect 0 'Usage:' --path onepass -h

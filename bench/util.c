@@ -39,6 +39,19 @@ void benchReportFailure(const char* file, int line, const char* format, ...) {
   fputc('\n', stderr);
 }
 
+int benchIsHelp(const char* arg) { return arg[0] == '-' && arg[1] == 'h' && arg[2] == '\0'; }
+
+const char* benchFlagValue(int argc, char** argv, int* i) {
+  const char* arg = argv[*i];
+  if (arg[0] != '-' || arg[1] == '\0') {
+    fprintf(stderr, "%s: unexpected argument '%s' (-h for help)\n", argv[0], arg);
+    return NULL;
+  }
+  const char* value = arg[2] != '\0' ? arg + 2 : (*i + 1 < argc ? argv[++*i] : NULL);
+  if (value == NULL) fprintf(stderr, "%s: %s needs a value (-h for help)\n", argv[0], arg);
+  return value;
+}
+
 int benchCountGpus(const char* program) {
   int count = 0;
   cudaError_t error = cudaGetDeviceCount(&count);

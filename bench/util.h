@@ -72,6 +72,14 @@ void benchReportFailure(const char* file, int line, const char* format, ...)
  * found; the benchmark needs a GPU" (and the CUDA error, if any) to stderr. */
 int benchCountGpus(const char* program);
 
+/* A command line as nccl-tests takes it: flags of one letter, each with a
+ * value (-X VALUE or -XVALUE), and -h. benchIsHelp: whether arg is -h, the
+ * caller's to answer. benchFlagValue: the value of flag argv[*i] (*i moved
+ * past a separate value), or NULL after printing why: argv[*i] is not a flag,
+ * or it lacks its value. */
+int benchIsHelp(const char* arg);
+const char* benchFlagValue(int argc, char** argv, int* i);
+
 /* "64", "1K", "32k", "2M", "1G" (powers of 1024) into *value >= 0; 0 on
  * success, 1 when text is not such a number. */
 int benchParseSize(const char* text, int64_t* value);
