@@ -26,7 +26,7 @@ typedef struct {
   int32_t active;    /* 0: this tensor travels straight from/to the user buffer */
   int64_t chunkRuns; /* consecutive runs one group of lanes moves together, >= 1 */
   int64_t hostRuns;  /* the host's bound of its runs (the device may find fewer) */
-  int64_t hostBytes; /* the host's bound of the bytes it moves */
+  int64_t hostBytes; /* the host's bound of the bytes it reads and writes */
   int64_t gridBlocks; /* blocks of its grid row that work (src/launch_policy.c) */
 } ulyssesCopyTensor;
 

@@ -56,9 +56,13 @@ void ulyssesChooseCopyLaunch(ulyssesCopyArgs* args, const int64_t* runBytes, con
     int unitBytes = x->kind == ULYSSES_COPY_HEAD_SUM ? ulyssesSumUnitBytes(x) : wordBytes;
     x->chunkRuns = ulyssesChunkRuns(runBytes[t] / unitBytes, unitBytes, runs[t], args->runLanes);
     x->hostRuns = runs[t];
-    /* The bytes it writes; a head sum reads more (every replica), which the
-     * wave's share does not weigh. */
-    x->hostBytes = runs[t] * runBytes[t];
+    /* The bytes it reads and writes, which the wave's share weighs: a copy
+     * reads what it writes; a head sum reads every replica, the kv heads
+     * that every peer got (the prefix of all the ranks) for its heads. */
+    int64_t written = runs[t] * runBytes[t];
+    x->hostBytes = 2 * written;
+    if (x->kind == ULYSSES_COPY_HEAD_SUM)
+      x->hostBytes = written + written / x->heads * ulyssesSplitHeadPrefix(&x->split, args->nRanks);
   }
 }
 

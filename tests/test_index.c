@@ -780,6 +780,8 @@ static void checkSumChunkVariants(const exchangeRun* run, int rank, ulyssesSide 
     size_t userBytes = exchangeBufferBytes(s, run->op, t, rank, 0, slots), segmentBytes = 0;
     for (int p = 0; p < s->nRanks; p++)
       segmentBytes += ulyssesPlanSegment(run->plans[rank], run->op, t, side, p).bytes;
+    /* The wave's share weighs what it reads (every replica) and writes. */
+    assert_int_equal(x->hostBytes, (int64_t)(userBytes + segmentBytes));
     for (size_t b = 0; b < segmentBytes; b++) x->segments[b] = (unsigned char)refRandom(&random);
     unsigned char* expected = malloc(userBytes + 1);
     int wordBytes = a.launchWordBytes;
