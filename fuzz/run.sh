@@ -30,9 +30,9 @@ mkdir -p "$build" || exit 2
 
 # The host library (as meson.build's host_lib) and the CPU tests' backend,
 # harness and reference, all instrumented.
-sources=(src/config.c src/enqueue.c src/env.c src/error.c src/log.c src/one_pass.c src/plan.c
-         src/pipeline.c tests/sim_backend.c tests/harness.c tests/rows.c tests/reference.c
-         fuzz/fuzz_plan.c)
+sources=(src/config.c src/enqueue.c src/env.c src/error.c src/launch_policy.c src/log.c
+         src/one_pass.c src/plan.c src/pipeline.c tests/sim_backend.c tests/harness.c
+         tests/rows.c tests/reference.c fuzz/fuzz_plan.c)
 includes=(-I "$root/include" -I "$root/src" -I "$root/kernels" -I "$root/tests"
           -I "$cuda/include" -I "$nccl/include")
 flags=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror)
