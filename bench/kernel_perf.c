@@ -40,11 +40,7 @@ typedef struct {
 
 typedef struct {
   const kernelConfig* config;
-  cudaStream_t stream;
-  void* flush;
-  size_t flushBytes;
-  char gpuName[256];
-  FILE* json;
+  benchDevice gpu;
   int rows;
   double ratioSum;
   double wrongTotal;
@@ -447,26 +443,27 @@ static int checkStage(kernelContext* c, const kernelShape* s, ulyssesPlan_t plan
   /* All on the stream of the stage: it is non-blocking, so not ordered after
    * the legacy default stream of cudaMemset and cudaMemcpy. */
   if (isPack) {
-    CUDACHECK(cudaMemcpyAsync(user, userExpected, bytes, cudaMemcpyHostToDevice, c->stream));
-    CUDACHECK(cudaMemsetAsync(workspace, POISON, workspaceSize, c->stream));
+    CUDACHECK(cudaMemcpyAsync(user, userExpected, bytes, cudaMemcpyHostToDevice, c->gpu.stream));
+    CUDACHECK(cudaMemsetAsync(workspace, POISON, workspaceSize, c->gpu.stream));
   } else {
-    CUDACHECK(cudaMemsetAsync(user, POISON, bytes, c->stream));
+    CUDACHECK(cudaMemsetAsync(user, POISON, bytes, c->gpu.stream));
     CUDACHECK(cudaMemcpyAsync(workspace, segmentsExpected, workspaceSize, cudaMemcpyHostToDevice,
-                              c->stream));
+                              c->gpu.stream));
   }
-  BENCHCHECK(runStage(plan, op, isPack, user, workspace, workspaceSize, c->stream));
-  CUDACHECK(cudaStreamSynchronize(c->stream));
+  BENCHCHECK(runStage(plan, op, isPack, user, workspace, workspaceSize, c->gpu.stream));
+  CUDACHECK(cudaStreamSynchronize(c->gpu.stream));
   *wrong = 0;
   if (isPack) {
-    CUDACHECK(cudaMemcpyAsync(got, workspace, workspaceSize, cudaMemcpyDeviceToHost, c->stream));
-    CUDACHECK(cudaStreamSynchronize(c->stream));
+    CUDACHECK(
+        cudaMemcpyAsync(got, workspace, workspaceSize, cudaMemcpyDeviceToHost, c->gpu.stream));
+    CUDACHECK(cudaStreamSynchronize(c->gpu.stream));
     for (int p = 0; p < s->nRanks; p++)
       *wrong += countWrong(got + stage.segments[p].offset,
                            segmentsExpected + stage.segments[p].offset, stage.segments[p].bytes,
                            (int)s->layout.elementSize);
   } else {
-    CUDACHECK(cudaMemcpyAsync(got, user, bytes, cudaMemcpyDeviceToHost, c->stream));
-    CUDACHECK(cudaStreamSynchronize(c->stream));
+    CUDACHECK(cudaMemcpyAsync(got, user, bytes, cudaMemcpyDeviceToHost, c->gpu.stream));
+    CUDACHECK(cudaStreamSynchronize(c->gpu.stream));
     *wrong = countWrong(got, userExpected, bytes, (int)s->layout.elementSize);
   }
   CUDACHECK(cudaFree(user));
@@ -584,10 +581,10 @@ static void printRow(kernelContext* c, const kernelRow* row) {
            (long long)row->totalLength, (long long)row->localLength, opNames[row->op], stage,
            row->bytes, row->skipped);
   }
-  if (c->json == NULL) return;
-  FILE* f = c->json;
+  if (c->gpu.json == NULL) return;
+  FILE* f = c->gpu.json;
   fprintf(f, "{\"bench\":\"kernel_perf\",\"gpu\":");
-  benchJsonString(f, c->gpuName);
+  benchJsonString(f, c->gpu.name);
   fprintf(f, ",\"ranks\":%d,\"rank\":0,\"batch\":%lld,\"heads\":%lld,\"head_dim\":%lld,"
              "\"dtype\":\"%s\",\"element_size\":%d,\"total_length\":%lld,\"local_length\":%lld,"
              "\"op\":\"%s\",\"stage\":\"%s\",\"mode\":\"%s\",\"kv_heads\":%lld,"
@@ -597,10 +594,11 @@ static void printRow(kernelContext* c, const kernelRow* row) {
           config->typeName, config->elementSize, (long long)row->totalLength,
           (long long)row->localLength, opNames[row->op], stage, modeNames[config->mode],
           (long long)(config->mode == MODE_PLAIN ? 0 : config->kvHeads), patternNames[config->pattern],
-          row->bytes, c->flushBytes, (long long)config->iterations, (long long)config->warmups);
+          row->bytes, c->gpu.flushBytes, (long long)config->iterations, (long long)config->warmups);
   if (row->launch.copies > 0) {
     const ulyssesCopyArgs* a = &row->launch.args;
-    fprintf(f, "\"launch\":{\"path\":\"%s\",\"row_tiles\":%d,\"lanes\":%d,\"word_bytes\":%d,\"sums\":%d,"
+    fprintf(f, "\"launch\":{\"path\":\"%s\",\"row_tiles\":%d,\"lanes\":%d,\"word_bytes\":%d,"
+               "\"sums\":%d,"
                "\"max_runs\":%lld,\"block_threads\":%d,\"wave\":%d,\"grid\":[%lld,%d],"
                "\"chunk_runs\":[",
             launchPath(a), a->rowTiles, a->runLanes, a->launchWordBytes, a->launchSums,
@@ -627,42 +625,28 @@ static void printRow(kernelContext* c, const kernelRow* row) {
 
 /* Mean microseconds of the call and of a memcpy of copyBytes, interleaved,
  * each call after a flush and between its own pair of events. */
+static int runTimedCall(const void* call, cudaStream_t stream) { return runCall(call, stream); }
+
 static int timeCall(kernelContext* c, const stageCall* call, void* copyDestination,
                     const void* copySource, size_t copyBytes, double* stageUs, double* memcpyUs) {
   const kernelConfig* config = c->config;
   int64_t n = config->iterations;
-  cudaEvent_t* events = malloc(sizeof(cudaEvent_t) * (size_t)(4 * n));
-  HOSTCHECK(events);
-  for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventCreate(&events[i]));
-  for (int64_t i = 0; i < config->warmups; i++) {
-    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, copyBytes, cudaMemcpyDeviceToDevice,
-                              c->stream));
-    BENCHCHECK(runCall(call, c->stream));
-  }
+  benchTimedCall timed = {runTimedCall, call, copyDestination, copySource, copyBytes, n,
+                          config->warmups};
+  double* stageMs = malloc(sizeof(double) * (size_t)n);
+  double* copyMs = malloc(sizeof(double) * (size_t)n);
+  HOSTCHECK(stageMs);
+  HOSTCHECK(copyMs);
+  BENCHCHECK(benchTimeCall(&c->gpu, &timed, stageMs, copyMs));
+  double stageSum = 0, copySum = 0;
   for (int64_t i = 0; i < n; i++) {
-    CUDACHECK(cudaMemsetAsync(c->flush, (int)(i & 0xff), c->flushBytes, c->stream));
-    CUDACHECK(cudaEventRecord(events[4 * i], c->stream));
-    CUDACHECK(cudaMemcpyAsync(copyDestination, copySource, copyBytes, cudaMemcpyDeviceToDevice,
-                              c->stream));
-    CUDACHECK(cudaEventRecord(events[4 * i + 1], c->stream));
-    CUDACHECK(cudaMemsetAsync(c->flush, (int)((i + 1) & 0xff), c->flushBytes, c->stream));
-    CUDACHECK(cudaEventRecord(events[4 * i + 2], c->stream));
-    BENCHCHECK(runCall(call, c->stream));
-    CUDACHECK(cudaEventRecord(events[4 * i + 3], c->stream));
+    stageSum += stageMs[i];
+    copySum += copyMs[i];
   }
-  CUDACHECK(cudaStreamSynchronize(c->stream));
-  double memcpyMs = 0, stageMs = 0;
-  for (int64_t i = 0; i < n; i++) {
-    float milliseconds = 0;
-    CUDACHECK(cudaEventElapsedTime(&milliseconds, events[4 * i], events[4 * i + 1]));
-    memcpyMs += milliseconds;
-    CUDACHECK(cudaEventElapsedTime(&milliseconds, events[4 * i + 2], events[4 * i + 3]));
-    stageMs += milliseconds;
-  }
-  for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventDestroy(events[i]));
-  free(events);
-  *memcpyUs = memcpyMs * 1000.0 / (double)n;
-  *stageUs = stageMs * 1000.0 / (double)n;
+  free(stageMs);
+  free(copyMs);
+  *memcpyUs = copySum * 1000.0 / (double)n;
+  *stageUs = stageSum * 1000.0 / (double)n;
   return 0;
 }
 
@@ -715,8 +699,8 @@ static int runShape(kernelContext* c, int nRanks, int64_t headDim, int64_t total
       BENCHCHECK(deviceAlloc(&user, bytes));
       BENCHCHECK(deviceAlloc(&workspace, workspaceSize));
       BENCHCHECK(captureLaunch(plan, ops[o], isPack, &user, workspace, &row.launch));
-      CUDACHECK(cudaMemsetAsync(user, 1, bytes, c->stream));
-      CUDACHECK(cudaMemsetAsync(workspace, 2, workspaceSize, c->stream));
+      CUDACHECK(cudaMemsetAsync(user, 1, bytes, c->gpu.stream));
+      CUDACHECK(cudaMemsetAsync(workspace, 2, workspaceSize, c->gpu.stream));
       const stageCall call = {plan, ops[o], isPack, 1, {user}, workspace, workspaceSize};
       BENCHCHECK(timeStage(c, &call, &stage, &row));
       CUDACHECK(cudaFree(user));
@@ -772,7 +756,7 @@ static int runGroupedShape(kernelContext* c, int nRanks, int64_t headDim, int64_
                            config->elementSize);
     userBytesTotal += user;
     BENCHCHECK(deviceAlloc(&call.users[t], user));
-    CUDACHECK(cudaMemsetAsync(call.users[t], 0, user, c->stream));
+    CUDACHECK(cudaMemsetAsync(call.users[t], 0, user, c->gpu.stream));
   }
   /* qkv: the bytes the pack writes; gqa: half of what the unpack reads (every
    * replica) and writes, so that the memcpy of row.bytes moves as much. */
@@ -788,8 +772,8 @@ static int runGroupedShape(kernelContext* c, int nRanks, int64_t headDim, int64_
     BENCHCHECK(deviceAlloc(&call.workspace, workspaceSize));
     BENCHCHECK(deviceAlloc(&copySource, row.bytes));
     BENCHCHECK(deviceAlloc(&copyDestination, row.bytes));
-    CUDACHECK(cudaMemsetAsync(call.workspace, 0, workspaceSize, c->stream));
-    CUDACHECK(cudaMemsetAsync(copySource, 1, row.bytes, c->stream));
+    CUDACHECK(cudaMemsetAsync(call.workspace, 0, workspaceSize, c->gpu.stream));
+    CUDACHECK(cudaMemsetAsync(copySource, 1, row.bytes, c->gpu.stream));
     BENCHCHECK(captureLaunch(plan, op, isPack, call.users, call.workspace, &row.launch));
     BENCHCHECK(timeCall(c, &call, copyDestination, copySource, row.bytes, &row.stageUs,
                         &row.memcpyUs));
@@ -817,37 +801,13 @@ static int run(const kernelConfig* config) {
   kernelContext c;
   memset(&c, 0, sizeof c);
   c.config = config;
-  CUDACHECK(cudaSetDevice((int)config->device));
-  struct cudaDeviceProp properties;
-  CUDACHECK(cudaGetDeviceProperties(&properties, (int)config->device));
-  snprintf(c.gpuName, sizeof c.gpuName, "%s", properties.name);
-  int driver = 0, runtime = 0, ulyssesVersion = 0;
-  CUDACHECK(cudaDriverGetVersion(&driver));
-  CUDACHECK(cudaRuntimeGetVersion(&runtime));
+  BENCHCHECK(benchOpenDevice(&c.gpu, config->device, config->flushMiB, config->jsonPath));
+  int ulyssesVersion = 0;
   ULYSSESCHECK(ulyssesGetVersion(&ulyssesVersion));
-  c.flushBytes = (size_t)config->flushMiB << 20;
-  if (c.flushBytes < 4 * (size_t)properties.l2CacheSize)
-    c.flushBytes = 4 * (size_t)properties.l2CacheSize;
-  CUDACHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
-  CUDACHECK(cudaMalloc(&c.flush, c.flushBytes));
-  if (config->jsonPath != NULL) {
-    c.json = fopen(config->jsonPath, "w");
-    if (c.json == NULL) {
-      benchReportFailure(__FILE__, __LINE__, "cannot open %s for writing", config->jsonPath);
-      return 1;
-    }
-  }
-
-  char driverText[16], runtimeText[16], l2Text[32], flushText[32];
-  benchCudaVersionText(driver, driverText, sizeof driverText);
-  benchCudaVersionText(runtime, runtimeText, sizeof runtimeText);
   printf("# kernel_perf: ulyssesPack / ulyssesUnpack of rank 0 of P vs cudaMemcpyAsync D2D\n");
-  printf("# GPU %lld: %s, %d SMs, L2 %s; flush %s before every timed call\n",
-         (long long)config->device, c.gpuName, properties.multiProcessorCount,
-         benchFormatBytes((double)properties.l2CacheSize, l2Text, sizeof l2Text),
-         benchFormatBytes((double)c.flushBytes, flushText, sizeof flushText));
+  benchPrintDevice(&c.gpu);
   printf("# ulysses %d.%d.%d | CUDA driver %s, runtime %s\n", ulyssesVersion / 10000,
-         ulyssesVersion / 100 % 100, ulyssesVersion % 100, driverText, runtimeText);
+         ulyssesVersion / 100 % 100, ulyssesVersion % 100, c.gpu.driverText, c.gpu.runtimeText);
   printf("# batch %lld, heads %lld, %s (%d bytes), BSHD, exact plan, lengths: %s; "
          "%lld warm-up and %lld timed iterations\n",
          (long long)config->batch, (long long)config->heads, config->typeName, config->elementSize,
@@ -864,7 +824,7 @@ static int run(const kernelConfig* config) {
          "# runs; tiles: a head slice's chunks tile by tile, ULYSSES_COPY_ORDER=rows; sum) /\n"
          "# lanes per group / runs per chunk / word bytes / blocks of its grid row / the wave\n"
          "# of resident blocks (%d SMs) the launcher shares between the rows\n",
-         properties.multiProcessorCount);
+         c.gpu.properties.multiProcessorCount);
   printf("#\n# %4s %7s %10s %10s %9s %7s %13s %11s %12s %11s %12s %7s  %s\n", "P", "headDim",
          "total-len", "local-len", "op", "stage", "bytes", "stage(us)", "stage(GB/s)",
          "memcpy(us)", "memcpy(GB/s)", "ratio", "launch");
@@ -882,9 +842,7 @@ static int run(const kernelConfig* config) {
     printf("# Wrong elements       : %.0f %s\n", c.wrongTotal, c.wrongTotal == 0 ? "OK" : "FAILED");
   printf("# Avg ratio to memcpy  : %.3f over %d timed rows\n#\n",
          c.rows > 0 ? c.ratioSum / c.rows : 0.0, c.rows);
-  if (c.json != NULL) fclose(c.json);
-  CUDACHECK(cudaFree(c.flush));
-  CUDACHECK(cudaStreamDestroy(c.stream));
+  BENCHCHECK(benchCloseDevice(&c.gpu));
   return c.wrongTotal == 0 ? 0 : 1;
 }
 

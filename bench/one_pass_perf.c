@@ -48,11 +48,7 @@ typedef struct {
 
 typedef struct {
   const benchConfig* config;
-  cudaStream_t stream;
-  void* flush;
-  size_t flushBytes;
-  char gpuName[256];
-  FILE* json;
+  benchDevice gpu;
   int launches;    /* rank rows timed */
   double ratioSum; /* their ratios, summed */
   int sums;        /* sum rows timed */
@@ -316,10 +312,10 @@ static int checkLaunches(benchContext* c, rankSetup* setup, int blocks, void* co
   const scenario* s = &setup->s;
   for (int r = 0; r < s->nRanks; r++)
     CUDACHECK(cudaMemsetAsync(setup->device.outputs[r][0], ONE_PASS_UNTOUCHED,
-                              setup->run.recv[r][0].bytes, c->stream));
+                              setup->run.recv[r][0].bytes, c->gpu.stream));
   for (int r = 0; r < s->nRanks; r++)
-    CUDACHECK(ulyssesLaunchOnePassLocal(&setup->args[r], blocks, c->stream));
-  CUDACHECK(cudaStreamSynchronize(c->stream));
+    CUDACHECK(ulyssesLaunchOnePassLocal(&setup->args[r], blocks, c->gpu.stream));
+  CUDACHECK(cudaStreamSynchronize(c->gpu.stream));
   CUDACHECK(onePassDeviceFetch(&setup->run, &setup->device));
   *wrong = 0;
   for (int r = 0; r < s->nRanks; r++) {
@@ -366,47 +362,21 @@ static double median(double* values, int64_t count) {
   return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
 }
 
-/* Median microseconds of the kernel call and of the copy, interleaved on one
- * stream after the same warm-up, each after a flush and between its own pair
- * of events. */
+static int runKernel(const void* call, cudaStream_t stream) { return launchKernel(call, stream); }
+
+/* Median microseconds of the kernel call and of the copy (benchTimeCall). */
 static int timeCalls(benchContext* c, const kernelCall* kernel, const copyCall* copy,
                      double* kernelUs, double* copyUs) {
   int64_t n = c->config->iterations;
-  cudaEvent_t* events = malloc(sizeof(cudaEvent_t) * (size_t)(4 * n));
+  benchTimedCall timed = {runKernel, kernel, copy->destination, copy->source, copy->bytes, n,
+                          c->config->warmups};
   double* kernelMs = malloc(sizeof(double) * (size_t)n);
   double* copyMs = malloc(sizeof(double) * (size_t)n);
-  HOSTCHECK(events);
   HOSTCHECK(kernelMs);
   HOSTCHECK(copyMs);
-  for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventCreate(&events[i]));
-  for (int64_t i = 0; i < c->config->warmups; i++) {
-    CUDACHECK(cudaMemcpyAsync(copy->destination, copy->source, copy->bytes,
-                              cudaMemcpyDeviceToDevice, c->stream));
-    BENCHCHECK(launchKernel(kernel, c->stream));
-  }
-  for (int64_t i = 0; i < n; i++) {
-    CUDACHECK(cudaMemsetAsync(c->flush, (int)(i & 0xff), c->flushBytes, c->stream));
-    CUDACHECK(cudaEventRecord(events[4 * i], c->stream));
-    CUDACHECK(cudaMemcpyAsync(copy->destination, copy->source, copy->bytes,
-                              cudaMemcpyDeviceToDevice, c->stream));
-    CUDACHECK(cudaEventRecord(events[4 * i + 1], c->stream));
-    CUDACHECK(cudaMemsetAsync(c->flush, (int)((i + 1) & 0xff), c->flushBytes, c->stream));
-    CUDACHECK(cudaEventRecord(events[4 * i + 2], c->stream));
-    BENCHCHECK(launchKernel(kernel, c->stream));
-    CUDACHECK(cudaEventRecord(events[4 * i + 3], c->stream));
-  }
-  CUDACHECK(cudaStreamSynchronize(c->stream));
-  for (int64_t i = 0; i < n; i++) {
-    float milliseconds = 0;
-    CUDACHECK(cudaEventElapsedTime(&milliseconds, events[4 * i], events[4 * i + 1]));
-    copyMs[i] = milliseconds;
-    CUDACHECK(cudaEventElapsedTime(&milliseconds, events[4 * i + 2], events[4 * i + 3]));
-    kernelMs[i] = milliseconds;
-  }
-  for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventDestroy(events[i]));
+  BENCHCHECK(benchTimeCall(&c->gpu, &timed, kernelMs, copyMs));
   *kernelUs = median(kernelMs, n) * 1000.0;
   *copyUs = median(copyMs, n) * 1000.0;
-  free(events);
   free(kernelMs);
   free(copyMs);
   return 0;
@@ -467,9 +437,9 @@ static void printJsonLaunchField(FILE* f, const char* name, long long value) {
 
 static void printJsonRow(benchContext* c, const benchRow* row, double ratio) {
   const benchConfig* config = c->config;
-  FILE* f = c->json;
+  FILE* f = c->gpu.json;
   fprintf(f, "{\"bench\":\"one_pass_perf\",\"gpu\":");
-  benchJsonString(f, c->gpuName);
+  benchJsonString(f, c->gpu.name);
   fprintf(f, ",\"commit\":");
   benchJsonString(f, ULYSSES_BENCH_COMMIT);
   fprintf(f, ",\"ranks\":%d,\"op\":\"%s\",\"row\":\"%s\",", row->nRanks, opNames[row->op],
@@ -485,7 +455,7 @@ static void printJsonRow(benchContext* c, const benchRow* row, double ratio) {
           "\"flush_bytes\":%zu,\"iterations\":%lld,\"warmups\":%lld,\"statistic\":\"median\",",
           (long long)config->batch, (long long)config->heads, (long long)config->headDim,
           config->typeName, config->elementSize, (long long)config->rowsPerRank, row->blocks,
-          ULYSSES_ONE_PASS_THREADS, row->bytes, c->flushBytes, (long long)config->iterations,
+          ULYSSES_ONE_PASS_THREADS, row->bytes, c->gpu.flushBytes, (long long)config->iterations,
           (long long)config->warmups);
   /* word_bytes: the instantiation, onePassLocalKernel<word_bytes>. */
   printJsonLaunchField(f, "word_bytes", row->wordBytes);
@@ -533,7 +503,7 @@ static void printRow(benchContext* c, const benchRow* row) {
       c->sumRatioSum += ratio;
     }
   }
-  if (c->json != NULL) printJsonRow(c, row, ratio);
+  if (c->gpu.json != NULL) printJsonRow(c, row, ratio);
 }
 
 /* Every timed row of one grid: each rank's launch, the sum, back to back;
@@ -649,40 +619,15 @@ static int run(const benchConfig* config) {
   benchContext c;
   memset(&c, 0, sizeof c);
   c.config = config;
-  CUDACHECK(cudaSetDevice((int)config->device));
-  struct cudaDeviceProp properties;
-  CUDACHECK(cudaGetDeviceProperties(&properties, (int)config->device));
-  snprintf(c.gpuName, sizeof c.gpuName, "%s", properties.name);
-  int driver = 0, runtime = 0;
-  CUDACHECK(cudaDriverGetVersion(&driver));
-  CUDACHECK(cudaRuntimeGetVersion(&runtime));
-  c.flushBytes = (size_t)config->flushMiB << 20;
-  if (c.flushBytes < 4 * (size_t)properties.l2CacheSize)
-    c.flushBytes = 4 * (size_t)properties.l2CacheSize;
-  CUDACHECK(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking));
-  CUDACHECK(cudaMalloc(&c.flush, c.flushBytes));
-  if (config->jsonPath != NULL) {
-    c.json = fopen(config->jsonPath, "w");
-    if (c.json == NULL) {
-      benchReportFailure(__FILE__, __LINE__, "cannot open %s for writing", config->jsonPath);
-      return 1;
-    }
-  }
-
-  char driverText[16], runtimeText[16], l2Text[32], flushText[32];
-  benchCudaVersionText(driver, driverText, sizeof driverText);
-  benchCudaVersionText(runtime, runtimeText, sizeof runtimeText);
+  BENCHCHECK(benchOpenDevice(&c.gpu, config->device, config->flushMiB, config->jsonPath));
   printf(
       "# one_pass_perf: onePassLocalKernel on P simulated ranks of one GPU, each rank's\n"
       "# launch vs cudaMemcpyAsync D2D of the bytes it writes, on the same stream\n");
-  printf("# GPU %lld: %s, %d SMs, L2 %s; flush %s before every timed call\n",
-         (long long)config->device, c.gpuName, properties.multiProcessorCount,
-         benchFormatBytes((double)properties.l2CacheSize, l2Text, sizeof l2Text),
-         benchFormatBytes((double)c.flushBytes, flushText, sizeof flushText));
+  benchPrintDevice(&c.gpu);
   /* The header's version: the bench is built from the tree's sources, not
    * against libulysses.so. */
   printf("# ulysses %d.%d.%d, commit %s | CUDA driver %s, runtime %s\n", ULYSSES_MAJOR,
-         ULYSSES_MINOR, ULYSSES_PATCH, ULYSSES_BENCH_COMMIT, driverText, runtimeText);
+         ULYSSES_MINOR, ULYSSES_PATCH, ULYSSES_BENCH_COMMIT, c.gpu.driverText, c.gpu.runtimeText);
   printf(
       "# batch %lld, heads %lld, head dim %lld, %s (%d bytes), BSHD, exact plan, %lld rows "
       "on every rank\n# %lld warm-up and %lld timed iterations of each call, the median\n",
@@ -714,9 +659,7 @@ static int run(const benchConfig* config) {
          c.launches > 0 ? c.ratioSum / c.launches : 0.0, c.launches);
   printf("# Avg ratio of the sums: %.3f over %d sums\n#\n",
          c.sums > 0 ? c.sumRatioSum / c.sums : 0.0, c.sums);
-  if (c.json != NULL) fclose(c.json);
-  CUDACHECK(cudaFree(c.flush));
-  CUDACHECK(cudaStreamDestroy(c.stream));
+  BENCHCHECK(benchCloseDevice(&c.gpu));
   return c.wrongTotal == 0 ? 0 : 1;
 }
 

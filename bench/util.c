@@ -171,3 +171,81 @@ int benchCheckSweep(const char* program, int64_t minLength, int64_t maxLength) {
           (long long)minLength);
   return 1;
 }
+
+int benchOpenDevice(benchDevice* device, int64_t index, int64_t flushMiB, const char* jsonPath) {
+  memset(device, 0, sizeof *device);
+  device->index = index;
+  CUDACHECK(cudaSetDevice((int)index));
+  CUDACHECK(cudaGetDeviceProperties(&device->properties, (int)index));
+  snprintf(device->name, sizeof device->name, "%s", device->properties.name);
+  int driver = 0, runtime = 0;
+  CUDACHECK(cudaDriverGetVersion(&driver));
+  CUDACHECK(cudaRuntimeGetVersion(&runtime));
+  benchCudaVersionText(driver, device->driverText, sizeof device->driverText);
+  benchCudaVersionText(runtime, device->runtimeText, sizeof device->runtimeText);
+  device->flushBytes = (size_t)flushMiB << 20;
+  if (device->flushBytes < 4 * (size_t)device->properties.l2CacheSize)
+    device->flushBytes = 4 * (size_t)device->properties.l2CacheSize;
+  CUDACHECK(cudaStreamCreateWithFlags(&device->stream, cudaStreamNonBlocking));
+  CUDACHECK(cudaMalloc(&device->flush, device->flushBytes));
+  if (jsonPath != NULL) {
+    device->json = fopen(jsonPath, "w");
+    if (device->json == NULL) {
+      benchReportFailure(__FILE__, __LINE__, "cannot open %s for writing", jsonPath);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int benchCloseDevice(benchDevice* device) {
+  if (device->json != NULL) fclose(device->json);
+  device->json = NULL;
+  CUDACHECK(cudaFree(device->flush));
+  CUDACHECK(cudaStreamDestroy(device->stream));
+  return 0;
+}
+
+void benchPrintDevice(const benchDevice* device) {
+  char l2Text[32], flushText[32];
+  printf("# GPU %lld: %s, %d SMs, L2 %s; flush %s before every timed call\n",
+         (long long)device->index, device->name, device->properties.multiProcessorCount,
+         benchFormatBytes((double)device->properties.l2CacheSize, l2Text, sizeof l2Text),
+         benchFormatBytes((double)device->flushBytes, flushText, sizeof flushText));
+}
+
+int benchTimeCall(const benchDevice* device, const benchTimedCall* timed, double* callMs,
+                  double* copyMs) {
+  int64_t n = timed->iterations;
+  cudaStream_t stream = device->stream;
+  cudaEvent_t* events = malloc(sizeof(cudaEvent_t) * (size_t)(4 * n));
+  HOSTCHECK(events);
+  for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventCreate(&events[i]));
+  for (int64_t i = 0; i < timed->warmups; i++) {
+    CUDACHECK(cudaMemcpyAsync(timed->destination, timed->source, timed->bytes,
+                              cudaMemcpyDeviceToDevice, stream));
+    BENCHCHECK(timed->run(timed->call, stream));
+  }
+  for (int64_t i = 0; i < n; i++) {
+    CUDACHECK(cudaMemsetAsync(device->flush, (int)(i & 0xff), device->flushBytes, stream));
+    CUDACHECK(cudaEventRecord(events[4 * i], stream));
+    CUDACHECK(cudaMemcpyAsync(timed->destination, timed->source, timed->bytes,
+                              cudaMemcpyDeviceToDevice, stream));
+    CUDACHECK(cudaEventRecord(events[4 * i + 1], stream));
+    CUDACHECK(cudaMemsetAsync(device->flush, (int)((i + 1) & 0xff), device->flushBytes, stream));
+    CUDACHECK(cudaEventRecord(events[4 * i + 2], stream));
+    BENCHCHECK(timed->run(timed->call, stream));
+    CUDACHECK(cudaEventRecord(events[4 * i + 3], stream));
+  }
+  CUDACHECK(cudaStreamSynchronize(stream));
+  for (int64_t i = 0; i < n; i++) {
+    float milliseconds = 0;
+    CUDACHECK(cudaEventElapsedTime(&milliseconds, events[4 * i], events[4 * i + 1]));
+    copyMs[i] = milliseconds;
+    CUDACHECK(cudaEventElapsedTime(&milliseconds, events[4 * i + 2], events[4 * i + 3]));
+    callMs[i] = milliseconds;
+  }
+  for (int64_t i = 0; i < 4 * n; i++) CUDACHECK(cudaEventDestroy(events[i]));
+  free(events);
+  return 0;
+}

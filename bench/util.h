@@ -106,4 +106,45 @@ void benchNcclVersionText(int code, char* text, size_t capacity);
 /* "13.0" from 13000. */
 void benchCudaVersionText(int code, char* text, size_t capacity);
 
+/*------------------------------------------------------------------------
+ * One GPU of a single-process bench (kernel_perf, one_pass_perf): its
+ * stream, the buffer that flushes L2 before every timed call, and the JSON
+ * lines file.
+ *----------------------------------------------------------------------*/
+typedef struct {
+  int64_t index; /* -g */
+  struct cudaDeviceProp properties;
+  char name[256];
+  char driverText[16], runtimeText[16]; /* the CUDA driver and runtime versions */
+  cudaStream_t stream;
+  void* flush;
+  size_t flushBytes; /* -F MiB, at least four times L2 */
+  FILE* json;        /* -j, or NULL */
+} benchDevice;
+
+/* Opens device index with a flush buffer of flushMiB (at least 4 x L2) and
+ * jsonPath for writing (NULL: none); 1 after saying why it could not. */
+int benchOpenDevice(benchDevice* device, int64_t index, int64_t flushMiB, const char* jsonPath);
+int benchCloseDevice(benchDevice* device);
+/* The header line "# GPU i: name, SMs, L2; flush". */
+void benchPrintDevice(const benchDevice* device);
+
+/* A call timed against cudaMemcpyAsync of `bytes` from source to destination
+ * on the device's stream: warmups of both, then iterations of the copy and
+ * the call, interleaved, each after its own L2 flush and between its own pair
+ * of events. run(call, stream) enqueues the call (0 on success). */
+typedef struct {
+  int (*run)(const void* call, cudaStream_t stream);
+  const void* call;
+  void* destination;
+  const void* source;
+  size_t bytes;
+  int64_t iterations, warmups;
+} benchTimedCall;
+
+/* Each iteration's milliseconds of the call and of the copy (iterations
+ * entries each). */
+int benchTimeCall(const benchDevice* device, const benchTimedCall* timed, double* callMs,
+                  double* copyMs);
+
 #endif /* ULYSSES_BENCH_UTIL_H_ */
