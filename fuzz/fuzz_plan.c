@@ -41,8 +41,9 @@
  *    error code, the out-pointer is untouched and the message is non-empty;
  *  - on success, every op and tensor has its buffer sizes (equal to the
  *    model's) and workspace size; the workspace layout is in bounds,
- *    256-aligned and non-overlapping; every segment lies inside its region
- *    or user buffer; receive segments never overlap; ulyssesGetSegments
+ *    256-aligned and non-overlapping (alike tensors in a row sharing one,
+ *    their segments to each peer back to back); every segment lies inside
+ *    its region or user buffer; receive segments never overlap; ulyssesGetSegments
  *    agrees with the plan;
  *  - every rank's plan, built from the same arguments, agrees on success
  *    (past 16 ranks: the first, the last and the longest rank's), and what
@@ -432,6 +433,13 @@ static i128 slotSum(const fuzzCase* c) {
 /* a * b <= limit, for a, b >= 0, without overflowing. */
 static int productAtMost(i128 a, i128 b, i128 limit) { return a == 0 || b == 0 || a <= limit / b; }
 
+/* Whether two layouts have the same shape: the same segments everywhere. */
+static int modelAlike(const ulyssesLayout_t* a, const ulyssesLayout_t* b) {
+  return a->batch == b->batch && a->heads == b->heads && a->headDim == b->headDim &&
+         a->elementSize == b->elementSize && a->packed == b->packed && a->order == b->order &&
+         a->queryHeads == b->queryHeads;
+}
+
 static int modelLayoutValid(const ulyssesLayout_t* l) {
   int64_t e = l->elementSize;
   if (l->batch < 1 || l->heads < 1 || l->headDim < 1) return 0;
@@ -599,7 +607,15 @@ static void checkPlan(const fuzzCase* c, ulyssesPlan_t plan, int rank, int check
     }
     int nRegions = 0;
     span* regions = spans + n;
+    /* Alike tensors in a row (the same shape) share one region, as many
+     * times as long as one's segments: member `member` of `members`. */
+    int member = 0, members = 1;
     for (int t = 0; t < T; t++) {
+      member = t > 0 && modelAlike(&c->layouts[t - 1], &c->layouts[t]) ? member + 1 : 0;
+      if (member == 0) {
+        members = 1;
+        while (t + members < T && modelAlike(&c->layouts[t], &c->layouts[t + members])) members++;
+      }
       i128 userBytes[2];
       size_t sendBytes = 0, recvBytes = 0;
       CHECK(ulyssesGetBufferSizes(plan, (ulyssesOp_t)op, t, &sendBytes, &recvBytes) == ulyssesSuccess,
@@ -633,14 +649,29 @@ static void checkPlan(const fuzzCase* c, ulyssesPlan_t plan, int rank, int check
                   "buffer", op, t, side, p, s.offset, s.bytes, (long long)userBytes[side]);
         }
         if (!shape.direct) {
+          i128 regionBytes = members * sum;
           for (int i = 0; i < nSpans; i++)
-            CHECK((i128)spans[i].offset + spans[i].bytes <= sum,
+            CHECK((i128)spans[i].offset + spans[i].bytes <= regionBytes,
                   "op %d tensor %d side %d: segment [%zu, +%zu) outside its %lld-byte region", op,
-                  t, side, spans[i].offset, spans[i].bytes, (long long)sum);
-          CHECK(regionOffset >= tableEnd && (i128)regionOffset + sum <= workspaceSize,
+                  t, side, spans[i].offset, spans[i].bytes, (long long)regionBytes);
+          CHECK(regionOffset >= tableEnd && (i128)regionOffset + regionBytes <= workspaceSize,
                 "op %d tensor %d side %d: region [%zu, +%lld) outside [%lld, %zu)", op, t, side,
-                regionOffset, (long long)sum, (long long)tableEnd, workspaceSize);
-          if (sum > 0) regions[nRegions++] = (span){regionOffset, (size_t)sum};
+                regionOffset, (long long)regionBytes, (long long)tableEnd, workspaceSize);
+          if (member > 0)
+            CHECK(regionOffset == layout.regionOffset[side][t - 1],
+                  "op %d tensor %d side %d: region at %zu, tensor %d's (alike) at %zu", op, t,
+                  side, regionOffset, t - 1, layout.regionOffset[side][t - 1]);
+          else if (sum > 0)
+            regions[nRegions++] = (span){regionOffset, (size_t)regionBytes};
+          /* Each member's segment to a peer follows the one before it's. */
+          for (int p = 0; p < n && member > 0; p++) {
+            ulyssesSegment_t mine = ulyssesPlanSegment(plan, (ulyssesOp_t)op, t, (ulyssesSide)side, p);
+            ulyssesSegment_t before =
+                ulyssesPlanSegment(plan, (ulyssesOp_t)op, t - 1, (ulyssesSide)side, p);
+            CHECK(mine.offset == before.offset + before.bytes && mine.bytes == before.bytes,
+                  "op %d tensor %d side %d peer %d: segment at %zu, not after tensor %d's", op, t,
+                  side, p, mine.offset, t - 1);
+          }
         } else if (side == ULYSSES_RECV) {
           CHECK(sum <= userBytes[side], "op %d tensor %d: receive segments sum to %lld, above the "
                 "%lld-byte buffer", op, t, (long long)sum, (long long)userBytes[side]);

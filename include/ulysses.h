@@ -422,7 +422,11 @@ typedef struct {
 #define ULYSSES_SEGMENT_SIZE_MIN (sizeof(ulyssesSegment_t))
 
 /* For tensor, the send (isSend = 1) or receive segments, one per peer
- * (segments: nRanks entries of segments[0].size bytes each). */
+ * (segments: nRanks entries of segments[0].size bytes each). In the
+ * workspace, the segments with one peer of consecutive tensors of the same
+ * shape (ulyssesLayout_t fields equal but dataType) follow each other in
+ * tensor order: where the peer's matching segments lie in its workspace
+ * too, one message may carry them. */
 ULYSSES_API ulyssesResult_t ulyssesGetSegments(ulyssesPlan_t plan, ulyssesOp_t op, int tensor,
                                                int isSend, ulyssesSegment_t* segments);
 

@@ -24,6 +24,12 @@ typedef struct {
   int32_t order;
   int32_t wordBytes; /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
   int32_t active;    /* 0: this tensor travels straight from/to the user buffer */
+  /* Its group of alike tensors sharing one region (src/plan.h): member
+   * groupIndex of groupSize (>= 1), so its segment to peer p starts at
+   * groupSize times its offset were it alone plus groupIndex times its bytes
+   * to p. */
+  int32_t groupIndex;
+  int32_t groupSize;
   int64_t chunkRuns; /* consecutive runs one group of lanes moves together, >= 1 */
   int64_t hostRuns;  /* the host's bound of its runs (the device may find fewer) */
   int64_t hostBytes; /* the host's bound of the bytes it reads and writes */

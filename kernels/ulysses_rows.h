@@ -80,7 +80,8 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     }
     result.userOffset = (rowPart * x->heads + headBegin) * x->headBytes;
     result.segmentOffset =
-        slotRows * x->packed * headPrefix * x->headBytes + rowPart * headCount * x->headBytes;
+        slotRows * x->packed * (x->groupSize * headPrefix + x->groupIndex * headCount) * x->headBytes +
+        rowPart * headCount * x->headBytes;
     result.bytes = headCount * x->headBytes;
     result.piece = peer;
   } else if (x->kind == ULYSSES_COPY_HEAD_SUM) {
@@ -110,7 +111,10 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
         x->order == ULYSSES_ORDER_BSHD ? b * ownerSlotLength + s : s * x->batch + b;
     int64_t rowBytes = x->packed * x->rowHeads * x->headBytes;
     result.userOffset = userRow * rowBytes;
-    result.segmentOffset = (x->batch * ulyssesCopySlotOffsets(a)[owner] + segmentRow) * rowBytes;
+    result.segmentOffset = (x->batch * (x->groupSize * ulyssesCopySlotOffsets(a)[owner] +
+                                        x->groupIndex * ownerSlotLength) +
+                            segmentRow) *
+                           rowBytes;
     result.bytes = rowBytes;
     /* Batch first, the owners repeat in every batch entry. */
     result.piece = x->order == ULYSSES_ORDER_BSHD ? b * a->nRanks + owner : owner;

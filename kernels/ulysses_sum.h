@@ -226,12 +226,17 @@ ULYSSES_HD ulyssesSumChunk ulyssesSumChunkAt(const ulyssesCopyArgs* a, int t, in
   c.x = x;
   c.out = x->user + (rowPart * x->heads + head) * x->headBytes;
   c.outStride = x->heads * x->headBytes;
-  c.first = x->segments + holders.prefix * headSlot +
+  /* In a group's region (ulyssesCopyTensor.groupSize) a holder's segment of
+   * count heads starts at groupSize * its prefix + groupIndex * count head
+   * slots; the holders between first and last hold one head each. */
+  int64_t group = x->groupSize, member = x->groupIndex;
+  c.first = x->segments + (group * holders.prefix + member * firstCount) * headSlot +
             (rowPart * firstCount + head - firstBegin) * x->headBytes;
   c.firstStride = firstCount * x->headBytes;
-  c.next = x->segments + (holders.prefix + firstCount) * headSlot + rowPart * x->headBytes;
-  c.replicaStride = headSlot;
-  c.lastExtra = rowPart * (lastCount - 1) * x->headBytes;
+  c.next = x->segments + (group * (holders.prefix + firstCount) + member) * headSlot +
+           rowPart * x->headBytes;
+  c.replicaStride = group * headSlot;
+  c.lastExtra = member * (lastCount - 1) * headSlot + rowPart * (lastCount - 1) * x->headBytes;
   c.lastStride = lastCount * x->headBytes;
   c.count = count;
   c.replicas = holders.last - holders.first + 1;

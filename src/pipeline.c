@@ -103,6 +103,8 @@ static int buildCopy(const ulyssesCall* call, ulyssesSide side, ulyssesCopyArgs*
     x->order = tensorLayout->order == ulyssesOrderSBHD ? ULYSSES_ORDER_SBHD : ULYSSES_ORDER_BSHD;
     x->wordBytes = ulyssesWordBytes(x->headBytes, x->user, x->segments);
     x->active = !info->shape.direct;
+    x->groupIndex = plan->groupIndex[t];
+    x->groupSize = plan->groupSize[t];
     if (!x->active) continue;
     anyActive = 1;
     runs[t] = info->maxRuns;
@@ -127,15 +129,32 @@ static const void* segmentAddress(const ulyssesCall* call, int tensor, ulyssesSi
          plan->ops[call->op].workspace.regionOffset[side][tensor] + segment.offset;
 }
 
+/* The message of tensors first .. first + count - 1 on side with peer: the
+ * first one's segment and the bytes of all (the plan lays a group's
+ * segments with one peer back to back: ulyssesPlanMessageTensors). */
+static const void* messageAddress(const ulyssesCall* call, int first, int count, ulyssesSide side,
+                                  int peer, size_t* bytes) {
+  const void* address = NULL;
+  *bytes = 0;
+  for (int t = first; t < first + count; t++) {
+    size_t segmentBytes;
+    const void* segment = segmentAddress(call, t, side, peer, &segmentBytes);
+    if (address == NULL) address = segment;
+    *bytes += segmentBytes;
+  }
+  return address;
+}
+
 static ulyssesResult_t postMessages(const ulyssesCall* call, const ulyssesBackend* backend) {
   const struct ulyssesPlan* plan = call->plan;
   ULYSSES_CHECK(backend->groupStart(backend->context));
   ulyssesResult_t result = ulyssesSuccess;
   for (int peer = 0; peer < plan->nRanks && result == ulyssesSuccess; peer++)
-    for (int t = 0; t < plan->nTensors && result == ulyssesSuccess; t++) {
+    for (int t = 0, count; t < plan->nTensors && result == ulyssesSuccess; t += count) {
+      count = ulyssesPlanMessageTensors(plan, call->op, t);
       size_t sendBytes, recvBytes;
-      const void* sendAddress = segmentAddress(call, t, ULYSSES_SEND, peer, &sendBytes);
-      const void* recvAddress = segmentAddress(call, t, ULYSSES_RECV, peer, &recvBytes);
+      const void* sendAddress = messageAddress(call, t, count, ULYSSES_SEND, peer, &sendBytes);
+      const void* recvAddress = messageAddress(call, t, count, ULYSSES_RECV, peer, &recvBytes);
       /* Both sides compute the same byte count for each pair, so skipping
        * empty messages is agreed without talking. */
       if (sendBytes > 0) result = backend->send(backend->context, sendAddress, sendBytes, peer);

@@ -331,11 +331,38 @@ ULYSSES_API ulyssesResult_t ulyssesPlanDestroy(ulyssesPlan_t plan) {
 /*------------------------------------------------------------------------
  * Sides, segments and the workspace, computed once when the plan is made.
  *----------------------------------------------------------------------*/
+/* Whether each peer takes every head of layout or none: then the sequence
+ * side's segments are whole rows. */
+static int wholeRowsPerPeer(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout) {
+  int64_t begin;
+  int wholeRows = 1;
+  for (int p = 0; p < plan->nRanks; p++) {
+    int64_t count = peerHeads(plan, layout, p, &begin);
+    wholeRows &= count == 0 || count == layout->heads;
+  }
+  return wholeRows;
+}
+
+/* Whether rank's rows of layout are at most one (row, packed index): in
+ * exact mode its sequence side is then a range per peer too. */
+static int atMostOneRun(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout, int rank) {
+  return plan->mode == ULYSSES_MODE_EXACT &&
+         layout->batch * plan->slotLengths[rank] * layout->packed <= 1;
+}
+
+/* Whether the head-side or gathered tensor's rows from each peer are one
+ * block of the user buffer: the batch is 1 or the sequence is the outer
+ * dimension; in capacity mode their position is known only on the device. */
+static int headSideDirect(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout) {
+  return plan->nRanks == 1 ||
+         (plan->mode == ULYSSES_MODE_EXACT &&
+          (layout->batch == 1 || layout->order == ulyssesOrderSBHD));
+}
+
 static ulyssesSideShape computeSide(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                     ulyssesSide side) {
   const ulyssesLayout_t* layout = &plan->layouts[tensor];
   ulyssesSideShape shape = {ULYSSES_COPY_ROW_SCATTER, 0, 0};
-  int exact = plan->mode == ULYSSES_MODE_EXACT;
   int64_t begin;
   if (op == ulyssesOpAllGather && side == ULYSSES_SEND) {
     shape.kind = ULYSSES_SIDE_WHOLE;
@@ -346,26 +373,30 @@ static ulyssesSideShape computeSide(const struct ulyssesPlan* plan, ulyssesOp_t 
     shape.kind = ULYSSES_COPY_HEAD_SUM;
   } else if (isSequenceSide(op, side)) {
     /* The sequence-side tensor: each peer's segment is every local row cut
-     * to the peer's heads, contiguous in the user buffer only when each peer
-     * takes every head or none, or there is at most one (row, packed index). */
-    int64_t localRuns = layout->batch * plan->slotLengths[plan->rank] * layout->packed;
-    int wholeRows = 1;
-    for (int p = 0; p < plan->nRanks; p++) {
-      int64_t count = peerHeads(plan, layout, p, &begin);
-      wholeRows &= count == 0 || count == layout->heads;
-    }
+     * to the peer's heads. */
     shape.kind = ULYSSES_COPY_HEAD_SLICE;
-    shape.direct = wholeRows || (exact && localRuns <= 1);
+    shape.direct = wholeRowsPerPeer(plan, layout) || atMostOneRun(plan, layout, plan->rank);
   } else {
-    /* The head-side or gathered tensor: each peer's rows are one block of the
-     * user buffer when the batch is 1 or the sequence is the outer dimension;
-     * in capacity mode their position is known only on the device. */
     shape.rowHeads =
         op == ulyssesOpAllGather ? layout->heads : peerHeads(plan, layout, plan->rank, &begin);
-    shape.direct =
-        plan->nRanks == 1 || (exact && (layout->batch == 1 || layout->order == ulyssesOrderSBHD));
+    shape.direct = headSideDirect(plan, layout);
   }
   return shape;
+}
+
+/* Whether the side is copied through the workspace on every rank, not only
+ * on this one: what all ranks know alike, so that they agree on which
+ * messages to merge (ulyssesPlanMessageTensors). */
+static int stagedOnEveryRank(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
+                             ulyssesSide side, ulyssesSideShape shape) {
+  const ulyssesLayout_t* layout = &plan->layouts[tensor];
+  if (shape.kind == ULYSSES_SIDE_WHOLE) return 0;
+  if (shape.kind == ULYSSES_COPY_HEAD_SUM) return 1;
+  if (!isSequenceSide(op, side)) return !headSideDirect(plan, layout);
+  if (wholeRowsPerPeer(plan, layout)) return 0;
+  for (int r = 0; r < plan->nRanks; r++)
+    if (atMostOneRun(plan, layout, r)) return 0;
+  return 1;
 }
 
 /* Every peer's segment of one side, in one pass: the heads of the peers
@@ -432,6 +463,41 @@ static int64_t computeMaxRuns(const struct ulyssesPlan* plan, int tensor, ulysse
   return layout->batch * slotTotal(plan);
 }
 
+/* Whether two tensors' segments have the same bytes for every peer on every
+ * side of every op, and their copies the same runs. */
+static int segmentsAlike(const ulyssesLayout_t* a, const ulyssesLayout_t* b) {
+  return a->batch == b->batch && a->heads == b->heads && a->headDim == b->headDim &&
+         a->elementSize == b->elementSize && a->packed == b->packed && a->order == b->order &&
+         a->queryHeads == b->queryHeads;
+}
+
+/* Runs of consecutive tensors whose segments are alike: each tensor's index
+ * in its run and the run's length. */
+static void computeGroups(struct ulyssesPlan* plan) {
+  for (int t = 0; t < plan->nTensors; t++) {
+    int alike = t > 0 && segmentsAlike(&plan->layouts[t - 1], &plan->layouts[t]);
+    plan->groupIndex[t] = alike ? plan->groupIndex[t - 1] + 1 : 0;
+  }
+  for (int t = plan->nTensors - 1; t >= 0; t--)
+    plan->groupSize[t] = t + 1 < plan->nTensors && plan->groupIndex[t + 1] > 0
+                             ? plan->groupSize[t + 1]
+                             : plan->groupIndex[t] + 1;
+}
+
+/* A group's staged segments to or from one peer lie back to back, in tensor
+ * order, so that one message carries them all: the segment of group member
+ * i to peer p starts groupSize times the member's own offset (its bytes to
+ * the peers before p) plus i times its bytes to p into the group's region. */
+static void interleaveSegments(const struct ulyssesPlan* plan, int tensor,
+                               ulyssesPlanSideInfo* info) {
+  if (info->shape.direct) return;
+  for (int p = 0; p < plan->nRanks; p++) {
+    ulyssesSegment_t* segment = &info->segments[p];
+    segment->offset = (size_t)plan->groupSize[tensor] * segment->offset +
+                      (size_t)plan->groupIndex[tensor] * segment->bytes;
+  }
+}
+
 static size_t alignUp(size_t value, size_t alignment) {
   return (value + alignment - 1) / alignment * alignment;
 }
@@ -459,11 +525,16 @@ static void computeWorkspace(const struct ulyssesPlan* plan, ulyssesPlanOp* opPl
   for (int side = 0; side < 2; side++)
     for (int t = 0; t < plan->nTensors; t++) {
       const ulyssesPlanSideInfo* info = &opPlan->sides[side][t];
+      /* A group shares its first tensor's region, groupSize times as long. */
+      if (plan->groupIndex[t] > 0) {
+        layout->regionOffset[side][t] = layout->regionOffset[side][t - 1];
+        continue;
+      }
       layout->regionOffset[side][t] = cursor;
       if (info->shape.direct) continue;
       size_t regionBytes = 0;
       for (int p = 0; p < plan->nRanks; p++) regionBytes += info->segments[p].bytes;
-      cursor = alignUp(cursor + regionBytes, ULYSSES_REGION_ALIGNMENT);
+      cursor = alignUp(cursor + (size_t)plan->groupSize[t] * regionBytes, ULYSSES_REGION_ALIGNMENT);
     }
   layout->totalBytes = cursor;
 }
@@ -473,6 +544,7 @@ static uint64_t computeFingerprint(const struct ulyssesPlan* plan, ulyssesOp_t o
 /* Fills plan->ops; plan->segmentStore holds ULYSSES_OP_COUNT * 2 * nTensors *
  * nRanks segments. */
 static void computeOps(struct ulyssesPlan* plan) {
+  computeGroups(plan);
   ulyssesSegment_t* next = plan->segmentStore;
   for (int op = 0; op < ULYSSES_OP_COUNT; op++) {
     ulyssesPlanOp* opPlan = &plan->ops[op];
@@ -483,6 +555,9 @@ static void computeOps(struct ulyssesPlan* plan) {
         info->segments = next;
         next += plan->nRanks;
         info->maxRunBytes = computeSegments(plan, t, info->shape, info->segments);
+        interleaveSegments(plan, t, info);
+        info->stagedOnEveryRank =
+            stagedOnEveryRank(plan, (ulyssesOp_t)op, t, (ulyssesSide)side, info->shape);
         info->userBytes = computeUserBytes(plan, (ulyssesOp_t)op, t, (ulyssesSide)side);
         info->maxRuns = computeMaxRuns(plan, t, info->shape);
       }
@@ -503,6 +578,14 @@ ulyssesSideShape ulyssesPlanSide(const struct ulyssesPlan* plan, ulyssesOp_t op,
 ulyssesSegment_t ulyssesPlanSegment(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                     ulyssesSide side, int peer) {
   return plan->ops[op].sides[side][tensor].segments[peer];
+}
+
+int ulyssesPlanMessageTensors(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor) {
+  const ulyssesPlanOp* opPlan = &plan->ops[op];
+  if (!opPlan->sides[ULYSSES_SEND][tensor].stagedOnEveryRank ||
+      !opPlan->sides[ULYSSES_RECV][tensor].stagedOnEveryRank)
+    return 1;
+  return plan->groupSize[tensor] - plan->groupIndex[tensor];
 }
 
 size_t ulyssesPlanUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,

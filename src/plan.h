@@ -43,6 +43,7 @@ typedef struct {
   int64_t maxRunBytes;        /* the longest run a copy of this side moves */
   int64_t maxRuns;            /* the copy's runs at the longest slot: a bound from the host */
   ulyssesSegment_t* segments; /* nRanks; a workspace segment's offset is from its region */
+  int stagedOnEveryRank;      /* copied through the workspace on every rank, not only here */
 } ulyssesPlanSideInfo;
 
 /* Everything an exchange of one op needs from the plan, computed when the
@@ -62,6 +63,12 @@ struct ulyssesPlan {
   int64_t* slotOffsets; /* nRanks + 1 prefix sums of slotLengths */
   const int64_t* deviceLocalLength;
   ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
+  /* Consecutive tensors whose segments are alike (the same shape) form a
+   * group: tensor t is member groupIndex[t] of groupSize[t]. On a side that
+   * both copy, their segments to one peer lie back to back in one region
+   * (the first member's), so that one message per peer carries them. */
+  int groupIndex[ULYSSES_MAX_TENSORS];
+  int groupSize[ULYSSES_MAX_TENSORS];
   ulyssesPlanOp ops[ULYSSES_OP_COUNT];
   ulyssesSegment_t* segmentStore; /* every ops[].sides[][].segments, in one allocation */
 };
@@ -78,6 +85,10 @@ ulyssesSideShape ulyssesPlanSide(const struct ulyssesPlan* plan, ulyssesOp_t op,
  * offset is from its tensor's region. */
 ulyssesSegment_t ulyssesPlanSegment(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                     ulyssesSide side, int peer);
+/* How many tensors from tensor on travel in one message to or from each
+ * peer (every rank finds the same): the rest of its group where the group is
+ * copied through the workspace on both sides on every rank, else 1. */
+int ulyssesPlanMessageTensors(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor);
 /* Bytes the caller's buffer of (tensor, side) spans. */
 size_t ulyssesPlanUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                             ulyssesSide side);

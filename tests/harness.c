@@ -48,6 +48,13 @@ void randomScenario(scenario* s, uint64_t* random, int maxRanks, int capacityMod
   s->nTensors = 1 + (int)pick(random, 3);
   for (int t = 0; t < s->nTensors; t++) {
     ulyssesLayout_t* layout = &s->layouts[t];
+    /* Often the shape of the tensor before (k and v, or q, k and v of
+     * attention without grouped queries): their segments share a region and
+     * a message per peer (src/plan.h). */
+    if (t > 0 && pick(random, 2)) {
+      *layout = s->layouts[t - 1];
+      continue;
+    }
     layout->size = sizeof *layout;
     layout->batch = 1 + pick(random, 3);
     layout->heads = pick(random, 2) ? s->nRanks * (1 + pick(random, 3)) : 1 + pick(random, 2 * s->nRanks + 3);

@@ -142,6 +142,13 @@ int simCountLaunches(const simWorld* world, int rank) {
 
 int simCountCalls(const simWorld* world, int rank) { return world->programs[rank].count; }
 
+int simCountSends(const simWorld* world, int rank) {
+  int sends = 0;
+  const simProgram* program = &world->programs[rank];
+  for (int i = 0; i < program->count; i++) sends += program->ops[i].kind == SIM_SEND;
+  return sends;
+}
+
 /* The table kernel, one chunk: the same per-thread functions, with the
  * block scan done sequentially between them. */
 void simRunTable(const ulyssesTableArgs* args) {

@@ -37,5 +37,7 @@ void simRunTable(const ulyssesTableArgs* args);
 int simCountLaunches(const simWorld* world, int rank);
 /* Every call recorded for rank since the last simExecute. */
 int simCountCalls(const simWorld* world, int rank);
+/* The messages rank posted since the last simExecute. */
+int simCountSends(const simWorld* world, int rank);
 
 #endif /* ULYSSES_SIM_BACKEND_H_ */

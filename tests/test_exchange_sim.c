@@ -87,14 +87,16 @@ static scenario singleTensor(int nRanks, int capacityMode, int64_t batch, int64_
   return s;
 }
 
-/* Counts the kernel launches of one exchange, then checks its result. */
-static int launchesOf(const scenario* s, ulyssesOp_t op, int rank) {
+/* Counts the kernel launches and the messages rank posts in one exchange,
+ * then checks its result. */
+static int launchesAndSendsOf(const scenario* s, ulyssesOp_t op, int rank, int* sends) {
   exchangeRun run;
   exchangeSetup(&run, s, op, 7);
   ulyssesCall call = exchangeCallOf(&run, rank);
   ulyssesBackend backend = simBackendOf(run.world, rank);
   assert_int_equal(ulyssesEnqueueExchange(&call, &backend), ulyssesSuccess);
   int launches = simCountLaunches(run.world, rank);
+  *sends = simCountSends(run.world, rank);
   exchangeTeardown(&run);
   /* The same exchange on every rank, executed and checked. */
   exchangeSetup(&run, s, op, 7);
@@ -102,6 +104,48 @@ static int launchesOf(const scenario* s, ulyssesOp_t op, int rank) {
   exchangeCheck(&run, s->lengths);
   exchangeTeardown(&run);
   return launches;
+}
+
+static int launchesOf(const scenario* s, ulyssesOp_t op, int rank) {
+  int sends;
+  return launchesAndSendsOf(s, op, rank, &sends);
+}
+
+static int sendsOf(const scenario* s, ulyssesOp_t op, int rank) {
+  int sends;
+  launchesAndSendsOf(s, op, rank, &sends);
+  return sends;
+}
+
+/* Alike tensors that both sides copy travel in one message per peer (every
+ * length here is above 0, so every rank sends to each of the 4 ranks);
+ * where a side is the caller's buffer, one message per tensor. */
+static void testOneMessagePerPeer(void** state) {
+  (void)state;
+  for (int capacityMode = 0; capacityMode < 2; capacityMode++) {
+    scenario s = singleTensor(4, capacityMode, 2, 8, ulyssesOrderBSHD);
+    s.nTensors = 3;
+    s.layouts[2] = s.layouts[1] = s.layouts[0];
+    for (int rank = 0; rank < 4; rank++) {
+      assert_int_equal(sendsOf(&s, ulyssesOpSeqToHead, rank), 4);
+      assert_int_equal(sendsOf(&s, ulyssesOpHeadToSeq, rank), 4);
+      /* The all-gather sends the caller's buffer as it is. */
+      assert_int_equal(sendsOf(&s, ulyssesOpAllGather, rank), 12);
+    }
+    /* q, then k and v of grouped-query attention: two groups, k and v's
+     * replicas summed from one region on the way back. */
+    s.layouts[1].heads = s.layouts[2].heads = 2;
+    s.layouts[1].queryHeads = s.layouts[2].queryHeads = 8;
+    s.layouts[1].dataType = s.layouts[2].dataType = ulyssesTypeBfloat16;
+    assert_int_equal(sendsOf(&s, ulyssesOpSeqToHead, 1), 8);
+    assert_int_equal(sendsOf(&s, ulyssesOpHeadToSeq, 1), 8);
+  }
+  /* Exact mode, sequence first: seq -> head receives in place. */
+  scenario sequenceFirst = singleTensor(4, 0, 2, 8, ulyssesOrderSBHD);
+  sequenceFirst.nTensors = 3;
+  sequenceFirst.layouts[2] = sequenceFirst.layouts[1] = sequenceFirst.layouts[0];
+  assert_int_equal(sendsOf(&sequenceFirst, ulyssesOpSeqToHead, 0), 12);
+  assert_int_equal(sendsOf(&sequenceFirst, ulyssesOpHeadToSeq, 0), 12);
 }
 
 /* Where the layout makes a peer's block contiguous, data goes straight from
@@ -343,6 +387,7 @@ int main(void) {
       cmocka_unit_test(testCapacityExchangesMatchReference),
       cmocka_unit_test(testRoundTrip),
       cmocka_unit_test(testSkippedPasses),
+      cmocka_unit_test(testOneMessagePerPeer),
       cmocka_unit_test(testStagesSkipLikeTheExchange),
       cmocka_unit_test(testNamedGroupedQueryShapes),
       cmocka_unit_test(testUnsharedKvHeadsArePlain),
