@@ -21,24 +21,50 @@
 #define ULYSSES_HAVE_NCCL_DEVICE 0
 #endif
 
-/* Every block walks every tensor's chunks, each group of args.runLanes lanes
- * one chunk at a time, grid-stride, in words of WordBytes (0: each tensor's
- * own, decided on the device). */
-template <int WordBytes>
-static __device__ void onePassBody(const ulyssesOnePassArgs* args) {
+/* The pass that takes a tensor of word wordBytes (1 for any size but the
+ * five, as the copy kernel's switch). */
+static __device__ int onePassWordPass(int wordBytes) {
+  return wordBytes == 16 || wordBytes == 8 || wordBytes == 4 || wordBytes == 2 ? wordBytes : 1;
+}
+
+/* Every block walks the tensors' chunks, each group of args.runLanes lanes
+ * one chunk at a time, grid-stride, in words of WordBytes; with OfWord only
+ * the tensors of that pass (onePassWordPass). */
+template <int WordBytes, int OfWord>
+static __device__ void onePassTensorsThread(const ulyssesOnePassArgs* args) {
   int lanes = args->runLanes;
   int lane = threadIdx.x % lanes;
   int64_t groupsPerBlock = ULYSSES_ONE_PASS_THREADS / lanes;
   int64_t group = blockIdx.x * groupsPerBlock + threadIdx.x / lanes;
   for (int t = 0; t < args->nTensors; t++) {
+    if (OfWord && onePassWordPass(args->tensors[t].wordBytes) != WordBytes) continue;
     int64_t chunks = ulyssesOnePassChunkCount(args, t);
     for (int64_t chunk = group; chunk < chunks; chunk += gridDim.x * groupsPerBlock)
       ulyssesOnePassChunkThread(args, t, chunk, lane, lanes, WordBytes);
   }
 }
 
+/* The kernels' body. WordBytes 0 (the tensors' words differ): one pass over
+ * the tensors per word size, each constant-word, so that no copy loop runs
+ * with a run-time word. A switch on the word inside one pass keeps the
+ * tensor loop's state live across five copies of the copy and spills
+ * (bench/RESULTS.md, "SASS of the run-time-word kernels"). */
+template <int WordBytes>
+static __device__ void onePassBody(const ulyssesOnePassArgs* args) {
+  if (WordBytes != 0) {
+    onePassTensorsThread<WordBytes, 0>(args);
+    return;
+  }
+  onePassTensorsThread<16, 1>(args);
+  onePassTensorsThread<8, 1>(args);
+  onePassTensorsThread<4, 1>(args);
+  onePassTensorsThread<2, 1>(args);
+  onePassTensorsThread<1, 1>(args);
+}
+
 /* One instantiation per word size the host knows (args.launchWordBytes; 0:
- * the tensors differ), as the copy kernel has. */
+ * the tensors differ, each pass over the tensors of one word), as the copy
+ * kernel has. */
 template <int WordBytes>
 static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS, ULYSSES_ONE_PASS_MIN_BLOCKS)
     onePassLocalKernel(const __grid_constant__ ulyssesOnePassArgs args) {
@@ -133,6 +159,7 @@ static __global__ void __launch_bounds__(ULYSSES_ONE_PASS_THREADS, ULYSSES_ONE_P
     ulyssesOnePassNarrowWords(&local);
   }
   __syncthreads();
+  /* The narrowed words are known only here: the per-word passes. */
   if (!(verdict & ULYSSES_KERNEL_STATUS_ONE_PASS_OUTPUTS)) onePassBody<0>(&local);
   /* Exit: every peer's block of this index has stored (release) and this
    * block sees it (acquire); the blocks together cover every peer's stores,

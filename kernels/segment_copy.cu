@@ -27,11 +27,22 @@
  * its first gridBlocks blocks run a grid-stride loop over the tensor's
  * chunks, each group of runLanes lanes one chunk of consecutive runs at a
  * time (ulysses_index.h says how the chunk length and group size are
- * chosen). */
+ * chosen). Where the tensors' words differ, each row switches once on its
+ * tensor's word to the constant-word code, around the whole row's loop:
+ * no copy or sum loop runs with a run-time word. A switch around each chunk
+ * instead keeps the row loop's state live across five copies of the copy
+ * and spills (bench/RESULTS.md, "SASS of the run-time-word kernels"). */
 template <int WordBytes, int Sums>
 static __global__ void __launch_bounds__(ULYSSES_COPY_THREADS, ULYSSES_COPY_MIN_BLOCKS)
     segmentCopyKernel(const __grid_constant__ ulyssesCopyArgs args) {
-  ulyssesCopyBlockThread(&args, blockIdx.y, blockIdx.x, threadIdx.x, WordBytes, Sums);
+  int t = blockIdx.y;
+  switch (WordBytes != 0 ? WordBytes : args.tensors[t].wordBytes) {
+    case 16: ulyssesCopyBlockThread(&args, t, blockIdx.x, threadIdx.x, 16, Sums); break;
+    case 8: ulyssesCopyBlockThread(&args, t, blockIdx.x, threadIdx.x, 8, Sums); break;
+    case 4: ulyssesCopyBlockThread(&args, t, blockIdx.x, threadIdx.x, 4, Sums); break;
+    case 2: ulyssesCopyBlockThread(&args, t, blockIdx.x, threadIdx.x, 2, Sums); break;
+    default: ulyssesCopyBlockThread(&args, t, blockIdx.x, threadIdx.x, 1, Sums);
+  }
 }
 
 /* Blocks of the copy kernel that the current device holds at once: one full
