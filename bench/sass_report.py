@@ -20,12 +20,16 @@ With --bounds FILE it checks each kernel against FILE's lines
 
     KERNEL  LOOP  WORD  MAX_INSTRUCTIONS_PER_16B  CALLS
 
+    KERNEL  frame  MAX_STACK_BYTES  MAX_REGISTERS
+
 (KERNEL as c++filt prints its name and template arguments, without spaces;
 LOOP copy or sum; WORD the loop's widest load in bytes; CALLS the most
 subroutine calls any such loop may hold) and exits 1 when a loop is
 above its bound, holds more calls or any local-memory access (STL/LDL: a
-spill or a stack array inside the steady loop), or a kernel named in FILE is
-missing, or has no such loop. Exits 77 (Meson's "skipped") where cuobjdump is not found
+spill or a stack array inside the steady loop), a kernel's stack frame or
+registers grow past its frame line (spills outside the loops: a run-time
+word size or a table brought back), or a kernel named in FILE is missing,
+or has no such loop. Exits 77 (Meson's "skipped") where cuobjdump is not found
 (on PATH, beside nvcc, or in ULYSSES_CUOBJDUMP) or the objects hold no code
 of the architecture.
 """
@@ -201,10 +205,21 @@ def check_bounds(kernels, path):
             line = line.split("#", 1)[0].split()
             if not line:
                 continue
-            name, kind, word = line[0], line[1], int(line[2])
-            bound, max_calls = float(line[3]), int(line[4])
-            where = "%s:%d: %s %s loop of %d-byte words" % (path, number, name, kind, word)
+            name, kind = line[0], line[1]
             kernel = by_name.get(name)
+            if kind == "frame":
+                where = "%s:%d: %s" % (path, number, name)
+                max_stack, max_registers = int(line[2]), int(line[3])
+                if kernel is None:
+                    print("%s: no such kernel in the objects" % where)
+                    failures += 1
+                elif kernel["stack"] > max_stack or kernel["registers"] > max_registers:
+                    print("%s: %d registers and a %d-byte stack, above %d and %d" %
+                          (where, kernel["registers"], kernel["stack"], max_registers, max_stack))
+                    failures += 1
+                continue
+            word, bound, max_calls = int(line[2]), float(line[3]), int(line[4])
+            where = "%s:%d: %s %s loop of %d-byte words" % (path, number, name, kind, word)
             if kernel is None:
                 print("%s: no such kernel in the objects" % where)
                 failures += 1

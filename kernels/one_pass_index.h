@@ -179,8 +179,9 @@ ULYSSES_HD int64_t ulyssesOnePassChunkCount(const ulyssesOnePassArgs* a, int t) 
   return (ulyssesOnePassRunCount(a, t) + a->tensors[t].chunkRuns - 1) / a->tensors[t].chunkRuns;
 }
 
-/* One thread's share of chunk `chunk` of tensor t, in words of wordBytes (0:
- * the tensor's own): one strided sweep where the chunk's first and last runs
+/* One thread's share of chunk `chunk` of tensor t, in words of wordBytes (0,
+ * the tensor's own, only from the CPU tests: the kernels pass a constant):
+ * one strided sweep where the chunk's first and last runs
  * share a piece and lie exactly (count - 1) strides apart in both buffers
  * (then, runs of a piece never being closer than the strides, every run
  * between is where the sweep puts it), else run by run. A kernel compiled

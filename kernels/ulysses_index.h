@@ -49,8 +49,9 @@
 #include "ulysses_sum.h"
 #include "ulysses_copy.h"
 
-/* One thread's share of one run, in words of wordBytes (the launch's
- * launchWordBytes). */
+/* One thread's share of one run, in words of wordBytes (on the device a
+ * constant: the launch's launchWordBytes, or the row's own word where the
+ * tensors' words differ, segment_copy.cu). */
 ULYSSES_HD void ulyssesCopyRunThread(const ulyssesCopyArgs* a, int t, int64_t run, int lane,
                                      int laneCount, int wordBytes) {
   const ulyssesCopyTensor* x = &a->tensors[t];
@@ -125,7 +126,7 @@ ULYSSES_HD int ulyssesChunkSweep(const ulyssesCopyArgs* a, int t, int64_t firstR
 }
 
 /* One thread's share of chunk `chunk` of tensor t, in words of wordBytes
- * (the launch's launchWordBytes): one sweep where ulyssesChunkSweep allows
+ * (as ulyssesCopyRunThread): one sweep where ulyssesChunkSweep allows
  * it, else run by run; a head sum's chunk by ulyssesSumChunkThread. sums:
  * whether the launch has a head sum (its launchSums); a constant in each
  * kernel, so that a kernel without one carries none of the sum's code or

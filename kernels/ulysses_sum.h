@@ -353,8 +353,8 @@ ULYSSES_HD void ulyssesSumUnitsThread(const ulyssesSumChunk* c, ulyssesSumUnit u
 
 /* One thread's elements of chunk c: each element of one kv head of one local
  * row is the sum of the replicas the peers that need that head sent back
- * (ulyssesSumUnitsThread). wordBytes: the launch's word size, a constant in
- * each kernel (0: the tensor's own, one instance per size). */
+ * (ulyssesSumUnitsThread). wordBytes: the tensor's word size, a constant on
+ * the device (0, the tensor's own, only from the CPU tests). */
 ULYSSES_HD void ulyssesSumChunkUnitsThread(const ulyssesSumChunk* c, int wordBytes, int lane,
                                            int laneCount) {
   /* The unit: the word, or an element read in words where the alignment
