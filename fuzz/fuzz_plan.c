@@ -41,9 +41,9 @@
  *    error code, the out-pointer is untouched and the message is non-empty;
  *  - on success, every op and tensor has its buffer sizes (equal to the
  *    model's) and workspace size; the workspace layout is in bounds,
- *    256-aligned and non-overlapping (alike tensors in a row sharing one,
- *    their segments to each peer back to back); every segment lies inside
- *    its region or user buffer; receive segments never overlap; ulyssesGetSegments
+ *    256-aligned and non-overlapping (a message group of tensors sharing
+ *    one, alike tensors in a row always grouped, their segments peer by
+ *    peer back to back); every segment lies inside its region or user buffer; receive segments never overlap; ulyssesGetSegments
  *    agrees with the plan;
  *  - every rank's plan, built from the same arguments, agrees on success
  *    (past 16 ranks: the first, the last and the longest rank's), and what
@@ -607,15 +607,22 @@ static void checkPlan(const fuzzCase* c, ulyssesPlan_t plan, int rank, int check
     }
     int nRegions = 0;
     span* regions = spans + n;
-    /* Alike tensors in a row (the same shape) share one region, as many
-     * times as long as one's segments: member `member` of `members`. */
-    int member = 0, members = 1;
+    /* A message group (the plan's, src/plan.h) shares one region, its
+     * segments peer by peer, each peer's in tensor order, back to back:
+     * alike tensors in a row always, others only with whole 16-byte heads. */
+    const ulyssesPlanOp* opPlan = &plan->ops[op];
     for (int t = 0; t < T; t++) {
-      member = t > 0 && modelAlike(&c->layouts[t - 1], &c->layouts[t]) ? member + 1 : 0;
-      if (member == 0) {
-        members = 1;
-        while (t + members < T && modelAlike(&c->layouts[t], &c->layouts[t + members])) members++;
-      }
+      int member = opPlan->groupIndex[t], first = t - member;
+      int last = first + opPlan->groupSize[t] - 1;
+      CHECK(first >= 0 && last < T && opPlan->groupSize[t] == opPlan->groupSize[first],
+            "op %d tensor %d: member %d of a group of %d", op, t, member, opPlan->groupSize[t]);
+      if (t > 0 && modelAlike(&c->layouts[t - 1], &c->layouts[t]))
+        CHECK(member > 0, "op %d tensor %d: alike to tensor %d but not in its group", op, t, t - 1);
+      if (member > 0 && !modelAlike(&c->layouts[t - 1], &c->layouts[t]))
+        CHECK(c->layouts[t].headDim * c->layouts[t].elementSize % 16 == 0 &&
+                  c->layouts[t - 1].headDim * c->layouts[t - 1].elementSize % 16 == 0,
+              "op %d tensors %d and %d: shapes differ, heads not whole 16-byte words, one group",
+              op, t - 1, t);
       i128 userBytes[2];
       size_t sendBytes = 0, recvBytes = 0;
       CHECK(ulyssesGetBufferSizes(plan, (ulyssesOp_t)op, t, &sendBytes, &recvBytes) == ulyssesSuccess,
@@ -649,7 +656,10 @@ static void checkPlan(const fuzzCase* c, ulyssesPlan_t plan, int rank, int check
                   "buffer", op, t, side, p, s.offset, s.bytes, (long long)userBytes[side]);
         }
         if (!shape.direct) {
-          i128 regionBytes = members * sum;
+          i128 regionBytes = 0;
+          for (int m = first; m <= last; m++)
+            for (int p = 0; p < n; p++)
+              regionBytes += ulyssesPlanSegment(plan, (ulyssesOp_t)op, m, (ulyssesSide)side, p).bytes;
           for (int i = 0; i < nSpans; i++)
             CHECK((i128)spans[i].offset + spans[i].bytes <= regionBytes,
                   "op %d tensor %d side %d: segment [%zu, +%zu) outside its %lld-byte region", op,
@@ -658,20 +668,21 @@ static void checkPlan(const fuzzCase* c, ulyssesPlan_t plan, int rank, int check
                 "op %d tensor %d side %d: region [%zu, +%lld) outside [%lld, %zu)", op, t, side,
                 regionOffset, (long long)regionBytes, (long long)tableEnd, workspaceSize);
           if (member > 0)
-            CHECK(regionOffset == layout.regionOffset[side][t - 1],
-                  "op %d tensor %d side %d: region at %zu, tensor %d's (alike) at %zu", op, t,
-                  side, regionOffset, t - 1, layout.regionOffset[side][t - 1]);
-          else if (sum > 0)
+            CHECK(regionOffset == layout.regionOffset[side][first],
+                  "op %d tensor %d side %d: region at %zu, its group's at %zu", op, t, side,
+                  regionOffset, layout.regionOffset[side][first]);
+          else if (regionBytes > 0)
             regions[nRegions++] = (span){regionOffset, (size_t)regionBytes};
-          /* Each member's segment to a peer follows the one before it's. */
-          for (int p = 0; p < n && member > 0; p++) {
-            ulyssesSegment_t mine = ulyssesPlanSegment(plan, (ulyssesOp_t)op, t, (ulyssesSide)side, p);
-            ulyssesSegment_t before =
-                ulyssesPlanSegment(plan, (ulyssesOp_t)op, t - 1, (ulyssesSide)side, p);
-            CHECK(mine.offset == before.offset + before.bytes && mine.bytes == before.bytes,
-                  "op %d tensor %d side %d peer %d: segment at %zu, not after tensor %d's", op, t,
-                  side, p, mine.offset, t - 1);
-          }
+          /* Each segment follows the one before it in the group's order. */
+          size_t expected = 0;
+          for (int p = 0; p < n; p++)
+            for (int m = first; m <= last; m++) {
+              ulyssesSegment_t s = ulyssesPlanSegment(plan, (ulyssesOp_t)op, m, (ulyssesSide)side, p);
+              if (m == t)
+                CHECK(s.offset == expected, "op %d tensor %d side %d peer %d: segment at %zu, not "
+                      "%zu, after the group's segments before it", op, t, side, p, s.offset, expected);
+              expected += s.bytes;
+            }
         } else if (side == ULYSSES_RECV) {
           CHECK(sum <= userBytes[side], "op %d tensor %d: receive segments sum to %lld, above the "
                 "%lld-byte buffer", op, t, (long long)sum, (long long)userBytes[side]);

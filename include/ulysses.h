@@ -423,10 +423,11 @@ typedef struct {
 
 /* For tensor, the send (isSend = 1) or receive segments, one per peer
  * (segments: nRanks entries of segments[0].size bytes each). In the
- * workspace, the segments with one peer of consecutive tensors of the same
- * shape (ulyssesLayout_t fields equal but dataType) follow each other in
- * tensor order: where the peer's matching segments lie in its workspace
- * too, one message may carry them. */
+ * workspace the segments with one peer of consecutive tensors may follow
+ * each other in tensor order (those of tensors of the same shape, the
+ * ulyssesLayout_t fields equal but dataType, always do): where one ends at
+ * the next one's offset on both sides of a pair, one message may carry
+ * both. */
 ULYSSES_API ulyssesResult_t ulyssesGetSegments(ulyssesPlan_t plan, ulyssesOp_t op, int tensor,
                                                int isSend, ulyssesSegment_t* segments);
 

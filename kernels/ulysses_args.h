@@ -24,12 +24,15 @@ typedef struct {
   int32_t order;
   int32_t wordBytes; /* 1, 2, 4, 8 or 16: divides headBytes and both bases */
   int32_t active;    /* 0: this tensor travels straight from/to the user buffer */
-  /* Its group of alike tensors sharing one region (src/plan.h): member
-   * groupIndex of groupSize (>= 1), so its segment to peer p starts at
-   * groupSize times its offset were it alone plus groupIndex times its bytes
-   * to p. */
-  int32_t groupIndex;
+  /* Its message group (src/plan.h): tensors groupFirst .. groupFirst +
+   * groupSize - 1 (itself among them) share one region, their segments with
+   * each peer back to back, peer after peer. Row scatter: the group's bytes
+   * per row of a batch entry (batch x row bytes, summed over the group) and
+   * those of the members before it. A head sum's group is of its shape. */
+  int32_t groupFirst;
   int32_t groupSize;
+  int64_t groupRowBytes;
+  int64_t beforeRowBytes;
   int64_t chunkRuns; /* consecutive runs one group of lanes moves together, >= 1 */
   int64_t hostRuns;  /* the host's bound of its runs (the device may find fewer) */
   int64_t hostBytes; /* the host's bound of the bytes it reads and writes */

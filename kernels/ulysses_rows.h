@@ -54,6 +54,26 @@ ULYSSES_HD int64_t ulyssesLocalRow(const ulyssesCopyArgs* a, const ulyssesCopyTe
   return b * slotLength + realRow - b * length;
 }
 
+/* Where tensor t's head-slice segment to peer starts in its group's region
+ * (ulyssesCopyTensor.groupFirst): every member's rows cut to the heads of
+ * the peers before this one, then the members' before t cut to this peer's
+ * (headPrefix: t's own at peer). The slot's rows are the same for every
+ * member: this rank's. */
+ULYSSES_HD int64_t ulyssesSliceSegmentBase(const ulyssesCopyArgs* a, int t, int peer,
+                                           int64_t headPrefix) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  int64_t slotLength = ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank];
+  int64_t bytes = x->batch * x->packed * x->headBytes * headPrefix;
+  for (int m = x->groupFirst; m < x->groupFirst + x->groupSize; m++) {
+    if (m == t) continue;
+    const ulyssesCopyTensor* y = &a->tensors[m];
+    int64_t begin, count = ulyssesSplitPeerHeads(&y->split, peer, &begin);
+    int64_t memberBytes = y->batch * y->packed * y->headBytes;
+    bytes += memberBytes * ulyssesSplitHeadPrefix(&y->split, peer) + (m < t ? memberBytes * count : 0);
+  }
+  return slotLength * bytes;
+}
+
 /* Run `run` of tensor t: a head slice enumerates (peer, real row, packed
  * index), peer slowest; a row scatter enumerates the user tensor's real rows.
  * Batch-first tensors keep each batch entry's rows at a stride of the slot
@@ -62,7 +82,6 @@ ULYSSES_HD int64_t ulyssesLocalRow(const ulyssesCopyArgs* a, const ulyssesCopyTe
 ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t run) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesRun result;
-  int64_t slotRows = x->batch * (ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank]);
   if (x->kind == ULYSSES_COPY_HEAD_SLICE) {
     int64_t runsPerPeer = x->batch * ulyssesCopyLengths(a)[a->rank] * x->packed;
     int peer = (int)(run / runsPerPeer);
@@ -80,8 +99,7 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
     }
     result.userOffset = (rowPart * x->heads + headBegin) * x->headBytes;
     result.segmentOffset =
-        slotRows * x->packed * (x->groupSize * headPrefix + x->groupIndex * headCount) * x->headBytes +
-        rowPart * headCount * x->headBytes;
+        ulyssesSliceSegmentBase(a, t, peer, headPrefix) + rowPart * headCount * x->headBytes;
     result.bytes = headCount * x->headBytes;
     result.piece = peer;
   } else if (x->kind == ULYSSES_COPY_HEAD_SUM) {
@@ -111,10 +129,10 @@ ULYSSES_HD ulyssesRun ulyssesCopyRunAt(const ulyssesCopyArgs* a, int t, int64_t 
         x->order == ULYSSES_ORDER_BSHD ? b * ownerSlotLength + s : s * x->batch + b;
     int64_t rowBytes = x->packed * x->rowHeads * x->headBytes;
     result.userOffset = userRow * rowBytes;
-    result.segmentOffset = (x->batch * (x->groupSize * ulyssesCopySlotOffsets(a)[owner] +
-                                        x->groupIndex * ownerSlotLength) +
-                            segmentRow) *
-                           rowBytes;
+    /* In its group's region: every member's rows of the ranks before the
+     * owner, then the owner's rows of the members before it. */
+    result.segmentOffset = x->groupRowBytes * ulyssesCopySlotOffsets(a)[owner] +
+                           x->beforeRowBytes * ownerSlotLength + segmentRow * rowBytes;
     result.bytes = rowBytes;
     /* Batch first, the owners repeat in every batch entry. */
     result.piece = x->order == ULYSSES_ORDER_BSHD ? b * a->nRanks + owner : owner;

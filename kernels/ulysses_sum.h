@@ -226,10 +226,11 @@ ULYSSES_HD ulyssesSumChunk ulyssesSumChunkAt(const ulyssesCopyArgs* a, int t, in
   c.x = x;
   c.out = x->user + (rowPart * x->heads + head) * x->headBytes;
   c.outStride = x->heads * x->headBytes;
-  /* In a group's region (ulyssesCopyTensor.groupSize) a holder's segment of
-   * count heads starts at groupSize * its prefix + groupIndex * count head
-   * slots; the holders between first and last hold one head each. */
-  int64_t group = x->groupSize, member = x->groupIndex;
+  /* In its group's region (ulyssesCopyTensor.groupFirst: members of this
+   * shape only) a holder's segment of count heads starts at groupSize * its
+   * prefix + the member's index * count head slots; the holders between
+   * first and last hold one head each. */
+  int64_t group = x->groupSize, member = t - x->groupFirst;
   c.first = x->segments + (group * holders.prefix + member * firstCount) * headSlot +
             (rowPart * firstCount + head - firstBegin) * x->headBytes;
   c.firstStride = firstCount * x->headBytes;

@@ -103,13 +103,23 @@ static int buildCopy(const ulyssesCall* call, ulyssesSide side, ulyssesCopyArgs*
     x->order = tensorLayout->order == ulyssesOrderSBHD ? ULYSSES_ORDER_SBHD : ULYSSES_ORDER_BSHD;
     x->wordBytes = ulyssesWordBytes(x->headBytes, x->user, x->segments);
     x->active = !info->shape.direct;
-    x->groupIndex = plan->groupIndex[t];
-    x->groupSize = plan->groupSize[t];
+    x->groupFirst = t - plan->ops[op].groupIndex[t];
+    x->groupSize = plan->ops[op].groupSize[t];
     if (!x->active) continue;
     anyActive = 1;
     runs[t] = info->maxRuns;
     if (runs[t] > *maxRuns) *maxRuns = runs[t];
     runBytes[t] = info->maxRunBytes;
+  }
+  /* Each row scatter's place in its group's rows (ulyssesCopyRunAt). */
+  for (int t = 0; t < plan->nTensors; t++) {
+    ulyssesCopyTensor* x = &args->tensors[t];
+    for (int m = x->groupFirst; m < x->groupFirst + x->groupSize; m++) {
+      const ulyssesCopyTensor* y = &args->tensors[m];
+      int64_t rowBytes = y->batch * y->packed * y->rowHeads * y->headBytes;
+      x->groupRowBytes += rowBytes;
+      if (m < t) x->beforeRowBytes += rowBytes;
+    }
   }
   /* The kernel, lanes and chunks the launch takes (src/launch_policy.c). */
   ulyssesChooseCopyLaunch(args, runBytes, runs);

@@ -471,30 +471,50 @@ static int segmentsAlike(const ulyssesLayout_t* a, const ulyssesLayout_t* b) {
          a->queryHeads == b->queryHeads;
 }
 
-/* Runs of consecutive tensors whose segments are alike: each tensor's index
- * in its run and the run's length. */
-static void computeGroups(struct ulyssesPlan* plan) {
-  for (int t = 0; t < plan->nTensors; t++) {
-    int alike = t > 0 && segmentsAlike(&plan->layouts[t - 1], &plan->layouts[t]);
-    plan->groupIndex[t] = alike ? plan->groupIndex[t - 1] + 1 : 0;
-  }
-  for (int t = plan->nTensors - 1; t >= 0; t--)
-    plan->groupSize[t] = t + 1 < plan->nTensors && plan->groupIndex[t + 1] > 0
-                             ? plan->groupSize[t + 1]
-                             : plan->groupIndex[t] + 1;
+/* Whether tensor may share a message group with a tensor of another shape:
+ * both sides copy it on every rank (so every rank lays it out alike),
+ * neither is a head sum, and its heads are whole 16-byte words (so that
+ * every member's segments start where the widest word may). */
+static int joinsAnyShape(const struct ulyssesPlan* plan, const ulyssesPlanOp* opPlan, int tensor) {
+  const ulyssesPlanSideInfo* send = &opPlan->sides[ULYSSES_SEND][tensor];
+  const ulyssesPlanSideInfo* recv = &opPlan->sides[ULYSSES_RECV][tensor];
+  return headBytesOf(&plan->layouts[tensor]) % 16 == 0 && send->stagedOnEveryRank &&
+         recv->stagedOnEveryRank &&
+         send->shape.kind != ULYSSES_COPY_HEAD_SUM && recv->shape.kind != ULYSSES_COPY_HEAD_SUM;
 }
 
-/* A group's staged segments to or from one peer lie back to back, in tensor
- * order, so that one message carries them all: the segment of group member
- * i to peer p starts groupSize times the member's own offset (its bytes to
- * the peers before p) plus i times its bytes to p into the group's region. */
-static void interleaveSegments(const struct ulyssesPlan* plan, int tensor,
-                               ulyssesPlanSideInfo* info) {
-  if (info->shape.direct) return;
-  for (int p = 0; p < plan->nRanks; p++) {
-    ulyssesSegment_t* segment = &info->segments[p];
-    segment->offset = (size_t)plan->groupSize[tensor] * segment->offset +
-                      (size_t)plan->groupIndex[tensor] * segment->bytes;
+/* The op's message groups (ulyssesPlanOp.groupIndex): each tensor's index in
+ * its group and the group's size. */
+static void computeGroups(const struct ulyssesPlan* plan, ulyssesPlanOp* opPlan) {
+  for (int t = 0; t < plan->nTensors; t++) {
+    int joins = t > 0 && (segmentsAlike(&plan->layouts[t - 1], &plan->layouts[t]) ||
+                          (joinsAnyShape(plan, opPlan, t - 1) && joinsAnyShape(plan, opPlan, t)));
+    opPlan->groupIndex[t] = joins ? opPlan->groupIndex[t - 1] + 1 : 0;
+  }
+  for (int t = plan->nTensors - 1; t >= 0; t--)
+    opPlan->groupSize[t] = t + 1 < plan->nTensors && opPlan->groupIndex[t + 1] > 0
+                               ? opPlan->groupSize[t + 1]
+                               : opPlan->groupIndex[t] + 1;
+}
+
+/* A group's segments with peer p lie back to back in tensor order, after
+ * every member's segments with the peers before p: member t's starts at the
+ * members' offsets alone (their bytes to the peers before p), summed, plus
+ * the bytes to p of the members before t. Members of one group copy alike
+ * (the same shape, or copied on every rank): a direct side stays as it is. */
+static void interleaveSegments(const struct ulyssesPlan* plan, ulyssesPlanOp* opPlan, int first) {
+  int members = opPlan->groupSize[first];
+  for (int side = 0; side < 2; side++) {
+    if (opPlan->sides[side][first].shape.direct) continue;
+    for (int p = 0; p < plan->nRanks; p++) {
+      size_t offset = 0;
+      for (int t = first; t < first + members; t++) offset += opPlan->sides[side][t].segments[p].offset;
+      for (int t = first; t < first + members; t++) {
+        ulyssesSegment_t* segment = &opPlan->sides[side][t].segments[p];
+        segment->offset = offset;
+        offset += segment->bytes;
+      }
+    }
   }
 }
 
@@ -525,16 +545,17 @@ static void computeWorkspace(const struct ulyssesPlan* plan, ulyssesPlanOp* opPl
   for (int side = 0; side < 2; side++)
     for (int t = 0; t < plan->nTensors; t++) {
       const ulyssesPlanSideInfo* info = &opPlan->sides[side][t];
-      /* A group shares its first tensor's region, groupSize times as long. */
-      if (plan->groupIndex[t] > 0) {
+      /* A group's members share its region: all their segments. */
+      if (opPlan->groupIndex[t] > 0) {
         layout->regionOffset[side][t] = layout->regionOffset[side][t - 1];
         continue;
       }
       layout->regionOffset[side][t] = cursor;
       if (info->shape.direct) continue;
       size_t regionBytes = 0;
-      for (int p = 0; p < plan->nRanks; p++) regionBytes += info->segments[p].bytes;
-      cursor = alignUp(cursor + (size_t)plan->groupSize[t] * regionBytes, ULYSSES_REGION_ALIGNMENT);
+      for (int m = t; m < t + opPlan->groupSize[t]; m++)
+        for (int p = 0; p < plan->nRanks; p++) regionBytes += opPlan->sides[side][m].segments[p].bytes;
+      cursor = alignUp(cursor + regionBytes, ULYSSES_REGION_ALIGNMENT);
     }
   layout->totalBytes = cursor;
 }
@@ -544,7 +565,6 @@ static uint64_t computeFingerprint(const struct ulyssesPlan* plan, ulyssesOp_t o
 /* Fills plan->ops; plan->segmentStore holds ULYSSES_OP_COUNT * 2 * nTensors *
  * nRanks segments. */
 static void computeOps(struct ulyssesPlan* plan) {
-  computeGroups(plan);
   ulyssesSegment_t* next = plan->segmentStore;
   for (int op = 0; op < ULYSSES_OP_COUNT; op++) {
     ulyssesPlanOp* opPlan = &plan->ops[op];
@@ -555,12 +575,14 @@ static void computeOps(struct ulyssesPlan* plan) {
         info->segments = next;
         next += plan->nRanks;
         info->maxRunBytes = computeSegments(plan, t, info->shape, info->segments);
-        interleaveSegments(plan, t, info);
         info->stagedOnEveryRank =
             stagedOnEveryRank(plan, (ulyssesOp_t)op, t, (ulyssesSide)side, info->shape);
         info->userBytes = computeUserBytes(plan, (ulyssesOp_t)op, t, (ulyssesSide)side);
         info->maxRuns = computeMaxRuns(plan, t, info->shape);
       }
+    computeGroups(plan, opPlan);
+    for (int t = 0; t < plan->nTensors; t++)
+      if (opPlan->groupIndex[t] == 0) interleaveSegments(plan, opPlan, t);
     computeWorkspace(plan, opPlan);
     opPlan->fingerprint = computeFingerprint(plan, (ulyssesOp_t)op);
   }
@@ -585,7 +607,7 @@ int ulyssesPlanMessageTensors(const struct ulyssesPlan* plan, ulyssesOp_t op, in
   if (!opPlan->sides[ULYSSES_SEND][tensor].stagedOnEveryRank ||
       !opPlan->sides[ULYSSES_RECV][tensor].stagedOnEveryRank)
     return 1;
-  return plan->groupSize[tensor] - plan->groupIndex[tensor];
+  return opPlan->groupSize[tensor] - opPlan->groupIndex[tensor];
 }
 
 size_t ulyssesPlanUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,

@@ -52,6 +52,14 @@ typedef struct {
   ulyssesWorkspaceLayout workspace;
   uint64_t fingerprint;
   ulyssesPlanSideInfo sides[2][ULYSSES_MAX_TENSORS];
+  /* Message groups: consecutive tensors whose segments with each peer lie
+   * back to back, peer after peer, in one region (the first member's) on
+   * each side that copies them, so that one message per peer can carry
+   * them: tensors of the same shape, and any tensors that both sides copy on
+   * every rank and that the head sum does not read (its replicas need one
+   * shape's fixed strides). Tensor t is member groupIndex[t] of groupSize[t]. */
+  int groupIndex[ULYSSES_MAX_TENSORS];
+  int groupSize[ULYSSES_MAX_TENSORS];
 } ulyssesPlanOp;
 
 struct ulyssesPlan {
@@ -63,12 +71,6 @@ struct ulyssesPlan {
   int64_t* slotOffsets; /* nRanks + 1 prefix sums of slotLengths */
   const int64_t* deviceLocalLength;
   ulyssesLayout_t layouts[ULYSSES_MAX_TENSORS];
-  /* Consecutive tensors whose segments are alike (the same shape) form a
-   * group: tensor t is member groupIndex[t] of groupSize[t]. On a side that
-   * both copy, their segments to one peer lie back to back in one region
-   * (the first member's), so that one message per peer carries them. */
-  int groupIndex[ULYSSES_MAX_TENSORS];
-  int groupSize[ULYSSES_MAX_TENSORS];
   ulyssesPlanOp ops[ULYSSES_OP_COUNT];
   ulyssesSegment_t* segmentStore; /* every ops[].sides[][].segments, in one allocation */
 };
@@ -86,8 +88,8 @@ ulyssesSideShape ulyssesPlanSide(const struct ulyssesPlan* plan, ulyssesOp_t op,
 ulyssesSegment_t ulyssesPlanSegment(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                     ulyssesSide side, int peer);
 /* How many tensors from tensor on travel in one message to or from each
- * peer (every rank finds the same): the rest of its group where the group is
- * copied through the workspace on both sides on every rank, else 1. */
+ * peer (every rank finds the same): the rest of its message group where both
+ * sides copy it on every rank, else 1. */
 int ulyssesPlanMessageTensors(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor);
 /* Bytes the caller's buffer of (tensor, side) spans. */
 size_t ulyssesPlanUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,

@@ -117,9 +117,10 @@ static int sendsOf(const scenario* s, ulyssesOp_t op, int rank) {
   return sends;
 }
 
-/* Alike tensors that both sides copy travel in one message per peer (every
- * length here is above 0, so every rank sends to each of the 4 ranks);
- * where a side is the caller's buffer, one message per tensor. */
+/* Tensors that both sides copy travel in one message per peer (every length
+ * here is above 0, so every rank sends to each of the 4 ranks): alike ones
+ * always, others where their heads are whole 16-byte words and no head sum
+ * reads them; where a side is the caller's buffer, one message per tensor. */
 static void testOneMessagePerPeer(void** state) {
   (void)state;
   for (int capacityMode = 0; capacityMode < 2; capacityMode++) {
@@ -132,13 +133,26 @@ static void testOneMessagePerPeer(void** state) {
       /* The all-gather sends the caller's buffer as it is. */
       assert_int_equal(sendsOf(&s, ulyssesOpAllGather, rank), 12);
     }
-    /* q, then k and v of grouped-query attention: two groups, k and v's
-     * replicas summed from one region on the way back. */
+    /* q, then k and v of grouped-query attention: with 8-byte heads, two
+     * groups, k and v's replicas summed from one region on the way back;
+     * with 128-byte heads, one group there (q, k, v), two on the way back. */
     s.layouts[1].heads = s.layouts[2].heads = 2;
     s.layouts[1].queryHeads = s.layouts[2].queryHeads = 8;
     s.layouts[1].dataType = s.layouts[2].dataType = ulyssesTypeBfloat16;
     assert_int_equal(sendsOf(&s, ulyssesOpSeqToHead, 1), 8);
     assert_int_equal(sendsOf(&s, ulyssesOpHeadToSeq, 1), 8);
+    for (int t = 0; t < 3; t++) s.layouts[t].headDim = 64;
+    for (int rank = 0; rank < 4; rank++) {
+      assert_int_equal(sendsOf(&s, ulyssesOpSeqToHead, rank), 4);
+      assert_int_equal(sendsOf(&s, ulyssesOpHeadToSeq, rank), 8);
+    }
+    /* Plain tensors of three shapes, 128-byte heads: one group each way. */
+    s.layouts[1] = s.layouts[2] = s.layouts[0];
+    s.layouts[1].heads = 6;
+    s.layouts[2].batch = 3;
+    s.layouts[2].packed = 3;
+    assert_int_equal(sendsOf(&s, ulyssesOpSeqToHead, 2), 4);
+    assert_int_equal(sendsOf(&s, ulyssesOpHeadToSeq, 2), 4);
   }
   /* Exact mode, sequence first: seq -> head receives in place. */
   scenario sequenceFirst = singleTensor(4, 0, 2, 8, ulyssesOrderSBHD);

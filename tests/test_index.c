@@ -305,11 +305,11 @@ static void checkCoverage(const exchangeRun* run, int rank, ulyssesSide side) {
     const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
     size_t userBytes = exchangeBufferBytes(s, run->op, t, rank, side == ULYSSES_SEND, slots);
     sideRows rows = exchangeSideRows(run, t, rank, side == ULYSSES_SEND, s->lengths);
-    /* Its group's region (src/plan.h): groupSize times its own segments. */
+    /* Its message group's region (src/plan.h): every member's segments. */
     size_t regionBytes = 0;
-    for (int p = 0; p < s->nRanks; p++)
-      regionBytes += ulyssesPlanSegment(run->plans[rank], run->op, t, side, p).bytes;
-    regionBytes *= (size_t)x->groupSize;
+    for (int m = x->groupFirst; m < x->groupFirst + x->groupSize; m++)
+      for (int p = 0; p < s->nRanks; p++)
+        regionBytes += ulyssesPlanSegment(run->plans[rank], run->op, m, side, p).bytes;
     unsigned char* userHits = calloc(userBytes + 1, 1);
     unsigned char* segmentHits = calloc(regionBytes + 1, 1);
     for (int64_t i = 0; i < runs; i++) {
@@ -425,28 +425,25 @@ static void testWorkspaceLayout(void** state) {
         for (int t = 0; t < s.nTensors; t++) {
           if (ulyssesPlanSide(plan, ops[k], t, (ulyssesSide)side).direct) continue;
           anyCopy = 1;
-          /* Alike tensors in a row share a region: peer by peer, each
-           * member's segment, in tensor order. */
-          int member = 0, members = 1;
-          while (t - member > 0 && sameShape(&s.layouts[t - member - 1], &s.layouts[t])) member++;
-          while (t + members - member < s.nTensors &&
-                 sameShape(&s.layouts[t + members - member], &s.layouts[t]))
-            members++;
+          /* A message group shares a region (tensors of one shape in a
+           * row always do), its segments peer by peer, each peer's in
+           * tensor order, back to back. */
+          int first = t - plan->ops[ops[k]].groupIndex[t];
+          int last = first + plan->ops[ops[k]].groupSize[t] - 1;
+          if (t > 0 && sameShape(&s.layouts[t - 1], &s.layouts[t])) assert_true(first < t);
+          if (first < t) assert_int_equal(layout.regionOffset[side][t], layout.regionOffset[side][first]);
           size_t begin = layout.regionOffset[side][t];
           assert_int_equal(begin % ULYSSES_REGION_ALIGNMENT, 0);
-          if (member > 0) {
-            assert_int_equal(begin, layout.regionOffset[side][t - 1]);
-          } else {
-            assert_true(begin >= cursor);
-          }
-          size_t bytes = 0;
-          for (int p = 0; p < s.nRanks; p++) {
-            ulyssesSegment_t segment = ulyssesPlanSegment(plan, ops[k], t, (ulyssesSide)side, p);
-            assert_int_equal(segment.place, ulyssesSegmentInWorkspace);
-            assert_int_equal(segment.offset, members * bytes + member * segment.bytes);
-            bytes += segment.bytes;
-          }
-          if (member == 0) cursor = begin + members * bytes;
+          if (first == t) assert_true(begin >= cursor);
+          size_t expected = 0;
+          for (int p = 0; p < s.nRanks; p++)
+            for (int m = first; m <= last; m++) {
+              ulyssesSegment_t segment = ulyssesPlanSegment(plan, ops[k], m, (ulyssesSide)side, p);
+              assert_int_equal(segment.place, ulyssesSegmentInWorkspace);
+              if (m == t) assert_int_equal(segment.offset, expected);
+              expected += segment.bytes;
+            }
+          if (first == t) cursor = begin + expected;
         }
       assert_true(cursor <= layout.totalBytes);
       /* Exact plans of few ranks carry the table in the copy's parameters. */
@@ -746,9 +743,11 @@ static void checkChunkVariants(const exchangeRun* run, int rank, ulyssesSide sid
     ulyssesCopyTensor* x = &a.tensors[t];
     if (!x->active) continue;
     const int64_t* slots = s->capacityMode ? s->capacities : s->lengths;
+    /* A pack writes into its message group's region (every member's segments). */
     size_t bytes = side == ULYSSES_SEND ? 0 : exchangeBufferBytes(s, run->op, t, rank, 0, slots);
-    for (int p = 0; p < s->nRanks && side == ULYSSES_SEND; p++)
-      bytes += ulyssesPlanSegment(run->plans[rank], run->op, t, side, p).bytes;
+    for (int m = x->groupFirst; m < x->groupFirst + x->groupSize && side == ULYSSES_SEND; m++)
+      for (int p = 0; p < s->nRanks; p++)
+        bytes += ulyssesPlanSegment(run->plans[rank], run->op, m, side, p).bytes;
     unsigned char* target = side == ULYSSES_SEND ? x->segments : x->user;
     unsigned char* expected = malloc(bytes + 1);
     memset(target, 0x5a, bytes);
