@@ -111,8 +111,9 @@ static int buildCopy(const ulyssesCall* call, ulyssesSide side, ulyssesCopyArgs*
     if (runs[t] > *maxRuns) *maxRuns = runs[t];
     runBytes[t] = info->maxRunBytes;
   }
-  /* Each row scatter's place in its group's rows (ulyssesCopyRunAt). */
-  for (int t = 0; t < plan->nTensors; t++) {
+  /* Each row scatter's place in its group's rows (ulyssesCopyRunAt); with no
+   * rows at all the plan bounds no row's bytes, and no run reads them. */
+  for (int t = 0; t < plan->nTensors && plan->slotOffsets[plan->nRanks] > 0; t++) {
     ulyssesCopyTensor* x = &args->tensors[t];
     for (int m = x->groupFirst; m < x->groupFirst + x->groupSize; m++) {
       const ulyssesCopyTensor* y = &args->tensors[m];
