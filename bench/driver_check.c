@@ -4,15 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double countWrong(const unsigned char* got, const unsigned char* expected, size_t bytes,
-                         int elementSize) {
-  if (memcmp(got, expected, bytes) == 0) return 0;
-  double wrong = 0;
-  for (size_t i = 0; i < bytes; i += (size_t)elementSize)
-    if (memcmp(got + i, expected + i, (size_t)elementSize) != 0) wrong++;
-  return wrong;
-}
-
 /* One more call into poisoned outputs through each of comms[0..nComms), the
  * real rows of every tensor of this rank gathered into dense tensors, then
  * each against the CPU reference of all ranks' dense inputs (each rank
@@ -64,7 +55,7 @@ int benchCheckRow(benchContext* c, benchRow* row, const ulyssesComm_t* comms, in
       op->reference(&shape.kv, (const void* const*)inputs, outputs);
     size_t outputBytes = benchSideBytes(op->direction, 0, &shape, c->rank);
     for (int k = 0; k < nComms; k++) {
-      *wrong += countWrong(got[k][t], outputs[c->rank], outputBytes, c->config->elementSize);
+      *wrong += benchCountWrong(got[k][t], outputs[c->rank], outputBytes, c->config->elementSize);
       free(got[k][t]);
     }
     for (int p = 0; p < nRanks; p++) {

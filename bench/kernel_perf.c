@@ -403,14 +403,6 @@ static int expectedSegments(const kernelShape* s, ulyssesOp_t op, int isPack,
   return 0;
 }
 
-static double countWrong(const unsigned char* got, const unsigned char* expected, size_t bytes,
-                         int elementSize) {
-  double wrong = 0;
-  for (size_t i = 0; i < bytes; i += (size_t)elementSize)
-    if (memcmp(got + i, expected + i, (size_t)elementSize) != 0) wrong++;
-  return wrong;
-}
-
 /* One stage at CHECK_LENGTH: pack compares the workspace segments with the
  * reference; unpack starts from reference segments and compares the user
  * tensor. */
@@ -458,13 +450,13 @@ static int checkStage(kernelContext* c, const kernelShape* s, ulyssesPlan_t plan
         cudaMemcpyAsync(got, workspace, workspaceSize, cudaMemcpyDeviceToHost, c->gpu.stream));
     CUDACHECK(cudaStreamSynchronize(c->gpu.stream));
     for (int p = 0; p < s->nRanks; p++)
-      *wrong += countWrong(got + stage.segments[p].offset,
+      *wrong += benchCountWrong(got + stage.segments[p].offset,
                            segmentsExpected + stage.segments[p].offset, stage.segments[p].bytes,
                            (int)s->layout.elementSize);
   } else {
     CUDACHECK(cudaMemcpyAsync(got, user, bytes, cudaMemcpyDeviceToHost, c->gpu.stream));
     CUDACHECK(cudaStreamSynchronize(c->gpu.stream));
-    *wrong = countWrong(got, userExpected, bytes, (int)s->layout.elementSize);
+    *wrong = benchCountWrong(got, userExpected, bytes, (int)s->layout.elementSize);
   }
   CUDACHECK(cudaFree(user));
   CUDACHECK(cudaFree(workspace));

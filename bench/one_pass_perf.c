@@ -295,15 +295,6 @@ static void teardownSetup(rankSetup* setup) {
 /*------------------------------------------------------------------------
  * The check: every rank's outputs against the CPU reference.
  *----------------------------------------------------------------------*/
-static double countWrongElements(const unsigned char* got, const unsigned char* want, size_t bytes,
-                                 int elementSize) {
-  if (memcmp(got, want, bytes) == 0) return 0;
-  double wrong = 0;
-  for (size_t i = 0; i < bytes; i += (size_t)elementSize)
-    if (memcmp(got + i, want + i, (size_t)elementSize) != 0) wrong++;
-  return wrong;
-}
-
 /* Launches every rank once into outputs set to ONE_PASS_UNTOUCHED and counts
  * the elements that differ from expected (exchangeReference's). The plan
  * being exact, the real rows fill every output: no padding to watch. */
@@ -322,7 +313,7 @@ static int checkLaunches(benchContext* c, rankSetup* setup, int blocks, void* co
     const guardedBuffer* out = &setup->run.recv[r][0];
     sideRows rows = exchangeSideRows(&setup->run, 0, r, 0, setup->table.lengths);
     for (int64_t i = 0; i < rows.batch * rows.realRows; i++)
-      *wrong += countWrongElements(out->data + rowOffset(&rows, i),
+      *wrong += benchCountWrong(out->data + rowOffset(&rows, i),
                                    (const unsigned char*)expected[r] + (size_t)i * rows.rowBytes,
                                    rows.rowBytes, (int)s->layouts[0].elementSize);
   }

@@ -127,6 +127,15 @@ int benchTypeSize(const char* name) {
   return 0;
 }
 
+double benchCountWrong(const unsigned char* got, const unsigned char* expected, size_t bytes,
+                       int elementSize) {
+  if (memcmp(got, expected, bytes) == 0) return 0;
+  double wrong = 0;
+  for (size_t i = 0; i < bytes; i += (size_t)elementSize)
+    if (memcmp(got + i, expected + i, (size_t)elementSize) != 0) wrong++;
+  return wrong;
+}
+
 const char* benchFormatBytes(double bytes, char* text, size_t capacity) {
   static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int unit = 0;

@@ -97,6 +97,10 @@ int benchTypeSize(const char* name);
 /* The names benchTypeSize knows, for help texts. */
 extern const char benchTypeNames[];
 
+/* The elements of elementSize bytes in which got and expected (bytes long)
+ * differ: what the benches' -c checks report. */
+double benchCountWrong(const unsigned char* got, const unsigned char* expected, size_t bytes,
+                       int elementSize);
 /* A byte count for humans: "512 B", "64.0 KiB", "1.50 GiB". */
 const char* benchFormatBytes(double bytes, char* text, size_t capacity);
 /* Writes text as a JSON string literal, quotes included. */
