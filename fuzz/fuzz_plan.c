@@ -618,11 +618,30 @@ static void checkPlan(const fuzzCase* c, ulyssesPlan_t plan, int rank, int check
             "op %d tensor %d: member %d of a group of %d", op, t, member, opPlan->groupSize[t]);
       if (t > 0 && modelAlike(&c->layouts[t - 1], &c->layouts[t]))
         CHECK(member > 0, "op %d tensor %d: alike to tensor %d but not in its group", op, t, t - 1);
-      if (member > 0 && !modelAlike(&c->layouts[t - 1], &c->layouts[t]))
+      if (member > 0 && !modelAlike(&c->layouts[t - 1], &c->layouts[t])) {
         CHECK(c->layouts[t].headDim * c->layouts[t].elementSize % 16 == 0 &&
                   c->layouts[t - 1].headDim * c->layouts[t - 1].elementSize % 16 == 0,
               "op %d tensors %d and %d: shapes differ, heads not whole 16-byte words, one group",
               op, t - 1, t);
+        /* A head sum's replicas a fixed stride apart: one head-sum shape,
+         * every other member's heads split evenly. */
+        int sum = -1;
+        for (int m = first; m <= last; m++)
+          if (ulyssesPlanSide(plan, (ulyssesOp_t)op, m, ULYSSES_RECV).kind == ULYSSES_COPY_HEAD_SUM) {
+            CHECK(sum < 0 || modelAlike(&c->layouts[sum], &c->layouts[m]),
+                  "op %d: head sums of tensors %d and %d of two shapes in one group", op, sum, m);
+            sum = m;
+          }
+        for (int m = first; m <= last && sum >= 0; m++) {
+          if (ulyssesPlanSide(plan, (ulyssesOp_t)op, m, ULYSSES_RECV).kind == ULYSSES_COPY_HEAD_SUM)
+            continue;
+          const ulyssesLayout_t* y = &c->layouts[m];
+          int64_t begin, count0 = ulyssesPeerHeads(y->heads, y->queryHeads, n, 0, &begin);
+          for (int p = 1; p < n; p++)
+            CHECK(ulyssesPeerHeads(y->heads, y->queryHeads, n, p, &begin) == count0,
+                  "op %d: tensor %d's heads split unevenly in the group of head sum %d", op, m, sum);
+        }
+      }
       i128 userBytes[2];
       size_t sendBytes = 0, recvBytes = 0;
       CHECK(ulyssesGetBufferSizes(plan, (ulyssesOp_t)op, t, &sendBytes, &recvBytes) == ulyssesSuccess,

@@ -28,7 +28,7 @@ typedef struct {
    * groupSize - 1 (itself among them) share one region, their segments with
    * each peer back to back, peer after peer. Row scatter: the group's bytes
    * per row of a batch entry (batch x row bytes, summed over the group) and
-   * those of the members before it. A head sum's group is of its shape. */
+   * those of the members before it. */
   int32_t groupFirst;
   int32_t groupSize;
   int64_t groupRowBytes;

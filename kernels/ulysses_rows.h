@@ -74,6 +74,20 @@ ULYSSES_HD int64_t ulyssesSliceSegmentBase(const ulyssesCopyArgs* a, int t, int 
   return slotLength * bytes;
 }
 
+/* The bytes of tensor t's group's segments with peer on the sequence side:
+ * every member's rows cut to peer's heads. */
+ULYSSES_HD int64_t ulyssesSliceGroupPeerBytes(const ulyssesCopyArgs* a, int t, int peer) {
+  const ulyssesCopyTensor* x = &a->tensors[t];
+  int64_t slotLength = ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank];
+  int64_t bytes = 0;
+  for (int m = x->groupFirst; m < x->groupFirst + x->groupSize; m++) {
+    const ulyssesCopyTensor* y = &a->tensors[m];
+    int64_t begin, count = ulyssesSplitPeerHeads(&y->split, peer, &begin);
+    bytes += y->batch * y->packed * y->headBytes * count;
+  }
+  return slotLength * bytes;
+}
+
 /* Run `run` of tensor t: a head slice enumerates (peer, real row, packed
  * index), peer slowest; a row scatter enumerates the user tensor's real rows.
  * Batch-first tensors keep each batch entry's rows at a stride of the slot

@@ -191,14 +191,17 @@ ULYSSES_HD int64_t ulyssesSumRowPart(const ulyssesCopyArgs* a, const ulyssesCopy
 /* A chunk of a head sum: count runs (one kv head of one row part each) of
  * kv head `head` at consecutive row parts from rowPart, with everything a
  * lane's loop needs found once. The replicas are in increasing rank order of
- * their holders first .. last (ulyssesSplitHolders). A holder after the first
- * has kv head `head` as its first head (its first query head is in that
- * head's group, else the holder before it would not hold it too), and one
- * strictly between first and last holds that head only. So for run k:
- * replica 0 at first + k * firstStride; replica i of 1 .. replicas - 2 at
- * next + (i - 1) * replicaStride + k * headBytes; the last one at next +
- * (replicas - 2) * replicaStride + lastExtra + k * lastStride (it may hold
- * more heads, which widen its rows); the sum at out + k * outStride. */
+ * their holders first .. last (ulyssesSplitHolders), each in its holder's
+ * segment of the group's region (ulyssesSliceSegmentBase). A holder after
+ * the first has kv head `head` as its first head (its first query head is in
+ * that head's group, else the holder before it would not hold it too), and
+ * one strictly between first and last holds that head only, so its segments
+ * of the group have the same bytes as the next one's (the plan's groups keep
+ * that: joinsGroup in src/plan.c). So for run k: replica 0 at first + k *
+ * firstStride; replica i of 1 .. replicas - 2 at next + (i - 1) *
+ * replicaStride + k * headBytes; the last one at last + k * lastStride (it
+ * may hold more heads, which widen its rows); the sum at out + k *
+ * outStride. */
 typedef struct {
   const ulyssesCopyTensor* x;
   unsigned char* out;
@@ -207,7 +210,7 @@ typedef struct {
   int64_t firstStride;
   const unsigned char* next;
   int64_t replicaStride;
-  int64_t lastExtra;
+  const unsigned char* last;
   int64_t lastStride;
   int64_t count;
   int replicas;
@@ -217,30 +220,33 @@ ULYSSES_HD ulyssesSumChunk ulyssesSumChunkAt(const ulyssesCopyArgs* a, int t, in
                                              int64_t rowPart, int64_t count) {
   const ulyssesCopyTensor* x = &a->tensors[t];
   ulyssesSumChunk c;
-  int64_t slotRows = x->batch * (ulyssesCopySlotOffsets(a)[a->rank + 1] - ulyssesCopySlotOffsets(a)[a->rank]);
   ulyssesHolders holders = ulyssesSplitHolders(&x->split, head);
   int64_t firstBegin, lastBegin;
   int64_t firstCount = ulyssesSplitPeerHeads(&x->split, holders.first, &firstBegin);
   int64_t lastCount = ulyssesSplitPeerHeads(&x->split, holders.last, &lastBegin);
-  int64_t headSlot = slotRows * x->packed * x->headBytes;
   c.x = x;
   c.out = x->user + (rowPart * x->heads + head) * x->headBytes;
   c.outStride = x->heads * x->headBytes;
-  /* In its group's region (ulyssesCopyTensor.groupFirst: members of this
-   * shape only) a holder's segment of count heads starts at groupSize * its
-   * prefix + the member's index * count head slots; the holders between
-   * first and last hold one head each. */
-  int64_t group = x->groupSize, member = t - x->groupFirst;
-  c.first = x->segments + (group * holders.prefix + member * firstCount) * headSlot +
+  c.replicas = holders.last - holders.first + 1;
+  c.first = x->segments + ulyssesSliceSegmentBase(a, t, holders.first, holders.prefix) +
             (rowPart * firstCount + head - firstBegin) * x->headBytes;
   c.firstStride = firstCount * x->headBytes;
-  c.next = x->segments + (group * (holders.prefix + firstCount) + member) * headSlot +
-           rowPart * x->headBytes;
-  c.replicaStride = group * headSlot;
-  c.lastExtra = member * (lastCount - 1) * headSlot + rowPart * (lastCount - 1) * x->headBytes;
-  c.lastStride = lastCount * x->headBytes;
+  c.next = c.last = c.first;
+  c.replicaStride = 0;
+  c.lastStride = c.firstStride;
+  if (c.replicas > 2) {
+    c.next = x->segments +
+             ulyssesSliceSegmentBase(a, t, holders.first + 1, holders.prefix + firstCount) +
+             rowPart * x->headBytes;
+    c.replicaStride = ulyssesSliceGroupPeerBytes(a, t, holders.first + 1);
+  }
+  if (c.replicas > 1) {
+    int64_t lastPrefix = holders.prefix + firstCount + (c.replicas - 2);
+    c.last = x->segments + ulyssesSliceSegmentBase(a, t, holders.last, lastPrefix) +
+             rowPart * lastCount * x->headBytes;
+    c.lastStride = lastCount * x->headBytes;
+  }
   c.count = count;
-  c.replicas = holders.last - holders.first + 1;
   return c;
 }
 
@@ -258,13 +264,12 @@ ULYSSES_HD const unsigned char* ulyssesSumReplica(const ulyssesSumChunk* c, int 
     *runStride = c->firstStride;
     return c->first + run * c->firstStride;
   }
-  const unsigned char* slice = c->next + (i - 1) * c->replicaStride;
   if (i < c->replicas - 1) {
     *runStride = c->x->headBytes;
-    return slice + run * c->x->headBytes;
+    return c->next + (i - 1) * c->replicaStride + run * c->x->headBytes;
   }
   *runStride = c->lastStride;
-  return slice + c->lastExtra + run * c->lastStride;
+  return c->last + run * c->lastStride;
 }
 
 /* One round of a lane's head sum: unit `unit` (bytes unit * unitBytes into

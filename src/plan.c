@@ -472,23 +472,53 @@ static int segmentsAlike(const ulyssesLayout_t* a, const ulyssesLayout_t* b) {
 }
 
 /* Whether tensor may share a message group with a tensor of another shape:
- * both sides copy it on every rank (so every rank lays it out alike),
- * neither is a head sum, and its heads are whole 16-byte words (so that
- * every member's segments start where the widest word may). */
+ * both sides copy it on every rank (so every rank lays it out alike) and its
+ * heads are whole 16-byte words (so that every member's segments start where
+ * the widest word may). */
 static int joinsAnyShape(const struct ulyssesPlan* plan, const ulyssesPlanOp* opPlan, int tensor) {
-  const ulyssesPlanSideInfo* send = &opPlan->sides[ULYSSES_SEND][tensor];
-  const ulyssesPlanSideInfo* recv = &opPlan->sides[ULYSSES_RECV][tensor];
-  return headBytesOf(&plan->layouts[tensor]) % 16 == 0 && send->stagedOnEveryRank &&
-         recv->stagedOnEveryRank &&
-         send->shape.kind != ULYSSES_COPY_HEAD_SUM && recv->shape.kind != ULYSSES_COPY_HEAD_SUM;
+  return headBytesOf(&plan->layouts[tensor]) % 16 == 0 &&
+         opPlan->sides[ULYSSES_SEND][tensor].stagedOnEveryRank &&
+         opPlan->sides[ULYSSES_RECV][tensor].stagedOnEveryRank;
+}
+
+/* Whether every peer gets as many of layout's heads. */
+static int evenSplit(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout) {
+  int64_t begin, count = peerHeads(plan, layout, 0, &begin);
+  for (int p = 1; p < plan->nRanks; p++)
+    if (peerHeads(plan, layout, p, &begin) != count) return 0;
+  return 1;
+}
+
+static int isHeadSum(const ulyssesPlanOp* opPlan, int tensor) {
+  return opPlan->sides[ULYSSES_RECV][tensor].shape.kind == ULYSSES_COPY_HEAD_SUM;
+}
+
+/* Whether tensor t joins the group of tensors first .. t - 1: always when
+ * alike to t - 1; else where both may join any shape and, if the group then
+ * holds a head sum, its replicas keep a fixed stride (ulyssesSumChunkAt): one
+ * head-sum shape only, every other member splitting its heads evenly. A
+ * holder strictly between a kv head's first and last holds that head only,
+ * so its segments of the group then have the same bytes as the next one's. */
+static int joinsGroup(const struct ulyssesPlan* plan, const ulyssesPlanOp* opPlan, int first,
+                      int t) {
+  if (segmentsAlike(&plan->layouts[t - 1], &plan->layouts[t])) return 1;
+  if (!joinsAnyShape(plan, opPlan, t - 1) || !joinsAnyShape(plan, opPlan, t)) return 0;
+  int sum = -1;
+  for (int m = first; m <= t; m++) {
+    if (!isHeadSum(opPlan, m)) continue;
+    if (sum >= 0 && !segmentsAlike(&plan->layouts[sum], &plan->layouts[m])) return 0;
+    sum = m;
+  }
+  for (int m = first; m <= t && sum >= 0; m++)
+    if (!isHeadSum(opPlan, m) && !evenSplit(plan, &plan->layouts[m])) return 0;
+  return 1;
 }
 
 /* The op's message groups (ulyssesPlanOp.groupIndex): each tensor's index in
  * its group and the group's size. */
 static void computeGroups(const struct ulyssesPlan* plan, ulyssesPlanOp* opPlan) {
   for (int t = 0; t < plan->nTensors; t++) {
-    int joins = t > 0 && (segmentsAlike(&plan->layouts[t - 1], &plan->layouts[t]) ||
-                          (joinsAnyShape(plan, opPlan, t - 1) && joinsAnyShape(plan, opPlan, t)));
+    int joins = t > 0 && joinsGroup(plan, opPlan, t - 1 - opPlan->groupIndex[t - 1], t);
     opPlan->groupIndex[t] = joins ? opPlan->groupIndex[t - 1] + 1 : 0;
   }
   for (int t = plan->nTensors - 1; t >= 0; t--)

@@ -56,8 +56,9 @@ typedef struct {
    * back to back, peer after peer, in one region (the first member's) on
    * each side that copies them, so that one message per peer can carry
    * them: tensors of the same shape, and any tensors that both sides copy on
-   * every rank and that the head sum does not read (its replicas need one
-   * shape's fixed strides). Tensor t is member groupIndex[t] of groupSize[t]. */
+   * every rank, where a head sum's replicas keep fixed strides (one head-sum
+   * shape, other members splitting their heads evenly: joinsGroup in
+   * src/plan.c). Tensor t is member groupIndex[t] of groupSize[t]. */
   int groupIndex[ULYSSES_MAX_TENSORS];
   int groupSize[ULYSSES_MAX_TENSORS];
 } ulyssesPlanOp;

@@ -63,13 +63,16 @@ void randomScenario(scenario* s, uint64_t* random, int maxRanks, int capacityMod
     layout->packed = pick(random, 3) == 0 ? 3 : 1;
     layout->order = pick(random, 2) ? ulyssesOrderSBHD : ulyssesOrderBSHD;
     if (pick(random, 3) == 0) {
-      /* kv heads of grouped-query attention, often fewer than the ranks. */
+      /* kv heads of grouped-query attention, often fewer than the ranks,
+       * half the time of 16-byte heads (so that they may share a message
+       * group with a tensor of another shape: src/plan.h). */
       static const ulyssesDataType_t types[] = {ulyssesTypeFloat32, ulyssesTypeFloat16,
                                                 ulyssesTypeBfloat16};
       layout->heads = 1 + pick(random, s->nRanks + 2);
       layout->queryHeads = layout->heads * (1 + pick(random, 4));
       layout->dataType = types[pick(random, 3)];
       layout->elementSize = layout->dataType == ulyssesTypeFloat32 ? 4 : 2;
+      if (pick(random, 2)) layout->headDim = 16 / layout->elementSize;
     }
   }
 }

@@ -119,8 +119,9 @@ static int sendsOf(const scenario* s, ulyssesOp_t op, int rank) {
 
 /* Tensors that both sides copy travel in one message per peer (every length
  * here is above 0, so every rank sends to each of the 4 ranks): alike ones
- * always, others where their heads are whole 16-byte words and no head sum
- * reads them; where a side is the caller's buffer, one message per tensor. */
+ * always, others where their heads are whole 16-byte words and a head sum's
+ * replicas stay a fixed stride apart; where a side is the caller's buffer,
+ * one message per tensor. */
 static void testOneMessagePerPeer(void** state) {
   (void)state;
   for (int capacityMode = 0; capacityMode < 2; capacityMode++) {
@@ -135,7 +136,7 @@ static void testOneMessagePerPeer(void** state) {
     }
     /* q, then k and v of grouped-query attention: with 8-byte heads, two
      * groups, k and v's replicas summed from one region on the way back;
-     * with 128-byte heads, one group there (q, k, v), two on the way back. */
+     * with 128-byte heads, one group (q, k, v) each way. */
     s.layouts[1].heads = s.layouts[2].heads = 2;
     s.layouts[1].queryHeads = s.layouts[2].queryHeads = 8;
     s.layouts[1].dataType = s.layouts[2].dataType = ulyssesTypeBfloat16;
@@ -144,8 +145,20 @@ static void testOneMessagePerPeer(void** state) {
     for (int t = 0; t < 3; t++) s.layouts[t].headDim = 64;
     for (int rank = 0; rank < 4; rank++) {
       assert_int_equal(sendsOf(&s, ulyssesOpSeqToHead, rank), 4);
-      assert_int_equal(sendsOf(&s, ulyssesOpHeadToSeq, rank), 8);
+      assert_int_equal(sendsOf(&s, ulyssesOpHeadToSeq, rank), 4);
     }
+    /* One kv head that every rank reads: on the way back ranks 1 and 2 hold
+     * it between its first and last holders, their replicas a fixed stride
+     * apart with q's segments among them; with q's 6 heads split 2, 2, 1, 1
+     * that stride would not be fixed, so the head sum keeps a group of its
+     * own. (On the way there every rank takes k and v whole: they are sent
+     * from the caller's buffers, a message each.) */
+    s.layouts[1].heads = s.layouts[2].heads = 1;
+    s.layouts[1].queryHeads = s.layouts[2].queryHeads = 4;
+    assert_int_equal(sendsOf(&s, ulyssesOpSeqToHead, 3), 12);
+    assert_int_equal(sendsOf(&s, ulyssesOpHeadToSeq, 3), 4);
+    s.layouts[0].heads = 6;
+    assert_int_equal(sendsOf(&s, ulyssesOpHeadToSeq, 3), 8);
     /* Plain tensors of three shapes, 128-byte heads: one group each way. */
     s.layouts[1] = s.layouts[2] = s.layouts[0];
     s.layouts[1].heads = 6;
