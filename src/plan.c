@@ -152,6 +152,12 @@ static ulyssesResult_t checkLayout(const ulyssesLayout_t* layout, int index) {
   return ulyssesSuccess;
 }
 
+/* Layout's heads among the ranks, for the loops over peers (found once:
+ * ulyssesHeadSplitOf divides, and for kv heads runs Euclid's loop). */
+static ulyssesHeadSplit headSplitOf(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout) {
+  return ulyssesHeadSplitOf(layout->heads, layout->queryHeads, plan->nRanks);
+}
+
 /* The heads peer gets of layout: its plain group, or the kv heads its query
  * heads read. */
 static int64_t peerHeads(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout, int peer,
@@ -334,10 +340,11 @@ ULYSSES_API ulyssesResult_t ulyssesPlanDestroy(ulyssesPlan_t plan) {
 /* Whether each peer takes every head of layout or none: then the sequence
  * side's segments are whole rows. */
 static int wholeRowsPerPeer(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout) {
+  ulyssesHeadSplit split = headSplitOf(plan, layout);
   int64_t begin;
   int wholeRows = 1;
   for (int p = 0; p < plan->nRanks; p++) {
-    int64_t count = peerHeads(plan, layout, p, &begin);
+    int64_t count = ulyssesSplitPeerHeads(&split, p, &begin);
     wholeRows &= count == 0 || count == layout->heads;
   }
   return wholeRows;
@@ -409,6 +416,7 @@ static int64_t computeSegments(const struct ulyssesPlan* plan, int tensor, ulyss
   int64_t localSlotRows = layout->batch * plan->slotLengths[plan->rank];
   ulyssesSegmentPlace_t place =
       shape.direct ? ulyssesSegmentInUserBuffer : ulyssesSegmentInWorkspace;
+  ulyssesHeadSplit split = headSplitOf(plan, layout);
   int64_t headPrefix = 0, maxRunBytes = 0;
   for (int peer = 0; peer < plan->nRanks; peer++) {
     ulyssesSegment_t* segment = &segments[peer];
@@ -418,7 +426,7 @@ static int64_t computeSegments(const struct ulyssesPlan* plan, int tensor, ulyss
       segment->bytes = (size_t)(localSlotRows * layout->packed * layout->heads * headBytes);
     } else if (shape.kind == ULYSSES_COPY_HEAD_SLICE || shape.kind == ULYSSES_COPY_HEAD_SUM) {
       int64_t headBegin;
-      int64_t headCount = peerHeads(plan, layout, peer, &headBegin);
+      int64_t headCount = ulyssesSplitPeerHeads(&split, peer, &headBegin);
       segment->bytes = (size_t)(localSlotRows * layout->packed * headCount * headBytes);
       /* Direct only with at most one (row, packed index), or peers taking
        * every head or none (whose headBegin is 0): the slice starts at its
@@ -483,9 +491,10 @@ static int joinsAnyShape(const struct ulyssesPlan* plan, const ulyssesPlanOp* op
 
 /* Whether every peer gets as many of layout's heads. */
 static int evenSplit(const struct ulyssesPlan* plan, const ulyssesLayout_t* layout) {
-  int64_t begin, count = peerHeads(plan, layout, 0, &begin);
+  ulyssesHeadSplit split = headSplitOf(plan, layout);
+  int64_t begin, count = ulyssesSplitPeerHeads(&split, 0, &begin);
   for (int p = 1; p < plan->nRanks; p++)
-    if (peerHeads(plan, layout, p, &begin) != count) return 0;
+    if (ulyssesSplitPeerHeads(&split, p, &begin) != count) return 0;
   return 1;
 }
 
@@ -590,12 +599,14 @@ static void computeWorkspace(const struct ulyssesPlan* plan, ulyssesPlanOp* opPl
   layout->totalBytes = cursor;
 }
 
-static uint64_t computeFingerprint(const struct ulyssesPlan* plan, ulyssesOp_t op);
+static uint64_t computeFingerprint(const struct ulyssesPlan* plan);
+static uint64_t hashInt(uint64_t hash, int64_t value);
 
 /* Fills plan->ops; plan->segmentStore holds ULYSSES_OP_COUNT * 2 * nTensors *
  * nRanks segments. */
 static void computeOps(struct ulyssesPlan* plan) {
   ulyssesSegment_t* next = plan->segmentStore;
+  uint64_t fingerprint = computeFingerprint(plan);
   for (int op = 0; op < ULYSSES_OP_COUNT; op++) {
     ulyssesPlanOp* opPlan = &plan->ops[op];
     for (int side = 0; side < 2; side++)
@@ -614,7 +625,7 @@ static void computeOps(struct ulyssesPlan* plan) {
     for (int t = 0; t < plan->nTensors; t++)
       if (opPlan->groupIndex[t] == 0) interleaveSegments(plan, opPlan, t);
     computeWorkspace(plan, opPlan);
-    opPlan->fingerprint = computeFingerprint(plan, (ulyssesOp_t)op);
+    opPlan->fingerprint = hashInt(fingerprint, op);
   }
 }
 
@@ -625,19 +636,6 @@ int ulyssesPlanInlineTable(const struct ulyssesPlan* plan) {
 ulyssesSideShape ulyssesPlanSide(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                  ulyssesSide side) {
   return plan->ops[op].sides[side][tensor].shape;
-}
-
-ulyssesSegment_t ulyssesPlanSegment(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
-                                    ulyssesSide side, int peer) {
-  return plan->ops[op].sides[side][tensor].segments[peer];
-}
-
-int ulyssesPlanMessageTensors(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor) {
-  const ulyssesPlanOp* opPlan = &plan->ops[op];
-  if (!opPlan->sides[ULYSSES_SEND][tensor].stagedOnEveryRank ||
-      !opPlan->sides[ULYSSES_RECV][tensor].stagedOnEveryRank)
-    return 1;
-  return opPlan->groupSize[tensor] - opPlan->groupIndex[tensor];
 }
 
 size_t ulyssesPlanUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
@@ -757,9 +755,10 @@ static uint64_t hashInt(uint64_t hash, int64_t value) {
   return hashBytes(hash, &value, sizeof value);
 }
 
-static uint64_t computeFingerprint(const struct ulyssesPlan* plan, ulyssesOp_t op) {
+/* What every op's fingerprint hashes but the op (ulyssesPlanOp.fingerprint:
+ * this, then the op), found once per plan. */
+static uint64_t computeFingerprint(const struct ulyssesPlan* plan) {
   uint64_t hash = 0xcbf29ce484222325ull;
-  hash = hashInt(hash, op);
   hash = hashInt(hash, plan->nRanks);
   hash = hashInt(hash, plan->mode);
   hash = hashInt(hash, plan->nTensors);

@@ -85,13 +85,23 @@ int ulyssesPlanInlineTable(const struct ulyssesPlan* plan);
 ulyssesSideShape ulyssesPlanSide(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                                  ulyssesSide side);
 /* The segment of (tensor, side) exchanged with peer; a workspace segment's
- * offset is from its tensor's region. */
-ulyssesSegment_t ulyssesPlanSegment(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
-                                    ulyssesSide side, int peer);
+ * offset is from its tensor's region. Inline: a call looks up 2 x nTensors x
+ * nRanks of them. */
+static inline ulyssesSegment_t ulyssesPlanSegment(const struct ulyssesPlan* plan, ulyssesOp_t op,
+                                                  int tensor, ulyssesSide side, int peer) {
+  return plan->ops[op].sides[side][tensor].segments[peer];
+}
 /* How many tensors from tensor on travel in one message to or from each
  * peer (every rank finds the same): the rest of its message group where both
  * sides copy it on every rank, else 1. */
-int ulyssesPlanMessageTensors(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor);
+static inline int ulyssesPlanMessageTensors(const struct ulyssesPlan* plan, ulyssesOp_t op,
+                                            int tensor) {
+  const ulyssesPlanOp* opPlan = &plan->ops[op];
+  if (!opPlan->sides[ULYSSES_SEND][tensor].stagedOnEveryRank ||
+      !opPlan->sides[ULYSSES_RECV][tensor].stagedOnEveryRank)
+    return 1;
+  return opPlan->groupSize[tensor] - opPlan->groupIndex[tensor];
+}
 /* Bytes the caller's buffer of (tensor, side) spans. */
 size_t ulyssesPlanUserBytes(const struct ulyssesPlan* plan, ulyssesOp_t op, int tensor,
                             ulyssesSide side);
