@@ -327,8 +327,10 @@ ULYSSES_API ulyssesResult_t ulyssesGetWorkspaceSize(ulyssesPlan_t plan, ulyssesO
  * length table (capacity mode, or an exact plan of more than 128 ranks; an
  * exact plan of up to 128 ranks passes its lengths in the copy kernels'
  * parameters), one pack kernel for all tensors, one NCCL group with an
- * ncclSend and an ncclRecv per peer and tensor (self included; pairs with
- * zero bytes are skipped on both sides), one unpack kernel. A pass is skipped
+ * ncclSend and an ncclRecv per peer (self included; pairs with zero bytes
+ * are skipped on both sides) for each group of tensors that share the
+ * workspace's messages (README, "Host time per call", says which tensors
+ * share), one unpack kernel. A pass is skipped
  * where the layout makes the data contiguous already. No host
  * synchronisation, no allocation: capturable in a CUDA graph (run once
  * eagerly first, so that NCCL connects its peers).
