@@ -69,19 +69,22 @@ static void listAll(void) {
   addStressScenarios(&gAll);
 }
 
-/* Whether item (of a comma-separated list) selects name: the name itself,
- * or its start up to a '-'. */
-static int listSelects(const char* list, const char* name) {
+/* Whether the list item item[0, length) selects name: the name itself, or
+ * its start up to a '-'. */
+static int itemSelects(const char* item, size_t length, const char* name) {
   size_t nameLength = strlen(name);
-  for (const char* p = list; *p != '\0';) {
-    const char* end = strchr(p, ',');
-    size_t itemLength = end == NULL ? strlen(p) : (size_t)(end - p);
-    if (itemLength > 0 && itemLength <= nameLength && strncmp(p, name, itemLength) == 0 &&
-        (name[itemLength] == '\0' || name[itemLength] == '-'))
-      return 1;
-    p = end == NULL ? p + itemLength : end + 1;
+  return length > 0 && length <= nameLength && strncmp(item, name, length) == 0 &&
+         (name[length] == '\0' || name[length] == '-');
+}
+
+/* Whether an item of the comma-separated list selects name. */
+static int listSelects(const char* list, const char* name) {
+  for (const char* p = list;; p++) {
+    size_t length = strcspn(p, ",");
+    if (itemSelects(p, length, name)) return 1;
+    p += length;
+    if (*p == '\0') return 0;
   }
-  return 0;
 }
 
 static const char* gGroup;    /* --group, or NULL: every group */
@@ -101,8 +104,40 @@ static int entryRunsInTable(const ScenarioEntry* e) {
          (soakSeconds() == 0 || strcmp(e->name, "stress") == 0);
 }
 
+/* The rank counts of the table, and the names ULYSSES_TEST_RANKS takes. */
+static const int rankCounts[] = {1, 2, 3, 4, 8};
+static const char* const rankNames[] = {"1", "2", "3", "4", "8", "failure"};
+
+/* Whether every item of the environment's list variable selects one of
+ * names (count of them). An item that selects nothing is a typo that would
+ * drop its part of a run and still pass: say which, and what names them. */
+static int everyItemSelects(const char* variable, const char* const* names, int count,
+                            const char* hint) {
+  const char* list = getenv(variable);
+  if (list == NULL) return 1;
+  for (const char* p = list;; p++) {
+    size_t length = strcspn(p, ",");
+    int any = 0;
+    for (int i = 0; i < count && !any; i++) any = itemSelects(p, length, names[i]);
+    if (!any && length > 0) {
+      printf("%s=%s: '%.*s' selects nothing; %s\n", variable, list, (int)length, p, hint);
+      return 0;
+    }
+    p += length;
+    if (*p == '\0') return 1;
+  }
+}
+
 /* A selection that selects nothing is a typo: say so on the CPU too. */
 static int checkSelection(void) {
+  const char* scenarioNames[MAX_SCENARIOS];
+  for (int i = 0; i < gAll.count; i++) scenarioNames[i] = gAll.entries[i].name;
+  if (!everyItemSelects("ULYSSES_TEST_SCENARIOS", scenarioNames, gAll.count,
+                        "--list names them") ||
+      !everyItemSelects("ULYSSES_TEST_RANKS", rankNames,
+                        (int)(sizeof rankNames / sizeof rankNames[0]),
+                        "it takes 1, 2, 3, 4, 8 and failure"))
+    return 0;
   if (gGroup != NULL) {
     int known = 0;
     for (int g = 0; g < GROUP_COUNT; g++) known |= strcmp(gGroup, groups[g]) == 0;
@@ -287,7 +322,6 @@ int main(int argc, char** argv) {
   } else {
     gSelf[n] = '\0';
   }
-  static const int rankCounts[] = {1, 2, 3, 4, 8};
   const ScenarioEntry* failure = NULL;
   for (int i = 0; i < gAll.count; i++)
     if (strcmp(gAll.entries[i].name, "rank-failure") == 0) failure = &gAll.entries[i];
